@@ -1,0 +1,6 @@
+"""domaindiff plugin: medical."""
+
+__version__ = "0.1.0"
+
+DATAMODULES: list[type] = []
+MODELS: list[type] = []
