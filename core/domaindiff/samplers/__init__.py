@@ -1,0 +1,83 @@
+"""Samplers: one module per family, one signature for all.
+
+    sample_<name>(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
+                  generator=None, progress=False, **options) -> state
+
+``steps`` counts network evaluations (NFE). The time-points convention, once: a first-order
+sampler with ``steps = n`` visits ``n + 1`` points ``T = t_0 > ... > t_n`` and evaluates the
+network at ``t_0 .. t_{n-1}``. For the SDE and ODE integrators (``euler_maruyama``, ``pc``,
+``euler``, ``heun``, ``dpm_solver``, ``dpm_solver_pp_2m``, ``deis``) ``t_n = t_min``; for the
+posterior samplers (``ancestral``, ``ddim``) ``t_{n-1} = t_min`` and ``t_n = 0`` (the sample is the
+last clean prediction), so that ``ancestral`` with ``n = N`` is exactly DDPM. Samplers that take
+several evaluations per step fit as many steps as the budget allows (see each docstring);
+``ode`` is adaptive and ignores ``steps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from domaindiff.samplers.bernoulli import sample_bernoulli
+from domaindiff.samplers.ddpm import sample_ancestral, sample_ddim
+from domaindiff.samplers.deis import sample_deis
+from domaindiff.samplers.dpm_solver import sample_dpm_solver, sample_dpm_solver_pp_2m
+from domaindiff.samplers.ode import sample_euler, sample_heun, sample_ode
+from domaindiff.samplers.sde import sample_euler_maruyama, sample_pc
+
+SAMPLERS: dict[str, Callable] = {
+    "euler_maruyama": sample_euler_maruyama,
+    "pc": sample_pc,
+    "ancestral": sample_ancestral,
+    "ddim": sample_ddim,
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpm_solver": sample_dpm_solver,
+    "dpm_solver_pp_2m": sample_dpm_solver_pp_2m,
+    "deis": sample_deis,
+    "ode": sample_ode,
+}
+
+
+def register_sampler(name: str, fn: Callable) -> None:
+    """Make a plugin's sampler available by name (e.g. GDSS's S4 solver)."""
+    SAMPLERS[name] = fn
+
+
+def get_sampler(name: str) -> Callable:
+    """Look a sampler up by name (aliases: ``dpm_solver1/2/3``, ``ddpm``); clear error otherwise."""
+    aliases = {"ddpm": ("ancestral", {}), "em": ("euler_maruyama", {}),
+               "dpm_solver1": ("dpm_solver", {"order": 1}),
+               "dpm_solver2": ("dpm_solver", {"order": 2}),
+               "dpm_solver3": ("dpm_solver", {"order": 3}),
+               "dpm_solver++": ("dpm_solver_pp_2m", {})}
+    if name in SAMPLERS:
+        return SAMPLERS[name]
+    if name in aliases:
+        base, kw = aliases[name]
+        fn = SAMPLERS[base]
+
+        def aliased(*args, **kwargs):
+            return fn(*args, **{**kw, **kwargs})
+
+        aliased.__name__ = f"sample_{name}"
+        aliased.__doc__ = fn.__doc__
+        return aliased
+    raise ValueError(f"unknown sampler {name!r}; available: {sorted(SAMPLERS) + sorted(aliases)}")
+
+
+__all__ = [
+    "SAMPLERS",
+    "get_sampler",
+    "register_sampler",
+    "sample_ancestral",
+    "sample_bernoulli",
+    "sample_ddim",
+    "sample_deis",
+    "sample_dpm_solver",
+    "sample_dpm_solver_pp_2m",
+    "sample_euler",
+    "sample_euler_maruyama",
+    "sample_heun",
+    "sample_ode",
+    "sample_pc",
+]

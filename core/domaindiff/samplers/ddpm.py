@@ -1,0 +1,99 @@
+"""Samplers on the discrete DDPM posterior: ancestral sampling and DDIM.
+
+Both visit ``steps`` time points ``T = t_0 > ... > t_{steps-1} = t_min`` where the network is
+evaluated, and a last point ``t = 0`` (clean data) where the sample is the final ``x0`` prediction:
+``steps + 1`` points in all. For a :class:`~domaindiff.processes.DiscreteDDPM` with ``N`` steps the
+points ``t_j`` are the integer steps ``N, ..., 1, 0`` and ``sample_ancestral(..., steps=N)`` is
+exactly the DDPM sampler of Ho et al. (2020).
+"""
+
+from __future__ import annotations
+
+import math
+
+from domaindiff.samplers.base import (
+    Model,
+    combine,
+    emit,
+    noise_like,
+    scalar,
+    setup,
+    steps_iter,
+)
+
+
+def ddpm_time_points(procs, steps: int, schedule: str | None = None) -> list[float]:
+    """``steps`` evaluation times from ``T`` to ``t_min``, then 0."""
+    if steps < 1:
+        raise ValueError(f"steps: need at least 1 network evaluation, got {steps}")
+    ref = next(iter(procs.values()))
+    grid = [ref.T] if steps == 1 else ref.time_grid(steps - 1, schedule).tolist()
+    return [*grid, 0.0]
+
+
+def _posterior(p, t: float, s: float):
+    """Coefficients of ``q(x_s | x_t, x0) = N(c_xt x_t + c_x0 x0, var)``."""
+    a_t, s_t = scalar(p, "alpha", t), scalar(p, "sigma", t)
+    a_s, s_s = scalar(p, "alpha", s), scalar(p, "sigma", s)
+    a_ts = a_t / a_s
+    var_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)
+    return {
+        "c_xt": a_ts * s_s**2 / s_t**2,
+        "c_x0": a_s * var_ts / s_t**2,
+        "var": var_ts * s_s**2 / s_t**2,
+        "a_s": a_s,
+        "s_s": s_s,
+    }
+
+
+def _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
+         schedule, update, name):
+    st = setup(process, shape_or_x_T, generator)
+    model, x = Model(denoiser, st.procs, guidance), st.x
+    ts = ddpm_time_points(st.procs, steps, schedule)
+    for i in steps_iter(steps, progress, name):
+        t, s = ts[i], ts[i + 1]
+        x0, eps = model.predict(x, t)
+        last = i == steps - 1
+        if last:
+            upd = {k: x0[k] for k in st.procs}
+        else:
+            z = noise_like(x, st.procs, generator)
+            upd = {k: update(_posterior(p, t, s), x[k], x0[k], eps[k], z[k])
+                   for k, p in st.procs.items()}
+        x = model.after_step(combine(x, upd), s, generator, final=last)
+        emit(callback, i, s, x, x0)
+    return st.finish(x)
+
+
+def sample_ancestral(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
+                     generator=None, progress=False, schedule=None):
+    """Ancestral sampling from the Gaussian posterior ``q(x_s | x_t, x0_hat)`` (DDPM).
+
+    Works for any Gaussian process (the posterior of ``x_t = alpha x0 + sigma eps`` is exact for
+    every pair of times); ``steps`` network evaluations.
+    """
+
+    def update(c, xt, x0, eps, z):
+        return c["c_xt"] * xt + c["c_x0"] * x0 + math.sqrt(c["var"]) * z
+
+    return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
+                schedule, update, "ancestral")
+
+
+def sample_ddim(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
+                generator=None, progress=False, eta=0.0, schedule=None):
+    """DDIM (Song et al. 2021): ``x_s = a_s x0 + sqrt(s_s^2 - c^2) eps + c z``.
+
+    ``c = eta * sqrt(posterior variance)``: ``eta = 0`` is deterministic, ``eta = 1`` is ancestral.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+
+    def update(c, xt, x0, eps, z):
+        noise_std = eta * math.sqrt(c["var"])
+        keep = math.sqrt(max(c["s_s"] ** 2 - noise_std**2, 0.0))
+        return c["a_s"] * x0 + keep * eps + noise_std * z
+
+    return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
+                schedule, update, "ddim")
