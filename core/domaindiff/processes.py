@@ -573,7 +573,8 @@ PROCESSES: dict[str, type] = {
 
 def make_process(name: str, space: Space | None = None, **kwargs) -> GaussianProcess:
     """Build a Gaussian process by short name (``vp``, ``subvp``, ``ve``, ``ddpm``, ``edm``,
-    ``interpolant``) with keyword settings; raises a ValueError naming the bad argument."""
+    ``interpolant``) with keyword settings; raises a ValueError naming the bad argument.
+    """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose one of {sorted(PROCESSES)}")

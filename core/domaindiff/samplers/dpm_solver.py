@@ -67,7 +67,7 @@ def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, 
         h = {k: _lam(p, t) - _lam(p, s) for k, p in procs.items()}
         sig_t = {k: scalar(p, "sigma", t) for k, p in procs.items()}
 
-        def first(k, p, tt):  # DDIM / DPM-Solver-1 from s to tt
+        def first(k, p, tt, s=s, x=x, eps_s=eps_s):  # DDIM / DPM-Solver-1 from s to tt
             hh = _lam(p, tt) - _lam(p, s)
             return _ratio(p, s, tt) * x[k] - scalar(p, "sigma", tt) * math.expm1(hh) * eps_s[k]
 
