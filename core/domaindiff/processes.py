@@ -72,7 +72,10 @@ class GaussianProcess:
     def _derivative(self, fn, t: Tensor) -> Tensor:
         with torch.enable_grad():
             tt = t.detach().to(torch.float64).requires_grad_(True)
-            (d,) = torch.autograd.grad(fn(tt).sum(), tt)
+            out = fn(tt)
+            if not out.requires_grad:  # constant in t
+                return torch.zeros_like(t)
+            (d,) = torch.autograd.grad(out.sum(), tt)
         return d.to(t.dtype)
 
     def d_alpha(self, t: Tensor) -> Tensor:
@@ -175,7 +178,7 @@ class GaussianProcess:
         else:
             raise ValueError(f"unknown schedule {schedule!r}: use 'uniform', 'logsnr' or 'karras'")
         ts[0], ts[-1] = T, tm
-        return ts.to(device=device, dtype=torch.get_default_dtype())
+        return ts.to(device=device)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(T={self.T}, t_min={self.t_min}, space={self.space})"
@@ -572,8 +575,10 @@ PROCESSES: dict[str, type] = {
 
 
 def make_process(name: str, space: Space | None = None, **kwargs) -> GaussianProcess:
-    """Build a Gaussian process by short name (``vp``, ``subvp``, ``ve``, ``ddpm``, ``edm``,
-    ``interpolant``) with keyword settings; raises a ValueError naming the bad argument.
+    """Build a Gaussian process by short name with keyword settings.
+
+    Names: ``vp``, ``subvp``, ``ve``, ``ddpm``, ``edm``, ``interpolant``; a bad name or setting
+    raises a ValueError naming it.
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in PROCESSES:

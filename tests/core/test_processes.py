@@ -1,0 +1,131 @@
+import math
+
+import pytest
+import torch
+
+from domaindiff.processes import (
+    EDM,
+    VE,
+    VP,
+    Bernoulli,
+    DiscreteDDPM,
+    GaussianProcess,
+    Interpolant,
+    SubVP,
+    cosine_betas,
+    make_process,
+)
+
+PROCESSES = [
+    VP(), VP(beta_min=0.1, beta_max=1.0), SubVP(), VE(), VE(sigma_min=0.2, sigma_max=1.0),
+    DiscreteDDPM(num_steps=100, beta_start=1e-4, beta_end=0.1), DiscreteDDPM(schedule="cosine"),
+    EDM(), Interpolant("linear"), Interpolant("trig"), Interpolant("linear", latent_gamma=0.5),
+]
+
+
+def _times(p, n=7):
+    return torch.linspace(p.t_min + 1e-3 * (p.T - p.t_min), p.T, n, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("p", PROCESSES, ids=repr)
+def test_closed_form_derivatives_match_autograd(p):
+    t = _times(p)
+    if isinstance(p, DiscreteDDPM):  # piecewise linear in log abar: avoid the kinks
+        t = (torch.arange(1, 8, dtype=torch.float64) + 0.37) / p.num_steps * (p.num_steps // 8)
+    auto_a = GaussianProcess._derivative(p, p.alpha, t)
+    auto_s = GaussianProcess._derivative(p, p.sigma, t)
+    torch.testing.assert_close(p.d_alpha(t), auto_a, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(p.d_sigma(t), auto_s, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("p", PROCESSES, ids=repr)
+def test_sde_coefficients_generate_the_marginals(p):
+    """Mean and variance of the linear SDE obey d alpha = f alpha, d s^2 = 2 f s^2 + g^2."""
+    t = _times(p)
+    if isinstance(p, DiscreteDDPM):
+        t = (torch.arange(1, 8, dtype=torch.float64) + 0.37) / p.num_steps * (p.num_steps // 8)
+    a, s = p.alpha(t), p.sigma(t)
+    torch.testing.assert_close(p.d_alpha(t), p.f(t) * a, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(2 * s * p.d_sigma(t), 2 * p.f(t) * s**2 + p.g2(t), rtol=1e-5,
+                               atol=1e-8)
+
+
+@pytest.mark.parametrize("p", PROCESSES, ids=repr)
+def test_t_from_lambda_inverts_lambda(p):
+    t = _times(p)
+    back = p.t_from_lambda(p.lambda_(t))
+    torch.testing.assert_close(back, t, rtol=1e-6, atol=1e-7)
+
+
+def test_vp_marginal_matches_song_et_al():
+    p = VP(0.1, 20.0)
+    t = torch.tensor([0.5], dtype=torch.float64)
+    log_mean = -0.25 * t**2 * (20.0 - 0.1) - 0.5 * t * 0.1
+    x0 = torch.ones(1, 3, dtype=torch.float64)
+    mean, std = p.marginal(x0, t)
+    torch.testing.assert_close(mean, torch.exp(log_mean)[:, None] * x0)
+    torch.testing.assert_close(std.squeeze(), torch.sqrt(1 - torch.exp(2 * log_mean)).squeeze())
+
+
+def test_discrete_ddpm_hits_alphas_cumprod_on_the_grid():
+    p = DiscreteDDPM(num_steps=50, beta_start=1e-4, beta_end=0.1)
+    i = torch.arange(1, 51)
+    t = i.to(torch.float64) / 50
+    torch.testing.assert_close(p.alpha(t) ** 2, p.alphas_cumprod, rtol=1e-10, atol=1e-12)
+    assert torch.equal(p.t_to_index(t), i)
+    betas = cosine_betas(10)
+    q = DiscreteDDPM(betas=betas.tolist())
+    torch.testing.assert_close(q.alphas_cumprod, torch.cumprod(1 - betas, 0))
+
+
+def test_prior_logp_is_the_gaussian_density():
+    p = VE(sigma_min=0.01, sigma_max=3.0)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    expected = torch.distributions.Normal(0.0, 3.0).log_prob(x).sum(1)
+    torch.testing.assert_close(p.prior_logp(x), expected)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="schedule"):
+        DiscreteDDPM(schedule="quadratic")
+    with pytest.raises(ValueError, match="t_min"):
+        VP(t_min=2.0)
+    with pytest.raises(ValueError, match="unknown process"):
+        make_process("ornstein")
+    with pytest.raises(ValueError, match="bad settings"):
+        make_process("vp", sigma_max=3)
+    with pytest.raises(ValueError, match="kind"):
+        Interpolant("cubic")
+    with pytest.raises(ValueError, match="time grid|schedule"):
+        VP().time_grid(5, "quadratic")
+
+
+def test_bernoulli_marginal_matches_stepwise_forward_chain():
+    proc = Bernoulli(num_steps=20, beta_start=0.02, beta_end=0.3)
+    x0 = torch.tensor([1.0, 0.0])
+    # exact distribution of the chain by propagating P(x=1)
+    p1 = x0.clone().double()
+    for i in range(1, 21):
+        b = proc.betas[i - 1]
+        p1 = (1 - b) * p1 + b / 2
+        torch.testing.assert_close(proc.marginal_prob(x0.double(), torch.tensor(i)), p1)
+
+
+def test_bernoulli_posterior_is_bayes_rule():
+    proc = Bernoulli(num_steps=10, beta_start=0.05, beta_end=0.4)
+    for x0 in (0.0, 1.0, 0.3):
+        for xi in (0.0, 1.0):
+            i, j = 7, 3
+            a_i, a_j = proc.abar[i], proc.abar[j]
+            a_ij = a_i / a_j
+            prior1 = a_j * x0 + (1 - a_j) / 2
+
+            def lik(xj):
+                p = a_ij * xj + (1 - a_ij) / 2
+                return p if xi == 1.0 else 1 - p
+
+            post = prior1 * lik(1.0) / (prior1 * lik(1.0) + (1 - prior1) * lik(0.0))
+            got = proc.posterior_prob(torch.tensor([xi], dtype=torch.float64),
+                                      torch.tensor([x0], dtype=torch.float64),
+                                      torch.tensor([i]), torch.tensor([j]))
+            assert math.isclose(float(got), float(post), rel_tol=1e-12)
