@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from domaindiff.guidance import (
     ClassifierFreeGuidance,
     Compose,

@@ -2,7 +2,6 @@ import itertools
 
 import pytest
 import torch
-
 from domaindiff.parametrization import (
     PARAMETRIZATIONS,
     convert,

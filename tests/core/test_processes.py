@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from domaindiff.processes import (
     EDM,
     VE,
@@ -120,7 +119,7 @@ def test_bernoulli_posterior_is_bayes_rule():
             a_ij = a_i / a_j
             prior1 = a_j * x0 + (1 - a_j) / 2
 
-            def lik(xj):
+            def lik(xj, a_ij=a_ij, xi=xi):
                 p = a_ij * xj + (1 - a_ij) / 2
                 return p if xi == 1.0 else 1 - p
 
