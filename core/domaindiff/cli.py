@@ -45,7 +45,6 @@ def _cmd_sample(argv: Sequence[str]) -> int:
     import torch
 
     from domaindiff.module import CheckpointError, load_checkpoint
-    from domaindiff.plugins import discover
 
     parser = argparse.ArgumentParser(prog="domaindiff sample",
                                      description="Load a checkpoint and write samples.")
@@ -75,7 +74,6 @@ def _cmd_sample(argv: Sequence[str]) -> int:
             options[k] = json.loads(v)
         except json.JSONDecodeError:
             options[k] = v
-    discover()
     try:
         model = load_checkpoint(args.ckpt, trust=args.trust_checkpoint)
     except CheckpointError as err:
@@ -125,6 +123,8 @@ def _cmd_eval(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 2
     name, rest = argv[0], [_quote_override(a) for a in argv[1:]]
+    # Hydra's parser takes the overrides as one positional list: put flags first
+    rest = [a for a in rest if a.startswith("-")] + [a for a in rest if not a.startswith("-")]
     try:
         plugin = get_plugin(name)
     except (KeyError, ImportError) as err:

@@ -105,6 +105,8 @@ class DiffusionModule(L.LightningModule):
         self.ema_decay = ema_decay
         self.ema_network = (AveragedModel(network, multi_avg_fn=ema_with_warmup(ema_decay),
                                           use_buffers=True) if ema_decay > 0 else None)
+        if self.ema_network is not None:  # a frozen copy: not trained, not seen by DDP
+            self.ema_network.requires_grad_(False)
         self.default_sampler, self.sampling_steps = sampler, sampling_steps
         get_sampler(sampler)  # fail early on a bad name
         self.num_val_samples = num_val_samples

@@ -70,7 +70,14 @@ def discover(refresh: bool = False) -> dict[str, PluginInfo]:
 
 
 def get_plugin(name: str) -> ModuleType:
-    """The imported module of a plugin; a clear error if absent or broken."""
+    """The imported module of one plugin (only that one is imported); clear error if absent/broken."""
+    eps = {ep.name: ep for ep in entry_points(group=GROUP)}
+    if name in eps and _CACHE is None:
+        try:
+            return importlib.import_module(eps[name].value)
+        except Exception as err:  # noqa: BLE001
+            last = traceback.format_exception_only(type(err), err)[-1].strip()
+            raise ImportError(f"plugin {name!r} failed to import: {last}") from err
     plugins = discover()
     if name not in plugins:
         raise KeyError(f"no plugin named {name!r}; installed: {sorted(plugins)}")

@@ -1,0 +1,172 @@
+"""The real `domaindiff` command on the toy plugin, from YAML in tests/conf."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from domaindiff import plugins
+from domaindiff.cli import main
+from domaindiff.module import CheckpointError, load_checkpoint
+
+CONF = Path(__file__).parents[1] / "conf"
+EXE = [sys.executable, "-m", "domaindiff.cli"]
+
+
+def _run(args, cwd, **kw):
+    """The command in a fresh process (used for training: it is what users run)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([*EXE, *args], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=300, **kw)
+
+
+def _call(args, cwd):
+    """The same command in this process (fast: no re-import of torch and Lightning)."""
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as ex:
+                code = ex.code if isinstance(ex.code, int) else 1
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    res = _run(["fit", "--config", str(CONF / "toy_fit.yaml"),
+                f"--trainer.default_root_dir={root}"], cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpts = sorted(root.rglob("*.ckpt"))
+    assert ckpts, "fit wrote no checkpoint"
+    return root, ckpts[-1]
+
+
+def test_fit_writes_a_checkpoint_that_loads_weights_only(trained):
+    _, ckpt = trained
+    raw = torch.load(ckpt, weights_only=True)  # no pickled objects inside
+    assert raw["domaindiff"]["class_path"] == "domaindiff.toy.model.ToyDiffusion"
+    model = load_checkpoint(ckpt)
+    assert model.hparams["hidden"] == 32
+    assert model.ema_network is not None and int(model.ema_network.n_averaged) == 8
+
+
+def test_validation_metrics_are_logged(trained):
+    root, _ = trained
+    metrics = next(root.rglob("metrics.csv")).read_text()
+    assert "val/energy_distance" in metrics and "val/loss" in metrics
+
+
+def test_sample_command_writes_samples(trained, tmp_path):
+    _, ckpt = trained
+    out = tmp_path / "s.pt"
+    res = _call(["sample", "--ckpt", str(ckpt), "--sampler", "heun", "--steps", "9", "--n", "50",
+                "--batch-size", "20", "--out", str(out), "--no-progress"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    samples = torch.load(out, weights_only=True)
+    assert samples["x"].shape == (50, 2) and torch.isfinite(samples["x"]).all()
+
+
+def test_eval_command_writes_json_and_png(trained, tmp_path):
+    _, ckpt = trained
+    res = _call(["eval", "toy", f"ckpt={ckpt}", "sampler=ddim", "steps=5", "num_samples=200",
+                "nll_samples=4", f"out_dir={tmp_path}"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads((tmp_path / "metrics_ddim_5.json").read_text())
+    assert result["steps"] == 5 and result["energy_distance"] > 0 and "nll_model" in result
+    assert (tmp_path / "samples_ddim_5.png").stat().st_size > 1000
+
+
+def test_eval_multirun_sweeps_samplers_and_steps(trained, tmp_path):
+    _, ckpt = trained
+    res = _call(["eval", "toy", f"ckpt={ckpt}", "num_samples=100", "nll_samples=0",
+                f"out_dir={tmp_path}", "--multirun", "sampler=ddim,heun", "steps=3,5"],
+               cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    names = sorted(p.name for p in tmp_path.glob("metrics_*.json"))
+    assert names == ["metrics_ddim_3.json", "metrics_ddim_5.json", "metrics_heun_3.json",
+                     "metrics_heun_5.json"]
+
+
+def test_plugins_command_lists_toy(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "toy" in out and "ToyDiffusion" in out and "GaussianMixtureData" in out
+
+
+def test_broken_plugin_is_reported_and_others_work(monkeypatch, capsys):
+    from importlib.metadata import EntryPoint
+
+    good = EntryPoint("toy", "domaindiff.toy", plugins.GROUP)
+    bad = EntryPoint("broken", "domaindiff_no_such_module_xyz", plugins.GROUP)
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [good, bad])
+    found = plugins.discover(refresh=True)
+    try:
+        assert found["toy"].ok and not found["broken"].ok
+        assert "No module named" in found["broken"].error
+        assert main(["plugins"]) == 0
+        out = capsys.readouterr().out
+        assert "broken" in out and "FAILED" in out and "ToyDiffusion" in out
+    finally:
+        monkeypatch.undo()
+        plugins.discover(refresh=True)
+
+
+def test_bad_config_names_the_problem(tmp_path):
+    res = _call(["fit", "--model", "NoSuchModel", "--data", "GaussianMixtureData",
+                "--trainer.max_epochs=1"], cwd=tmp_path)
+    assert res.returncode != 0
+    assert "NoSuchModel" in res.stderr
+    res = _call(["fit", "--config", str(CONF / "toy_fit.yaml"), "--model.init_args.hiddden=3"],
+               cwd=tmp_path)
+    assert res.returncode != 0 and "hiddden" in res.stderr
+
+
+def test_short_class_names_and_print_config(tmp_path):
+    res = _call(["fit", "--model", "ToyDiffusion", "--data", "GaussianMixtureData",
+                "--print_config"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "class_path: domaindiff.toy" in res.stdout and "ToyDiffusion" in res.stdout
+    assert "mixture: ring8" in res.stdout
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path, trained):
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(junk)
+    # a checkpoint holding an arbitrary pickled object is refused unless trusted
+    _, ckpt = trained
+    raw = torch.load(ckpt, weights_only=True)
+    raw["extra"] = Path("/")  # not an allow-listed type
+    evil = tmp_path / "evil.ckpt"
+    torch.save(raw, evil)
+    with pytest.raises(CheckpointError, match="trust"):
+        load_checkpoint(evil)
+    assert load_checkpoint(evil, trust=True).hparams["hidden"] == 32
+    res = _call(["sample", "--ckpt", str(evil), "--n", "2"], cwd=tmp_path)
+    assert res.returncode == 2 and "--trust-checkpoint" in res.stderr
+    no_meta = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {}}, no_meta)
+    with pytest.raises(CheckpointError, match="class_path"):
+        load_checkpoint(no_meta)
+
+
+def test_sample_rejects_bad_arguments(trained, tmp_path):
+    _, ckpt = trained
+    res = _call(["sample", "--ckpt", str(ckpt), "--n", "0"], cwd=tmp_path)
+    assert res.returncode == 2 and "--n" in res.stderr
+    res = _call(["sample", "--ckpt", str(ckpt), "--sampler", "nope", "--n", "2"], cwd=tmp_path)
+    assert res.returncode == 2 and "unknown sampler" in res.stderr
