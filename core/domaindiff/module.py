@@ -238,6 +238,19 @@ class DiffusionModule(L.LightningModule):
             self.train(was_training)
         return out
 
+    def export(self, path: str | Path, use_ema: bool = True) -> None:
+        """Write the denoiser's weights (EMA by default) and hyperparameters, atomically.
+
+        The file holds only tensors and primitives: ``torch.load(path, weights_only=True)`` reads
+        it, and ``type(model)(**hparams).network.load_state_dict(weights)`` rebuilds the network.
+        """
+        net = self.ema_network.module if (use_ema and self.ema_network is not None) \
+            else self.network
+        cls = type(self)
+        atomic_save({"class_path": f"{cls.__module__}.{cls.__qualname__}",
+                     "hyper_parameters": dict(self.hparams),
+                     "network": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, path)
+
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.network.parameters(), lr=self.lr,
                                weight_decay=self.weight_decay)

@@ -545,12 +545,13 @@ class Bernoulli:
         u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
         return (u < p).to(x0.dtype)
 
-    def posterior_prob(self, x_i: Tensor, x0_prob: Tensor, i: Tensor,
+    def posterior_prob(self, x_i: Tensor, x0: Tensor, i: Tensor,
                        j: Tensor | None = None) -> Tensor:
-        """``P(x_j = 1 | x_i, x0)`` for ``j < i`` (default ``j = i - 1``), exact.
+        """``q(x_j = 1 | x_i, x0)`` for ``j < i`` (default ``j = i - 1``), exact for 0/1 ``x0``.
 
-        With a probability ``x0_prob`` in place of x0, this is the posterior averaged over x0, the
-        mean parametrization used by BerDiff and Echo-DND.
+        With a fractional ``x0`` this is the plug-in formula (BerDiff's ``theta_post`` with the
+        predicted mean in place of x0); :meth:`reverse_prob` is the exact reverse step for a
+        predicted probability.
         """
         i = torch.as_tensor(i, device=x_i.device).long()
         j = i - 1 if j is None else torch.as_tensor(j, device=x_i.device).long()
@@ -559,10 +560,21 @@ class Bernoulli:
         # likelihood of the observed x_i given x_j = 1 and x_j = 0
         like1 = a_ij * x_i + 0.5 * (1 - a_ij)
         like0 = a_ij * (1 - x_i) + 0.5 * (1 - a_ij)
-        prior1 = a_j * x0_prob + 0.5 * (1 - a_j)
+        prior1 = a_j * x0 + 0.5 * (1 - a_j)
         num1 = like1 * prior1
         num0 = like0 * (1 - prior1)
         return num1 / (num1 + num0)
+
+    def reverse_prob(self, x_i: Tensor, x0_prob: Tensor, i: Tensor,
+                     j: Tensor | None = None) -> Tensor:
+        """``p(x_j = 1 | x_i)`` given ``x0_prob = P(x0 = 1 | x_i)``: the posterior averaged over x0.
+
+        ``x0_prob * q(x_j | x_i, x0=1) + (1 - x0_prob) * q(x_j | x_i, x0=0)``, the exact reverse
+        transition when ``x0_prob`` is the true posterior mean.
+        """
+        one, zero = torch.ones_like(x_i), torch.zeros_like(x_i)
+        return (x0_prob * self.posterior_prob(x_i, one, i, j)
+                + (1 - x0_prob) * self.posterior_prob(x_i, zero, i, j))
 
     def __repr__(self) -> str:
         return f"Bernoulli(num_steps={self.num_steps})"

@@ -170,3 +170,14 @@ def test_sample_rejects_bad_arguments(trained, tmp_path):
     assert res.returncode == 2 and "--n" in res.stderr
     res = _call(["sample", "--ckpt", str(ckpt), "--sampler", "nope", "--n", "2"], cwd=tmp_path)
     assert res.returncode == 2 and "unknown sampler" in res.stderr
+
+
+def test_predict_writes_samples_with_the_sample_writer(trained, tmp_path):
+    _, ckpt = trained
+    res = _call(["predict", "--config", str(CONF / "toy_fit.yaml"), f"--ckpt_path={ckpt}",
+                 "--trainer.callbacks+=domaindiff.module.SampleWriter",
+                 f"--trainer.callbacks.out_dir={tmp_path / 'pred'}",
+                 f"--trainer.default_root_dir={tmp_path}"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    files = sorted((tmp_path / "pred").glob("samples_*.pt"))
+    assert files and torch.load(files[0], weights_only=True)["x"].shape == (64, 2)

@@ -92,3 +92,16 @@ def test_module_sample_and_ema(tmp_path):
     assert torch.load(tmp_path / "s.pt", weights_only=True)["x"].shape == (5, 2)
     assert not any(Path(tmp_path).glob(".*tmp"))
     assert os.path.getsize(tmp_path / "s.pt") > 0
+
+
+def test_export_writes_ema_weights(tmp_path):
+    model = ToyDiffusion(hidden=16, depth=1)
+    for p in model.network.parameters():
+        p.data.zero_()
+    model.export(tmp_path / "w.pt")
+    raw = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert raw["class_path"].endswith("ToyDiffusion") and raw["hyper_parameters"]["hidden"] == 16
+    ema = model.ema_network.module.state_dict()
+    assert all(torch.equal(raw["network"][k], ema[k]) for k in ema)
+    fresh = ToyDiffusion(**raw["hyper_parameters"])
+    fresh.network.load_state_dict(raw["network"])

@@ -19,7 +19,7 @@ def bernoulli_time_points(num_steps: int, steps: int) -> list[int]:
 
 def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, guidance=None,
                      callback=None, generator=None, progress=False, key="x", threshold=None):
-    """Sample binary data by walking the exact posterior ``q(x_j | x_i, x0_hat)``.
+    """Sample binary data by walking the reverse chain ``p(x_j | x_i)`` (exact skip-step posterior).
 
     The denoiser returns the probability that the clean value is 1 (``x0_hat``), from the state
     and the integer step as a float tensor ``t = i / N``. With ``steps < N`` the walk skips steps
@@ -58,7 +58,7 @@ def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, 
             state[key] = prob if threshold is None else (prob > threshold).to(like.dtype)
         else:
             ii = torch.full((b,), i, device=like.device)
-            post = process.posterior_prob(state[key], prob, ii, torch.full_like(ii, j))
+            post = process.reverse_prob(state[key], prob, ii, torch.full_like(ii, j))
             r = torch.rand(post.shape, generator=generator, device=post.device, dtype=post.dtype)
             state[key] = (r < post).to(like.dtype)
         emit(callback, n, j / process.num_steps, state, {key: prob})
