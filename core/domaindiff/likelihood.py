@@ -76,7 +76,8 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
     probes = None
     if not exact:
         probes = [{k: p.space.project(torch.randn(state[k].shape, generator=generator,
-                                                  dtype=state[k].dtype), state)
+                                                  dtype=state[k].dtype).to(state[k].device),
+                                      state)
                    for k, p in procs.items()} for _ in range(hutchinson_samples)]
 
     def func(t, ys):
@@ -92,8 +93,9 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
         return (*[v[k].detach() for k in keys], div.detach())
 
     first = state[keys[0]]
-    y0 = (*[state[k] for k in keys], torch.zeros(first.shape[0], dtype=first.dtype))
-    t_span = torch.tensor([ref.t_min, ref.T], dtype=state[keys[0]].dtype)
+    y0 = (*[state[k] for k in keys], torch.zeros(first.shape[0], dtype=first.dtype,
+                                                 device=first.device))
+    t_span = torch.tensor([ref.t_min, ref.T], dtype=first.dtype, device=first.device)
     ys = odeint(func, y0, t_span, rtol=rtol, atol=atol, method=method)
     x_T = {k: y[-1] for k, y in zip(keys, ys[:-1])}
     delta = ys[-1][-1]

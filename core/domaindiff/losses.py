@@ -44,12 +44,15 @@ def sample_time(n: int, process: GaussianProcess, kind: str = "uniform",
         p_std: lognormal standard deviation.
     """
     lo, hi = process.t_min, process.T
+    gdev = generator.device if generator is not None else None
     if kind == "uniform":
-        u = torch.rand(n, generator=generator)
+        u = torch.rand(n, generator=generator, device=gdev)
     elif kind == "stratified":
-        u = (torch.rand(1, generator=generator) + torch.arange(n) / n) % 1.0
+        u = (torch.rand(1, generator=generator, device=gdev)
+             + torch.arange(n, device=gdev) / n) % 1.0
     elif kind == "lognormal":
-        sig = torch.exp(p_mean + p_std * torch.randn(n, generator=generator, dtype=torch.float64))
+        sig = torch.exp(p_mean + p_std * torch.randn(n, generator=generator, dtype=torch.float64,
+                                                     device=gdev)).cpu()
         t = process.t_from_lambda(-torch.log(sig)).clamp(lo, hi)
         return t.to(device=device, dtype=torch.get_default_dtype())
     else:

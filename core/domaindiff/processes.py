@@ -542,7 +542,8 @@ class Bernoulli:
     def q_sample(self, x0: Tensor, i: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``x_i ~ q(x_i | x0)``."""
         p = self.marginal_prob(x0, i)
-        u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        gdev = generator.device if generator is not None else p.device
+        u = torch.rand(p.shape, generator=generator, device=gdev, dtype=p.dtype).to(p.device)
         return (u < p).to(x0.dtype)
 
     def posterior_prob(self, x_i: Tensor, x0: Tensor, i: Tensor,

@@ -25,6 +25,10 @@ def _batch_sum(x: Tensor) -> Tensor:
 
 
 def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal like ``x``; a generator on another device draws there and is moved."""
+    if generator is not None and generator.device != x.device:
+        return torch.randn(x.shape, generator=generator, device=generator.device,
+                           dtype=x.dtype).to(x.device)
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 

@@ -45,7 +45,8 @@ def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, 
     state = {key: torch.zeros(tuple(shape_or_template))} if single else dict(shape_or_template)
     like = state[key]
     pts = bernoulli_time_points(process.num_steps, steps)
-    u = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    gdev = generator.device if generator is not None else like.device
+    u = torch.rand(like.shape, generator=generator, device=gdev, dtype=like.dtype).to(like.device)
     state[key] = (u < 0.5).to(like.dtype)
     b = like.shape[0]
     prob = None
@@ -59,7 +60,8 @@ def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, 
         else:
             ii = torch.full((b,), i, device=like.device)
             post = process.reverse_prob(state[key], prob, ii, torch.full_like(ii, j))
-            r = torch.rand(post.shape, generator=generator, device=post.device, dtype=post.dtype)
+            r = torch.rand(post.shape, generator=generator, device=gdev,
+                           dtype=post.dtype).to(post.device)
             state[key] = (r < post).to(like.dtype)
         emit(callback, n, j / process.num_steps, state, {key: prob})
     return state[key] if single else state
