@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from domaindiff.data import atomic_write_text
 from domaindiff.processes import VP
 from domaindiff.samplers import get_sampler, sample_ode

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+
 from domaindiff.data import atomic_write_text
 from domaindiff.likelihood import log_likelihood
 from domaindiff.toy import GaussianMixtureData, ToyDiffusion

@@ -1,4 +1,5 @@
 import torch
+
 from domaindiff.processes import Bernoulli
 from domaindiff.samplers import sample_bernoulli
 

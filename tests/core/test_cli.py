@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from domaindiff import plugins
 from domaindiff.cli import main
 from domaindiff.module import CheckpointError, load_checkpoint

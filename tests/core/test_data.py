@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from domaindiff.data import (
     DatasetUnavailableError,
     DomainDataModule,

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+
 from domaindiff.toy import ToyDiffusion
 
 CONF = Path(__file__).parents[1] / "conf"

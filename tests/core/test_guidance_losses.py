@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from domaindiff.guidance import (
     ClassifierFreeGuidance,
     Compose,

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from domaindiff.likelihood import log_likelihood
 from domaindiff.processes import VE, VP, Interpolant, SubVP
 from domaindiff.toy.mixtures import ExactDenoiser, GaussianMixture

@@ -2,6 +2,7 @@ import itertools
 
 import pytest
 import torch
+
 from domaindiff.parametrization import (
     PARAMETRIZATIONS,
     convert,

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from domaindiff.processes import (
     EDM,
     VE,

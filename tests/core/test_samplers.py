@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from domaindiff.processes import EDM, VE, VP, DiscreteDDPM, Interpolant, SubVP
 from domaindiff.samplers import SAMPLERS, get_sampler, sample_ancestral, sample_ode
 from domaindiff.toy.metrics import energy_distance

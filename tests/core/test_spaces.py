@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from domaindiff.likelihood import log_likelihood
 from domaindiff.losses import denoising_loss
 from domaindiff.processes import VE, VP
