@@ -1,0 +1,143 @@
+"""GDSS's own samplers on the core's processes: the S4 solver and the GDSS PC variants.
+
+Both follow the core's signature (``steps`` = network evaluations, ``steps + 1`` time points from
+``T`` to ``t_min`` or ``eps``) and work on any dict of processes (VP, sub-VP, VE mixed per
+component), so GDSS's per-dataset systems (e.g. VP for X and VE for A) are sampled jointly.
+
+S4 (Jo et al. 2022, Alg. 1): per step ONE score evaluation ``s = score(x_t, t)`` is reused for
+(i) a Langevin correction ``x += eta s + sqrt(2 eta) scale_eps z`` with
+``eta = 2 a (snr |z| / |s|)^2`` (``a = 1 - beta(t) dt`` for the VP family, 1 for VE), and
+(ii) a split prediction: half a step of the exact backward transition of the forward SDE's linear
+part, an Euler step ``x += g(t)^2 s dt`` on the score part, another half transition. The backward
+transition from ``t`` to ``u < t`` is ``x / a + sqrt(sigma_t^2 - a^2 sigma_u^2) z`` with
+``a = alpha_t / alpha_u``, which is GDSS's ``transition`` for VP (std ``sqrt(1 - a^2)``) and VE
+(std ``sqrt(sigma_t^2 - sigma_u^2)``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from domaindiff.processes import VP, DiscreteDDPM, GaussianProcess, bcast
+from domaindiff.samplers import register_sampler, sample_pc
+from domaindiff.samplers.base import (
+    Model,
+    combine,
+    emit,
+    noise_like,
+    setup,
+    steps_iter,
+    time_points,
+)
+
+
+def with_t_min(process, eps: float | None):
+    """Copies of the process(es) ending at ``eps`` (GDSS samples to 1e-4 / 1e-3, trains to 1e-5)."""
+    if eps is None:
+        return process
+    if isinstance(process, Mapping):
+        return {k: with_t_min(p, eps) for k, p in process.items()}
+    if not 0 < eps < process.T:
+        raise ValueError(f"eps: need 0 < eps < T={process.T}, got {eps}")
+    p = copy.copy(process)
+    p.t_min = float(eps)
+    return p
+
+
+def backward_transition(p: GaussianProcess, x: Tensor, t: Tensor, u: Tensor
+                        ) -> tuple[Tensor, Tensor]:
+    """GDSS's ``transition``: mean and std of the linear part run backward from ``t`` to ``u < t``."""
+    a = p.alpha(t) / p.alpha(u)
+    var = (p.sigma(t) ** 2 - a**2 * p.sigma(u) ** 2).clamp_min(0.0)
+    return x / bcast(a, x), bcast(var.sqrt(), x)
+
+
+def _langevin_alpha(p: GaussianProcess, t: Tensor, dt: float) -> float:
+    if isinstance(p, (VP, DiscreteDDPM)):
+        return float((1 - p.g2(t[:1]) * dt).clamp(0.0, 1.0))
+    return 1.0
+
+
+def sample_s4(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
+              generator=None, progress=False, snr: float = 0.1, scale_eps: float = 1.0,
+              eps: float | None = None, schedule=None, denoise_final: bool = True):
+    """GDSS's S4 solver: one score evaluation per step, Langevin correction + split prediction.
+
+    Args:
+        denoiser: ``denoiser(state, t)`` (any parametrization).
+        process: a process or dict of processes (mixed VP / VE allowed).
+        shape_or_x_T: shape, ``x_T`` or state template (masks are kept).
+        steps: network evaluations = steps.
+        guidance: optional guidance (e.g. inpainting, applied after each step).
+        callback: per-step callback.
+        generator: random generator.
+        progress: tqdm progress bar.
+        snr: Langevin signal-to-noise ratio.
+        scale_eps: scale of the corrector noise.
+        eps: end time (default: the process's ``t_min``).
+        schedule: time grid (default: the process's).
+        denoise_final: skip the noise of the last half transition (GDSS returns the mean).
+    """
+    st = setup(with_t_min(process, eps), shape_or_x_T, generator)
+    model, x = Model(denoiser, st.procs, guidance), st.x
+    ts = time_points(st.procs, steps, schedule)
+    for i in steps_iter(steps, progress, "s4"):
+        t, t_next = ts[i], ts[i + 1]
+        dt = t - t_next
+        score, x0 = model.score(x, t)
+        tt = model.time(t, x)
+        th, tn = model.time(t - 0.5 * dt, x), model.time(t_next, x)
+        last = i == steps - 1
+        z_corr, z1, z2 = (noise_like(x, st.procs, generator) for _ in range(3))
+        upd = {}
+        for k, p in st.procs.items():
+            s, z = score[k], z_corr[k]
+            gnorm = s.reshape(s.shape[0], -1).norm(dim=-1).mean()
+            znorm = z.reshape(z.shape[0], -1).norm(dim=-1).mean()
+            step = 2 * _langevin_alpha(p, tt, dt) * (snr * znorm / gnorm.clamp_min(1e-12)) ** 2
+            xk = x[k] + step * s + torch.sqrt(2 * step) * z * scale_eps
+            mean, std = backward_transition(p, xk, tt, th)
+            xk = mean + std * z1[k]
+            xk = xk + bcast(p.g2(tt), xk) * s * dt
+            mean, std = backward_transition(p, xk, th, tn)
+            upd[k] = mean if (last and denoise_final) else mean + std * z2[k]
+        x = model.after_step(combine(x, upd), t_next, generator, final=last)
+        emit(callback, i, t_next, x, x0)
+    return st.finish(x)
+
+
+_PREDICTORS = {"euler": "euler_maruyama", "euler_maruyama": "euler_maruyama",
+               "reverse": "reverse_diffusion", "reverse_diffusion": "reverse_diffusion"}
+
+
+def sample_gdss_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
+                   generator=None, progress=False, predictor: str = "reverse",
+                   corrector: str = "langevin", snr: float = 0.15, scale_eps: float = 0.7,
+                   n_corrector: int = 1, eps: float | None = None, schedule=None,
+                   denoise_final: bool = True):
+    """GDSS's PC sampler (predictor "Euler" or "Reverse", corrector "Langevin" or "None").
+
+    The core's :func:`domaindiff.samplers.sample_pc` with GDSS's names, defaults and sampling end
+    time ``eps``. ``steps`` counts network evaluations: with the Langevin corrector each time point
+    costs two (so GDSS's 1000-step PC is ``steps=2000``).
+    """
+    if predictor.lower() not in _PREDICTORS:
+        raise ValueError(f"predictor: unknown {predictor!r}; use 'euler' or 'reverse'")
+    corr = corrector.lower() if isinstance(corrector, str) else "none"
+    if corr not in ("langevin", "none"):
+        raise ValueError(f"corrector: unknown {corrector!r}; use 'langevin' or 'none'")
+    return sample_pc(denoiser, with_t_min(process, eps), shape_or_x_T, steps, guidance=guidance,
+                     callback=callback, generator=generator, progress=progress,
+                     predictor=_PREDICTORS[predictor.lower()], corrector=corr, snr=snr,
+                     scale_eps=scale_eps, n_corrector=n_corrector, schedule=schedule,
+                     denoise_final=denoise_final)
+
+
+register_sampler("s4", sample_s4)
+register_sampler("gdss_pc", sample_gdss_pc)
+
+__all__ = ["backward_transition", "sample_gdss_pc", "sample_s4", "with_t_min"]
