@@ -88,8 +88,8 @@ def ego_graphs(g: nx.Graph, num_graphs: int = 200, min_nodes: int = 4, max_nodes
 class _PlanetoidUnpickler(pickle.Unpickler):
     """Unpickles only the adjacency dict of a planetoid ``ind.<name>.graph`` file."""
 
-    ALLOWED = {("collections", "defaultdict"), ("builtins", "list"), ("builtins", "dict"),
-               ("builtins", "set"), ("builtins", "int")}
+    ALLOWED = {("collections", "defaultdict")} | {
+        (mod, name) for mod in ("builtins", "__builtin__") for name in ("list", "dict", "set", "int")}
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
