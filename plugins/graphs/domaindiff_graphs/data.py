@@ -29,7 +29,12 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from domaindiff.data import DatasetUnavailableError, DomainDataModule, atomic_write_text
 from domaindiff_graphs import graphs as G
-from domaindiff_graphs import mol as M
+
+
+def _M():  # noqa: N802 - RDKit is imported only when molecules are used
+    from domaindiff_graphs import mol
+
+    return mol
 
 # --- dense <-> PyG ---------------------------------------------------------------------------
 
@@ -51,7 +56,7 @@ def graph_to_data(g: nx.Graph, max_feat: int) -> Data:
 
 def mol_to_data(mol, atom_types: Sequence[str], max_atoms: int) -> Data:
     """A kekulized molecule as a PyG ``Data`` (one-hot atoms, bond orders in ``edge_attr``)."""
-    x, adj = M.mol_to_dense(mol, atom_types, max_atoms)
+    x, adj = _M().mol_to_dense(mol, atom_types, max_atoms)
     n = mol.GetNumAtoms()
     ei = adj[:n, :n].nonzero().T
     return Data(x=x[:n], edge_index=ei.contiguous(), edge_attr=adj[ei[0], ei[1]], num_nodes=n)
@@ -324,7 +329,7 @@ class MoleculeDataModule(GraphDataModule):
     def __init__(self, source: str = "csv", max_nodes: int = 9, max_train: int | None = None,
                  root: str | None = None, batch_size: int = 1024, num_workers: int = 0,
                  seed: int = 0) -> None:
-        self.atom_types = M.atom_types_for(self.dataset)
+        self.atom_types = _M().atom_types_for(self.dataset)
         super().__init__(max_nodes, len(self.atom_types), 0.1, root, batch_size, num_workers,
                          seed)
         if source not in ("csv", "nci"):
@@ -338,8 +343,8 @@ class MoleculeDataModule(GraphDataModule):
         return mol_to_nx(item)
 
     def _keep(self, smiles: str):
-        mol = M.kekulized(smiles)
-        if mol is None or not M.fits(mol, self.atom_types, self.max_nodes):
+        mol = _M().kekulized(smiles)
+        if mol is None or not _M().fits(mol, self.atom_types, self.max_nodes):
             return None
         return mol
 
@@ -493,8 +498,8 @@ def nci_split(dataset: str, atom_types: Sequence[str], max_atoms: int, test_frac
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
-        mol = M.kekulized(line.split()[0])
-        if mol is None or not M.fits(mol, atom_types, max_atoms):
+        mol = _M().kekulized(line.split()[0])
+        if mol is None or not _M().fits(mol, atom_types, max_atoms):
             continue
         can = Chem.MolToSmiles(mol)
         if can in seen:

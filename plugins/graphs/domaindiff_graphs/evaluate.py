@@ -26,7 +26,6 @@ from domaindiff.data import atomic_write_text
 from domaindiff.module import load_checkpoint
 from domaindiff_graphs import data as D
 from domaindiff_graphs.metrics import graph_metrics, molecule_metrics
-from domaindiff_graphs.mol import decode_molecules
 
 DATASETS = {"community_small": D.CommunitySmall, "ego_small": D.EgoSmall, "grid": D.Grid,
             "enzymes": D.Enzymes, "qm9": D.QM9, "zinc250k": D.ZINC250k}
@@ -118,6 +117,8 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
                            "num_samples": n, "sampling_seconds": seconds,
                            "seconds_per_graph": seconds / n}
     if dm.is_molecule:
+        from domaindiff_graphs.mol import decode_molecules
+
         mols, valid_wo = decode_molecules(samples["x"], samples["adj"], samples["mask"],
                                           dm.atom_types)
         res.update(molecule_metrics(mols, valid_wo, dm.train_smiles(),

@@ -15,7 +15,6 @@ from domaindiff.spaces import NodeMasked, SymmetricAdjacency
 from domaindiff_graphs import solvers  # noqa: F401  (registers "s4" and "gdss_pc")
 from domaindiff_graphs.data import dense_to_graphs, to_dense_state
 from domaindiff_graphs.metrics import ClusteringMMD, DegreeMMD, MoleculeValidity
-from domaindiff_graphs.mol import atom_types_for, decode_molecules
 from domaindiff_graphs.networks import GDSSNetwork
 
 State = dict[str, Tensor]
@@ -96,7 +95,12 @@ class GraphDiffusion(DiffusionModule):
                              f"{max_feat}")
         self.max_nodes, self.max_feat = max_nodes, max_feat
         self.molecule = molecule
-        self.atom_types = atom_types_for(molecule) if molecule else None
+        if molecule:
+            from domaindiff_graphs.mol import atom_types_for
+
+            self.atom_types = atom_types_for(molecule)
+        else:
+            self.atom_types = None
         if self.atom_types is not None and len(self.atom_types) != max_feat:
             raise ValueError(f"max_feat={max_feat} but {molecule} has {len(self.atom_types)} "
                              "atom types")
@@ -205,6 +209,8 @@ class GraphDiffusion(DiffusionModule):
         """
         if self.atom_types is None:
             return dense_to_graphs(samples["adj"], samples["mask"])
+        from domaindiff_graphs.mol import decode_molecules
+
         mols, _ = decode_molecules(samples["x"], samples["adj"], samples["mask"],
                                    self.atom_types)
         return mols
