@@ -31,10 +31,15 @@ demo: install demo-toy $(addprefix demo-,$(PLUGINS))
 	@echo "demo outputs (metrics JSON and PNG plots) are in $(DEMO_OUT)/"
 
 demo-toy: install
+	@echo "== demo: toy"
 	$(PY) -m domaindiff.toy.demo --out $(DEMO_OUT)/toy
 
 $(addprefix demo-,$(PLUGINS)): demo-%: install
-	$(PY) -m domaindiff_$*.demo --out $(DEMO_OUT)/$*
+	@if [ -f plugins/$*/domaindiff_$*/demo.py ]; then \
+		echo "== demo: $*"; $(PY) -m domaindiff_$*.demo --out $(DEMO_OUT)/$*; \
+	else \
+		echo "== demo: $* has no demo yet (plugins/$*/domaindiff_$*/demo.py missing): skipped"; \
+	fi
 
 test: install
 	$(PY) -m pytest tests -q -p no:randomly
