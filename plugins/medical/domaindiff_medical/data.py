@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.path import Path as MplPath
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from domaindiff.data import DomainDataModule, atomic_savez
@@ -198,10 +198,10 @@ def echonet_mask(x1: Sequence[float], y1: Sequence[float], x2: Sequence[float],
     ys = np.concatenate([np.asarray(y1, float)[1:], np.asarray(y2, float)[1:][::-1]])
     if len(xs) < 3:
         raise ValueError("an EchoNet tracing needs at least 4 rows (long axis + 3 chords)")
-    yy, xx = np.mgrid[0:height, 0:width]
-    pts = np.stack([xx.ravel(), yy.ravel()], 1).astype(float)
-    inside = MplPath(np.stack([xs, ys], 1)).contains_points(pts, radius=1e-9)
-    return inside.reshape(height, width)
+    canvas = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(canvas).polygon(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=1,
+                                   outline=1)  # boundary pixels included
+    return np.asarray(canvas, dtype=np.uint8).astype(bool)
 
 
 def read_avi_frames(path: str | Path) -> np.ndarray:

@@ -1,0 +1,167 @@
+"""Loaders on files written in the real formats, and the synthetic generator."""
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from domaindiff_medical.data import (
+    CAMUS,
+    EchoNetDynamic,
+    SyntheticEcho,
+    echonet_mask,
+    load_camus,
+    read_avi_frames,
+    read_camus_image,
+    synthetic_echo,
+)
+
+
+def test_synthetic_deterministic_and_labels():
+    a, la = synthetic_echo(3, 64)
+    b, lb = synthetic_echo(3, 64)
+    c, _ = synthetic_echo(4, 64)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    assert not np.array_equal(a, c)
+    assert set(np.unique(la)) <= {0, 1, 2, 3} and {1, 2} <= set(np.unique(la))
+    assert 0 <= a.min() and a.max() <= 1
+    # blood pool darker than myocardium; outside the fan is black
+    assert a[la == 1].mean() < a[la == 2].mean()
+    assert a[0, 0] == 0 and a[0, -1] == 0
+    # single connected cavity
+    from scipy import ndimage
+    assert ndimage.label(la == 1)[1] == 1
+
+
+def test_synthetic_datamodule_caches(tmp_path):
+    dm = SyntheticEcho(num_train=4, num_val=2, num_test=2, size=32, batch_size=2)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 32, 32) and batch["mask"].shape == (2, 1, 32, 32)
+    assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+    files = sorted((tmp_path / "data" / "medical").glob("*.npz"))
+    assert len(files) == 3
+    tr, te = dm.dataset("train").images, dm.dataset("test").images
+    assert not torch.equal(tr[:2], te[:2])
+    with pytest.raises(ValueError, match="num_val"):
+        SyntheticEcho(num_val=0)
+
+
+def _write_camus(root, fmt, patients, rng):
+    split_dir = root / "database_split"
+    split_dir.mkdir(parents=True)
+    names = {"training": patients[:2], "validation": patients[2:3], "testing": patients[3:]}
+    for k, v in names.items():
+        (split_dir / f"subgroup_{k}.txt").write_text("\n".join(v) + "\n")
+    truth = {}
+    for p in patients:
+        d = root / p
+        d.mkdir()
+        for view in ("2CH", "4CH"):
+            for phase in ("ED", "ES"):
+                h, w = 24, 16  # non-square to catch transposes
+                img = rng.integers(0, 255, (h, w)).astype(np.uint8)
+                lab = np.zeros((h, w), np.uint8)
+                lab[4:12, 3:9] = 1
+                lab[12:20, 3:9] = 2
+                lab[2:4, 10:14] = 3
+                stem = f"{p}_{view}_{phase}"
+                truth[stem] = (img, lab)
+                for arr, name in ((img, stem), (lab, stem + "_gt")):
+                    if fmt == "mhd":
+                        sitk.WriteImage(sitk.GetImageFromArray(arr[None]), str(d / f"{name}.mhd"))
+                    else:
+                        nib.save(nib.Nifti1Image(arr.T[..., None], np.eye(4)),
+                                 str(d / f"{name}.nii.gz"))
+    return truth
+
+
+@pytest.mark.parametrize("fmt", ["mhd", "nii"])
+def test_camus_roundtrip(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "camus"
+    patients = [f"patient{k:04d}" for k in range(1, 5)]
+    truth = _write_camus(root, fmt, patients, rng)
+    ext = ".mhd" if fmt == "mhd" else ".nii.gz"
+    img, lab = truth["patient0001_2CH_ED"]
+    assert np.array_equal(read_camus_image(root / "patient0001" / f"patient0001_2CH_ED{ext}"), img)
+    got = read_camus_image(root / "patient0001" / f"patient0001_2CH_ED_gt{ext}")
+    assert np.array_equal(got, lab)
+    images, masks = load_camus(root, "train", size=24, views=["2CH"], phases=["ED"])
+    assert images.shape == (2, 1, 24, 24)
+    # mask is label 1 only (resized nearest from 24x16 to 24x24): rows 4..11
+    assert masks[0, 0, 4:12].any(1).all() and not masks[0, 0, 12:].any()
+    dm = CAMUS(root=str(root), size=16, batch_size=2)
+    assert len(dm.dataset("train")) == 8 and len(dm.dataset("val")) == 4
+    assert len(dm.dataset("test")) == 4
+
+
+def test_camus_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="subgroup_training.txt"):
+        load_camus(tmp_path, "train")
+    with pytest.raises(ValueError, match="split"):
+        load_camus(tmp_path, "bogus")
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"0")
+    with pytest.raises(ValueError, match="x.png"):
+        read_camus_image(bad)
+
+
+def test_echonet_mask_rectangle():
+    # long axis then three chords across columns 2..6, rows 2..5
+    x1, y1 = [4, 2, 2, 2], [1, 2, 4, 5]
+    x2, y2 = [4, 6, 6, 6], [6, 2, 4, 5]
+    m = echonet_mask(x1, y1, x2, y2, 8, 8)
+    expected = np.zeros((8, 8), bool)
+    expected[2:6, 2:7] = True
+    assert np.array_equal(m, expected)
+
+
+def _write_avi(path, frames):
+    import av
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("rawvideo", rate=25)
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "gray"
+        for f in frames:
+            for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="gray")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+
+
+def test_echonet_roundtrip(tmp_path):
+    root = tmp_path / "EchoNet-Dynamic"
+    (root / "Videos").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for k, split in enumerate(["TRAIN", "TRAIN", "VAL", "TEST"]):
+        name = f"0X{k:04X}"
+        frames = rng.integers(0, 255, (5, 16, 16)).astype(np.uint8)
+        _write_avi(root / "Videos" / f"{name}.avi", frames)
+        rows.append({"FileName": name, "EF": 55.0, "ESV": 30, "EDV": 70, "FrameHeight": 16,
+                     "FrameWidth": 16, "FPS": 25, "NumberOfFrames": 5, "Split": split})
+        if k == 0:
+            assert np.array_equal(read_avi_frames(root / "Videos" / f"{name}.avi"), frames)
+    with (root / "FileList.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with (root / "VolumeTracings.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["FileName", "X1", "Y1", "X2", "Y2", "Frame"])
+        for r in rows:
+            for frame in (1, 3):
+                w.writerow([r["FileName"] + ".avi", 8, 1, 8, 14, frame])
+                for y in (4, 8, 12):
+                    w.writerow([r["FileName"] + ".avi", 4, y, 11, y, frame])
+    dm = EchoNetDynamic(root=str(root), size=16, batch_size=4)
+    tr = dm.dataset("train")
+    assert len(tr) == 4 and len(dm.dataset("val")) == 2 and len(dm.dataset("test")) == 2
+    m = tr.masks[0, 0].numpy()
+    expected = np.zeros((16, 16), bool)
+    expected[4:13, 4:12] = True
+    assert np.array_equal(m.astype(bool), expected)
+    with pytest.raises(FileNotFoundError, match="FileList.csv"):
+        EchoNetDynamic(root=str(tmp_path / "nowhere")).dataset("train")
