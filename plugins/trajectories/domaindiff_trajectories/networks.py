@@ -1,0 +1,236 @@
+"""EGTN, the equivariant geometric trajectory network of GeoTDM, and its learnable prior.
+
+Shapes: coordinates ``x`` ``(B, N, T, 3)``, invariant features ``h`` ``(B, N, T, H)``, node mask
+``(B, N)``. Each EGTN layer is an EGNN layer inside every frame (full graph over real nodes)
+followed by temporal attention inside every node with relative-time embeddings; both update the
+coordinates only along differences of coordinates, so the network is E(3)-equivariant
+(rotations, reflections, translations) and permutation-equivariant over nodes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+PRIORS = ("learnable", "last", "com", "none")
+
+
+def sinusoidal(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding of a float tensor (any shape) into ``(..., dim)``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=t.dtype,
+                                                           device=t.device) / half)
+    ang = t[..., None] * freqs
+    emb = torch.cat([ang.sin(), ang.cos()], -1)
+    return torch.cat([emb, torch.zeros_like(emb[..., :1])], -1) if dim % 2 else emb
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, o))
+
+
+def _coord_head(h: int) -> nn.Sequential:
+    """A scalar gate for coordinate updates, initialised small (as EGNN) for stable starts."""
+    head = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 1, bias=False))
+    nn.init.xavier_uniform_(head[-1].weight, gain=0.001)
+    return head
+
+
+class SpatialEGNN(nn.Module):
+    """EGNN layer applied to every frame: ``x_i += mean_j phi_x(m_ij) x_ij / (|x_ij| + 1)``.
+
+    Args:
+        hidden: feature width.
+        edge_dim: width of the edge attributes ``e_ij``.
+    """
+
+    def __init__(self, hidden: int, edge_dim: int = 0) -> None:
+        super().__init__()
+        # first edge linear on [h_i, h_j, |x_ij|^2, e_ij], split per input (no (N, N, 2H) concat)
+        self.e_i, self.e_j = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden, bias=False)
+        self.e_rest = nn.Linear(1 + edge_dim, hidden, bias=False)
+        self.phi_e = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.phi_x = _coord_head(hidden)
+        self.phi_h = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(),
+                                   nn.Linear(hidden, hidden))
+
+    def forward(self, h: Tensor, x: Tensor, mask: Tensor, edge: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Update ``(h, x)``; ``edge`` is ``(B, N, N, E)`` (shared by all frames) or None."""
+        n = x.shape[1]
+        hf, xf = h.transpose(1, 2), x.transpose(1, 2)  # (B, T, N, .)
+        diff = xf[:, :, :, None] - xf[:, :, None, :]  # x_i - x_j: (B, T, N, N, 3)
+        d2 = (diff**2).sum(-1, keepdim=True)
+        rest = d2 if edge is None else torch.cat(
+            [d2, edge[:, None].expand(-1, hf.shape[1], -1, -1, -1)], -1)
+        adj = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(n, dtype=x.dtype,
+                                                                   device=x.device))
+        adj = adj[:, None, :, :, None]  # (B, 1, N, N, 1)
+        pre = self.e_i(hf)[:, :, :, None] + self.e_j(hf)[:, :, None, :] + self.e_rest(rest)
+        m = self.phi_e(pre) * adj
+        deg = adj.sum(3).clamp_min(1.0)
+        dx = (self.phi_x(m) * diff / (torch.sqrt(d2 + 1e-8) + 1.0) * adj).sum(3) / deg
+        hf = hf + self.phi_h(torch.cat([hf, m.sum(3) / deg], -1))
+        return hf.transpose(1, 2), (xf + dx).transpose(1, 2)
+
+
+class TemporalAttention(nn.Module):
+    """Attention over frames inside each node, with relative-time embeddings on keys and values.
+
+    ``x_t += sum_s a_ts (phi_x(v_s) + g(t - s)) (x_t - x_s)`` and
+    ``h_t += W_o sum_s a_ts (v_s + r_v(t - s))``, with logits ``q_t . (k_s + r_k(t - s))``.
+
+    Args:
+        hidden: feature width.
+        time_dim: width of the sinusoidal relative-time embedding.
+    """
+
+    def __init__(self, hidden: int, time_dim: int = 32) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.rel_k = nn.Linear(time_dim, hidden)
+        self.rel_v = nn.Linear(time_dim, hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.phi_x = _coord_head(hidden)
+        self.rel_x = _coord_head(time_dim)
+        self.ff = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 2 * hidden), nn.SiLU(),
+                                nn.Linear(2 * hidden, hidden))
+        self.time_dim = time_dim
+
+    def forward(self, h: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Update ``(h, x)`` of ``(B, N, T, .)`` tensors."""
+        t = h.shape[2]
+        idx = torch.arange(t, dtype=h.dtype, device=h.device)
+        rel = sinusoidal(idx[:, None] - idx[None, :], self.time_dim)  # (T, T, D): t - s
+        rk, rv = self.rel_k(rel), self.rel_v(rel)  # (T, T, H)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        # logits_ts = q_t . (k_s + rk_ts), without materialising (B, N, T, T, H)
+        logits = (q @ k.transpose(-1, -2) + torch.einsum("bnth,tsh->bnts", q, rk)) \
+            / math.sqrt(h.shape[-1])
+        a = torch.softmax(logits, -1)  # (B, N, T, T)
+        h = h + self.out(a @ v + torch.einsum("bnts,tsh->bnth", a, rv))
+        # x_t += sum_s a_ts (phi_x(v_s) + g(t - s)) (x_t - x_s)
+        gate = a * (self.phi_x(v)[..., 0][:, :, None, :] + self.rel_x(rel)[..., 0])
+        x = x + gate.sum(-1, keepdim=True) * x - gate @ x
+        h = h + self.ff(h)
+        m = mask[:, :, None, None]
+        return h * m, x * m
+
+
+class EGTN(nn.Module):
+    """Stack of (spatial EGNN, temporal attention) layers.
+
+    Args:
+        in_features: invariant per-node-per-frame input width.
+        hidden: feature width.
+        layers: number of (spatial, temporal) blocks.
+        edge_dim: edge-attribute width (0: none).
+        time_dim: relative-time embedding width.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 128, layers: int = 6, edge_dim: int = 0,
+                 time_dim: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Linear(in_features, hidden)
+        self.spatial = nn.ModuleList(SpatialEGNN(hidden, edge_dim) for _ in range(layers))
+        self.temporal = nn.ModuleList(TemporalAttention(hidden, time_dim) for _ in range(layers))
+
+    def forward(self, feats: Tensor, x: Tensor, mask: Tensor, edge: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Return updated ``(h, x)``; ``feats`` is ``(B, N, T, in_features)``."""
+        h = self.embed(feats)
+        for sp, tp in zip(self.spatial, self.temporal, strict=True):
+            h, x = sp(h, x, mask, edge)
+            h, x = tp(h, x, mask)
+        return h, x
+
+
+class GeoTDMNetwork(nn.Module):
+    """GeoTDM denoiser: EGTN on [condition frames, noisy frames] predicting the noise.
+
+    The state holds ``x`` (the diffused residual ``x - x_ref`` for forecasting, the centred
+    trajectory for unconditional generation), ``h`` node features ``(B, N, F)``, ``mask`` and,
+    when forecasting, ``cond`` ``(B, N, T_cond, 3)``.
+
+    Args:
+        node_features: width of ``h``.
+        hidden: EGTN width (paper 128).
+        layers: EGTN blocks (paper 6).
+        time_dim: diffusion-step embedding width (paper 32).
+        conditional: forecasting (True) or unconditional generation.
+        prior: ``learnable`` (weights over condition frames summing to one), ``last`` (last
+            condition frame), ``com`` (centre of mass of the condition) or ``none`` (zero).
+        prior_layers: EGTN blocks of the learnable prior.
+        pred_frames: frames to generate (needed by the learnable prior's weight head).
+        num_steps: diffusion steps ``N``; the network embeds ``t * N``.
+    """
+
+    def __init__(self, node_features: int = 1, hidden: int = 128, layers: int = 6,
+                 time_dim: int = 32, conditional: bool = True, prior: str = "learnable",
+                 prior_layers: int = 2, pred_frames: int = 20, num_steps: int = 1000) -> None:
+        super().__init__()
+        if prior not in PRIORS:
+            raise ValueError(f"prior: unknown {prior!r}; choose one of {PRIORS}")
+        self.conditional, self.prior, self.time_dim = conditional, prior, time_dim
+        self.num_steps, self.pred_frames, self.node_features = num_steps, pred_frames, node_features
+        edge_dim = node_features
+        self.egtn = EGTN(node_features + time_dim + 1, hidden, layers, edge_dim, time_dim)
+        if conditional and prior == "learnable":
+            self.prior_net = EGTN(node_features, hidden, prior_layers, edge_dim, time_dim)
+            self.prior_head = nn.Linear(hidden, pred_frames)
+            nn.init.zeros_(self.prior_head.weight)  # starts as the last-frame prior
+            nn.init.zeros_(self.prior_head.bias)
+
+    @staticmethod
+    def _mask(state: dict[str, Tensor], x: Tensor) -> Tensor:
+        m = state.get("mask")
+        return torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if m is None \
+            else m.to(x.dtype)
+
+    @staticmethod
+    def _edges(h: Tensor) -> Tensor:
+        return h[:, :, None, :] * h[:, None, :, :]  # e.g. q_i q_j for charges
+
+    def reference(self, state: dict[str, Tensor]) -> Tensor:
+        """The geometric prior mean ``x_ref`` ``(B, N, T_pred, 3)`` from the condition frames."""
+        cond = state["cond"]
+        mask = self._mask(state, cond)
+        b, n, tc, d = cond.shape
+        shape = (b, n, self.pred_frames, d)
+        if self.prior == "none":
+            return cond.new_zeros(shape)
+        if self.prior == "last":
+            return cond[:, :, -1:].expand(shape) * mask[:, :, None, None]
+        if self.prior == "com":
+            m = mask[:, :, None, None]
+            com = (cond * m).sum((1, 2), keepdim=True) / (m.sum(1, keepdim=True) * tc)
+            return com.expand(shape) * m
+        h = state["h"].to(cond.dtype)
+        feats = h[:, :, None].expand(-1, -1, tc, -1)
+        hc, xc = self.prior_net(feats, cond, mask, self._edges(h))
+        w = self.prior_head(hc)  # (B, N, T_cond, T_pred): invariant weights
+        w = torch.cat([w[:, :, :-1], 1 - w[:, :, :-1].sum(2, keepdim=True)], 2)
+        return torch.einsum("bnsp,bnsd->bnpd", w, xc) * mask[:, :, None, None]
+
+    def forward(self, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
+        """Predict the noise of ``state["x"]`` at continuous times ``t`` ``(B,)``."""
+        x = state["x"]
+        mask = self._mask(state, x)
+        h = state["h"].to(x.dtype)
+        temb = sinusoidal(t.to(x.dtype) * self.num_steps, self.time_dim)  # (B, D)
+        if self.conditional:
+            cond = state["cond"].to(x.dtype)
+            xin = torch.cat([cond, x + self.reference(state)], 2)
+            tc = cond.shape[2]
+        else:
+            xin, tc = x, 0
+        b, n, tt, _ = xin.shape
+        flag = torch.zeros(b, n, tt, 1, dtype=x.dtype, device=x.device)
+        flag[:, :, :tc] = 1.0
+        feats = torch.cat([h[:, :, None].expand(-1, -1, tt, -1),
+                           temb[:, None, None].expand(-1, n, tt, -1), flag], -1)
+        _, xout = self.egtn(feats, xin, mask, self._edges(h))
+        eps = (xout - xin)[:, :, tc:]
+        return {"x": eps * mask[:, :, None, None]}
