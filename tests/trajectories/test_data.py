@@ -1,0 +1,119 @@
+"""N-body simulation and the real-format loaders (NRI npy, sgdml npz, EqMotion npy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from domaindiff_trajectories.data import (
+    NBody,
+    load_eth_ucy,
+    load_md17_npz,
+    load_nbody_split,
+    md17_windows,
+    write_nbody_split,
+)
+from domaindiff_trajectories.nbody import simulate
+
+
+def test_simulation_deterministic_and_conserves_momentum():
+    a = simulate("charged", 6, length=600, sample_freq=100, seed=3)
+    b = simulate("charged", 6, length=600, sample_freq=100, seed=3)
+    c = simulate("charged", 6, length=600, sample_freq=100, seed=4)
+    assert a["loc"].shape == (6, 5, 3, 5)  # NRI layout (n, frames, 3, N): 600/100 - 1 frames
+    np.testing.assert_array_equal(a["loc"], b["loc"])
+    assert not np.allclose(a["loc"], c["loc"])
+    # Coulomb forces are pairwise antisymmetric: total momentum (unit masses) is conserved
+    mom = a["vel"].sum(-1)  # (n, frames, 3)
+    np.testing.assert_allclose(mom, np.broadcast_to(mom[:, :1], mom.shape), atol=1e-6)
+    # charges are +-1 and edges are their products
+    q = a["charges"][..., 0]
+    np.testing.assert_array_equal(a["edges"], (q[:, :, None] * q[:, None]) *
+                                  (1 - np.eye(5)))
+    for system, n in (("springs", 5), ("gravity", 10)):
+        s = simulate(system, 2, length=300, sample_freq=100, seed=0)
+        assert s["loc"].shape == (2, 2, 3, n) and np.isfinite(s["loc"]).all()
+
+
+def test_charged_velocity_update_matches_hand_computation():
+    # one step by hand: loc += dt vel; vel += dt F(loc)
+    s = simulate("charged", 1, n_bodies=2, length=2, sample_freq=1, dt=0.01, seed=0)
+    rng = np.random.default_rng(0)
+    q = rng.choice([-1.0, 1.0], size=(1, 2, 1))
+    loc = rng.standard_normal((1, 2, 3))
+    vel = rng.standard_normal((1, 2, 3))
+    vel = vel * 0.5 / np.linalg.norm(vel, axis=-1, keepdims=True)
+    loc1 = loc + 0.01 * vel
+    r = loc1[0, 0] - loc1[0, 1]
+    f0 = q[0, 0, 0] * q[0, 1, 0] * r / np.linalg.norm(r) ** 3
+    np.testing.assert_allclose(s["loc"][0, 0].T, loc1[0], atol=1e-12)
+    np.testing.assert_allclose(s["vel"][0, 0, :, 0], vel[0, 0] + 0.01 * f0, atol=1e-12)
+    np.testing.assert_allclose(s["vel"][0, 0, :, 1], vel[0, 1] - 0.01 * f0, atol=1e-12)
+
+
+def test_nbody_files_round_trip_and_errors(tmp_path):
+    sim = simulate("springs", 3, length=400, sample_freq=100, seed=1)
+    write_nbody_split(tmp_path, "train", "springs5_initvel1", sim)
+    assert (tmp_path / "loc_train_springs5_initvel1.npy").is_file()
+    d = load_nbody_split(tmp_path, "train", "springs5_initvel1")
+    np.testing.assert_array_equal(d["loc"], sim["loc"].transpose(0, 1, 3, 2))
+    assert d["charges"].shape == (3, 5, 1)
+    with pytest.raises(FileNotFoundError, match="loc_valid_springs5_initvel1.npy"):
+        load_nbody_split(tmp_path, "valid", "springs5_initvel1")
+    np.save(tmp_path / "vel_train_springs5_initvel1.npy", np.zeros((3, 2, 3)))
+    with pytest.raises(ValueError, match="vel_train_springs5_initvel1.npy"):
+        load_nbody_split(tmp_path, "train", "springs5_initvel1")
+
+
+def test_nbody_datamodule_generates_into_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    dm = NBody(num_train=4, num_val=2, num_test=2, length=1600, sample_freq=100,
+               cond_frames=5, pred_frames=10, batch_size=2)
+    dm.setup()
+    files = sorted(p.name for p in (tmp_path / "nbody").rglob("*.npy"))
+    assert "loc_train_charged5_initvel1_len1600_every100.npy" in files and len(files) == 12
+    b = next(iter(dm.train_dataloader()))
+    assert b["x"].shape == (2, 5, 10, 3) and b["cond"].shape == (2, 5, 5, 3)
+    assert set(b["h"].unique().tolist()) <= {-1.0, 1.0}
+    # condition and target are consecutive frames of the same stored trajectory
+    raw = load_nbody_split(next((tmp_path / "nbody").glob("test*")), "test", dm.suffix)["loc"]
+    item = dm.test_set[1]
+    np.testing.assert_allclose(item["cond"].numpy(), raw[1, :5].transpose(1, 0, 2), rtol=1e-6)
+    np.testing.assert_allclose(item["x"].numpy(), raw[1, 5:15].transpose(1, 0, 2), rtol=1e-6)
+    with pytest.raises(ValueError, match="cond_frames"):
+        NBody(num_train=2, num_val=2, num_test=2, length=600, cond_frames=10).setup()
+
+
+def test_md17_npz_loader_and_windows(tmp_path):
+    r = np.random.default_rng(0).standard_normal((400, 4, 3))
+    z = np.array([6, 1, 1, 8])
+    np.savez(tmp_path / "md17_toy.npz", R=r, z=z, E=np.zeros(400), F=np.zeros_like(r))
+    r2, z2 = load_md17_npz(tmp_path / "md17_toy.npz")
+    np.testing.assert_array_equal(r2, r)
+    np.testing.assert_array_equal(z2, z)
+    w = md17_windows(r2, every=2, window=10)  # 200 frames -> 120/40/40, chronological
+    assert w["train"].shape == (111, 10, 4, 3) and w["valid"].shape == (31, 10, 4, 3)
+    np.testing.assert_array_equal(w["valid"][0], r[::2][120:130])
+    np.testing.assert_array_equal(w["test"][-1], r[::2][190:200])
+    np.savez(tmp_path / "bad.npz", R=r)
+    with pytest.raises(ValueError, match=r"bad.npz: key 'z' missing"):
+        load_md17_npz(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad2.npz", R=r[..., :2], z=z)
+    with pytest.raises(ValueError, match=r"bad2.npz: key 'R'"):
+        load_md17_npz(tmp_path / "bad2.npz")
+
+
+def test_eth_ucy_loader(tmp_path):
+    data = np.random.default_rng(1).standard_normal((3, 4, 20, 2))
+    np.save(tmp_path / "hotel_data_test.npy", data)
+    np.save(tmp_path / "hotel_num_test.npy", np.array([1, 4, 2]))
+    traj, mask = load_eth_ucy(tmp_path, "hotel", "test")
+    assert traj.shape == (3, 20, 4, 2)
+    np.testing.assert_array_equal(mask.sum(1), [1, 4, 2])
+    np.testing.assert_array_equal(traj[1], data[1].transpose(1, 0, 2))
+    assert (traj[0, :, 1:] == 0).all()
+    np.save(tmp_path / "hotel_num_test.npy", np.array([1, 5, 2]))
+    with pytest.raises(ValueError, match="hotel_num_test.npy"):
+        load_eth_ucy(tmp_path, "hotel", "test")
+    with pytest.raises(FileNotFoundError, match="eth_data_train.npy"):
+        load_eth_ucy(tmp_path, "eth", "train")
