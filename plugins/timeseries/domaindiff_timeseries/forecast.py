@@ -1,11 +1,14 @@
-"""Forecasting with TSDiff: observation self-guidance (MSE / quantile), missing-value scenarios,
-TSDiff-Cond sampling, and the refinement of a base forecaster's samples.
+"""Forecasting with TSDiff: self-guidance, missing values, TSDiff-Cond sampling and refinement.
+
+Observation self-guidance (MSE / quantile), missing-value scenarios, TSDiff-Cond sampling, and the
+refinement of a base forecaster's samples.
 
 Self-guidance uses :class:`domaindiff.guidance.EnergyGuidance` with the energy evaluated on the
 one-step denoised estimate at the observed positions: ``eps <- eps + s sigma_t grad E``, which is
 TSDiff's DDIM rule exactly; with the ancestral (DDPM) sampler it moves the posterior mean by
 ``-s (a_{t-1}/a_t) beta_t grad E``, TSDiff's ``-s posterior_var_t grad E`` up to the factor
-``(1 - abar_{t-1}) / (1 - abar_t) / sqrt(1 - beta_t)`` (within 5% for t >= 3 on the paper schedule).
+``(1 - abar_{t-1}) / (1 - abar_t) / sqrt(1 - beta_t)`` (within 5% for t >= 3 on the
+paper schedule).
 """
 
 from __future__ import annotations
@@ -83,6 +86,44 @@ def guidance_energy(y: Tensor, mask: Tensor, kind: str = "quantile",
     return energy
 
 
+class DDPMSelfGuidance:
+    """TSDiff's DDPM self-guidance: after each ancestral step ``x <- x - s var_t grad_x E``.
+
+    ``var_t`` is the posterior variance of the step just taken and ``E`` the energy of the
+    one-step denoised estimate ``(x - sigma eps_theta(x, t)) / alpha`` of the new state (at its own
+    time; TSDiff evaluates the network at the previous step index, a one-step offset). No update
+    after the final step (TSDiff's posterior variance is 0 there).
+
+    Args:
+        denoiser: eps-predicting denoiser ``(state, t) -> {"x": eps}``.
+        process: the diffusion of ``x``.
+        energy: ``energy(x0_state, t) -> (B,)``.
+        scale: ``s``.
+    """
+
+    def __init__(self, denoiser, process, energy, scale: float) -> None:
+        self.denoiser, self.process, self.energy, self.scale = denoiser, process, energy, scale
+        self._prev = float(process.T)
+
+    def after_step(self, x: dict[str, Tensor], t: Tensor, procs, generator,
+                   final: bool = False) -> dict[str, Tensor]:
+        s = float(t.reshape(-1)[0])
+        prev, self._prev = self._prev, s
+        if final:
+            self._prev = float(self.process.T)
+            return x
+        p = self.process
+        a_t, s_t = float(p.alpha(torch.tensor(prev))), float(p.sigma(torch.tensor(prev)))
+        a_s, s_s = float(p.alpha(torch.tensor(s))), float(p.sigma(torch.tensor(s)))
+        var = max(s_t**2 - (a_t / a_s) ** 2 * s_s**2, 0.0) * s_s**2 / s_t**2
+        with torch.enable_grad():
+            xs = x["x"].detach().requires_grad_(True)
+            eps = self.denoiser({**x, "x": xs}, t)["x"]
+            x0 = (xs - s_s * eps) / a_s
+            g = torch.autograd.grad(self.energy({"x": x0}, t).sum(), xs)[0]
+        return {**x, "x": xs.detach() - self.scale * var * g}
+
+
 def _stack(windows: Sequence[dict], key: str) -> Tensor:
     return torch.as_tensor(np.stack([w[key] for w in windows]))
 
@@ -146,6 +187,9 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
             guide = None
         elif guidance == "none":
             guide = None
+        elif sampler == "ancestral":
+            guide = DDPMSelfGuidance(model.denoiser(), model.processes["x"], guidance_energy(
+                y, m, guidance, q_all[s0: s0 + batch_size].to(dev)), scale)
         else:
             guide = EnergyGuidance(guidance_energy(y, m, guidance, q_all[s0: s0 + batch_size]
                                                    .to(dev)), scale)

@@ -1,0 +1,150 @@
+"""Data: the offline default, the GluonTS-style split, and real-format loaders."""
+
+import json
+
+import numpy as np
+import pytest
+
+from domaindiff.data import DatasetUnavailableError
+from domaindiff_timeseries.data import (
+    TimeSeriesData,
+    load_taylor_hourly,
+    make_window,
+    mean_scale,
+    read_csv,
+    read_jsonl,
+    write_jsonl,
+)
+
+
+def test_taylor_is_hourly_sum_of_half_hours():
+    from pmdarima.datasets import load_taylor
+
+    raw = load_taylor()
+    y = load_taylor_hourly()
+    assert y.shape == (2016, 1)
+    assert y[0, 0] == pytest.approx(raw[0] + raw[1])
+    assert y[-1, 0] == pytest.approx(raw[-2] + raw[-1])
+
+
+def test_gluonts_style_split_and_rolling_windows():
+    dm = TimeSeriesData(num_test_windows=7, context_length=336, prediction_length=24,
+                        lags=[24, 168])
+    dm.load()
+    full = dm.test_series[0]
+    assert len(dm.train_series[0]) == len(full) - 7 * 24
+    wins = dm.test_windows()
+    assert len(wins) == 7
+    # the last window forecasts the last day; consecutive windows step one day
+    np.testing.assert_array_equal(wins[-1]["target"][336:], full[-24:])
+    np.testing.assert_array_equal(wins[0]["target"][336:], full[-7 * 24: -6 * 24])
+    # the first test horizon starts right where the training range ends
+    assert len(wins[0]["history"]) == len(dm.train_series[0])
+    w = wins[-1]
+    np.testing.assert_allclose(w["x"] * w["scale"], w["target"], rtol=1e-6)
+    np.testing.assert_allclose(w["scale"], np.abs(w["target"][:336]).mean(0), rtol=1e-6)
+    # lag history: the step right before the window
+    np.testing.assert_allclose(w["past"][-1] * w["scale"], full[-361], rtol=1e-6)
+
+
+def test_training_windows_stay_in_training_range():
+    dm = TimeSeriesData(batch_size=4, batches_per_epoch=2, context_length=48,
+                        prediction_length=24, lags=[24])
+    dm.setup()
+    train = dm.train_series[0][:, 0]
+    for i in range(len(dm.train_set)):
+        b = dm.train_set[i]
+        x = (b["x"] * b["scale"]).numpy()[:, 0]
+        # the window occurs in the training series
+        hits = np.where(np.isclose(train, x[0], rtol=1e-6))[0]
+        assert any(np.allclose(train[h: h + 72], x, rtol=1e-5) for h in hits if h + 72 <= len(
+            train))
+
+
+def test_mean_scale_hand_case():
+    ctx = np.array([[1.0, 0.0], [-3.0, 0.0], [np.nan, 0.0]], np.float32)
+    s = mean_scale(ctx)
+    # channel 0: mean |1|, |-3| over the observed = 2; channel 1 all zero -> falls back to 2
+    np.testing.assert_allclose(s, [2.0, 2.0])
+    obs = np.array([[1, 1], [0, 1], [0, 1]], np.float32)
+    np.testing.assert_allclose(mean_scale(ctx, obs), [1.0, 1.0])
+
+
+def test_make_window_pads_missing_history():
+    s = np.arange(1, 11, dtype=np.float32)[:, None]
+    w = make_window(s, 10, 4, 2, max_lag=6)
+    np.testing.assert_allclose(w["target"][:, 0], [5, 6, 7, 8, 9, 10])
+    np.testing.assert_allclose(w["past"][:, 0] * w["scale"][0], [0, 0, 1, 2, 3, 4])
+    with pytest.raises(ValueError, match="needs 6 steps"):
+        make_window(s, 5, 4, 2, 0)
+
+
+def test_jsonl_round_trip_uni_multi_and_missing(tmp_path):
+    a = np.arange(50, dtype=np.float32)
+    b = np.stack([np.arange(30), np.arange(30) * 2.0], 1).astype(np.float32)
+    p = tmp_path / "train.jsonl"
+    write_jsonl([a, b], p)
+    back = read_jsonl(p)
+    np.testing.assert_array_equal(back[0][:, 0], a)
+    np.testing.assert_array_equal(back[1], b)
+    # GluonTS writes missing values as "NaN" strings or null
+    p2 = tmp_path / "nan.jsonl"
+    p2.write_text(json.dumps({"start": "2020", "target": [1, "NaN", None, 4]}) + "\n")
+    got = read_jsonl(p2)[0][:, 0]
+    assert np.isnan(got[1]) and np.isnan(got[2]) and got[3] == 4
+
+
+def test_jsonl_bad_input_names_file_line_and_field(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps({"start": "2020", "target": [1, 2]}) + "\n"
+                 + json.dumps({"start": "2020", "values": [1]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: record has no 'target'"):
+        read_jsonl(p)
+    p.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
+        read_jsonl(p)
+    p.write_text(json.dumps({"target": ["a", "b"]}) + "\n")
+    with pytest.raises(ValueError, match="field 'target' is not a list of numbers"):
+        read_jsonl(p)
+
+
+def test_csv_loader_and_file_dataset(tmp_path):
+    import pandas as pd
+
+    idx = pd.date_range("2021-01-01", periods=400, freq="h")
+    df = pd.DataFrame({"a": np.sin(np.arange(400) / 5) + 2, "b": np.arange(400.0)}, index=idx)
+    p = tmp_path / "wide.csv"
+    df.to_csv(p)
+    got = read_csv(p)
+    np.testing.assert_allclose(got[1][:, 0], df["b"].to_numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="no column 'z'"):
+        read_csv(p, ["z"])
+    dm = TimeSeriesData(dataset="file", path=str(p), context_length=48, prediction_length=24,
+                        lags=[24], num_test_windows=2)
+    assert len(dm.test_windows()) == 4  # 2 series x 2 rolling windows
+    short = TimeSeriesData(dataset="file", path=str(p), context_length=336, prediction_length=24,
+                           num_test_windows=3)
+    with pytest.raises(ValueError, match="series 0 has 400 steps; need 432"):
+        short.load()
+
+
+def test_gluonts_dataset_offline_gives_clear_error(monkeypatch):
+    import gluonts.dataset.repository as repo
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(repo, "get_dataset", offline)
+    dm = TimeSeriesData(dataset="solar_nips")
+    assert (dm.context_length, dm.prediction_length) == (336, 24)
+    with pytest.raises(DatasetUnavailableError, match="solar_nips.*dataset='taylor'"):
+        dm.load()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown 'nope'"):
+        TimeSeriesData(dataset="nope")
+    with pytest.raises(ValueError, match="needs path"):
+        TimeSeriesData(dataset="file")
+    with pytest.raises(ValueError, match="lags must be positive"):
+        TimeSeriesData(lags=[0])
