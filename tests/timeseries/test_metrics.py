@@ -1,0 +1,77 @@
+"""Metrics: hand-computed cases and agreement with GluonTS's Evaluator."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from domaindiff_timeseries.metrics import crps, forecast_metrics, sample_quantiles, seasonal_naive
+
+
+def test_crps_hand_case_point_forecast():
+    # one window, one sample (all quantiles equal the point forecast), two steps
+    samples = np.array([[[2.0, 4.0]]])  # (W=1, S=1, H=2)
+    target = np.array([[3.0, 3.0]])
+    # per q: step 1 under-forecast by 1 -> 2*q*1; step 2 over by 1 -> 2*(1-q)*1; sum = 2
+    # weighted by sum|y| = 6 -> 1/3 for every q
+    assert crps(samples, target) == pytest.approx(1 / 3)
+
+
+def test_quantiles_follow_gluonts_rounding():
+    s = np.arange(100, dtype=float)[None, :, None]  # 100 samples 0..99
+    q = sample_quantiles(s, (0.1, 0.5, 0.9))[:, 0, 0]
+    # GluonTS: sorted[round(99 q)] with numpy rounding (49.5 -> 50)
+    np.testing.assert_array_equal(q, [10, 50, 89])
+
+
+def _gluonts_eval(samples, target, histories, season):
+    from gluonts.evaluation import Evaluator
+    from gluonts.model.forecast import SampleForecast
+
+    start = pd.Period("2020-01-01 00:00", freq="h")
+    tss, fcs = [], []
+    for w in range(len(samples)):
+        hist = np.concatenate([histories[w], target[w]])
+        idx = pd.period_range(start, periods=len(hist), freq="h")
+        tss.append(pd.DataFrame(hist, index=idx))
+        fcs.append(SampleForecast(samples[w], start_date=idx[len(histories[w])]))
+    ev = Evaluator(quantiles=[0.1 * k for k in range(1, 10)], seasonality=season,
+                   num_workers=0)
+    agg, _ = ev(iter(tss), iter(fcs), num_series=len(samples))
+    return agg
+
+
+def test_metrics_match_gluonts_evaluator():
+    rng = np.random.default_rng(0)
+    w, s, h, t = 5, 50, 12, 60
+    histories = [rng.gamma(2.0, 3.0, size=t + 7 * k) for k in range(w)]
+    target = rng.gamma(2.0, 3.0, size=(w, h))
+    samples = target[:, None] + rng.normal(0, 2.0, size=(w, s, h))
+    ours = forecast_metrics(samples, target, histories, season=24)
+    ref = _gluonts_eval(samples, target, histories, 24)
+    assert ours["CRPS"] == pytest.approx(ref["mean_wQuantileLoss"], rel=1e-9)
+    assert ours["ND"] == pytest.approx(ref["ND"], rel=1e-9)
+    assert ours["NRMSE"] == pytest.approx(ref["NRMSE"], rel=1e-9)
+    assert ours["MASE"] == pytest.approx(ref["MASE"], rel=1e-9)
+
+
+def test_seasonal_naive_matches_gluonts_and_multivariate_items():
+    from domaindiff_timeseries.baselines import gluonts_seasonal_naive
+
+    rng = np.random.default_rng(1)
+    wins = [{"history": rng.normal(size=(100 + k, 2)).astype(np.float32)} for k in range(3)]
+    ours = seasonal_naive(wins, 30, season=24)
+    ref = gluonts_seasonal_naive(wins, 30, "h", 24)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    # the forecast repeats the last season
+    np.testing.assert_allclose(ours[0, 0, :24], wins[0]["history"][-24:])
+    np.testing.assert_allclose(ours[0, 0, 24:], wins[0]["history"][-24:-18])
+    # multivariate: each channel is scored as its own item
+    target = rng.normal(size=(3, 30, 2)) + 5
+    both = crps(ours, target)
+    assert both == pytest.approx(crps(np.concatenate([ours[..., 0], ours[..., 1]]),
+                                      np.concatenate([target[..., 0], target[..., 1]])))
+
+
+def test_metric_input_validation():
+    with pytest.raises(ValueError, match="do not match"):
+        crps(np.zeros((2, 3, 4)), np.zeros((2, 5)))
