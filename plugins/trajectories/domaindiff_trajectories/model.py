@@ -43,7 +43,8 @@ class GeoTDM(DiffusionModule):
         sampling_steps: default NFE (paper: ``num_steps``).
         num_val_samples: trajectories forecast at each validation for ADE/FDE (0: none).
         x0_clip: bound on the norm of each node's implied clean vector while sampling (None:
-            off, as the paper); the training loss never clips.
+            off, as the paper, which then diverges from untrained weights); the training loss never
+            clips.
         seed: noise seed.
     """
 
@@ -53,7 +54,7 @@ class GeoTDM(DiffusionModule):
                  beta_start: float = 1e-4, beta_end: float = 0.02, lr: float = 1e-4,
                  weight_decay: float = 0.0, ema_decay: float = 0.999,
                  sampler: str = "ancestral", sampling_steps: int = 1000,
-                 num_val_samples: int = 0, x0_clip: float | None = None,
+                 num_val_samples: int = 0, x0_clip: float | None = 100.0,
                  seed: int = 0) -> None:
         self.save_hyperparameters()
         self.x0_clip, self._sampling = x0_clip, False

@@ -79,7 +79,8 @@ class SpatialEGNN(nn.Module):
 class TemporalAttention(nn.Module):
     """Attention over frames inside each node, with relative-time embeddings on keys and values.
 
-    ``x_t += sum_s a_ts (phi_x(v_s) + g(t - s)) (x_t - x_s)`` and
+    ``x_t += sum_s a_ts (phi_x(v_s) + g(t - s)) x_ts / (|x_ts| + 1)`` (``x_ts = x_t - x_s``,
+    normalised as the spatial layer so that updates stay bounded) and
     ``h_t += W_o sum_s a_ts (v_s + r_v(t - s))``, with logits ``q_t . (k_s + r_k(t - s))``.
 
     Args:
@@ -111,9 +112,10 @@ class TemporalAttention(nn.Module):
             / math.sqrt(h.shape[-1])
         a = torch.softmax(logits, -1)  # (B, N, T, T)
         h = h + self.out(a @ v + torch.einsum("bnts,tsh->bnth", a, rv))
-        # x_t += sum_s a_ts (phi_x(v_s) + g(t - s)) (x_t - x_s)
         gate = a * (self.phi_x(v)[..., 0][:, :, None, :] + self.rel_x(rel)[..., 0])
-        x = x + gate.sum(-1, keepdim=True) * x - gate @ x
+        diff = x[:, :, :, None] - x[:, :, None, :]  # (B, N, T, T, 3)
+        diff = diff / (torch.sqrt((diff**2).sum(-1, keepdim=True) + 1e-8) + 1.0)
+        x = x + (gate[..., None] * diff).sum(3)
         h = h + self.ff(h)
         m = mask[:, :, None, None]
         return h * m, x * m

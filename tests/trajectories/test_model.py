@@ -1,0 +1,175 @@
+"""EGTN / GeoTDM: equivariance of the denoiser and of whole samplers, loss, finite sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from domaindiff_trajectories import GeoTDM
+
+
+def _orthogonal(gen: torch.Generator, reflect: bool) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if (torch.det(q) < 0) != reflect:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _batch(gen: torch.Generator, b: int = 3, n: int = 4, tc: int = 4, tp: int = 6) -> dict:
+    mask = torch.ones(b, n, dtype=torch.float64)
+    mask[0, -1] = 0.0  # one padded node
+    x = torch.randn(b, n, tp, 3, generator=gen, dtype=torch.float64) * mask[:, :, None, None]
+    cond = torch.randn(b, n, tc, 3, generator=gen, dtype=torch.float64) * mask[:, :, None, None]
+    h = torch.randn(b, n, 1, generator=gen, dtype=torch.float64).sign()
+    return {"x": x, "cond": cond, "h": h, "mask": mask}
+
+
+def _model(task: str = "forecast", prior: str = "learnable", **kw) -> GeoTDM:
+    torch.manual_seed(0)
+    m = GeoTDM(task=task, hidden=16, layers=2, time_dim=8, prior=prior, prior_layers=1,
+               pred_frames=6, num_steps=50, ema_decay=0.0, **kw).double()
+    # make the coordinate heads non-trivial (they start near zero, as in EGNN)
+    with torch.no_grad():
+        for name, p in m.network.named_parameters():
+            if "phi_x" in name or "rel_x" in name or "prior_head" in name:
+                p.normal_(0, 0.3)
+    return m.eval()
+
+
+def _transform(batch: dict, q: torch.Tensor, shift: torch.Tensor) -> dict:
+    m = batch["mask"][:, :, None, None]
+    out = dict(batch)
+    out["x"] = (batch["x"] @ q.T + shift) * m
+    out["cond"] = (batch["cond"] @ q.T + shift) * m
+    return out
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+@pytest.mark.parametrize("prior", ["learnable", "last", "com"])
+def test_denoiser_equivariant(reflect, prior):
+    gen = torch.Generator().manual_seed(1)
+    model = _model(prior=prior)
+    q, shift = _orthogonal(gen, reflect), torch.randn(3, generator=gen, dtype=torch.float64)
+    batch = _batch(gen)
+    t = torch.rand(3, generator=gen, dtype=torch.float64)
+    moved = _transform(batch, q, shift)
+    net = model.network
+    ref, ref_m = net.reference(batch), net.reference(moved)
+    m = batch["mask"][:, :, None, None]
+    torch.testing.assert_close(ref_m, (ref @ q.T + shift) * m, rtol=1e-9, atol=1e-9)
+    # the residual (diffused state) rotates but does not translate; eps rotates
+    state = {**batch, "x": batch["x"] - ref}
+    state_m = {**moved, "x": moved["x"] - ref_m}
+    eps, eps_m = net(state, t)["x"], net(state_m, t)["x"]
+    assert eps.abs().max() > 1e-3  # non-trivial output
+    torch.testing.assert_close(eps_m, eps @ q.T, rtol=1e-9, atol=1e-9)
+    # permuting nodes permutes the output
+    perm = torch.tensor([2, 0, 3, 1])
+    sp = {k: v[:, perm] for k, v in state.items()}
+    torch.testing.assert_close(net(sp, t)["x"], eps[:, perm], rtol=1e-9, atol=1e-9)
+
+
+def test_unconditional_denoiser_equivariant_and_centred():
+    gen = torch.Generator().manual_seed(2)
+    model = _model("unconditional")
+    q, shift = _orthogonal(gen, True), torch.randn(3, generator=gen, dtype=torch.float64)
+    batch = model.batch_to_state(_batch(gen))  # centred over nodes and frames
+    space = model.processes["x"].space
+    t = torch.rand(3, generator=gen, dtype=torch.float64)
+    eps = model.denoise(model.network, batch, t)["x"]
+    moved = {**batch, "x": space.project((batch["x"] @ q.T + shift), batch)}
+    torch.testing.assert_close(moved["x"], batch["x"] @ q.T)  # translation removed
+    torch.testing.assert_close(model.denoise(model.network, moved, t)["x"], eps @ q.T,
+                               rtol=1e-9, atol=1e-9)
+    m = batch["mask"][:, :, None, None]
+    torch.testing.assert_close((eps * m).sum((1, 2)), torch.zeros(3, 3, dtype=torch.float64),
+                               atol=1e-10, rtol=0)
+
+
+class _RotatedNoise:
+    """A space whose noise is the base space's noise rotated by ``q`` (same generator stream)."""
+
+    def __init__(self, base, q):
+        self.base, self.q = base, q
+
+    def noise(self, x_like, state=None, generator=None):
+        return self.base.noise(x_like, state, generator) @ self.q.T
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ancestral", 50), ("ddim", 8),
+                                           ("dpm_solver_pp_2m", 6)])
+def test_whole_sampler_commutes_with_rigid_motions(sampler, steps):
+    gen = torch.Generator().manual_seed(3)
+    model = _model()
+    q, shift = _orthogonal(gen, True), 5 * torch.randn(3, generator=gen, dtype=torch.float64)
+    batch = _batch(gen)
+    moved = _transform(batch, q, shift)
+    out = model.sample(template=model.sample_template(3, batch), sampler=sampler, steps=steps,
+                       generator=torch.Generator().manual_seed(7), use_ema=False)["x"]
+    space = model.processes["x"].space
+    model.processes["x"].space = _RotatedNoise(space, q)
+    try:
+        out_m = model.sample(template=model.sample_template(3, moved), sampler=sampler,
+                             steps=steps, generator=torch.Generator().manual_seed(7),
+                             use_ema=False)["x"]
+    finally:
+        model.processes["x"].space = space
+    m = batch["mask"][:, :, None, None]
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out_m, (out @ q.T + shift) * m, rtol=1e-8, atol=1e-8)
+
+
+def test_untrained_sampling_stays_bounded_with_x0_clip():
+    gen = torch.Generator().manual_seed(4)
+    batch = _batch(gen)
+    free = _model(x0_clip=None)
+    clipped = _model(x0_clip=10.0)
+    kw = {"sampler": "ddim", "steps": 10, "use_ema": False}
+    out_free = free.sample(template=free.sample_template(3, batch),
+                           generator=torch.Generator().manual_seed(0), **kw)["x"]
+    out = clipped.sample(template=clipped.sample_template(3, batch),
+                         generator=torch.Generator().manual_seed(0), **kw)["x"]
+    ref = clipped.network.reference(batch)
+    assert torch.isfinite(out).all()
+    # the residual's nodes are within the clip bound; without the clip they drift far away
+    assert (out - ref).norm(dim=-1).max() <= 10.0 + 1e-6
+    assert not ((out_free - ref).norm(dim=-1) <= 10.0).all()  # (also false for NaN)
+
+
+def test_training_reduces_loss_and_trains_the_prior():
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(0)
+    model = GeoTDM(hidden=16, layers=1, time_dim=8, prior_layers=1, pred_frames=6, lr=3e-3,
+                   num_steps=50)
+    b = _batch(gen, b=8)
+    # a learnable target: straight-line motion continuing the condition
+    vel = torch.randn(8, 4, 1, 3, generator=gen, dtype=torch.float64) * 0.3
+    cond = b["cond"][:, :, :1] + vel * torch.arange(4, dtype=torch.float64)[None, None, :, None]
+    x = cond[:, :, -1:] + vel * torch.arange(1, 7, dtype=torch.float64)[None, None, :, None]
+    batch = {k: v.float() for k, v in {**b, "cond": cond, "x": x,
+                                       "mask": torch.ones(8, 4)}.items()}
+    opt = torch.optim.Adam(model.network.parameters(), lr=3e-3)
+    head0 = model.network.prior_head.weight.detach().clone()
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = model.loss(model.batch_to_state(batch))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
+    assert not torch.equal(model.network.prior_head.weight, head0)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="task"):
+        GeoTDM(task="bogus")
+    with pytest.raises(ValueError, match="prior"):
+        GeoTDM(prior="bogus")
+    with pytest.raises(KeyError, match="cond"):
+        GeoTDM(hidden=8, layers=1).batch_to_state({"x": torch.zeros(1, 2, 20, 3),
+                                                   "h": torch.zeros(1, 2, 1)})
