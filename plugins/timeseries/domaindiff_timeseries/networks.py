@@ -59,7 +59,8 @@ class S4DLayer(nn.Module):
         vander = torch.exp(dta[:, :, None] * pos)  # (kH, N/2, L)
         k = 2 * torch.einsum("hn,hnl->hl", c, vander).real
         if not self.training and not torch.is_grad_enabled():
-            self._cache = (key, k.detach())
+            k = k.detach()
+            self._cache = (key, k)
         return k
 
     def train(self, mode: bool = True):  # noqa: D102 - nn.Module API
