@@ -1,12 +1,15 @@
 """Echo-DND module: processes, loss, samplers, post-processing, training and checkpoints."""
 
+import json
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from domaindiff.module import load_checkpoint
-from domaindiff_medical import EchoDND, SyntheticEcho
+from domaindiff_medical import EchoDND, SyntheticEcho, evaluate
 from domaindiff_medical.model import bernoulli_kl, postprocess, time_points
 from domaindiff_medical.networks import EchoDNDNet, UNetBaseline
 
@@ -94,7 +97,8 @@ def test_time_points_and_sampler_determinism():
     b = model.dual_sample(img, 5, "ddim", generator=torch.Generator().manual_seed(1))
     assert torch.equal(a["prob"], b["prob"])
     assert torch.allclose(a["prob"], (a["gauss"] + a["bern"]) / 2)
-    full = model.dual_sample(img, None, "ddpm", generator=torch.Generator().manual_seed(1))
+    short = _model(num_steps=10)
+    full = short.dual_sample(img, None, "ddpm", generator=torch.Generator().manual_seed(1))
     assert full["prob"].shape == img.shape and 0 <= full["prob"].min() <= full["prob"].max() <= 1
     with pytest.raises(ValueError, match="sampler"):
         model.dual_sample(img, 5, "heun")
@@ -125,11 +129,11 @@ def test_postprocess_keeps_largest_component_and_opens():
 def test_training_learns_and_checkpoint_roundtrip(tmp_path):
     torch.manual_seed(0)
     dm = SyntheticEcho(num_train=16, num_val=4, num_test=4, size=16, batch_size=8)
-    model = _model(lr=3e-3)
+    model = _model(lr=5e-3, base_channels=4)
     batch = next(iter(DataLoader(dm.dataset("train"), batch_size=16)))
     i = torch.full((16,), 25)
     before = model.loss_terms(batch, i=i)
-    trainer = L.Trainer(max_steps=24, logger=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_steps=10, logger=False, enable_progress_bar=False,
                         default_root_dir=tmp_path, limit_val_batches=0,
                         enable_model_summary=False)
     trainer.fit(model, dm)
@@ -144,3 +148,15 @@ def test_training_learns_and_checkpoint_roundtrip(tmp_path):
     a = model.dual_sample(x, 3, generator=g.manual_seed(0))["prob"]
     b = loaded.dual_sample(x, 3, generator=g.manual_seed(0))["prob"]
     assert torch.allclose(a, b, atol=1e-6)
+    # the Hydra evaluation app on that checkpoint: JSON + PNG
+    from omegaconf import OmegaConf
+
+    from domaindiff_medical.evaluate import run
+    cfg = OmegaConf.load(Path(evaluate.__file__).parent / "conf" / "eval.yaml")
+    cfg.update({"ckpt": str(ckpt), "size": 16, "max_images": 3, "steps": 2, "num_samples": 2,
+                "out_dir": str(tmp_path / "eval"), "num_overlays": 2})
+    summary = run(cfg)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["num_images"] == 3 and saved["nfe_per_image"] == 4
+    assert 0 <= saved["dice"] <= 1 and saved["dice"] == pytest.approx(summary["dice"])
+    assert (tmp_path / "eval" / "overlays.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
