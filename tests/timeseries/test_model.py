@@ -1,0 +1,145 @@
+"""TSDiff through the CLI, checkpoints, self-guidance, scenarios, refinement, the eval app."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from domaindiff.guidance import EnergyGuidance
+from domaindiff.module import load_checkpoint
+from domaindiff_timeseries.data import write_jsonl
+from domaindiff_timeseries.forecast import (
+    DDPMSelfGuidance,
+    forecast,
+    guidance_energy,
+    quantile_levels,
+    refine,
+    scenario_mask,
+)
+from domaindiff_timeseries.model import TSDiff
+
+
+class _GaussianEps(torch.nn.Module):
+    """Exact eps-predictor for N(0, I) data under a VP process: eps_hat = sigma_t x_t."""
+
+    def __init__(self, proc):
+        super().__init__()
+        self.proc = proc
+
+    def forward(self, state, t):
+        return {"x": self.proc.sigma(t)[:, None, None] * state["x"]}
+
+
+def _analytic_model():
+    model = TSDiff(dim=1, context_length=16, prediction_length=4, lags=[], hidden=8,
+                   num_blocks=1, emb_dim=8, d_state=4)
+    model.network = _GaussianEps(model.processes["x"])
+    model.ema_network = None
+    return model
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_self_guidance_pulls_context_to_observation(sampler):
+    model = _analytic_model()
+    n, length = 64, 20
+    y = torch.full((n, length, 1), 1.5)
+    m = torch.zeros(n, length, 1)
+    m[:, :16] = 1
+    tmpl = {"x": torch.zeros(n, length, 1), "past": torch.zeros(n, 0, 1)}
+    gen = torch.Generator().manual_seed(0)
+    free = model.sample(template=tmpl, sampler=sampler, steps=20, generator=gen)["x"]
+    energy = guidance_energy(y, m, "mse")
+    guide = (DDPMSelfGuidance(model.denoiser(), model.processes["x"], energy, 2.0)
+             if sampler == "ancestral" else EnergyGuidance(energy, 2.0))
+    gen = torch.Generator().manual_seed(0)
+    guided = model.sample(template=tmpl, sampler=sampler, steps=20, generator=gen,
+                          guidance=guide)["x"]
+    err_free = (free[:, :16] - 1.5).abs().mean()
+    err_guided = (guided[:, :16] - 1.5).abs().mean()
+    assert err_guided < 0.5 * err_free
+    # the horizon is independent of the context under N(0, I): it stays standard normal
+    assert abs(float(guided[:, 16:].std()) - 1.0) < 0.25
+
+
+def test_energies_hand_values():
+    y = torch.tensor([[[1.0], [2.0], [0.0]]])
+    m = torch.tensor([[[1.0], [1.0], [0.0]]])
+    x0 = {"x": torch.tensor([[[0.0], [3.0], [9.0]]])}
+    assert float(guidance_energy(y, m, "mse")(x0, None)) == pytest.approx(2.0)
+    q = torch.tensor([0.25])
+    # residuals y - x0 = 1 (under) and -1 (over): 0.25 * 1 + 0.75 * 1
+    assert float(guidance_energy(y, m, "quantile", q)(x0, None)) == pytest.approx(1.0)
+    torch.testing.assert_close(quantile_levels(4), torch.tensor([0.2, 0.4, 0.6, 0.8]))
+    with pytest.raises(ValueError, match="mse"):
+        guidance_energy(y, m, "l1")
+
+
+def test_missing_value_scenarios():
+    assert scenario_mask(10, 12, "none").tolist() == [1] * 10 + [0, 0]
+    assert scenario_mask(10, 12, "blackout_begin", 0.3).tolist() == [0] * 3 + [1] * 7 + [0, 0]
+    assert scenario_mask(10, 12, "blackout_end", 0.3).tolist() == [1] * 7 + [0] * 5
+    rm = scenario_mask(1000, 1010, "random", 0.5, np.random.default_rng(0))
+    assert 400 < rm[:1000].sum() < 600 and rm[1000:].sum() == 0
+    with pytest.raises(ValueError, match="scenario"):
+        scenario_mask(10, 12, "holes")
+
+
+def _tiny_config(tmp_path, series_path):
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1,
+                    "enable_progress_bar": False, "enable_model_summary": False,
+                    "logger": False, "default_root_dir": str(tmp_path / "run"),
+                    "limit_val_batches": 1},
+        "model": {"class_path": "domaindiff_timeseries.TSDiff",
+                  "init_args": {"dim": 1, "context_length": 24, "prediction_length": 8,
+                                "lags": [8], "hidden": 8, "num_blocks": 1, "emb_dim": 16,
+                                "d_state": 4, "ema_decay": 0.9}},
+        "data": {"class_path": "domaindiff_timeseries.TimeSeriesData",
+                 "init_args": {"dataset": "file", "path": str(series_path),
+                               "context_length": 24, "prediction_length": 8, "lags": [8],
+                               "num_test_windows": 2, "batches_per_epoch": 3,
+                               "batch_size": 8}},
+    }
+    p = tmp_path / "fit.yaml"
+    OmegaConf.save(OmegaConf.create(cfg), p)
+    return p
+
+
+def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
+    from domaindiff.cli import lightning_cli
+    from domaindiff_timeseries.evaluate import evaluate
+
+    t = np.arange(300)
+    series = [10 + np.sin(2 * math.pi * t / 8) + 0.1 * np.random.default_rng(0).normal(size=300)]
+    path = tmp_path / "series.jsonl"
+    write_jsonl(series, path)
+    cli = lightning_cli(["fit", "--config", str(_tiny_config(tmp_path, path))])
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    model = load_checkpoint(ckpt)
+    assert isinstance(model, TSDiff) and model.lags == [8]
+    dm = cli.datamodule
+    wins = dm.test_windows()
+    s = forecast(model, wins, 3, sampler="ddim", steps=3, progress=False)
+    assert s.shape == (2, 3, 8, 1) and np.isfinite(s).all()
+    base = np.repeat(s[:, :1], 3, 1)
+    r = refine(model, wins, base, method="most_likely", iterations=2)
+    assert r.shape == base.shape and not np.allclose(r, base)
+    cfg = OmegaConf.load(
+        __import__("domaindiff_timeseries").__path__[0] + "/conf/eval.yaml")
+    cfg = OmegaConf.merge(cfg, {"ckpt": ckpt, "dataset": "file", "path": str(path),
+                                "num_test_windows": 2, "sampler": "ddim", "steps": 2,
+                                "num_samples": 3, "out_dir": str(tmp_path / "ev"),
+                                "methods": ["tsdiff_q", "seasonal_naive"], "plot_windows": 2})
+    del cfg["hydra"]
+    res = evaluate(cfg)
+    out = json.loads((tmp_path / "ev" / "metrics_ddim_2.json").read_text())
+    assert set(out["forecasting"]) == {"tsdiff_q", "seasonal_naive"}
+    assert out["forecasting"]["seasonal_naive"]["CRPS"] == res["forecasting"][
+        "seasonal_naive"]["CRPS"]
+    assert (tmp_path / "ev" / "fan_ddim_2.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="unknown"):
+        evaluate(OmegaConf.merge(cfg, {"methods": ["prophet"]}))
