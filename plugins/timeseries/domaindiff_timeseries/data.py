@@ -1,5 +1,7 @@
-"""Time-series data: the offline default (pmdarima's Taylor electricity demand), GluonTS datasets,
-GluonTS JSON-lines / CSV files, and the window sampling TSDiff trains on.
+"""Time-series data: the offline default, GluonTS datasets, JSON-lines / CSV files, windows.
+
+The offline default is pmdarima's Taylor electricity demand (summed to hourly); GluonTS datasets
+come through ``get_dataset``; custom data from GluonTS JSON lines or wide CSV files.
 
 A series is an array ``(T, D)`` (``D = 1`` for univariate). Training draws random windows of
 ``context + prediction`` steps from the series truncated before the test range; testing uses the
