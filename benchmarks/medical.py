@@ -25,7 +25,7 @@ from domaindiff_medical.data import SyntheticEcho
 from domaindiff_medical.demo import train
 from domaindiff_medical.evaluate import evaluate_model
 from domaindiff_medical.metrics import segmentation_metrics
-from domaindiff_medical.model import EchoDND, postprocess
+from domaindiff_medical.model import EchoDND, postprocess, save_checkpoint
 from domaindiff_medical.networks import UNetBaseline
 
 
@@ -80,6 +80,7 @@ def main() -> None:
                         seed=args.seed)
         result["echo_dnd_training"] = train(model, dm, args.max_steps, args.train_seconds,
                                             log_every=100)
+        save_checkpoint(model, str(Path(args.out).with_suffix(".ckpt")))
     unet, ups, usteps = train_unet(dm, args.max_steps, args.train_seconds, args.seed)
     with torch.no_grad():
         pred = postprocess(unet(test.images))

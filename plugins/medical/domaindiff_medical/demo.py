@@ -16,7 +16,7 @@ from domaindiff.data import atomic_write_text
 
 from .data import SyntheticEcho
 from .evaluate import evaluate_model, write_overlays
-from .model import EchoDND
+from .model import EchoDND, save_checkpoint
 
 
 def train(model: EchoDND, dm: SyntheticEcho, max_steps: int, max_seconds: float,
@@ -77,11 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
                                   seed=args.seed, progress=False)
     summary.update(stats)
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    save_checkpoint(model, str(out / "echo_dnd.ckpt"))
     write_overlays(out / "overlays.png", test.images, test.masks, per["mask"], per["var"])
     print(f"Dice {summary['dice']:.3f}  IoU {summary['iou']:.3f}  HD95 {summary['hd95']:.2f} px  "
           f"ASSD {summary['assd']:.2f} px  ({args.num_samples} x {args.steps} NFE, "
           f"{summary['seconds_per_image']:.2f} s/image)")
-    print(f"wrote {out / 'metrics.json'} and {out / 'overlays.png'}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'overlays.png'} and {out / 'echo_dnd.ckpt'}")
     return summary
 
 

@@ -16,6 +16,7 @@ from scipy import ndimage
 from torch import Tensor
 from torch.nn import functional as F
 
+from domaindiff.data import atomic_save
 from domaindiff.module import DiffusionModule
 from domaindiff.processes import Bernoulli, DiscreteDDPM
 from domaindiff.samplers.base import steps_iter
@@ -64,6 +65,17 @@ def postprocess(prob: Tensor, threshold: float = 0.5, opening: int = 1) -> Tenso
             m = opened if opened.any() else m
         out[b, 0] = m
     return torch.from_numpy(out).to(prob.device)
+
+
+def save_checkpoint(model: DiffusionModule, path: str) -> None:
+    """Atomically write a minimal checkpoint that ``load_checkpoint`` reads (weights_only).
+
+    For models trained outside a Lightning Trainer (demo, benchmark).
+    """
+    cls = type(model)
+    atomic_save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "hyper_parameters": dict(model.hparams),
+                 "domaindiff": {"class_path": f"{cls.__module__}.{cls.__qualname__}"}}, path)
 
 
 class EchoDND(DiffusionModule):
