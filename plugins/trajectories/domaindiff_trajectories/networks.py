@@ -79,8 +79,8 @@ class SpatialEGNN(nn.Module):
 class TemporalAttention(nn.Module):
     """Attention over frames inside each node, with relative-time embeddings on keys and values.
 
-    ``x_t += sum_s a_ts (phi_x(v_s) + g(t - s)) x_ts / (|x_ts| + 1)`` (``x_ts = x_t - x_s``,
-    normalised as the spatial layer so that updates stay bounded) and
+    ``x_t += sum_s a_ts (phi_x(v_s) + g(t - s)) (x_t - x_s)`` (unnormalised, as GeoTDM: the
+    network must be able to output ``x_t - x_ref``, a linear function of the frames) and
     ``h_t += W_o sum_s a_ts (v_s + r_v(t - s))``, with logits ``q_t . (k_s + r_k(t - s))``.
 
     Args:
@@ -113,9 +113,7 @@ class TemporalAttention(nn.Module):
         a = torch.softmax(logits, -1)  # (B, N, T, T)
         h = h + self.out(a @ v + torch.einsum("bnts,tsh->bnth", a, rv))
         gate = a * (self.phi_x(v)[..., 0][:, :, None, :] + self.rel_x(rel)[..., 0])
-        diff = x[:, :, :, None] - x[:, :, None, :]  # (B, N, T, T, 3)
-        diff = diff / (torch.sqrt((diff**2).sum(-1, keepdim=True) + 1e-8) + 1.0)
-        x = x + (gate[..., None] * diff).sum(3)
+        x = x + gate.sum(-1, keepdim=True) * x - gate @ x  # sum_s gate_ts (x_t - x_s)
         h = h + self.ff(h)
         m = mask[:, :, None, None]
         return h * m, x * m
