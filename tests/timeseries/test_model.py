@@ -133,13 +133,34 @@ def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
     cfg = OmegaConf.merge(cfg, {"ckpt": ckpt, "dataset": "file", "path": str(path),
                                 "num_test_windows": 2, "sampler": "ddim", "steps": 2,
                                 "num_samples": 3, "out_dir": str(tmp_path / "ev"),
-                                "methods": ["tsdiff_q", "seasonal_naive"], "plot_windows": 2})
+                                "methods": ["tsdiff_q", "seasonal_naive"], "plot_windows": 2,
+                                "tstr_samples": 8})
     del cfg["hydra"]
     res = evaluate(cfg)
     out = json.loads((tmp_path / "ev" / "metrics_ddim_2.json").read_text())
     assert set(out["forecasting"]) == {"tsdiff_q", "seasonal_naive"}
     assert out["forecasting"]["seasonal_naive"]["CRPS"] == res["forecasting"][
         "seasonal_naive"]["CRPS"]
+    syn = out["synthesis"]
+    assert syn["num_synthetic"] == 8 and np.isfinite(syn["linear_predictive_score_tstr"])
     assert (tmp_path / "ev" / "fan_ddim_2.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown"):
         evaluate(OmegaConf.merge(cfg, {"methods": ["prophet"]}))
+
+
+def test_ridge_score_recovers_a_linear_rule():
+    from domaindiff_timeseries.synthesis import ridge_score
+
+    rng = np.random.default_rng(0)
+    c, h = 12, 4
+    # windows whose horizon repeats the last 4 context steps: ridge learns it exactly
+    ctx = rng.normal(size=(200, c, 1)) + 5
+    train = np.concatenate([ctx, ctx[:, -h:]], 1)
+    tests = []
+    for _ in range(5):
+        x = rng.normal(size=(c, 1)) + 5
+        win = np.concatenate([x, x[-h:]]).astype(np.float32)
+        tests.append({"x": win / 2.0, "scale": np.array([2.0], np.float32), "target": win})
+    assert ridge_score(train, tests, c, alpha=1e-6) < 1e-4
+    shuffled = np.concatenate([ctx, rng.normal(size=(200, h, 1)) + 5], 1)
+    assert ridge_score(shuffled, tests, c) > 0.05

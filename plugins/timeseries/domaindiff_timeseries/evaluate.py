@@ -3,6 +3,7 @@
     domaindiff eval timeseries ckpt=run.ckpt
     domaindiff eval timeseries ckpt=run.ckpt sampler=ddim steps=10 methods=[tsdiff_q]
     domaindiff eval timeseries ckpt=run.ckpt deepar_epochs=5 refine=true
+    domaindiff eval timeseries ckpt=run.ckpt tstr_samples=1000   # synthesis: TSTR with ridge
 
 Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``fan_<sampler>_<steps>.png``.
 """
@@ -128,6 +129,17 @@ def evaluate(cfg: DictConfig) -> dict:
                 ref_table[f"{base}+{how}"] = forecast_metrics(r, target, histories, dm.season)
             ref_table[base] = table[base]
         result["refinement"] = ref_table
+    if int(cfg.get("tstr_samples", 0)) > 0:
+        from domaindiff_timeseries.synthesis import real_windows, ridge_score, synthesize
+
+        n = int(cfg.tstr_samples)
+        synth = synthesize(model, dm, n, sampler=cfg.sampler, steps=int(cfg.steps),
+                           seed=int(cfg.seed))
+        result["synthesis"] = {
+            "num_synthetic": n,
+            "linear_predictive_score_tstr": ridge_score(synth, windows, model.context_length),
+            "linear_predictive_score_trtr": ridge_score(real_windows(dm, n), windows,
+                                                        model.context_length)}
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{cfg.sampler}_{int(cfg.steps)}"
