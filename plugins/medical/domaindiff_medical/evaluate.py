@@ -132,6 +132,8 @@ def run(cfg: Any) -> dict[str, Any]:
     from domaindiff.module import load_checkpoint
     if cfg.ckpt in (None, "???"):
         raise ValueError("eval: set ckpt=path/to/checkpoint.ckpt")
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.trust))
     images, masks = load_split(cfg.data, cfg.split, cfg.data_root, cfg.size, int(cfg.max_images),
                                int(cfg.seed))
