@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train on a small charged split, forecast K samples per test trajectory, print ADE/FDE."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_out/trajectories")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--k", type=int, default=5)
