@@ -34,6 +34,8 @@ def _model(task: str = "forecast", prior: str = "learnable", **kw) -> GeoTDM:
         for name, p in m.network.named_parameters():
             if "phi_x" in name or "rel_x" in name or "prior_head" in name:
                 p.normal_(0, 0.3)
+            elif "radial.2" in name:  # e3nn layer's tensor-product weights
+                p.normal_(0, 0.1)
     return m.eval()
 
 
@@ -46,10 +48,11 @@ def _transform(batch: dict, q: torch.Tensor, shift: torch.Tensor) -> dict:
 
 
 @pytest.mark.parametrize("reflect", [False, True])
-@pytest.mark.parametrize("prior", ["learnable", "last", "com"])
-def test_denoiser_equivariant(reflect, prior):
+@pytest.mark.parametrize("prior,spatial", [("learnable", "egnn"), ("last", "egnn"),
+                                           ("com", "egnn"), ("learnable", "e3nn")])
+def test_denoiser_equivariant(reflect, prior, spatial):
     gen = torch.Generator().manual_seed(1)
-    model = _model(prior=prior)
+    model = _model(prior=prior, spatial=spatial)
     q, shift = _orthogonal(gen, reflect), torch.randn(3, generator=gen, dtype=torch.float64)
     batch = _batch(gen)
     t = torch.rand(3, generator=gen, dtype=torch.float64)

@@ -32,6 +32,8 @@ class GeoTDM(DiffusionModule):
         time_dim: diffusion-step embedding width (paper 32).
         prior: ``learnable``, ``last``, ``com`` or ``none`` (forecasting only).
         prior_layers: blocks of the prior's EGTN.
+        spatial: spatial layer, ``egnn`` (paper) or ``e3nn`` (spherical harmonics + tensor
+            products).
         pred_frames: frames generated.
         num_steps: DDPM steps (paper 1000 for N-body and MD17, 100 for ETH-UCY).
         beta_start: first beta, before the ``1000 / num_steps`` scaling of the paper.
@@ -51,7 +53,8 @@ class GeoTDM(DiffusionModule):
     def __init__(self, task: str = "forecast", node_features: int = 1, hidden: int = 128,
                  layers: int = 6, time_dim: int = 32, prior: str = "learnable",
                  prior_layers: int = 2, pred_frames: int = 20, num_steps: int = 1000,
-                 beta_start: float = 1e-4, beta_end: float = 0.02, lr: float = 1e-4,
+                 spatial: str = "egnn", beta_start: float = 1e-4, beta_end: float = 0.02,
+                 lr: float = 1e-4,
                  weight_decay: float = 0.0, ema_decay: float = 0.999,
                  sampler: str = "ancestral", sampling_steps: int = 1000,
                  num_val_samples: int = 0, x0_clip: float | None = 100.0,
@@ -67,7 +70,7 @@ class GeoTDM(DiffusionModule):
                                beta_start=beta_start * scale, beta_end=beta_end * scale,
                                space=space)
         net = GeoTDMNetwork(node_features, hidden, layers, time_dim, task == "forecast", prior,
-                            prior_layers, pred_frames, num_steps)
+                            prior_layers, pred_frames, num_steps, spatial)
         super().__init__(net, {"x": process}, parametrization="eps", lr=lr,
                          weight_decay=weight_decay, ema_decay=ema_decay, sampler=sampler,
                          sampling_steps=sampling_steps, num_val_samples=num_val_samples,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 PRIORS = ("learnable", "last", "com", "none")
+SPATIAL = ("egnn", "e3nn")
 
 
 def sinusoidal(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -76,6 +77,61 @@ class SpatialEGNN(nn.Module):
         return hf.transpose(1, 2), (xf + dx).transpose(1, 2)
 
 
+class E3nnSpatial(nn.Module):
+    """e3nn alternative to :class:`SpatialEGNN`: spherical harmonics and a tensor product.
+
+    For each edge, the spherical harmonics ``Y^{0,1}(x_ij)`` are multiplied with the sender's
+    scalars by a ``FullyConnectedTensorProduct`` whose weights come from an MLP of the invariants
+    ``[h_i, h_j, |x_ij|^2, e_ij]``; the output (``hidden x 0e + 1 x 1o``) is averaged over
+    neighbours: the scalars update ``h`` through a SiLU gate, the vector moves ``x``.
+
+    Args:
+        hidden: feature width.
+        edge_dim: width of the edge attributes.
+    """
+
+    def __init__(self, hidden: int, edge_dim: int = 0) -> None:
+        super().__init__()
+        from e3nn import o3
+
+        self.o3 = o3
+        self.hidden = hidden
+        self.tp = o3.FullyConnectedTensorProduct(f"{hidden}x0e", "1x0e+1x1o",
+                                                 f"{hidden}x0e+1x1o", shared_weights=False)
+        self.radial = nn.Sequential(nn.Linear(2 * hidden + 1 + edge_dim, hidden), nn.SiLU(),
+                                    nn.Linear(hidden, self.tp.weight_numel))
+        with torch.no_grad():  # small initial coordinate moves, as the EGNN heads
+            self.radial[-1].weight.mul_(0.1)
+        self.gate = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, h: Tensor, x: Tensor, mask: Tensor, edge: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Update ``(h, x)``; same signature as :class:`SpatialEGNN`."""
+        n = x.shape[1]
+        hf, xf = h.transpose(1, 2), x.transpose(1, 2)
+        diff = xf[:, :, :, None] - xf[:, :, None, :]
+        d2 = (diff**2).sum(-1, keepdim=True)
+        adj = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(n, dtype=x.dtype,
+                                                                   device=x.device))
+        adj = adj[:, None, :, :, None]
+        # non-edges (self pairs, padding) get a dummy direction so the harmonics stay finite
+        dummy = torch.zeros_like(diff)
+        dummy[..., 0] = 1.0
+        safe = diff + (1 - adj) * dummy
+        sh = self.o3.spherical_harmonics([0, 1], safe, normalize=True, normalization="component")
+        feats = [hf[:, :, :, None].expand(-1, -1, -1, n, -1),
+                 hf[:, :, None, :].expand(-1, -1, n, -1, -1), d2]
+        if edge is not None:
+            feats.append(edge[:, None].expand(-1, hf.shape[1], -1, -1, -1))
+        w = self.radial(torch.cat(feats, -1))
+        sender = hf[:, :, None, :].expand(-1, -1, n, -1, -1)
+        out = self.tp(sender, sh, w) * adj
+        agg = out.sum(3) / adj.sum(3).clamp_min(1.0)
+        hf = hf + self.gate(agg[..., :self.hidden])
+        xf = xf - agg[..., self.hidden:]  # sh(x_i - x_j) convention: move along -sum
+        return hf.transpose(1, 2), xf.transpose(1, 2)
+
+
 class TemporalAttention(nn.Module):
     """Attention over frames inside each node, with relative-time embeddings on keys and values.
 
@@ -128,13 +184,17 @@ class EGTN(nn.Module):
         layers: number of (spatial, temporal) blocks.
         edge_dim: edge-attribute width (0: none).
         time_dim: relative-time embedding width.
+        spatial: ``egnn`` (as the paper) or ``e3nn`` (:class:`E3nnSpatial`).
     """
 
     def __init__(self, in_features: int, hidden: int = 128, layers: int = 6, edge_dim: int = 0,
-                 time_dim: int = 32) -> None:
+                 time_dim: int = 32, spatial: str = "egnn") -> None:
         super().__init__()
+        if spatial not in SPATIAL:
+            raise ValueError(f"spatial: unknown {spatial!r}; choose one of {SPATIAL}")
+        layer = SpatialEGNN if spatial == "egnn" else E3nnSpatial
         self.embed = nn.Linear(in_features, hidden)
-        self.spatial = nn.ModuleList(SpatialEGNN(hidden, edge_dim) for _ in range(layers))
+        self.spatial = nn.ModuleList(layer(hidden, edge_dim) for _ in range(layers))
         self.temporal = nn.ModuleList(TemporalAttention(hidden, time_dim) for _ in range(layers))
 
     def forward(self, feats: Tensor, x: Tensor, mask: Tensor, edge: Tensor | None = None
@@ -165,20 +225,24 @@ class GeoTDMNetwork(nn.Module):
         prior_layers: EGTN blocks of the learnable prior.
         pred_frames: frames to generate (needed by the learnable prior's weight head).
         num_steps: diffusion steps ``N``; the network embeds ``t * N``.
+        spatial: spatial layer, ``egnn`` or ``e3nn``.
     """
 
     def __init__(self, node_features: int = 1, hidden: int = 128, layers: int = 6,
                  time_dim: int = 32, conditional: bool = True, prior: str = "learnable",
-                 prior_layers: int = 2, pred_frames: int = 20, num_steps: int = 1000) -> None:
+                 prior_layers: int = 2, pred_frames: int = 20, num_steps: int = 1000,
+                 spatial: str = "egnn") -> None:
         super().__init__()
         if prior not in PRIORS:
             raise ValueError(f"prior: unknown {prior!r}; choose one of {PRIORS}")
         self.conditional, self.prior, self.time_dim = conditional, prior, time_dim
         self.num_steps, self.pred_frames, self.node_features = num_steps, pred_frames, node_features
         edge_dim = node_features
-        self.egtn = EGTN(node_features + time_dim + 1, hidden, layers, edge_dim, time_dim)
+        self.egtn = EGTN(node_features + time_dim + 1, hidden, layers, edge_dim, time_dim,
+                         spatial)
         if conditional and prior == "learnable":
-            self.prior_net = EGTN(node_features, hidden, prior_layers, edge_dim, time_dim)
+            self.prior_net = EGTN(node_features, hidden, prior_layers, edge_dim, time_dim,
+                                  spatial)
             self.prior_head = nn.Linear(hidden, pred_frames)
             nn.init.zeros_(self.prior_head.weight)  # starts as the last-frame prior
             nn.init.zeros_(self.prior_head.bias)
