@@ -117,3 +117,26 @@ def test_eth_ucy_loader(tmp_path):
         load_eth_ucy(tmp_path, "hotel", "test")
     with pytest.raises(FileNotFoundError, match="eth_data_train.npy"):
         load_eth_ucy(tmp_path, "eth", "train")
+
+
+def test_md17_standin_written_in_sgdml_format(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    from domaindiff_trajectories.data import MD17
+
+    dm = MD17("ethanol", every=10, cond_frames=3, pred_frames=4, standin_steps=1500,
+              batch_size=4)
+    dm.setup()
+    path = tmp_path / "md17" / "md17_ethanol.npz"
+    with np.load(path) as f:
+        assert sorted(f.files) == ["E", "F", "R", "z"]
+        r, z, e = f["R"], f["z"], f["E"]
+    assert r.shape == (1500, 9, 3) and sorted(z.tolist()) == [1] * 6 + [6, 6, 8]
+    assert np.isfinite(e).all() and e.std() < 20  # thermalised, not exploding
+    # bonds stay chemical: C-C about 1.5 A throughout 750 fs at 500 K
+    cc = np.linalg.norm(r[:, 0] - r[:, 1], axis=-1)
+    assert 1.35 < cc.min() and cc.max() < 1.75
+    b = next(iter(dm.train_dataloader()))
+    assert b["x"].shape == (4, 9, 4, 3) and b["h"].shape == (4, 9, 4)
+    # chronological split: the first validation window starts after the training frames
+    np.testing.assert_allclose(dm.val_set.cond[0].numpy(), r[::10][90:93].transpose(1, 0, 2),
+                               rtol=1e-6)

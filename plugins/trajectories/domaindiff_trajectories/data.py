@@ -39,7 +39,7 @@ class TrajectoryDataset(Dataset):
         x = torch.as_tensor(traj, dtype=torch.float32).permute(0, 2, 1, 3)  # (n, N, T, D)
         self.cond = x[:, :, :cond_frames].contiguous()
         self.x = x[:, :, cond_frames:cond_frames + pred_frames].contiguous()
-        self.h = torch.as_tensor(h, dtype=torch.float32)
+        self.h = torch.tensor(np.asarray(h), dtype=torch.float32)
         self.mask = (torch.ones(x.shape[:2]) if mask is None
                      else torch.as_tensor(mask, dtype=torch.float32))
 
@@ -227,28 +227,49 @@ def md17_windows(r: np.ndarray, every: int = 10, window: int = 30,
 class MD17(DomainDataModule):
     """MD17 forecasting from an sgdml npz (``md17_<molecule>.npz`` in :attr:`cache_dir`).
 
+    When the file is absent and ``standin_steps > 0``, an offline stand-in is simulated first
+    (MMFF94 Langevin MD at 500 K, 0.5 fs steps, one frame per step; see
+    :func:`domaindiff_trajectories.md.simulate_md17_standin`) and written with the same keys.
+
     Args:
         molecule: molecule name (file ``md17_<molecule>.npz``).
         every: frame subsampling.
         cond_frames: observed frames (10).
         pred_frames: predicted frames (20).
+        standin_steps: MD steps of the offline stand-in (0: require the real file).
         batch_size: batch size.
         num_workers: DataLoader workers.
-        seed: unused (kept for the common signature).
+        seed: seed of the stand-in simulation.
         root: data directory.
     """
 
     name = "md17"
 
     def __init__(self, molecule: str = "aspirin", every: int = 10, cond_frames: int = 10,
-                 pred_frames: int = 20, batch_size: int = 128, num_workers: int = 0,
-                 seed: int = 0, root: str | None = None) -> None:
+                 pred_frames: int = 20, standin_steps: int = 60000, batch_size: int = 128,
+                 num_workers: int = 0, seed: int = 0, root: str | None = None) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
-        self.molecule, self.every = molecule, every
+        self.molecule, self.every, self.standin_steps = molecule, every, standin_steps
         self.cond_frames, self.pred_frames = cond_frames, pred_frames
 
+    @property
+    def path(self) -> Path:
+        """The npz this module reads."""
+        return self.cache_dir / f"md17_{self.molecule}.npz"
+
+    def prepare_data(self) -> None:
+        if self.path.is_file() or self.standin_steps <= 0:
+            return
+        from domaindiff.data import atomic_savez
+        from domaindiff_trajectories.md import simulate_md17_standin
+
+        sim = simulate_md17_standin(self.molecule, self.standin_steps, seed=self.seed)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_savez(self.path, **sim)
+
     def setup(self, stage: str | None = None) -> None:
-        r, z = load_md17_npz(self.cache_dir / f"md17_{self.molecule}.npz")
+        self.prepare_data()
+        r, z = load_md17_npz(self.path)
         wins = md17_windows(r, self.every, self.cond_frames + self.pred_frames)
         h = (z[:, None] == np.array([1, 6, 7, 8])[None]).astype(np.float32)  # H C N O one-hot
         self.sets = {s: TrajectoryDataset(w, np.broadcast_to(h, (len(w),) + h.shape),
