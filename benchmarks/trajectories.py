@@ -138,15 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.device)
     loader = DataLoader(data.test_set, batch_size=args.batch_size)
     base = regression_metrics(reg, loader, args.device)
-    rows = []
-    for spec in args.samplers.split(","):
-        name, nfe = spec.split(":")
-        gen = torch.Generator(device=args.device).manual_seed(0)
-        dev_loader = [{k: v.to(args.device) for k, v in b.items()} for b in loader]
-        m, _ = forecast_metrics(model, dev_loader, name, int(nfe), args.k, gen, progress=True)
-        rows.append({"sampler": name, "nfe": int(nfe), "ade_avg": m["ade_avg"],
-                     "fde_avg": m["fde_avg"], "ade_min": m["ade_min"], "fde_min": m["fde_min"],
-                     "seconds_per_batch": m["seconds"] / (len(loader) * args.k)})
+    rows: list[dict] = []
     result = {
         "system": args.system, "num_train": args.num_train, "num_test": args.num_test,
         "epochs": args.epochs, "hidden": args.hidden, "layers": args.layers, "k": args.k,
@@ -156,6 +148,19 @@ def main(argv: list[str] | None = None) -> int:
         "train_steps_per_second": timer.steps / max(timer.seconds, 1e-9),
         "regression_train_seconds": reg_s, **base, "samplers": rows,
     }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2))  # partial results survive a timeout
+    dev_loader = [{k: v.to(args.device) for k, v in b.items()} for b in loader]
+    for spec in args.samplers.split(","):
+        name, nfe = spec.split(":")
+        gen = torch.Generator(device=args.device).manual_seed(0)
+        m, _ = forecast_metrics(model, dev_loader, name, int(nfe), args.k, gen, progress=True)
+        rows.append({"sampler": name, "nfe": int(nfe), "ade_avg": m["ade_avg"],
+                     "fde_avg": m["fde_avg"], "ade_min": m["ade_min"], "fde_min": m["fde_min"],
+                     "seconds_per_batch": m["seconds"] / (len(loader) * args.k)})
+        print(json.dumps(rows[-1]), flush=True)
+        atomic_write_text(out, json.dumps(result, indent=2))
     print(f"\n{args.system}: {args.num_train} train / {args.num_test} test, {args.epochs} epochs, "
           f"EGTN {args.hidden}x{args.layers}, K = {args.k}, {args.device}")
     print(f"{'method':<28}{'NFE':>6}{'ADE':>8}{'FDE':>8}{'minADE':>8}{'minFDE':>8}{'s/batch':>9}")
@@ -166,9 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'EGTN regression':<28}{1:>6}{base['reg_ade']:>8.4f}{base['reg_fde']:>8.4f}")
     print(f"{'constant velocity':<28}{0:>6}{base['cv_ade']:>8.4f}{base['cv_fde']:>8.4f}")
     print(f"training: {result['train_steps_per_second']:.2f} steps/s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2))
     print(f"wrote {out}")
     return 0
 
