@@ -119,6 +119,25 @@ def test_eth_ucy_loader(tmp_path):
         load_eth_ucy(tmp_path, "eth", "train")
 
 
+def test_eth_ucy_datamodule_masks_padded_agents(tmp_path, monkeypatch):
+    from domaindiff_trajectories.data import ETHUCY
+
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    d = tmp_path / "eth_ucy"
+    d.mkdir()
+    data = np.random.default_rng(2).standard_normal((5, 3, 20, 2))
+    for split in ("train", "test"):
+        np.save(d / f"zara1_data_{split}.npy", data)
+        np.save(d / f"zara1_num_{split}.npy", np.array([3, 1, 2, 3, 3]))
+    dm = ETHUCY("zara1", batch_size=5)
+    dm.setup()
+    b = next(iter(dm.val_dataloader()))
+    assert b["x"].shape == (5, 3, 12, 2) and b["cond"].shape == (5, 3, 8, 2)
+    np.testing.assert_array_equal(b["mask"][1].numpy(), [1, 0, 0])
+    assert (b["x"][1, 1:] == 0).all()
+    np.testing.assert_allclose(b["x"][0].numpy(), data[0, :, 8:], rtol=1e-6)
+
+
 def test_md17_standin_written_in_sgdml_format(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
     from domaindiff_trajectories.data import MD17

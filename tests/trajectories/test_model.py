@@ -176,3 +176,17 @@ def test_bad_arguments_raise():
     with pytest.raises(KeyError, match="cond"):
         GeoTDM(hidden=8, layers=1).batch_to_state({"x": torch.zeros(1, 2, 20, 3),
                                                    "h": torch.zeros(1, 2, 1)})
+
+
+def test_two_dimensional_pedestrian_states_with_padding():
+    torch.manual_seed(0)
+    model = GeoTDM(hidden=8, layers=1, time_dim=8, prior_layers=1, pred_frames=12,
+                   num_steps=100, ema_decay=0.0)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    batch = {"x": torch.randn(2, 3, 12, 2) * mask[:, :, None, None],
+             "cond": torch.randn(2, 3, 8, 2) * mask[:, :, None, None],
+             "h": torch.ones(2, 3, 1), "mask": mask}
+    assert torch.isfinite(model.loss(model.batch_to_state(batch)))
+    out = model.forecast(batch, k=2, sampler="ddim", steps=4)
+    assert out.shape == (2, 2, 3, 12, 2) and torch.isfinite(out).all()
+    assert (out[:, 1, 1:] == 0).all()  # padded agents stay at zero

@@ -314,3 +314,47 @@ def load_eth_ucy(directory: str | Path, scene: str, split: str) -> tuple[np.ndar
     mask = (np.arange(data.shape[1])[None] < num[:, None]).astype(np.float32)
     traj = data.transpose(0, 2, 1, 3) * mask[:, None, :, None]
     return traj, mask
+
+
+class ETHUCY(DomainDataModule):
+    """ETH-UCY pedestrians (2-D) from the EqMotion preprocessing in :attr:`cache_dir`.
+
+    No offline stand-in: place ``{scene}_{data,num}_{train,test}.npy`` in
+    ``$DOMAINDIFF_DATA/eth_ucy`` (validation uses the test split, as the reference code).
+
+    Args:
+        scene: ``eth``, ``hotel``, ``univ``, ``zara1`` or ``zara2``.
+        cond_frames: observed frames (8).
+        pred_frames: predicted frames (12).
+        batch_size: batch size.
+        num_workers: DataLoader workers.
+        seed: unused (common signature).
+        root: data directory.
+    """
+
+    name = "eth_ucy"
+
+    def __init__(self, scene: str = "eth", cond_frames: int = 8, pred_frames: int = 12,
+                 batch_size: int = 64, num_workers: int = 0, seed: int = 0,
+                 root: str | None = None) -> None:
+        super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if scene not in ETH_SCENES:
+            raise ValueError(f"scene: unknown {scene!r}; choose one of {ETH_SCENES}")
+        self.scene, self.cond_frames, self.pred_frames = scene, cond_frames, pred_frames
+
+    def setup(self, stage: str | None = None) -> None:
+        sets = {}
+        for split in ("train", "test"):
+            traj, mask = load_eth_ucy(self.cache_dir, self.scene, split)
+            h = np.ones(mask.shape + (1,), dtype=np.float32)
+            sets[split] = TrajectoryDataset(traj, h, self.cond_frames, self.pred_frames, mask)
+        self.train_set, self.val_set, self.test_set = sets["train"], sets["test"], sets["test"]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+
+    test_dataloader = val_dataloader
