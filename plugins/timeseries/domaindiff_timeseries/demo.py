@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = cb.best_model_path or cb.last_model_path
     print(f"checkpoint: {ckpt}")
     code = cli_main(["eval", "timeseries", f"ckpt={ckpt}", f"sampler={args.sampler}",
-                     f"steps={args.steps}", f"scale={args.scale}", f"num_samples={args.samples}", f"out_dir={out}",
+                     f"steps={args.steps}", f"scale={args.scale}",
+                     f"num_samples={args.samples}", f"out_dir={out}",
                      "methods=[tsdiff_q,seasonal_naive]"])
     res = out / f"metrics_{args.sampler}_{args.steps}.json"
     if res.is_file():
