@@ -58,10 +58,15 @@ class StepTimer(L.Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
-    def on_train_batch_end(self, *args) -> None:
+    def on_train_batch_end(self, trainer, *args) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.times.append(time.perf_counter())
+        step = trainer.global_step
+        if step % 250 == 0:
+            print(f"step {step}: {self.times[-1] - self.times[0]:.1f}s, "
+                  f"loss {float(trainer.callback_metrics.get('train/loss', float('nan'))):.2f}",
+                  flush=True)
 
     def steps_per_second(self) -> float:
         if len(self.times) < 2:
@@ -81,6 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="graphs per seed (default: the test-set size, as GDSS)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "graphs.json"))
     ap.add_argument("--ckpt-out", default=None, help="also write the trained checkpoint here")
+    ap.add_argument("--ckpt-in", default=None,
+                    help="evaluate this checkpoint instead of training (e.g. a GPU run's)")
+    ap.add_argument("--max-time", default=None,
+                    help="stop training after this wall time (Lightning DD:HH:MM:SS)")
+    ap.add_argument("--samplers", default=None,
+                    help="comma list of sampler:NFE to run instead of the default list")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 16))
 
@@ -96,9 +107,18 @@ def main(argv: list[str] | None = None) -> dict:
     timer = StepTimer()
     trainer = L.Trainer(max_epochs=args.epochs, accelerator=args.device, devices=1,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+                        max_time=args.max_time)
     t0 = time.perf_counter()
-    trainer.fit(model, dm)
+    if args.ckpt_in:
+        from domaindiff.module import load_checkpoint
+
+        model = load_checkpoint(args.ckpt_in)
+        steps_done = int(torch.load(args.ckpt_in, map_location="cpu",
+                                    weights_only=True)["global_step"])
+    else:
+        trainer.fit(model, dm)
+        steps_done = trainer.global_step
     train_seconds = time.perf_counter() - t0
     if args.ckpt_out:
         trainer.save_checkpoint(args.ckpt_out)
@@ -107,7 +127,14 @@ def main(argv: list[str] | None = None) -> dict:
     dm.setup()
     n = args.num_samples or len(dm.test_data)
     rows = []
-    for sampler, nfe, opts in samplers_for(margs.get("sampler_options", {}), args.quick):
+    plan = samplers_for(margs.get("sampler_options", {}), args.quick)
+    if args.samplers:
+        wanted = [tuple(item.split(":")) for item in args.samplers.split(",")]
+        by_key = {(s, str(k)): o for s, k, o in samplers_for(margs.get("sampler_options", {}),
+                                                             False)}
+        plan = [(s, int(k), by_key.get((s, k), {})) for s, k in wanted]
+    print(f"trained {steps_done} steps in {train_seconds:.1f}s", flush=True)
+    for sampler, nfe, opts in plan:
         per_seed, secs = [], 0.0
         for seed in range(args.seeds):
             gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -134,13 +161,13 @@ def main(argv: list[str] | None = None) -> dict:
         "device_name": (torch.cuda.get_device_name() if args.device in ("cuda", "gpu")
                         else platform.processor() or platform.machine()),
         "torch_threads": torch.get_num_threads(),
-        "train_steps": trainer.global_step, "train_seconds": train_seconds,
+        "train_steps": steps_done, "train_seconds": train_seconds,
         "train_steps_per_second": timer.steps_per_second(), "num_samples": n,
         "seeds": args.seeds, "paper": PAPER.get(args.dataset, {}), "rows": rows,
     }
     out_path = Path(args.out)
     atomic_write_text(out_path, json.dumps(result, indent=2))
-    print(f"train: {trainer.global_step} steps in {train_seconds:.1f}s "
+    print(f"train: {steps_done} steps in {train_seconds:.1f}s "
           f"({result['train_steps_per_second']:.2f} steps/s); wrote {out_path}")
     return result
 
