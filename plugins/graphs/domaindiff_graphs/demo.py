@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"sampler={sampler}", f"steps={steps}", f"out_dir={out}"])
     ckpt = _fit("qm9_demo.yaml", out / "qm9_nci", args.mol_epochs)
     print(f"QM9-like checkpoint: {ckpt}")
-    code |= cli_main(["eval", "graphs", f"ckpt={ckpt}", "dataset=qm9", "data_args={source: nci}",
+    code |= cli_main(["eval", "graphs", f"ckpt={ckpt}", "dataset=qm9", "+data_args.source=nci",
                       "sampler=dpm_solver", "steps=50", "num_samples=128", f"out_dir={out}"])
     print("\nsummary:")
     for path in sorted(out.glob("metrics_*.json")):
