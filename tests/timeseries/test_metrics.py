@@ -75,3 +75,20 @@ def test_seasonal_naive_matches_gluonts_and_multivariate_items():
 def test_metric_input_validation():
     with pytest.raises(ValueError, match="do not match"):
         crps(np.zeros((2, 3, 4)), np.zeros((2, 5)))
+
+
+def test_deepar_baseline_keeps_windows_and_channels_apart():
+    from domaindiff_timeseries.baselines import deepar
+
+    # two channels on scales 1 and 1000: forecasts must come back in (W, S, H, D) with each
+    # channel's level (a wrong reshape would swap windows and channels)
+    t = np.arange(400)
+    base = 5 + np.sin(2 * np.pi * t / 24)
+    series = np.stack([base, 1000 * base], 1).astype(np.float32)
+    windows = [{"history": series[:end]} for end in (352, 376)]
+    out = deepar([series[:340]], windows, prediction_length=24, context_length=48, freq="h",
+                 num_samples=5, epochs=1, batches_per_epoch=3)
+    assert out.shape == (2, 5, 24, 2)
+    assert np.isfinite(out).all()
+    ratio = np.median(np.abs(out[..., 1])) / np.median(np.abs(out[..., 0]))
+    assert 100 < ratio < 10000

@@ -39,6 +39,8 @@ def deepar(train_series: Sequence[np.ndarray], windows: Sequence[dict], predicti
     Returns:
         ``(W, num_samples, H, D)`` samples.
     """
+    import tempfile
+
     import lightning as L
     from gluonts.dataset.common import ListDataset
     from gluonts.torch.model.deepar import DeepAREstimator
@@ -53,7 +55,7 @@ def deepar(train_series: Sequence[np.ndarray], windows: Sequence[dict], predicti
                           trainer_kwargs={"max_epochs": epochs, "accelerator": "cpu",
                                           "enable_progress_bar": False,
                                           "enable_model_summary": False, "logger": False,
-                                          "enable_checkpointing": False})
+                                          "default_root_dir": tempfile.mkdtemp()})
     predictor = est.train(train)
     items = []
     for w in windows:
