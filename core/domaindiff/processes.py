@@ -14,6 +14,7 @@ Subclasses give ``alpha`` and ``sigma`` (and their derivatives where a closed fo
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -180,6 +181,21 @@ class GaussianProcess:
         ts[0], ts[-1] = T, tm
         return ts.to(device=device)
 
+    def with_t_min(self, t_min: float) -> GaussianProcess:
+        """A copy of this process whose data end (where samplers stop) is ``t_min``.
+
+        Args:
+            t_min: the new data-end time, ``0 <= t_min < T``.
+
+        Raises:
+            ValueError: if ``t_min`` is outside ``[0, T)``.
+        """
+        if not 0 <= t_min < self.T:
+            raise ValueError(f"t_min: need 0 <= t_min < T={self.T}, got {t_min}")
+        out = copy.copy(self)
+        out.t_min = float(t_min)
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(T={self.T}, t_min={self.t_min}, space={self.space})"
 
@@ -335,19 +351,28 @@ class DiscreteDDPM(GaussianProcess):
         beta_end: last beta of the linear schedule.
         betas: explicit betas (overrides the schedule).
         space: the component's space.
+        max_beta: betas of the linear and cosine schedules are clipped to this value, so a
+            linear schedule rescaled for few steps (``beta_end * 1000 / N >= 1``, as GeoTDM does)
+            stays a valid diffusion whose last step is (almost) pure noise. Explicit ``betas`` are
+            never changed and must lie in (0, 1).
     """
 
     default_schedule = "uniform"
 
     def __init__(self, schedule: str = "linear", num_steps: int = 1000, beta_start: float = 1e-4,
                  beta_end: float = 0.02, betas: Sequence[float] | None = None,
-                 space: Space | None = None) -> None:
+                 space: Space | None = None, max_beta: float = 0.999) -> None:
+        if not 0 < max_beta < 1:
+            raise ValueError(f"max_beta must be in (0, 1), got {max_beta}")
         if betas is not None:
             b = torch.as_tensor(betas, dtype=torch.float64)
         elif schedule == "linear":
+            if not 0 < beta_start <= beta_end:
+                raise ValueError(f"need 0 < beta_start <= beta_end, got {beta_start}, {beta_end}")
             b = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+            b = b.clamp(max=max_beta)
         elif schedule == "cosine":
-            b = cosine_betas(num_steps)
+            b = cosine_betas(num_steps, max_beta=max_beta)
         else:
             raise ValueError(f"unknown schedule {schedule!r}: use 'linear' or 'cosine'")
         if b.dim() != 1 or len(b) == 0 or (b <= 0).any() or (b >= 1).any():

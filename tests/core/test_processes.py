@@ -129,3 +129,25 @@ def test_bernoulli_posterior_is_bayes_rule():
                                       torch.tensor([x0], dtype=torch.float64),
                                       torch.tensor([i]), torch.tensor([j]))
             assert math.isclose(float(got), float(post), rel_tol=1e-12)
+
+
+def test_rescaled_linear_schedule_is_clipped_to_a_valid_diffusion():
+    """GeoTDM rescales beta_end by 1000 / N; for N <= 20 that reaches 1 and is clipped."""
+    p = DiscreteDDPM(num_steps=10, beta_start=1e-4 * 100, beta_end=0.02 * 100)
+    assert float(p.betas.max()) == pytest.approx(0.999)
+    assert torch.isfinite(p.alpha(torch.tensor([1.0]))).all()
+    assert float(p.alphas_cumprod[-1]) < 1e-3
+    with pytest.raises(ValueError, match="betas"):
+        DiscreteDDPM(betas=[0.1, 1.2])
+    with pytest.raises(ValueError, match="beta_start"):
+        DiscreteDDPM(beta_start=0.0)
+
+
+def test_with_t_min_copies_the_process():
+    p = VP()
+    q = p.with_t_min(1e-2)
+    assert q.t_min == 1e-2 and p.t_min == 1e-5
+    assert float(q.time_grid(4)[-1]) == pytest.approx(1e-2)
+    torch.testing.assert_close(q.alpha(torch.tensor([0.3])), p.alpha(torch.tensor([0.3])))
+    with pytest.raises(ValueError, match="t_min"):
+        p.with_t_min(1.5)

@@ -176,3 +176,27 @@ def test_parametrizations_give_the_same_samples():
 
         out = get_sampler("heun")(Wrapped(), proc, x_T.clone(), 21)
         torch.testing.assert_close(out, base, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["ancestral", "ddim", "euler", "heun", "euler_maruyama", "pc",
+                                  "dpm_solver", "dpm_solver_pp_2m", "deis"])
+def test_dict_state_can_start_from_a_given_x_T(name):
+    """prior=False keeps the caller's x_T; the default redraws it; t_min override is honoured."""
+    proc = {"x": VP()}
+    x_T = {"x": torch.full((3, 2), 0.5), "cond": torch.ones(3)}
+    first = []
+
+    def den(x, t):
+        if not first:
+            first.append(x["x"].clone())
+        return torch.zeros_like(x["x"])
+
+    get_sampler(name)(den, proc, x_T, 6, prior=False)
+    torch.testing.assert_close(first[0], x_T["x"])
+    first.clear()
+    get_sampler(name)(den, proc, x_T, 6)
+    assert not torch.allclose(first[0], x_T["x"])
+    ts = []
+    get_sampler(name)(lambda x, t: (ts.append(float(t[0])), torch.zeros_like(x["x"]))[1],
+                      {"x": VP().with_t_min(0.05)}, x_T, 6)
+    assert min(ts) >= 0.05 - 1e-9

@@ -3,7 +3,12 @@
 The uniform signature is
 
     sample_<name>(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                  generator=None, progress=False, **options) -> state
+                  generator=None, progress=False, prior=None, **options) -> state
+
+``prior`` says whether the diffused entries of ``shape_or_x_T`` are replaced by a prior draw
+(default for shapes and state dicts) or taken as the given ``x_T`` (default for a tensor; pass
+``prior=False`` to start a dict state from your own ``x_T``). To end sampling at another time than
+the process's ``t_min``, pass ``process.with_t_min(t)``.
 
 ``steps`` is the number of network evaluations (NFE). A first-order sampler with ``steps = n``
 visits ``n + 1`` time points ``T = t_0 > t_1 > ... > t_n = t_min`` and evaluates the network once at

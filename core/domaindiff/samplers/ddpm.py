@@ -47,8 +47,8 @@ def _posterior(p, t: float, s: float):
 
 
 def _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-         schedule, update, name):
-    st = setup(process, shape_or_x_T, generator)
+         schedule, update, name, prior=None):
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = ddpm_time_points(st.procs, steps, schedule)
     for i in steps_iter(steps, progress, name):
@@ -67,7 +67,7 @@ def _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, 
 
 
 def sample_ancestral(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                     generator=None, progress=False, schedule=None):
+                     generator=None, progress=False, prior=None, schedule=None):
     """Ancestral sampling from the Gaussian posterior ``q(x_s | x_t, x0_hat)`` (DDPM).
 
     Works for any Gaussian process (the posterior of ``x_t = alpha x0 + sigma eps`` is exact for
@@ -78,11 +78,11 @@ def sample_ancestral(denoiser, process, shape_or_x_T, steps, *, guidance=None, c
         return c["c_xt"] * xt + c["c_x0"] * x0 + math.sqrt(c["var"]) * z
 
     return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-                schedule, update, "ancestral")
+                schedule, update, "ancestral", prior)
 
 
 def sample_ddim(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                generator=None, progress=False, eta=0.0, schedule=None):
+                generator=None, progress=False, prior=None, eta=0.0, schedule=None):
     """DDIM (Song et al. 2021): ``x_s = a_s x0 + sqrt(s_s^2 - c^2) eps + c z``.
 
     ``c = eta * sqrt(posterior variance)``: ``eta = 0`` is deterministic, ``eta = 1`` is ancestral.
@@ -96,4 +96,4 @@ def sample_ddim(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
         return c["a_s"] * x0 + keep * eps + noise_std * z
 
     return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-                schedule, update, "ddim")
+                schedule, update, "ddim", prior)

@@ -38,14 +38,14 @@ def deis_coefficients(p, t0: float, t1: float, nodes: list[float]) -> list[float
 
 
 def sample_deis(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                generator=None, progress=False, order=3, schedule="logsnr"):
+                generator=None, progress=False, prior=None, order=3, schedule="logsnr"):
     """tAB-DEIS of the given order (1-4): ``steps`` evaluations on ``steps + 1`` points.
 
     Order 1 is DDIM (exactly, since the exponential integral of a constant ``eps`` is exact).
     """
     if order not in (1, 2, 3, 4):
         raise ValueError(f"order must be 1..4, got {order}")
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, steps, schedule)
     hist_t: list[float] = []

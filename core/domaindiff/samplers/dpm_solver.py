@@ -43,7 +43,7 @@ def singlestep_orders(steps: int, order: int) -> list[int]:
 
 
 def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                      generator=None, progress=False, order=3, schedule="logsnr"):
+                      generator=None, progress=False, prior=None, order=3, schedule="logsnr"):
     """Singlestep DPM-Solver-1/2/3 (noise prediction form).
 
     ``steps // order`` steps of the given order and, if ``steps`` is not a multiple of ``order``,
@@ -51,7 +51,7 @@ def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, 
     DDIM. Intermediate points use ``r1 = 1/2`` (order 2) and ``r1, r2 = 1/3, 2/3`` (order 3).
     """
     orders = singlestep_orders(steps, order)
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     procs = st.procs
     ref = reference_process(procs)
@@ -106,7 +106,7 @@ def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, 
 
 
 def sample_dpm_solver_pp_2m(denoiser, process, shape_or_x_T, steps, *, guidance=None,
-                            callback=None, generator=None, progress=False, schedule="logsnr",
+                            callback=None, generator=None, progress=False, prior=None, schedule="logsnr",
                             lower_order_final=True):
     """DPM-Solver++(2M) (Lu et al. 2022b), data-prediction multistep, second order.
 
@@ -114,7 +114,7 @@ def sample_dpm_solver_pp_2m(denoiser, process, shape_or_x_T, steps, *, guidance=
     with ``lower_order_final`` the last step is first order too when ``steps < 15``, as the
     reference does for stability at few steps.
     """
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     procs = st.procs
     ts = time_points(procs, steps, schedule)

@@ -25,9 +25,9 @@ from domaindiff.samplers.base import (
 
 
 def sample_euler(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                 generator=None, progress=False, schedule=None):
+                 generator=None, progress=False, prior=None, schedule=None):
     """Euler's method on the probability-flow ODE: ``steps`` evaluations, ``steps + 1`` points."""
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, steps, schedule)
     for i in steps_iter(steps, progress, "euler"):
@@ -40,7 +40,7 @@ def sample_euler(denoiser, process, shape_or_x_T, steps, *, guidance=None, callb
 
 
 def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                generator=None, progress=False, schedule="karras", rho=7.0, churn=0.0,
+                generator=None, progress=False, prior=None, schedule="karras", rho=7.0, churn=0.0,
                 churn_tmin=0.0, churn_tmax=float("inf"), s_noise=1.0):
     """Heun's second-order method (EDM, Karras et al. 2022, Algorithm 2).
 
@@ -56,6 +56,7 @@ def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
         callback: optional per-step callback.
         generator: random generator.
         progress: show a progress bar.
+        prior: draw ``x_T`` from the prior (default for shapes and dicts) or use the given one.
         schedule: time grid ("karras" by default, with ``rho``).
         rho: Karras exponent.
         churn: EDM's ``S_churn`` (0: deterministic).
@@ -64,7 +65,7 @@ def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
         s_noise: EDM's ``S_noise``.
     """
     n = (steps + 1) // 2
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ref = reference_process(st.procs)
     if n < 1:
@@ -98,7 +99,7 @@ def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
 
 
 def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, callback=None,
-               generator=None, progress=False, rtol=1e-5, atol=1e-5, method="dopri5"):
+               generator=None, progress=False, prior=None, rtol=1e-5, atol=1e-5, method="dopri5"):
     """Adaptive probability-flow ODE solve with torchdiffeq from ``T`` to ``t_min``.
 
     ``steps`` is ignored (the solver picks its own steps from ``rtol``/``atol``); the number of
@@ -107,7 +108,7 @@ def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, ca
     """
     from torchdiffeq import odeint
 
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     keys = list(st.procs)
     ref = reference_process(st.procs)

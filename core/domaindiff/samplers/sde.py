@@ -19,13 +19,13 @@ from domaindiff.samplers.base import (
 
 
 def sample_euler_maruyama(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                          generator=None, progress=False, schedule=None, denoise_final=True):
+                          generator=None, progress=False, prior=None, schedule=None, denoise_final=True):
     """Euler-Maruyama on the reverse SDE ``dx = [f x - g^2 score] dt + g dW``.
 
     ``steps`` evaluations on ``steps + 1`` time points; the last step returns the mean (no noise)
     when ``denoise_final``.
     """
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, steps, schedule)
     for i in steps_iter(steps, progress, "euler_maruyama"):
@@ -71,7 +71,7 @@ def langevin_step(model: Model, x, t: float, snr: float, scale_eps: float,
 
 
 def sample_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-              generator=None, progress=False, predictor="reverse_diffusion", corrector="langevin",
+              generator=None, progress=False, prior=None, predictor="reverse_diffusion", corrector="langevin",
               snr=0.16, scale_eps=1.0, n_corrector=1, schedule=None, denoise_final=True):
     """Predictor-corrector sampler: Langevin correction, then a predictor step, at each time.
 
@@ -85,6 +85,7 @@ def sample_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback
         callback: optional per-step callback.
         generator: random generator.
         progress: show a progress bar.
+        prior: draw ``x_T`` from the prior (default for shapes and dicts) or use the given one.
         predictor: "reverse_diffusion" (the discretised reverse of the forward transition) or
             "euler_maruyama".
         corrector: "langevin" or "none".
@@ -101,7 +102,7 @@ def sample_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback
         raise ValueError(f"corrector: unknown {corrector!r}; use 'langevin' or 'none'")
     n_corr = n_corrector if corrector == "langevin" else 0
     n = steps // (1 + n_corr)
-    st = setup(process, shape_or_x_T, generator)
+    st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, n, schedule)
     for i in steps_iter(n, progress, "pc"):
