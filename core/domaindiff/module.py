@@ -152,9 +152,12 @@ class DiffusionModule(L.LightningModule):
     @property
     def generator(self) -> torch.Generator:
         """This rank's noise generator: seeded by ``seed + global_rank`` so ranks differ."""
-        if self._gen is None or self._gen.device != self.device:
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if self._gen is None or self._gen.device != dev:
             rank = self.global_rank if self._trainer is not None else 0
-            self._gen = torch.Generator(device=self.device).manual_seed(self.seed + 7919 * rank)
+            self._gen = torch.Generator(device=dev).manual_seed(self.seed + 7919 * rank)
         return self._gen
 
     def denoiser(self, use_ema: bool = True) -> _Denoiser:
