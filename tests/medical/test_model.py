@@ -66,9 +66,12 @@ def test_kl_zero_iff_equal():
 def test_network_shapes_and_probabilities():
     net = EchoDNDNet(8, 3, 16)
     x = torch.randn(2, 1, 32, 32)
-    eps, prob, cal = net(x, x, (x > 0).float(), torch.rand(2))
-    assert eps.shape == prob.shape == cal.shape == (2, 1, 32, 32)
+    eps, prob, cal, var, logit = net(x, x, (x > 0).float(), torch.rand(2))
+    assert eps.shape == prob.shape == cal.shape == (2, 1, 32, 32) and var is None
     assert prob.min() >= 0 and prob.max() <= 1 and cal.min() >= 0 and cal.max() <= 1
+    assert torch.allclose(torch.sigmoid(logit), prob)
+    out = EchoDNDNet(8, 3, 16, learn_sigma=True)(x, x, (x > 0).float(), torch.rand(2))
+    assert out.eps.shape == out.var.shape == (2, 1, 32, 32) and out.var.abs().max() <= 1
     with pytest.raises(ValueError, match="divisible"):
         net(x[..., :30, :30], x[..., :30, :30], x[..., :30, :30], torch.rand(2))
     assert UNetBaseline(8, 2)(x).shape == (2, 1, 32, 32)
@@ -77,7 +80,8 @@ def test_network_shapes_and_probabilities():
 def test_loss_terms_and_gradients_reach_every_part():
     model = _model()
     terms = model.loss_terms(_batch())
-    assert set(terms) == {"mse", "bce", "kl", "cal"}
+    assert set(terms) == {"mse", "bce", "kl", "cal", "vlb"}
+    assert set(_model(learn_sigma=False).loss_terms(_batch())) == {"mse", "bce", "kl", "cal"}
     assert all(torch.isfinite(v) and v >= 0 for v in terms.values())
     model.loss(_batch()).backward()
     net = model.network

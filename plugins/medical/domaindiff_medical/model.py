@@ -1,13 +1,23 @@
 """Echo-DND as a DiffusionModule: dual-noise (Gaussian + Bernoulli) mask diffusion.
 
-Forward processes on the same linear schedule (``beta`` 1e-4 -> 0.02, N = 1000):
-Gaussian ``x_t = sqrt(abar_t) (2 m - 1) + sqrt(1 - abar_t) eps`` and Bernoulli
-``x_t ~ Bern(abar_t m + (1 - abar_t) / 2)`` (the core's :class:`~domaindiff.processes.Bernoulli`).
-Loss: ``MSE(eps) + l_bce BCE(x0) + l_kl KL(q(x_{t-1}|x_t, x0) || p(x_{t-1}|x_t)) + l_cal MSE(calib)``.
+Forward processes on the same linear schedule (``beta`` 1e-4 -> 0.02, N = 1000), for a 0/1
+mask ``m``: Gaussian ``x_i = sqrt(abar_i) (2 m - 1) + sqrt(1 - abar_i) eps`` and Bernoulli
+``x_i ~ Bern(abar_i m + (1 - abar_i) / 2)`` (the core's :class:`~domaindiff.processes.Bernoulli`).
+
+Loss (the paper's terms)::
+
+    MSE(eps) + l_vlb L_vlb^gauss + l_bce BCE(x0) + l_kl KL(q(x_{i-1}|x_i, m) || p(x_{i-1}|x_i))
+             + l_cal MSE(calibration map, m)
+
+``L_vlb^gauss`` is the improved-DDPM variational term that trains the Gaussian branch's learned
+variance (mean stop-gradiented, bits per pixel, times ``N / 1000``; at ``i = 1`` the exact
+negative log-likelihood of the binary mask under the Gaussian decoder). The Bernoulli KL at
+``i = 1`` is the negative log-likelihood ``-log p(m | x_1)``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,9 +45,51 @@ def time_points(num_steps: int, steps: int) -> list[int]:
 
 
 def bernoulli_kl(q: Tensor, p: Tensor, eps: float = 1e-6) -> Tensor:
-    """Elementwise ``KL(Bern(q) || Bern(p))``."""
+    """Elementwise ``KL(Bern(q) || Bern(p))`` in nats."""
     q, p = q.clamp(eps, 1 - eps), p.clamp(eps, 1 - eps)
     return q * (q.log() - p.log()) + (1 - q) * ((1 - q).log() - (1 - p).log())
+
+
+def gaussian_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
+    """Elementwise ``KL(N(mean1, exp logvar1) || N(mean2, exp logvar2))`` in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def binary_decoder_nll(x0: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """``-log p(x0 | x_1)`` in nats for ``x0`` in {-1, +1} under ``N(mean, exp logvar)``.
+
+    The decoder discretises the Gaussian into the two mask values at the threshold 0:
+    ``P(x0 = +1) = Phi(mean / std)`` and ``P(x0 = -1) = Phi(-mean / std)``.
+    """
+    return -torch.special.log_ndtr(torch.sign(x0) * mean * torch.exp(-0.5 * logvar))
+
+
+def gaussian_step(a_i: Tensor, a_j: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Coefficients of the Gaussian posterior ``q(x_j | x_i, x0)`` for ``j < i`` (skip steps).
+
+    With ``beta_ij = 1 - abar_i / abar_j``:
+    ``mean = c0 x0 + ci x_i``, ``c0 = sqrt(abar_j) beta_ij / (1 - abar_i)``,
+    ``ci = sqrt(abar_i / abar_j) (1 - abar_j) / (1 - abar_i)``, variance
+    ``beta_tilde_ij = (1 - abar_j) / (1 - abar_i) beta_ij``. For ``j = i - 1`` these are DDPM's.
+
+    Returns:
+        ``(c0, ci, beta_ij, beta_tilde_ij)``.
+    """
+    beta = 1 - a_i / a_j
+    c0 = a_j.sqrt() * beta / (1 - a_i)
+    ci = (a_i / a_j).sqrt() * (1 - a_j) / (1 - a_i)
+    return c0, ci, beta, (1 - a_j) / (1 - a_i) * beta
+
+
+def learned_logvar(v: Tensor, beta: Tensor, beta_tilde: Tensor) -> Tensor:
+    """Improved-DDPM variance: ``(v + 1)/2 log beta + (1 - v)/2 log beta_tilde``, ``v`` in [-1, 1].
+
+    ``beta_tilde`` is clipped from below by ``beta_tilde`` of the next step where it is zero
+    (the last step), as improved DDPM does.
+    """
+    frac = (v + 1) / 2
+    return frac * beta.log() + (1 - frac) * beta_tilde.clamp_min(1e-20).log()
 
 
 def postprocess(prob: Tensor, threshold: float = 0.5, opening: int = 1) -> Tensor:
@@ -90,11 +142,14 @@ class EchoDND(DiffusionModule):
         beta_end: last beta.
         lambda_bce: weight of the Bernoulli branch BCE.
         lambda_kl: weight of the Bernoulli KL (VLB) term.
+        lambda_vlb: weight of the Gaussian VLB term (trains the learned variance).
+        learn_sigma: the Gaussian branch learns its reverse variance (paper: yes).
         lambda_cal: weight of the calibration-map MSE.
         lr: Adam learning rate.
         ema_decay: EMA decay.
-        dual_sampler: "ddpm" (ancestral, eta = 1) or "ddim" (eta = 0) for the Gaussian branch;
-            the Bernoulli branch always walks its exact (skip-step) reverse chain.
+        dual_sampler: "ddpm" (ancestral, posterior mean with the learned variance) or "ddim"
+            (deterministic, eta = 0) for the Gaussian branch; the Bernoulli branch always walks
+            its exact skip-step reverse chain ``p(x_j | x_i)``.
         sampling_steps: network evaluations per sample.
         num_ensemble: samples fused per image.
         seed: noise seed.
@@ -103,12 +158,13 @@ class EchoDND(DiffusionModule):
     def __init__(self, base_channels: int = 16, levels: int = 3, temb_dim: int = 64,
                  num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  lambda_bce: float = 1.0, lambda_kl: float = 0.01, lambda_cal: float = 1.0,
-                 lr: float = 2e-4, ema_decay: float = 0.999, dual_sampler: str = "ddim",
+                 lambda_vlb: float = 1.0, learn_sigma: bool = True, lr: float = 2e-4,
+                 ema_decay: float = 0.999, dual_sampler: str = "ddim",
                  sampling_steps: int = 25, num_ensemble: int = 5, seed: int = 0) -> None:
         self.save_hyperparameters()
         if dual_sampler not in DUAL_SAMPLERS:
             raise ValueError(f"dual_sampler must be one of {DUAL_SAMPLERS}, got {dual_sampler!r}")
-        net = EchoDNDNet(base_channels, levels, temb_dim)
+        net = EchoDNDNet(base_channels, levels, temb_dim, learn_sigma)
         gauss = DiscreteDDPM("linear", num_steps, beta_start, beta_end)
         super().__init__(net, {"mask": gauss}, parametrization="eps", lr=lr,
                          ema_decay=ema_decay, sampler="ddim", sampling_steps=sampling_steps,
@@ -116,7 +172,8 @@ class EchoDND(DiffusionModule):
         self.bern = Bernoulli(num_steps, beta_start, beta_end)
         self.num_steps = num_steps
         self.dual_sampler, self.num_ensemble = dual_sampler, num_ensemble
-        self.lambdas = (lambda_bce, lambda_kl, lambda_cal)
+        self.lambdas = (lambda_bce, lambda_kl, lambda_cal, lambda_vlb)
+        self.learn_sigma = learn_sigma
 
     # ----------------------------------------------------------------------------- data hooks
     def batch_to_state(self, batch: Any) -> dict[str, Tensor]:
@@ -134,33 +191,65 @@ class EchoDND(DiffusionModule):
         return self.bern.abar.to(like.device, like.dtype)[i.long()].view(-1, 1, 1, 1)
 
     # ----------------------------------------------------------------------------- training
+    def gaussian_vlb(self, x_i: Tensor, x0: Tensor, eps_hat: Tensor, v: Tensor,
+                     i: Tensor) -> Tensor:
+        """Per-image Gaussian VLB term ``L_{i-1}`` (nats per pixel) with the mean stop-gradiented.
+
+        ``KL(q(x_{i-1} | x_i, x0) || p(x_{i-1} | x_i))`` for ``i > 1`` and the decoder's
+        ``-log p(x0 | x_1)`` for ``i = 1``; only the variance ``v`` receives gradients.
+        """
+        a_i, a_j = self._abar(i, x_i), self._abar(i - 1, x_i)
+        c0, ci, beta, beta_t = gaussian_step(a_i, a_j)
+        x0_hat = (x_i - (1 - a_i).sqrt() * eps_hat.detach()) / a_i.sqrt()
+        mean_p = c0 * x0_hat + ci * x_i
+        # beta_tilde_1 = 0: clip to beta_tilde_2 (improved DDPM's posterior_log_variance_clipped)
+        a2, a1 = self.bern.abar[2].to(x_i), self.bern.abar[1].to(x_i)
+        bt2 = (1 - a1) / (1 - a2) * (1 - a2 / a1)
+        first = (i == 1).view(-1, 1, 1, 1)
+        logvar_p = learned_logvar(v, beta, torch.where(first, bt2, beta_t))
+        kl = gaussian_kl(c0 * x0 + ci * x_i, beta_t.clamp_min(1e-20).log(), mean_p, logvar_p)
+        nll = binary_decoder_nll(x0, mean_p, logvar_p)
+        return torch.where(first, nll, kl).flatten(1).mean(1)
+
     def loss_terms(self, state: dict[str, Tensor], net: torch.nn.Module | None = None,
                    i: Tensor | None = None) -> dict[str, Tensor]:
-        """The four loss terms at random (or given) integer steps ``i`` in 1..N."""
+        """The paper's loss terms at random (or given) integer steps ``i`` in 1..N.
+
+        Returns:
+            ``mse`` (noise), ``bce`` (Bernoulli x0), ``kl`` (Bernoulli VLB, nats/pixel),
+            ``cal`` (calibration map MSE) and, with ``learn_sigma``, ``vlb`` (Gaussian VLB,
+            bits/pixel times ``N / 1000``).
+        """
         net = self.network if net is None else net
         image, m = state["image"], state["mask"]
         b = m.shape[0]
         g = self.generator
         if i is None:
             i = torch.randint(1, self.num_steps + 1, (b,), generator=g, device=g.device)
-            i = i.to(m.device)
+        i = torch.as_tensor(i).to(m.device)
         a = self._abar(i, m)
         eps = torch.randn(m.shape, generator=g, device=g.device).to(m)
-        xg = a.sqrt() * (2 * m - 1) + (1 - a).sqrt() * eps
+        x0g = 2 * m - 1
+        xg = a.sqrt() * x0g + (1 - a).sqrt() * eps
         xb = self.bern.q_sample(m, i, generator=g)
-        eps_hat, prob, calib = net(image, xg, xb, i.float() / self.num_steps)
+        out = net(image, xg, xb, i.float() / self.num_steps)
         q = self.bern.posterior_prob(xb, m, i, i - 1)
-        p = self.bern.reverse_prob(xb, prob, i, i - 1)
-        return {"mse": F.mse_loss(eps_hat, eps),
-                "bce": F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), m),
-                "kl": bernoulli_kl(q, p).mean(),
-                "cal": F.mse_loss(calib, m)}
+        p = self.bern.reverse_prob(xb, out.prob, i, i - 1)
+        terms = {"mse": F.mse_loss(out.eps, eps),
+                 "bce": F.binary_cross_entropy_with_logits(out.logit, m),
+                 "kl": bernoulli_kl(q, p).mean(),
+                 "cal": F.mse_loss(out.calib, m)}
+        if out.var is not None:
+            vlb = self.gaussian_vlb(xg, x0g, out.eps, out.var, i) / math.log(2.0)
+            terms["vlb"] = vlb.mean() * self.num_steps / 1000.0
+        return terms
 
     def loss(self, state: dict[str, Tensor], net: torch.nn.Module | None = None) -> Tensor:
-        """Echo-DND loss: MSE(eps) + BCE + KL (Bernoulli VLB) + calibration MSE."""
+        """Echo-DND loss: MSE(eps) + VLB (learned variance) + BCE + Bernoulli KL + calibration."""
         terms = self.loss_terms(state, net)
-        lb, lk, lc = self.lambdas
-        return terms["mse"] + lb * terms["bce"] + lk * terms["kl"] + lc * terms["cal"]
+        lb, lk, lc, lv = self.lambdas
+        total = terms["mse"] + lb * terms["bce"] + lk * terms["kl"] + lc * terms["cal"]
+        return total + lv * terms["vlb"] if "vlb" in terms else total
 
     # ----------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -169,9 +258,15 @@ class EchoDND(DiffusionModule):
                     use_ema: bool = True) -> dict[str, Tensor]:
         """One joint reverse walk of both branches for each image.
 
-        Gaussian branch: DDIM (``eta = 0``) or ancestral DDPM (``eta = 1``; with all N steps this
-        is the paper's 1000-step sampler) on the subsequence of steps; Bernoulli branch: the
-        exact skip-step reverse chain ``p(x_j | x_i)`` averaged over the predicted x0.
+        Both branches visit the same integer steps ``N = i_0 > ... > i_steps = 0`` (one network
+        evaluation per step, see :func:`time_points`). Gaussian branch: ``"ddpm"`` draws
+        ``x_j ~ N(c0 x0_hat + ci x_i, var)`` with the posterior coefficients of
+        :func:`gaussian_step` and the learned variance (``beta_tilde`` without ``learn_sigma``);
+        with all N steps this is the paper's 1000-step ancestral sampler, with fewer it is
+        the respaced DDPM of improved DDPM. ``"ddim"`` is the deterministic DDIM update.
+        Bernoulli branch: ``x_j ~ p(x_j | x_i)``, the exact posterior ``q(x_j | x_i, x0)``
+        averaged over the predicted ``P(x0 = 1 | x_i)`` (exact for any skip ``i -> j``).
+        The last step returns the predicted clean masks of both branches.
 
         Returns:
             ``{"prob": fused, "gauss": Gaussian-branch x0 in [0, 1], "bern": Bernoulli x0 prob}``.
@@ -179,7 +274,6 @@ class EchoDND(DiffusionModule):
         sampler = sampler or self.dual_sampler
         if sampler not in DUAL_SAMPLERS:
             raise ValueError(f"sampler must be one of {DUAL_SAMPLERS}, got {sampler!r}")
-        eta = 1.0 if sampler == "ddpm" else 0.0
         steps = steps or (self.num_steps if sampler == "ddpm" else self.sampling_steps)
         net = self.ema_network.module if (use_ema and self.ema_network is not None) \
             else self.network
@@ -199,21 +293,38 @@ class EchoDND(DiffusionModule):
             i, j = pts[n], pts[n + 1]
             ii = torch.full((b,), i, device=dev)
             jj = torch.full((b,), j, device=dev)
-            eps_hat, prob, _ = net(image, xg, xb, ii.float() / self.num_steps)
+            out = net(image, xg, xb, ii.float() / self.num_steps)
+            prob = out.prob
             a_i, a_j = self._abar(ii, image), self._abar(jj, image)
-            x0g = ((xg - (1 - a_i).sqrt() * eps_hat) / a_i.sqrt()).clamp(-1, 1)
+            x0g = ((xg - (1 - a_i).sqrt() * out.eps) / a_i.sqrt()).clamp(-1, 1)
             if j == 0:
                 break
-            e = (xg - a_i.sqrt() * x0g) / (1 - a_i).sqrt()
-            sig = eta * ((1 - a_j) / (1 - a_i) * (1 - a_i / a_j)).sqrt()
-            xg = a_j.sqrt() * x0g + (1 - a_j - sig ** 2).clamp_min(0).sqrt() * e
-            if eta > 0:
-                xg = xg + sig * rand(torch.randn)
-            post = self.bern.reverse_prob(xb, prob, ii, jj)
-            xb = (rand(torch.rand) < post).to(image.dtype)
+            xg = self.gaussian_update(xg, x0g, out.var, a_i, a_j, sampler, rand)
+            xb = (rand(torch.rand) < self.bern.reverse_prob(xb, prob, ii, jj)).to(image.dtype)
         net.train(was)
         pg = (x0g + 1) / 2
         return {"prob": (pg + prob) / 2, "gauss": pg, "bern": prob}
+
+    @staticmethod
+    def gaussian_update(x_i: Tensor, x0: Tensor, v: Tensor | None, a_i: Tensor, a_j: Tensor,
+                        sampler: str, rand: Any) -> Tensor:
+        """One Gaussian-branch step ``i -> j`` from the (clipped) predicted ``x0``.
+
+        Args:
+            x_i: current state.
+            x0: predicted clean mask in [-1, 1].
+            v: learned-variance output (``None``: ``beta_tilde``, DDPM's lower bound choice).
+            a_i: ``abar_i``.
+            a_j: ``abar_j``.
+            sampler: ``"ddpm"`` (ancestral) or ``"ddim"`` (deterministic, eta = 0).
+            rand: ``rand(torch.randn)`` draws standard normal noise of the state's shape.
+        """
+        if sampler == "ddim":
+            e = (x_i - a_i.sqrt() * x0) / (1 - a_i).sqrt()
+            return a_j.sqrt() * x0 + (1 - a_j).sqrt() * e
+        c0, ci, beta, beta_t = gaussian_step(a_i, a_j)
+        logvar = beta_t.log() if v is None else learned_logvar(v, beta, beta_t)
+        return c0 * x0 + ci * x_i + torch.exp(0.5 * logvar) * rand(torch.randn)
 
     @torch.no_grad()
     def segment(self, image: Tensor, num_samples: int | None = None, steps: int | None = None,

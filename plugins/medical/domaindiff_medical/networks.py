@@ -3,13 +3,14 @@
 The Gaussian branch predicts the noise of a Gaussian-noised mask, the Bernoulli branch predicts
 the clean-mask probability from a Bernoulli-noised mask; both share one timestep embedding and
 receive the encoder's multi-resolution image features after the first block of each level. The
-encoder also outputs the spatial coherence calibration map (a per-pixel LV probability) that
-gates the branches' decoders.
+encoder also outputs the spatial coherence calibration map (a per-pixel LV probability, trained
+against the mask) that enters both branches as an extra input channel.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -86,10 +87,29 @@ class MultiScaleFusionEncoder(nn.Module):
         return out, torch.sigmoid(self.calib(full))
 
 
-class Branch(nn.Module):
-    """U-Net over a noisy mask with fused image features and a calibration-gated decoder."""
+class DualOutput(NamedTuple):
+    """What :class:`EchoDNDNet` returns.
 
-    def __init__(self, channels: list[int], temb: int) -> None:
+    Attributes:
+        eps: predicted Gaussian noise ``(B, 1, H, W)``.
+        prob: Bernoulli branch's clean-mask probability ``P(x0 = 1 | x_t)`` in [0, 1].
+        calib: spatial coherence calibration map (LV probability) in [0, 1].
+        var: learned-variance interpolation ``v`` in [-1, 1] (``None`` without ``learn_sigma``):
+            ``log var = (v + 1)/2 log beta + (1 - v)/2 log beta_tilde``.
+        logit: the logit of ``prob`` (for a numerically stable BCE).
+    """
+
+    eps: Tensor
+    prob: Tensor
+    calib: Tensor
+    var: Tensor | None
+    logit: Tensor
+
+
+class Branch(nn.Module):
+    """U-Net over a noisy mask with fused image features; the calibration map enters as input."""
+
+    def __init__(self, channels: list[int], temb: int, out_channels: int = 1) -> None:
         super().__init__()
         self.inp = nn.Conv2d(2, channels[0], 3, padding=1)  # noisy mask + calibration map
         self.enc = nn.ModuleList(ResBlock(c, c, temb) for c in channels)
@@ -102,7 +122,7 @@ class Branch(nn.Module):
                                 for k in range(len(channels) - 1))
         self.dec = nn.ModuleList(ResBlock(2 * c, c, temb) for c in channels[:-1])
         self.out = nn.Sequential(nn.GroupNorm(_groups(channels[0]), channels[0]), nn.SiLU(),
-                                 nn.Conv2d(channels[0], 1, 3, padding=1))
+                                 nn.Conv2d(channels[0], out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, emb: Tensor, feats: list[Tensor], calib: Tensor) -> Tensor:
         h = self.inp(torch.cat([x, calib], 1))
@@ -121,37 +141,49 @@ class Branch(nn.Module):
 
 
 class EchoDNDNet(nn.Module):
-    """The dual-noise denoiser ``net(image, x_gauss, x_bern, t) -> (eps, x0_prob, calib)``.
+    """The dual-noise denoiser ``net(image, x_gauss, x_bern, t) -> DualOutput``.
 
     Args:
         base_channels: channels at full resolution (doubled per level).
         levels: number of resolutions (input side must be divisible by ``2**(levels-1)``).
         temb_dim: timestep embedding width (shared by both branches).
+        learn_sigma: the Gaussian branch also outputs the variance interpolation ``v``
+            (improved-DDPM style, as MedSegDiff and Echo-DND do).
     """
 
-    def __init__(self, base_channels: int = 16, levels: int = 3, temb_dim: int = 64) -> None:
+    def __init__(self, base_channels: int = 16, levels: int = 3, temb_dim: int = 64,
+                 learn_sigma: bool = False) -> None:
         super().__init__()
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
         channels = [base_channels * 2 ** k for k in range(levels)]
-        self.levels, self.temb_dim = levels, temb_dim
+        self.levels, self.temb_dim, self.learn_sigma = levels, temb_dim, learn_sigma
         self.temb = nn.Sequential(nn.Linear(temb_dim, 4 * temb_dim), nn.SiLU(),
                                   nn.Linear(4 * temb_dim, 4 * temb_dim))
         self.encoder = MultiScaleFusionEncoder(channels)
-        self.gauss = Branch(channels, 4 * temb_dim)
+        self.gauss = Branch(channels, 4 * temb_dim, 2 if learn_sigma else 1)
         self.bern = Branch(channels, 4 * temb_dim)
 
-    def forward(self, image: Tensor, x_gauss: Tensor, x_bern: Tensor,
-                t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Predicted noise (Gaussian branch), clean-mask probability (Bernoulli) and calibration map."""
+    def forward(self, image: Tensor, x_gauss: Tensor, x_bern: Tensor, t: Tensor) -> DualOutput:
+        """Gaussian noise (and variance), Bernoulli clean-mask probability, calibration map.
+
+        The Bernoulli branch's output is a probability (its logit through a sigmoid).
+
+        Args:
+            image: ``(B, 1, H, W)`` conditioning image.
+            x_gauss: Gaussian-noised mask in [-1, 1] scale.
+            x_bern: Bernoulli-noised 0/1 mask.
+            t: ``(B,)`` times ``i / N`` in [0, 1].
+        """
         side = 2 ** (self.levels - 1)
         if image.shape[-1] % side or image.shape[-2] % side:
             raise ValueError(f"image side {tuple(image.shape[-2:])} must be divisible by {side}")
         emb = self.temb(timestep_embedding(t, self.temb_dim))
         feats, calib = self.encoder(image)
-        eps = self.gauss(x_gauss, emb, feats, calib)
-        prob = torch.sigmoid(self.bern(x_bern, emb, feats, calib))
-        return eps, prob, calib
+        g = self.gauss(x_gauss, emb, feats, calib)
+        eps, var = (g[:, :1], torch.tanh(g[:, 1:])) if self.learn_sigma else (g, None)
+        logit = self.bern(x_bern, emb, feats, calib)
+        return DualOutput(eps, torch.sigmoid(logit), calib, var, logit)
 
 
 class UNetBaseline(nn.Module):
