@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,14 +21,28 @@ from .model import EchoDND, save_checkpoint
 
 
 def train(model: EchoDND, dm: SyntheticEcho, max_steps: int, max_seconds: float,
-          log_every: int = 20) -> dict[str, float]:
-    """A plain training loop with a time budget (Adam + EMA, the module's own loss)."""
+          log_every: int = 20, cosine: bool = False) -> dict[str, float]:
+    """A plain training loop with a time budget (Adam + EMA, the module's own loss).
+
+    Args:
+        model: the Echo-DND module (trained in place).
+        dm: data.
+        max_steps: step budget.
+        max_seconds: wall-clock budget.
+        log_every: print the loss every this many steps.
+        cosine: anneal the learning rate to 0 on a cosine over the wall-clock budget.
+    """
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    lr0 = opt.param_groups[0]["lr"]
     model.train()
     step, t0, loss = 0, time.perf_counter(), torch.tensor(0.0)
     while step < max_steps and time.perf_counter() - t0 < max_seconds:
         for batch in dm.train_dataloader():
+            if cosine:
+                frac = min((time.perf_counter() - t0) / max_seconds, 1.0)
+                for group in opt.param_groups:
+                    group["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * frac))
             loss = model.loss(model.batch_to_state(batch))
             opt.zero_grad()
             loss.backward()

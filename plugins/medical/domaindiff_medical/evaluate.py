@@ -53,22 +53,35 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
             outs.setdefault(k, []).append(v)
     secs = time.perf_counter() - t0
     per = {k: torch.cat(v) for k, v in outs.items()}
-    err = 1 - per["dice"]
-    v = per["var_mean"]
-    corr = float(np.corrcoef(v.numpy(), err.numpy())[0, 1]) if len(v) > 1 and v.std() > 0 \
-        and err.std() > 0 else math.nan
+    corr = uncertainty_correlation(per["var_mean"], 1 - per["dice"])
     nfe = len(model_time_points(model, sampler, steps)) - 1
     summary = {
         "dice": _nanmean(per["dice"]), "iou": _nanmean(per["iou"]),
         "hd95": _nanmean(per["hd95"]), "assd": _nanmean(per["assd"]),
         "variance": _nanmean(per["var_mean"]), "ged": _nanmean(per["ged"]),
         "ece": float(ensemble_metrics(torch.stack([per["prob"]]), masks.cpu())["ece"]),
-        "corr_variance_dice_error": corr,
+        "corr_variance_dice_error": corr["pearson"],
+        "spearman_variance_dice_error": corr["spearman"],
         "num_images": len(images), "sampler": sampler, "steps": steps,
         "num_samples": num_samples, "nfe_per_image": nfe * num_samples,
         "seconds_per_image": secs / max(len(images), 1),
     }
     return summary, per
+
+
+def uncertainty_correlation(variance: torch.Tensor, error: torch.Tensor) -> dict[str, float]:
+    """Pearson and Spearman correlation between per-image ensemble variance and Dice error.
+
+    A calibrated ensemble is most uncertain on the images it segments worst: both are positive.
+    NaN when fewer than two images or either quantity is constant.
+    """
+    from scipy import stats
+    v, e = variance.double().numpy(), error.double().numpy()
+    ok = np.isfinite(v) & np.isfinite(e)
+    v, e = v[ok], e[ok]
+    if len(v) < 2 or v.std() == 0 or e.std() == 0:
+        return {"pearson": math.nan, "spearman": math.nan}
+    return {"pearson": float(stats.pearsonr(v, e)[0]), "spearman": float(stats.spearmanr(v, e)[0])}
 
 
 def model_time_points(model: Any, sampler: str, steps: int | None) -> list[int]:
@@ -134,8 +147,15 @@ def run(cfg: Any) -> dict[str, Any]:
         raise ValueError("eval: set ckpt=path/to/checkpoint.ckpt")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    from .model import checkpoint_image_size
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.trust))
-    images, masks = load_split(cfg.data, cfg.split, cfg.data_root, cfg.size, int(cfg.max_images),
+    size = cfg.size
+    if size is None:
+        try:
+            size = checkpoint_image_size(cfg.ckpt)
+        except Exception:  # noqa: BLE001 - a checkpoint needing trust=True: data default
+            size = None
+    images, masks = load_split(cfg.data, cfg.split, cfg.data_root, size, int(cfg.max_images),
                                int(cfg.seed))
     summary, per = evaluate_model(model, images, masks, sampler=cfg.sampler,
                                   steps=int(cfg.steps), num_samples=int(cfg.num_samples),

@@ -125,9 +125,19 @@ def save_checkpoint(model: DiffusionModule, path: str) -> None:
     For models trained outside a Lightning Trainer (demo, benchmark).
     """
     cls = type(model)
-    atomic_save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "hyper_parameters": dict(model.hparams),
-                 "domaindiff": {"class_path": f"{cls.__module__}.{cls.__qualname__}"}}, path)
+    ckpt = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "hyper_parameters": dict(model.hparams),
+            "domaindiff": {"class_path": f"{cls.__module__}.{cls.__qualname__}"}}
+    if hasattr(model, "on_save_checkpoint"):
+        model.on_save_checkpoint(ckpt)
+    atomic_save(ckpt, path)
+
+
+def checkpoint_image_size(path: str) -> int | None:
+    """The image side a checkpoint was trained on (``None`` if it does not say)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    size = (ckpt.get("medical") or {}).get("image_size") if isinstance(ckpt, dict) else None
+    return int(size) if size else None
 
 
 class EchoDND(DiffusionModule):
@@ -179,7 +189,14 @@ class EchoDND(DiffusionModule):
     def batch_to_state(self, batch: Any) -> dict[str, Tensor]:
         if not isinstance(batch, dict) or "image" not in batch or "mask" not in batch:
             raise TypeError("EchoDND expects batches {'image': (B,1,H,W), 'mask': (B,1,H,W)}")
+        self.image_size = int(batch["image"].shape[-1])
         return {"image": batch["image"], "mask": batch["mask"]}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the image side seen in training, so evaluation can default to it."""
+        super().on_save_checkpoint(checkpoint)
+        if getattr(self, "image_size", None):
+            checkpoint["medical"] = {"image_size": self.image_size}
 
     def sample_template(self, n: int, batch: Any = None) -> dict[str, Tensor]:
         if batch is None:

@@ -194,12 +194,14 @@ class UNetBaseline(nn.Module):
         channels = [base_channels * 2 ** k for k in range(levels)]
         self.net = Branch(channels, 0)
 
+    def logits(self, image: Tensor) -> Tensor:
+        """LV logit ``(B, 1, H, W)`` (the branch sees the image itself, no fused features)."""
+        b, h, w = image.shape[0], image.shape[-2], image.shape[-1]
+        feats = [torch.zeros(b, m.in_channels, h // 2 ** k, w // 2 ** k, device=image.device)
+                 for k, m in enumerate(self.net.fuse)]
+        return self.net(image, torch.zeros(b, 0, device=image.device), feats,
+                        torch.zeros_like(image))
+
     def forward(self, image: Tensor) -> Tensor:
         """LV probability ``(B, 1, H, W)``."""
-        b = image.shape[0]
-        feats = [torch.zeros(b, c, image.shape[-2] // 2 ** k, image.shape[-1] // 2 ** k,
-                             device=image.device) for k, c in enumerate(
-                                 [m.in_channels for m in self.net.fuse])]
-        h = self.net(image, torch.zeros(b, 0, device=image.device), feats,
-                     torch.zeros_like(image))
-        return torch.sigmoid(h)
+        return torch.sigmoid(self.logits(image))
