@@ -1,11 +1,7 @@
 """Loaders on files written in the real formats, and the synthetic generator."""
 
-import csv
-
-import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from domaindiff_medical.data import (
@@ -18,6 +14,8 @@ from domaindiff_medical.data import (
     read_camus_image,
     synthetic_echo,
 )
+
+from .formats import write_camus, write_echonet
 
 
 def test_synthetic_deterministic_and_labels():
@@ -49,41 +47,12 @@ def test_synthetic_datamodule_caches(tmp_path):
         SyntheticEcho(num_val=0)
 
 
-def _write_camus(root, fmt, patients, rng):
-    split_dir = root / "database_split"
-    split_dir.mkdir(parents=True)
-    names = {"training": patients[:2], "validation": patients[2:3], "testing": patients[3:]}
-    for k, v in names.items():
-        (split_dir / f"subgroup_{k}.txt").write_text("\n".join(v) + "\n")
-    truth = {}
-    for p in patients:
-        d = root / p
-        d.mkdir()
-        for view in ("2CH", "4CH"):
-            for phase in ("ED", "ES"):
-                h, w = 24, 16  # non-square to catch transposes
-                img = rng.integers(0, 255, (h, w)).astype(np.uint8)
-                lab = np.zeros((h, w), np.uint8)
-                lab[4:12, 3:9] = 1
-                lab[12:20, 3:9] = 2
-                lab[2:4, 10:14] = 3
-                stem = f"{p}_{view}_{phase}"
-                truth[stem] = (img, lab)
-                for arr, name in ((img, stem), (lab, stem + "_gt")):
-                    if fmt == "mhd":
-                        sitk.WriteImage(sitk.GetImageFromArray(arr[None]), str(d / f"{name}.mhd"))
-                    else:
-                        nib.save(nib.Nifti1Image(arr.T[..., None], np.eye(4)),
-                                 str(d / f"{name}.nii.gz"))
-    return truth
-
-
 @pytest.mark.parametrize("fmt", ["mhd", "nii"])
 def test_camus_roundtrip(tmp_path, fmt):
     rng = np.random.default_rng(0)
     root = tmp_path / "camus"
     patients = [f"patient{k:04d}" for k in range(1, 5)]
-    truth = _write_camus(root, fmt, patients, rng)
+    truth = write_camus(root, fmt, patients, rng)
     ext = ".mhd" if fmt == "mhd" else ".nii.gz"
     img, lab = truth["patient0001_2CH_ED"]
     assert np.array_equal(read_camus_image(root / "patient0001" / f"patient0001_2CH_ED{ext}"), img)
@@ -119,43 +88,11 @@ def test_echonet_mask_rectangle():
     assert np.array_equal(m, expected)
 
 
-def _write_avi(path, frames):
-    import av
-    with av.open(str(path), "w") as out:
-        st = out.add_stream("rawvideo", rate=25)
-        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "gray"
-        for f in frames:
-            for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="gray")):
-                out.mux(pkt)
-        for pkt in st.encode():
-            out.mux(pkt)
-
-
 def test_echonet_roundtrip(tmp_path):
     root = tmp_path / "EchoNet-Dynamic"
-    (root / "Videos").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    rows = []
-    for k, split in enumerate(["TRAIN", "TRAIN", "VAL", "TEST"]):
-        name = f"0X{k:04X}"
-        frames = rng.integers(0, 255, (5, 16, 16)).astype(np.uint8)
-        _write_avi(root / "Videos" / f"{name}.avi", frames)
-        rows.append({"FileName": name, "EF": 55.0, "ESV": 30, "EDV": 70, "FrameHeight": 16,
-                     "FrameWidth": 16, "FPS": 25, "NumberOfFrames": 5, "Split": split})
-        if k == 0:
-            assert np.array_equal(read_avi_frames(root / "Videos" / f"{name}.avi"), frames)
-    with (root / "FileList.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    with (root / "VolumeTracings.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["FileName", "X1", "Y1", "X2", "Y2", "Frame"])
-        for r in rows:
-            for frame in (1, 3):
-                w.writerow([r["FileName"] + ".avi", 8, 1, 8, 14, frame])
-                for y in (4, 8, 12):
-                    w.writerow([r["FileName"] + ".avi", 4, y, 11, y, frame])
+    frames = write_echonet(root, np.random.default_rng(1))
+    name = sorted(frames)[0]
+    assert np.array_equal(read_avi_frames(root / "Videos" / f"{name}.avi"), frames[name])
     dm = EchoNetDynamic(root=str(root), size=16, batch_size=4)
     tr = dm.dataset("train")
     assert len(tr) == 4 and len(dm.dataset("val")) == 2 and len(dm.dataset("test")) == 2
