@@ -7,6 +7,7 @@ import torch
 
 from domaindiff_medical import EchoDND
 from domaindiff_medical.model import (
+    bernoulli_ddim_prob,
     bernoulli_kl,
     binary_decoder_nll,
     gaussian_step,
@@ -67,8 +68,10 @@ def test_bernoulli_posterior_is_bayes_rule_on_the_chain(i, j):
             assert got.item() == pytest.approx(want, abs=1e-12)
 
 
-def test_bernoulli_reverse_chain_with_exact_denoiser_reproduces_forward_marginals():
-    """Skip-step p(x_j | x_i) with the true P(x0 = 1 | x_i) gives exactly q(x_j) at every step."""
+@pytest.mark.parametrize("kind", ["posterior", "ddim"])
+def test_bernoulli_reverse_chain_with_exact_denoiser_reproduces_forward_marginals(kind):
+    """Skip-step p(x_j | x_i) (posterior or DDIM analogue) with the true P(x0 = 1 | x_i) gives
+    exactly q(x_j) at every step."""
     bern = _model().bern
     pi = 0.3  # P(x0 = 1)
     one = torch.ones(1, dtype=torch.float64)
@@ -88,11 +91,24 @@ def test_bernoulli_reverse_chain_with_exact_denoiser_reproduces_forward_marginal
         p_x = marginal(pts[0])  # P(x_i = 1) of the reverse chain
         for i, j in zip(pts[:-1], pts[1:], strict=True):
             ii, jj = torch.tensor([i]), torch.tensor([j])
-            to1 = [bern.reverse_prob(torch.tensor([float(x)], dtype=torch.float64),
-                                     x0_posterior(x, i), ii, jj) for x in (0, 1)]
+            xs = [torch.tensor([float(x)], dtype=torch.float64) for x in (0, 1)]
+            if kind == "posterior":
+                to1 = [bern.reverse_prob(xs[x], x0_posterior(x, i), ii, jj) for x in (0, 1)]
+            else:
+                a_i, a_j = bern.abar[i], bern.abar[j]
+                to1 = [bernoulli_ddim_prob(xs[x], x0_posterior(x, i), a_i, a_j) for x in (0, 1)]
+                assert all(0 <= p.item() <= 1 for p in to1)
             p_x = (1 - p_x) * to1[0] + p_x * to1[1]
             assert p_x.item() == pytest.approx(marginal(j).item(), abs=1e-12)
         assert p_x.item() == pytest.approx(pi, abs=1e-12)  # j = 0: the data distribution
+
+
+def test_bernoulli_ddim_keeps_agreeing_pixels_and_flips_towards_x0():
+    a_i, a_j = torch.tensor(0.2), torch.tensor(0.6)
+    x_i, x0 = torch.tensor([0.0, 1.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    flip = ((a_j - a_i) / (1 - a_i)).item()
+    want = torch.tensor([0.0, 1.0, flip, 1 - flip])
+    assert torch.allclose(bernoulli_ddim_prob(x_i, x0, a_i, a_j), want)
 
 
 def test_bernoulli_kl_at_the_first_step_is_the_mask_nll():
@@ -191,10 +207,10 @@ class _Oracle(torch.nn.Module):
 
 @pytest.mark.parametrize(("sampler", "steps", "nfe"), [("ddpm", None, N), ("ddpm", 5, 5),
                                                         ("ddim", 3, 3), ("ddim", 1, 1)])
-@pytest.mark.parametrize("learn_sigma", [True, False])
+@pytest.mark.parametrize(("learn_sigma", "bernoulli"), [(True, "posterior"), (False, "ddim")])
 def test_dual_samplers_recover_the_mask_with_an_exact_denoiser(sampler, steps, nfe,
-                                                               learn_sigma):
-    model = _model(learn_sigma=learn_sigma)
+                                                               learn_sigma, bernoulli):
+    model = _model(learn_sigma=learn_sigma, bernoulli_sampler=bernoulli)
     model.network = _Oracle(model.bern.abar, learn_sigma)
     mask = torch.zeros(2, 1, 8, 8)
     mask[:, :, 2:6, 3:7] = 1

@@ -30,9 +30,13 @@ def _nanmean(x: torch.Tensor) -> float:
 
 def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sampler: str = "ddim",
                    steps: int = 25, num_samples: int = 5, batch_size: int = 8,
-                   spacing: float = 1.0, seed: int = 0, progress: bool = True
+                   spacing: float = 1.0, seed: int = 0, progress: bool = True,
+                   bernoulli: str | None = None
                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Segment ``images`` and score against ``masks``.
+
+    ``sampler`` drives the Gaussian branch (ddpm | ddim), ``bernoulli`` the Bernoulli branch
+    (posterior | ddim; ``None``: the model's ``bernoulli_sampler``).
 
     Returns:
         ``(summary, per_image)``: the summary dict and per-image tensors (prob, var, mask, dice...).
@@ -44,7 +48,7 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
     for s in tqdm(range(0, len(images), batch_size), desc="segment", disable=not progress):
         img = images[s:s + batch_size].to(model.device)
         tgt = masks[s:s + batch_size].to(model.device)
-        out = model.segment(img, num_samples, steps, sampler, gen)
+        out = model.segment(img, num_samples, steps, sampler, gen, bernoulli=bernoulli)
         seg = segmentation_metrics(out["mask"].cpu(), tgt.cpu(), spacing)
         ens = ensemble_metrics(out["samples"].cpu(), tgt.cpu())
         rows = {"prob": out["prob"].cpu(), "var": out["var"].cpu(), "mask": out["mask"].cpu(),
@@ -62,7 +66,8 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
         "ece": float(ensemble_metrics(torch.stack([per["prob"]]), masks.cpu())["ece"]),
         "corr_variance_dice_error": corr["pearson"],
         "spearman_variance_dice_error": corr["spearman"],
-        "num_images": len(images), "sampler": sampler, "steps": steps,
+        "num_images": len(images), "sampler": sampler,
+        "bernoulli_sampler": bernoulli or model.bernoulli_sampler, "steps": steps,
         "num_samples": num_samples, "nfe_per_image": nfe * num_samples,
         "seconds_per_image": secs / max(len(images), 1),
     }
@@ -160,7 +165,7 @@ def run(cfg: Any) -> dict[str, Any]:
     summary, per = evaluate_model(model, images, masks, sampler=cfg.sampler,
                                   steps=int(cfg.steps), num_samples=int(cfg.num_samples),
                                   batch_size=int(cfg.batch_size), spacing=float(cfg.spacing),
-                                  seed=int(cfg.seed))
+                                  seed=int(cfg.seed), bernoulli=cfg.get("bernoulli"))
     summary["ckpt"] = str(cfg.ckpt)
     summary["data"] = cfg.data
     out = Path(cfg.out_dir)

@@ -34,6 +34,7 @@ from domaindiff.samplers.base import steps_iter
 from .networks import EchoDNDNet
 
 DUAL_SAMPLERS = ("ddpm", "ddim")
+BERNOULLI_SAMPLERS = ("posterior", "ddim")
 
 
 def time_points(num_steps: int, steps: int) -> list[int]:
@@ -80,6 +81,21 @@ def gaussian_step(a_i: Tensor, a_j: Tensor) -> tuple[Tensor, Tensor, Tensor, Ten
     c0 = a_j.sqrt() * beta / (1 - a_i)
     ci = (a_i / a_j).sqrt() * (1 - a_j) / (1 - a_i)
     return c0, ci, beta, (1 - a_j) / (1 - a_i) * beta
+
+
+def bernoulli_ddim_prob(x_i: Tensor, x0_prob: Tensor, a_i: Tensor, a_j: Tensor) -> Tensor:
+    """Bernoulli analogue of DDIM: ``P(x_j = 1 | x_i) = s x_i + (abar_j - s abar_i) x0 + c``.
+
+    The non-Markovian family ``q_s(x_j | x_i, x0) = Bern(s x_i + k x0 + c)`` keeps the forward
+    marginals ``Bern(abar_j x0 + (1 - abar_j)/2)`` for ``k = abar_j - s abar_i`` and
+    ``c = ((1 - abar_j) - s (1 - abar_i)) / 2``; its largest valid ``s`` is
+    ``(1 - abar_j) / (1 - abar_i)``, where ``c = 0``: a pixel that agrees with x0 is kept and
+    one that disagrees flips to x0 with probability ``(abar_j - abar_i) / (1 - abar_i)``, the
+    least random member (DDIM's eta = 0 counterpart). Linear in x0, so the predicted probability
+    enters exactly as the expectation over x0.
+    """
+    s = (1 - a_j) / (1 - a_i)
+    return (s * x_i + (a_j - s * a_i) * x0_prob).clamp(0, 1)
 
 
 def learned_logvar(v: Tensor, beta: Tensor, beta_tilde: Tensor) -> Tensor:
@@ -159,7 +175,9 @@ class EchoDND(DiffusionModule):
         ema_decay: EMA decay.
         dual_sampler: "ddpm" (ancestral, posterior mean with the learned variance) or "ddim"
             (deterministic, eta = 0) for the Gaussian branch; the Bernoulli branch always walks
-            its exact skip-step reverse chain ``p(x_j | x_i)``.
+            the sampler ``bernoulli_sampler`` names.
+        bernoulli_sampler: "posterior" (the exact skip-step reverse chain ``p(x_j | x_i)``) or
+            "ddim" (the Bernoulli DDIM analogue, :func:`bernoulli_ddim_prob`).
         sampling_steps: network evaluations per sample.
         num_ensemble: samples fused per image.
         seed: noise seed.
@@ -170,6 +188,7 @@ class EchoDND(DiffusionModule):
                  lambda_bce: float = 1.0, lambda_kl: float = 0.01, lambda_cal: float = 1.0,
                  lambda_vlb: float = 1.0, learn_sigma: bool = True, lr: float = 2e-4,
                  ema_decay: float = 0.999, dual_sampler: str = "ddim",
+                 bernoulli_sampler: str = "posterior",
                  sampling_steps: int = 25, num_ensemble: int = 5, seed: int = 0) -> None:
         self.save_hyperparameters()
         if dual_sampler not in DUAL_SAMPLERS:
@@ -181,7 +200,11 @@ class EchoDND(DiffusionModule):
                          seed=seed)
         self.bern = Bernoulli(num_steps, beta_start, beta_end)
         self.num_steps = num_steps
+        if bernoulli_sampler not in BERNOULLI_SAMPLERS:
+            raise ValueError(f"bernoulli_sampler must be one of {BERNOULLI_SAMPLERS}, got "
+                             f"{bernoulli_sampler!r}")
         self.dual_sampler, self.num_ensemble = dual_sampler, num_ensemble
+        self.bernoulli_sampler = bernoulli_sampler
         self.lambdas = (lambda_bce, lambda_kl, lambda_cal, lambda_vlb)
         self.learn_sigma = learn_sigma
 
@@ -272,7 +295,7 @@ class EchoDND(DiffusionModule):
     @torch.no_grad()
     def dual_sample(self, image: Tensor, steps: int | None = None, sampler: str | None = None,
                     generator: torch.Generator | None = None, progress: bool = False,
-                    use_ema: bool = True) -> dict[str, Tensor]:
+                    use_ema: bool = True, bernoulli: str | None = None) -> dict[str, Tensor]:
         """One joint reverse walk of both branches for each image.
 
         Both branches visit the same integer steps ``N = i_0 > ... > i_steps = 0`` (one network
@@ -281,8 +304,10 @@ class EchoDND(DiffusionModule):
         :func:`gaussian_step` and the learned variance (``beta_tilde`` without ``learn_sigma``);
         with all N steps this is the paper's 1000-step ancestral sampler, with fewer it is
         the respaced DDPM of improved DDPM. ``"ddim"`` is the deterministic DDIM update.
-        Bernoulli branch: ``x_j ~ p(x_j | x_i)``, the exact posterior ``q(x_j | x_i, x0)``
-        averaged over the predicted ``P(x0 = 1 | x_i)`` (exact for any skip ``i -> j``).
+        Bernoulli branch (``bernoulli``, default ``bernoulli_sampler``): ``"posterior"`` draws
+        ``x_j ~ p(x_j | x_i)``, the exact posterior ``q(x_j | x_i, x0)`` averaged over the
+        predicted ``P(x0 = 1 | x_i)`` (exact for any skip ``i -> j``); ``"ddim"`` draws from the
+        Bernoulli DDIM analogue :func:`bernoulli_ddim_prob`.
         The last step returns the predicted clean masks of both branches.
 
         Returns:
@@ -291,6 +316,9 @@ class EchoDND(DiffusionModule):
         sampler = sampler or self.dual_sampler
         if sampler not in DUAL_SAMPLERS:
             raise ValueError(f"sampler must be one of {DUAL_SAMPLERS}, got {sampler!r}")
+        bernoulli = bernoulli or self.bernoulli_sampler
+        if bernoulli not in BERNOULLI_SAMPLERS:
+            raise ValueError(f"bernoulli must be one of {BERNOULLI_SAMPLERS}, got {bernoulli!r}")
         steps = steps or (self.num_steps if sampler == "ddpm" else self.sampling_steps)
         net = self.ema_network.module if (use_ema and self.ema_network is not None) \
             else self.network
@@ -317,7 +345,9 @@ class EchoDND(DiffusionModule):
             if j == 0:
                 break
             xg = self.gaussian_update(xg, x0g, out.var, a_i, a_j, sampler, rand)
-            xb = (rand(torch.rand) < self.bern.reverse_prob(xb, prob, ii, jj)).to(image.dtype)
+            pb = (self.bern.reverse_prob(xb, prob, ii, jj) if bernoulli == "posterior"
+                  else bernoulli_ddim_prob(xb, prob, a_i, a_j))
+            xb = (rand(torch.rand) < pb).to(image.dtype)
         net.train(was)
         pg = (x0g + 1) / 2
         return {"prob": (pg + prob) / 2, "gauss": pg, "bern": prob}
@@ -346,7 +376,8 @@ class EchoDND(DiffusionModule):
     @torch.no_grad()
     def segment(self, image: Tensor, num_samples: int | None = None, steps: int | None = None,
                 sampler: str | None = None, generator: torch.Generator | None = None,
-                progress: bool = False, threshold: float = 0.5) -> dict[str, Tensor]:
+                progress: bool = False, threshold: float = 0.5,
+                bernoulli: str | None = None) -> dict[str, Tensor]:
         """Ensemble segmentation: fused probability, per-pixel variance and post-processed mask.
 
         Returns:
@@ -357,7 +388,8 @@ class EchoDND(DiffusionModule):
         if k < 1:
             raise ValueError(f"num_samples must be >= 1, got {k}")
         rep = image.repeat(k, 1, 1, 1)
-        out = self.dual_sample(rep, steps, sampler, generator, progress)["prob"]
+        out = self.dual_sample(rep, steps, sampler, generator, progress,
+                               bernoulli=bernoulli)["prob"]
         samples = out.view(k, *image.shape)
         mean = samples.mean(0)
         var = samples.var(0, unbiased=False)
@@ -375,6 +407,7 @@ class EchoDND(DiffusionModule):
         if template is None:
             template = self.sample_template(n or len(batch["image"]), batch)
         out = self.segment(template["image"], options.get("num_samples"), steps,
-                           sampler if sampler in DUAL_SAMPLERS else None, generator, progress)
+                           sampler if sampler in DUAL_SAMPLERS else None, generator, progress,
+                           bernoulli=options.get("bernoulli"))
         return {"image": template["image"], "mask": out["mask"], "prob": out["prob"],
                 "var": out["var"]}
