@@ -49,20 +49,31 @@ def load_taylor_hourly() -> np.ndarray:
     return y.reshape(-1, 2).sum(1).astype(np.float32)[:, None]
 
 
-def read_jsonl(path: str | Path) -> list[np.ndarray]:
+def _matrix(values) -> np.ndarray:
+    """A GluonTS list (univariate) or list of lists ``(D, T)`` as a ``(D, T)`` float32 array."""
+    rows = values if values and isinstance(values[0], list) else [values]
+    return np.array([[np.nan if v is None else float(v) for v in row] for row in rows],
+                    dtype=np.float32)
+
+
+def read_jsonl(path: str | Path, covariates: bool = False
+               ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Read a GluonTS JSON-lines file (one ``{"start": ..., "target": [...]}`` per line).
 
     ``target`` may be a list (univariate) or a list of lists ``(D, T)`` (multivariate, GluonTS
-    layout); ``"NaN"``/null entries become NaN (missing values).
+    layout); ``"NaN"``/null entries become NaN (missing values). With ``covariates`` the dynamic
+    real features ``feat_dynamic_real`` (``(C, T)``, GluonTS layout, known over the whole
+    series including the forecast range) are returned too.
 
     Returns:
-        list of ``(T, D)`` float32 arrays.
+        list of ``(T, D)`` float32 arrays; with ``covariates`` also a list of ``(T, C)`` arrays
+        (``None`` for a record without ``feat_dynamic_real``).
 
     Raises:
         ValueError: a line that is not JSON or lacks a numeric ``target`` (naming file and line).
     """
     path = Path(path)
-    out = []
+    out, covs = [], []
     with path.open() as fh:
         for i, line in enumerate(fh, 1):
             if not line.strip():
@@ -74,32 +85,56 @@ def read_jsonl(path: str | Path) -> list[np.ndarray]:
             if not isinstance(rec, dict) or "target" not in rec:
                 raise ValueError(f"{path}:{i}: record has no 'target' field")
             try:
-                tgt = np.array([[np.nan if v is None else float(v) for v in row]
-                                for row in (rec["target"] if rec["target"]
-                                            and isinstance(rec["target"][0], list)
-                                            else [rec["target"]])], dtype=np.float32)
+                tgt = _matrix(rec["target"])
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{path}:{i}: field 'target' is not a list of numbers") \
                     from err
             if tgt.shape[1] == 0:
                 raise ValueError(f"{path}:{i}: field 'target' is empty")
             out.append(tgt.T)
+            cov = None
+            if covariates and rec.get("feat_dynamic_real") is not None:
+                try:
+                    cov = _matrix(rec["feat_dynamic_real"]).T
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"{path}:{i}: field 'feat_dynamic_real' is not a list of "
+                                     "lists of numbers") from err
+                if len(cov) != len(tgt.T):
+                    raise ValueError(f"{path}:{i}: feat_dynamic_real has {len(cov)} steps, "
+                                     f"target {len(tgt.T)}")
+            covs.append(cov)
     if not out:
         raise ValueError(f"{path}: no series")
-    return out
+    return (out, covs) if covariates else out
 
 
-def write_jsonl(series: list[np.ndarray], path: str | Path, start: str = "2020-01-01 00:00:00"
-                ) -> None:
-    """Write ``(T, D)`` series as GluonTS JSON lines, atomically."""
+def write_jsonl(series: list[np.ndarray], path: str | Path, start: str = "2020-01-01 00:00:00",
+                covariates: list[np.ndarray] | None = None) -> None:
+    """Write ``(T, D)`` series (and ``(T, C)`` ``feat_dynamic_real``) as GluonTS JSON lines."""
     from domaindiff.data import atomic_write
 
     with atomic_write(path, "w") as fh:
-        for s in series:
+        for i, s in enumerate(series):
             s = np.asarray(s, dtype=np.float64)
             s = s[:, None] if s.ndim == 1 else s
             tgt = s[:, 0].tolist() if s.shape[1] == 1 else s.T.tolist()
-            fh.write(json.dumps({"start": start, "target": tgt}) + "\n")
+            rec = {"start": start, "target": tgt}
+            if covariates is not None:
+                c = np.asarray(covariates[i], dtype=np.float64)
+                rec["feat_dynamic_real"] = (c[:, None] if c.ndim == 1 else c).T.tolist()
+            fh.write(json.dumps(rec) + "\n")
+
+
+def time_features(length: int, freq: str = "h", offset: int = 0) -> np.ndarray:
+    """Calendar covariates ``(length, C)`` in ``[-1, 1]``.
+
+    Sin/cos of the position in the day and week (hourly), or in the week (daily, business-daily),
+    counted from ``offset``.
+    """
+    i = np.arange(offset, offset + length, dtype=np.float64)
+    periods = {"h": (24, 168), "H": (24, 168), "D": (7,), "B": (5,)}.get(freq, (24,))
+    feats = [f(2 * np.pi * i / p) for p in periods for f in (np.sin, np.cos)]
+    return np.stack(feats, 1).astype(np.float32)
 
 
 def read_csv(path: str | Path, columns: list[str] | None = None) -> list[np.ndarray]:
@@ -160,14 +195,15 @@ def mean_scale(context: np.ndarray, observed: np.ndarray | None = None,
 
 
 def make_window(series: np.ndarray, end: int, context_length: int, prediction_length: int,
-                max_lag: int) -> dict[str, np.ndarray]:
+                max_lag: int, covariates: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The window ending at ``end`` (exclusive), scaled by its context's mean absolute value.
 
     Returns:
         ``x`` ``(L, D)`` (context + horizon, scaled), ``past`` ``(max_lag, D)`` (scaled history
         before the window, zero-padded where the series starts later), ``observed`` ``(L, D)``
         (1 where the value is finite), ``scale`` ``(D,)``, ``target`` ``(L, D)`` unscaled and
-        ``history`` (the unscaled context + past, for MASE's seasonal error).
+        ``history`` (the unscaled context + past, for MASE's seasonal error); with
+        ``covariates`` (``(T, C)``, known over the whole series) also ``covariates`` ``(L, C)``.
     """
     length = context_length + prediction_length
     start = end - length
@@ -181,16 +217,21 @@ def make_window(series: np.ndarray, end: int, context_length: int, prediction_le
         lo = max(0, start - max_lag)
         past[max_lag - (start - lo):] = series[lo:start]
     past = np.nan_to_num(past) / scale
-    return {"x": np.nan_to_num(win) / scale, "past": past.astype(np.float32),
-            "observed": observed, "scale": scale, "target": np.nan_to_num(win)}
+    out = {"x": np.nan_to_num(win) / scale, "past": past.astype(np.float32),
+           "observed": observed, "scale": scale, "target": np.nan_to_num(win)}
+    if covariates is not None:
+        out["covariates"] = np.asarray(covariates[start:end], np.float32)
+    return out
 
 
 class _RandomWindows(Dataset):
     """``num_batches * batch_size`` random training windows (fresh every epoch via the index)."""
 
     def __init__(self, series: list[np.ndarray], context_length: int, prediction_length: int,
-                 max_lag: int, size: int, seed: int) -> None:
+                 max_lag: int, size: int, seed: int,
+                 covariates: list[np.ndarray] | None = None) -> None:
         self.series, self.size, self.seed = series, size, seed
+        self.covariates = covariates
         self.c, self.p, self.max_lag = context_length, prediction_length, max_lag
         length = context_length + prediction_length
         self.valid = [i for i, s in enumerate(series) if len(s) >= length]
@@ -208,7 +249,8 @@ class _RandomWindows(Dataset):
         i = self.valid[rng.choice(len(self.valid), p=self.p_series)]
         s = self.series[i]
         end = int(rng.integers(self.c + self.p, len(s) + 1))
-        w = make_window(s, end, self.c, self.p, self.max_lag)
+        cov = None if self.covariates is None else self.covariates[i]
+        w = make_window(s, end, self.c, self.p, self.max_lag, cov)
         return {k: torch.from_numpy(v) for k, v in w.items() if k != "target"}
 
 
@@ -228,6 +270,10 @@ class TimeSeriesData(DomainDataModule):
         num_workers: DataLoader workers.
         seed: window sampling seed.
         root: cache directory.
+        covariates: dynamic covariates per window (``covariates`` ``(L, C)``, known over context
+            and horizon): ``None`` (none), ``"time"`` (calendar features, see
+            :func:`time_features`), ``"file"`` (the JSON-lines ``feat_dynamic_real``, standardised
+            per series over its training range) or ``"file+time"``.
     """
 
     name = "timeseries"
@@ -236,7 +282,7 @@ class TimeSeriesData(DomainDataModule):
                  context_length: int | None = None, prediction_length: int | None = None,
                  lags: list[int] | None = None, num_test_windows: int = 7,
                  batches_per_epoch: int = 128, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0, root: str | None = None) -> None:
+                 seed: int = 0, root: str | None = None, covariates: str | None = None) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset == OFFLINE:
             freq, c, p, default_lags = "h", 336, 24, HOURLY_LAGS[:7]
@@ -260,6 +306,15 @@ class TimeSeriesData(DomainDataModule):
         self.num_test_windows, self.batches_per_epoch = num_test_windows, batches_per_epoch
         self.max_lag = max(self.lags, default=0)
         self.season = 24 if freq == "h" else (5 if freq == "B" else 7)
+        if covariates not in (None, "time", "file", "file+time"):
+            raise ValueError(f"covariates: use null, 'time', 'file' or 'file+time', got "
+                             f"{covariates!r}")
+        if covariates and "file" in covariates and dataset != "file":
+            raise ValueError("covariates='file' reads feat_dynamic_real of dataset='file' "
+                             "(a .jsonl path)")
+        self.covariates = covariates
+        self.train_cov: list[np.ndarray] | None = None
+        self.test_cov: list[np.ndarray] | None = None
         self._loaded = False
 
     # -- loading ----------------------------------------------------------------------------------
@@ -279,7 +334,15 @@ class TimeSeriesData(DomainDataModule):
                 p = Path(self.path)
                 if not p.is_file():
                     raise FileNotFoundError(f"path: {p} does not exist")
-                full = read_jsonl(p) if p.suffix in (".json", ".jsonl") else read_csv(p)
+                if p.suffix in (".json", ".jsonl"):
+                    full, file_cov = read_jsonl(p, covariates=True)
+                else:
+                    full, file_cov = read_csv(p), [None]
+                if self.covariates and "file" in self.covariates:
+                    if any(c is None for c in file_cov):
+                        raise ValueError(f"{p}: covariates='file' needs feat_dynamic_real in "
+                                         "every record")
+                    self.test_cov = [self._standardise(c, len(c) - k * h) for c in file_cov]
             need = self.context_length + h * (k + 1)
             for i, s in enumerate(full):
                 if len(s) < need:
@@ -287,7 +350,29 @@ class TimeSeriesData(DomainDataModule):
                                      "(context + (num_test_windows + 1) * prediction_length)")
             self.test_series = full
             self.train_series = [s[: len(s) - k * h] for s in full]
+        if self.covariates and "time" in self.covariates:
+            cal = [time_features(len(s), self.freq) for s in self.test_series]
+            self.test_cov = cal if self.test_cov is None else [
+                np.concatenate([c, t], 1) for c, t in zip(self.test_cov, cal)]
+        if self.test_cov is not None:
+            if self.dataset in DATASETS:  # nips test series extend the training series
+                self.train_cov = [time_features(len(s), self.freq) for s in self.train_series]
+            else:
+                self.train_cov = [c[: len(s)] for c, s in zip(self.test_cov, self.train_series)]
         self._loaded = True
+
+    @staticmethod
+    def _standardise(cov: np.ndarray, train_len: int) -> np.ndarray:
+        """Zero mean, unit variance per channel over the training range."""
+        ref = cov[:train_len]
+        mu, sd = np.nanmean(ref, 0), np.nanstd(ref, 0)
+        return np.nan_to_num((cov - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+    @property
+    def num_covariates(self) -> int:
+        """Covariate channels per step (0 without covariates)."""
+        self.load()
+        return 0 if self.test_cov is None else int(self.test_cov[0].shape[1])
 
     def test_windows(self) -> list[dict[str, np.ndarray]]:
         """The rolling test windows: the last ``num_test_windows`` forecasts of each series.
@@ -298,11 +383,12 @@ class TimeSeriesData(DomainDataModule):
         self.load()
         per = 1 if self.dataset in DATASETS else self.num_test_windows
         out = []
-        for s in self.test_series:
+        for i, s in enumerate(self.test_series):
+            cov = None if self.test_cov is None else self.test_cov[i]
             for j in range(per - 1, -1, -1):
                 end = len(s) - j * self.prediction_length
                 w = make_window(s, end, self.context_length, self.prediction_length,
-                                self.max_lag)
+                                self.max_lag, cov)
                 w["history"] = np.nan_to_num(s[:end - self.prediction_length])
                 out.append(w)
         return out
@@ -317,10 +403,13 @@ class TimeSeriesData(DomainDataModule):
         self.load()
         self.train_set = _RandomWindows(self.train_series, self.context_length,
                                         self.prediction_length, self.max_lag,
-                                        self.batches_per_epoch * self.batch_size, self.seed)
+                                        self.batches_per_epoch * self.batch_size, self.seed,
+                                        self.train_cov)
         # validation: the last window of each training series (no overlap with the test range)
-        val = [make_window(s, len(s), self.context_length, self.prediction_length, self.max_lag)
-               for s in self.train_series if len(s) >= self.context_length
+        covs = self.train_cov or [None] * len(self.train_series)
+        val = [make_window(s, len(s), self.context_length, self.prediction_length, self.max_lag,
+                           c)
+               for s, c in zip(self.train_series, covs) if len(s) >= self.context_length
                + self.prediction_length]
         self.val_set = [{k: torch.from_numpy(v) for k, v in w.items() if k != "target"}
                         for w in val]
@@ -340,4 +429,4 @@ def num_windows(length: int, context_length: int, prediction_length: int) -> int
 
 
 __all__ = ["DATASETS", "TimeSeriesData", "load_taylor_hourly", "make_window", "mean_scale",
-           "read_csv", "read_jsonl", "write_jsonl", "num_windows"]
+           "read_csv", "read_jsonl", "time_features", "write_jsonl", "num_windows"]

@@ -74,7 +74,8 @@ def evaluate(cfg: DictConfig) -> dict:
     dm = TimeSeriesData(dataset=cfg.dataset, path=cfg.get("path"),
                         context_length=model.context_length,
                         prediction_length=model.prediction_length, lags=model.lags,
-                        num_test_windows=int(cfg.num_test_windows))
+                        num_test_windows=int(cfg.num_test_windows),
+                        covariates=cfg.get("covariates"))
     windows = dm.test_windows()
     target = np.stack([w["target"][model.context_length:] for w in windows])
     histories = [w["history"] for w in windows]

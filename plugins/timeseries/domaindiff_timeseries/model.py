@@ -35,6 +35,8 @@ class TSDiff(DiffusionModule):
         sampler: default sampler.
         sampling_steps: default NFE.
         seed: noise seed.
+        covariates: dynamic covariate channels ``C`` (the data's ``num_covariates``), read from
+            the batch's ``covariates`` ``(B, L, C)`` as extra input channels of the denoiser.
     """
 
     conditional = False
@@ -44,15 +46,18 @@ class TSDiff(DiffusionModule):
                  emb_dim: int = 128, d_state: int = 64, num_steps: int = 100,
                  beta_start: float = 1e-4, beta_end: float = 0.1, lr: float = 1e-3,
                  ema_decay: float = 0.999, sampler: str = "ancestral",
-                 sampling_steps: int = 100, seed: int = 0) -> None:
+                 sampling_steps: int = 100, seed: int = 0, covariates: int = 0) -> None:
         self.save_hyperparameters()
+        if covariates < 0:
+            raise ValueError(f"covariates must be >= 0, got {covariates}")
+        self.covariates = int(covariates)
         if context_length < 1 or prediction_length < 1:
             raise ValueError("context_length and prediction_length must be >= 1")
         self.dim, self.context_length, self.prediction_length = dim, context_length, \
             prediction_length
         self.lags = sorted(int(x) for x in (lags or []))
         net = TSDiffBackbone(dim, self.lags, hidden, num_blocks, emb_dim, d_state, num_steps,
-                             conditional=self.conditional)
+                             conditional=self.conditional, covariates=self.covariates)
         proc = DiscreteDDPM(schedule="linear", num_steps=num_steps, beta_start=beta_start,
                             beta_end=beta_end)
         super().__init__(net, {"x": proc}, parametrization="eps", lr=lr, ema_decay=ema_decay,
@@ -67,12 +72,21 @@ class TSDiff(DiffusionModule):
         state = {"x": batch["x"].float()}
         state["past"] = batch["past"].float() if self.lags else \
             batch["x"].new_zeros(batch["x"].shape[0], 0, self.dim)
+        if self.covariates:
+            cov = batch.get("covariates") if isinstance(batch, dict) else None
+            if cov is None or cov.shape[-1] != self.covariates:
+                got = None if cov is None else cov.shape[-1]
+                raise ValueError(f"the model reads {self.covariates} covariate channels; the "
+                                 f"batch has {got} (set the data's covariates=...)")
+            state["covariates"] = cov.float()
         return state
 
     def sample_template(self, n: int, batch: Any = None) -> dict[str, Tensor]:
         if batch is not None:
             state = self.batch_to_state(batch)
             return {k: v[:n] for k, v in state.items()}
+        if self.covariates:
+            raise ValueError("a model with covariates samples from a batch holding them")
         past = torch.zeros(n, max(self.lags, default=0), self.dim, device=self.device)
         return {"x": torch.zeros(n, self.length, self.dim, device=self.device), "past": past}
 
@@ -81,7 +95,9 @@ class TSDiffCond(TSDiff):
     """TSDiff-Cond: the same backbone conditioned on the observed context and its mask.
 
     Trained on forecasting directly: ``cond`` holds the context values (horizon zeroed) and the
-    observation mask (1 on the observed context); the whole window is denoised.
+    observation mask (1 on the observed context); the whole window is denoised. Multivariate
+    series (``dim > 1``) and dynamic covariates (``covariates > 0``, known over context and
+    horizon) enter as extra input channels next to the condition.
     """
 
     conditional = True
