@@ -186,7 +186,9 @@ def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
                                 "num_test_windows": 2, "sampler": "ddim", "steps": 2,
                                 "num_samples": 3, "out_dir": str(tmp_path / "ev"),
                                 "methods": ["tsdiff_q", "seasonal_naive"], "plot_windows": 2,
-                                "tstr_samples": 8})
+                                "tstr_samples": 8, "anomaly": True, "anomaly_region": 24,
+                                "anomaly_steps": 2, "anomaly_samples": 1,
+                                "anomaly_repeats": 1, "anomaly_count": 2})
     del cfg["hydra"]
     res = evaluate(cfg)
     out = json.loads((tmp_path / "ev" / "metrics_ddim_2.json").read_text())
@@ -196,6 +198,7 @@ def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
     syn = out["synthesis"]
     assert syn["num_synthetic"] == 8 and np.isfinite(syn["linear_predictive_score_tstr"])
     assert (tmp_path / "ev" / "fan_ddim_2.png").stat().st_size > 1000
+    assert 0 <= out["anomaly"]["imputation"]["f1"] <= 1
     with pytest.raises(ValueError, match="unknown"):
         evaluate(OmegaConf.merge(cfg, {"methods": ["prophet"]}))
 

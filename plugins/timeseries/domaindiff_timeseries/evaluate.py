@@ -4,6 +4,7 @@
     domaindiff eval timeseries ckpt=run.ckpt sampler=ddim steps=10 methods=[tsdiff_q]
     domaindiff eval timeseries ckpt=run.ckpt deepar_epochs=5 refine=true
     domaindiff eval timeseries ckpt=run.ckpt tstr_samples=1000   # synthesis: TSTR with ridge
+    domaindiff eval timeseries ckpt=run.ckpt anomaly=true methods=[]   # ImDiffusion PA-F1
 
 Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``fan_<sampler>_<steps>.png``.
 """
@@ -141,13 +142,25 @@ def evaluate(cfg: DictConfig) -> dict:
             "linear_predictive_score_tstr": ridge_score(synth, windows, model.context_length),
             "linear_predictive_score_trtr": ridge_score(real_windows(dm, n), windows,
                                                         model.context_length)}
+    if bool(cfg.get("anomaly", False)):
+        from domaindiff_timeseries.anomaly import evaluate_anomalies
+
+        if getattr(model, "conditional", False):
+            raise ValueError("anomaly=true needs an unconditional TSDiff checkpoint (ckpt)")
+        dm.load()
+        result["anomaly"] = evaluate_anomalies(
+            model, dm.test_series[0], int(cfg.anomaly_region),
+            num_anomalies=int(cfg.anomaly_count), repeats=int(cfg.anomaly_repeats),
+            seed=int(cfg.seed), season=dm.season, mask=str(cfg.anomaly_mask),
+            steps=int(cfg.anomaly_steps), num_samples=int(cfg.anomaly_samples))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{cfg.sampler}_{int(cfg.steps)}"
     atomic_write_text(out / f"metrics_{stem}.json", json.dumps(
         {**result, "config": OmegaConf.to_container(cfg, resolve=False)}, indent=2, default=str))
-    fan_chart(windows, forecasts, model.context_length, out / f"fan_{stem}.png",
-              int(cfg.plot_windows))
+    if forecasts:
+        fan_chart(windows, forecasts, model.context_length, out / f"fan_{stem}.png",
+                  int(cfg.plot_windows))
     print(json.dumps(result, indent=2))
     return result
 
