@@ -10,4 +10,3 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("medicalDIFF_DATA", str(tmp_path / "data"))

@@ -133,14 +133,17 @@ def test_postprocess_keeps_largest_component_and_opens():
 def test_training_learns_and_checkpoint_roundtrip(tmp_path):
     torch.manual_seed(0)
     dm = SyntheticEcho(num_train=16, num_val=4, num_test=4, size=16, batch_size=8)
-    model = _model(lr=5e-3, base_channels=4)
+    model = _model(lr=5e-3, base_channels=4, num_val_samples=2, sampling_steps=2,
+                   num_ensemble=1)
     batch = next(iter(DataLoader(dm.dataset("train"), batch_size=16)))
     i = torch.full((16,), 25)
     before = model.loss_terms(batch, i=i)
     trainer = L.Trainer(max_steps=10, logger=False, enable_progress_bar=False,
-                        default_root_dir=tmp_path, limit_val_batches=0,
-                        enable_model_summary=False)
+                        default_root_dir=tmp_path, limit_val_batches=1,
+                        num_sanity_val_steps=0, enable_model_summary=False)
     trainer.fit(model, dm)
+    assert {"val/dice", "val/iou", "val/loss"} <= set(trainer.callback_metrics)
+    assert 0 <= float(trainer.callback_metrics["val/dice"]) <= 1
     after = model.loss_terms(batch, i=i)
     assert after["bce"] < before["bce"] and after["cal"] < before["cal"]
     ckpt = tmp_path / "m.ckpt"

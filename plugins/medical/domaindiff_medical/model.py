@@ -180,6 +180,8 @@ class EchoDND(DiffusionModule):
             "ddim" (the Bernoulli DDIM analogue, :func:`bernoulli_ddim_prob`).
         sampling_steps: network evaluations per sample.
         num_ensemble: samples fused per image.
+        num_val_samples: images segmented at each validation epoch (first batch) for the logged
+            ``val/dice`` and ``val/iou`` (torchmetrics means, synced under DDP; 0: none).
         seed: noise seed.
     """
 
@@ -189,7 +191,8 @@ class EchoDND(DiffusionModule):
                  lambda_vlb: float = 1.0, learn_sigma: bool = True, lr: float = 2e-4,
                  ema_decay: float = 0.999, dual_sampler: str = "ddim",
                  bernoulli_sampler: str = "posterior",
-                 sampling_steps: int = 25, num_ensemble: int = 5, seed: int = 0) -> None:
+                 sampling_steps: int = 25, num_ensemble: int = 5, num_val_samples: int = 0,
+                 seed: int = 0) -> None:
         self.save_hyperparameters()
         if dual_sampler not in DUAL_SAMPLERS:
             raise ValueError(f"dual_sampler must be one of {DUAL_SAMPLERS}, got {dual_sampler!r}")
@@ -197,7 +200,7 @@ class EchoDND(DiffusionModule):
         gauss = DiscreteDDPM("linear", num_steps, beta_start, beta_end)
         super().__init__(net, {"mask": gauss}, parametrization="eps", lr=lr,
                          ema_decay=ema_decay, sampler="ddim", sampling_steps=sampling_steps,
-                         seed=seed)
+                         num_val_samples=num_val_samples, seed=seed)
         self.bern = Bernoulli(num_steps, beta_start, beta_end)
         self.num_steps = num_steps
         if bernoulli_sampler not in BERNOULLI_SAMPLERS:
@@ -214,6 +217,19 @@ class EchoDND(DiffusionModule):
             raise TypeError("EchoDND expects batches {'image': (B,1,H,W), 'mask': (B,1,H,W)}")
         self.image_size = int(batch["image"].shape[-1])
         return {"image": batch["image"], "mask": batch["mask"]}
+
+    def configure_metrics(self) -> Any:
+        """Validation Dice and IoU (MONAI per image, averaged by torchmetrics)."""
+        from torchmetrics import MeanMetric, MetricCollection
+        return MetricCollection({"val/dice": MeanMetric(), "val/iou": MeanMetric()})
+
+    def update_metrics(self, metrics: Any, samples: dict[str, Tensor], batch: Any) -> None:
+        """Score the post-processed masks against the batch's masks."""
+        from .metrics import segmentation_metrics
+        n = samples["mask"].shape[0]
+        seg = segmentation_metrics(samples["mask"].cpu(), batch["mask"][:n].cpu())
+        metrics["val/dice"].update(seg["dice"].to(self.device))
+        metrics["val/iou"].update(seg["iou"].to(self.device))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the image side seen in training, so evaluation can default to it."""
