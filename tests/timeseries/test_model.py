@@ -219,3 +219,14 @@ def test_ridge_score_recovers_a_linear_rule():
     assert ridge_score(train, tests, c, alpha=1e-6) < 1e-4
     shuffled = np.concatenate([ctx, rng.normal(size=(200, h, 1)) + 5], 1)
     assert ridge_score(shuffled, tests, c) > 0.05
+
+
+def test_deepar_tstr_runs_on_windows():
+    from domaindiff_timeseries.synthesis import deepar_score
+
+    t = np.arange(600)
+    series = (10 + 3 * np.sin(2 * np.pi * t / 24)).astype(np.float32)[:, None]
+    tests = [{"history": series[:e - 8], "target": series[e - 56: e]} for e in (560, 600)]
+    synth = np.stack([series[s: s + 56] / 10 for s in range(0, 400, 7)])
+    score = deepar_score(synth, tests, 48, epochs=1, num_samples=5, batches_per_epoch=3)
+    assert np.isfinite(score) and 0 <= score < 1

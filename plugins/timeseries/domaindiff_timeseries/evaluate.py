@@ -3,7 +3,7 @@
     domaindiff eval timeseries ckpt=run.ckpt
     domaindiff eval timeseries ckpt=run.ckpt sampler=ddim steps=10 methods=[tsdiff_q]
     domaindiff eval timeseries ckpt=run.ckpt deepar_epochs=5 refine=true
-    domaindiff eval timeseries ckpt=run.ckpt tstr_samples=1000   # synthesis: TSTR with ridge
+    domaindiff eval timeseries ckpt=run.ckpt tstr_samples=1000 tstr_deepar_epochs=5  # TSTR
     domaindiff eval timeseries ckpt=run.ckpt anomaly=true methods=[]   # ImDiffusion PA-F1
 
 Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``fan_<sampler>_<steps>.png``.
@@ -142,6 +142,15 @@ def evaluate(cfg: DictConfig) -> dict:
             "linear_predictive_score_tstr": ridge_score(synth, windows, model.context_length),
             "linear_predictive_score_trtr": ridge_score(real_windows(dm, n), windows,
                                                         model.context_length)}
+        if int(cfg.get("tstr_deepar_epochs", 0)) > 0:
+            from domaindiff_timeseries.synthesis import deepar_score
+
+            kw = {"freq": dm.freq, "epochs": int(cfg.tstr_deepar_epochs),
+                  "num_samples": int(cfg.num_samples), "seed": int(cfg.seed)}
+            result["synthesis"]["deepar_tstr"] = deepar_score(synth, windows,
+                                                              model.context_length, **kw)
+            result["synthesis"]["deepar_trtr"] = deepar_score(real_windows(dm, n), windows,
+                                                              model.context_length, **kw)
     if bool(cfg.get("anomaly", False)):
         from domaindiff_timeseries.anomaly import evaluate_anomalies
 
