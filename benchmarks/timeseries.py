@@ -36,25 +36,25 @@ CONF = ROOT / "plugins" / "timeseries" / "domaindiff_timeseries" / "conf"
 #: name -> forecast() options. DDPM-100 rows first: they are the reference of the ratios.
 VARIANTS: dict[str, dict] = {
     "tsdiff_q/ddpm-100": {"guidance": "quantile", "sampler": "ancestral", "steps": 100},
-    "tsdiff_q/ddim-10,eta=1": {"guidance": "quantile", "sampler": "ddim", "steps": 10,
+    "tsdiff_q/ddim-10+eta1": {"guidance": "quantile", "sampler": "ddim", "steps": 10,
                                "eta": 1.0},
-    "tsdiff_q/ddim-10,eta=0": {"guidance": "quantile", "sampler": "ddim", "steps": 10,
+    "tsdiff_q/ddim-10+eta0": {"guidance": "quantile", "sampler": "ddim", "steps": 10,
                                "eta": 0.0},
-    "tsdiff_q/ddpm-10,pred-guided": {"guidance": "quantile", "sampler": "ancestral",
+    "tsdiff_q/ddpm-10+pred-guided": {"guidance": "quantile", "sampler": "ancestral",
                                      "steps": 10, "ddpm_rule": False},
     "tsdiff_q/dpm_solver_pp_2m-10": {"guidance": "quantile", "sampler": "dpm_solver_pp_2m",
                                      "steps": 10},
-    "tsdiff_q/ddim-5x2inner,eta=1": {"guidance": "quantile", "sampler": "ddim", "steps": 5,
+    "tsdiff_q/ddim-5x2inner+eta1": {"guidance": "quantile", "sampler": "ddim", "steps": 5,
                                      "eta": 1.0, "inner_steps": 2},
-    "tsdiff_q/ddim-10,eta=1,x0-grad": {"guidance": "quantile", "sampler": "ddim", "steps": 10,
+    "tsdiff_q/ddim-10+eta1+x0-grad": {"guidance": "quantile", "sampler": "ddim", "steps": 10,
                                        "eta": 1.0, "gradient": "x0"},
-    "tsdiff_ms/ddim-10,eta=1": {"guidance": "mse", "sampler": "ddim", "steps": 10, "eta": 1.0},
+    "tsdiff_ms/ddim-10+eta1": {"guidance": "mse", "sampler": "ddim", "steps": 10, "eta": 1.0},
     "tsdiff_ms/dpm_solver_pp_2m-10": {"guidance": "mse", "sampler": "dpm_solver_pp_2m",
                                       "steps": 10},
     "tsdiff_ms/ddpm-100": {"guidance": "mse", "sampler": "ancestral", "steps": 100},
     # the paper's DDPM rule without the overshoot-safe step, on 2 samples per window (it may
     # diverge: NaN CRPS)
-    "tsdiff_ms/ddpm-100,paper-unsafe": {"guidance": "mse", "sampler": "ancestral", "steps": 100,
+    "tsdiff_ms/ddpm-100+paper-unsafe": {"guidance": "mse", "sampler": "ancestral", "steps": 100,
                                         "safe": False, "samples": 2},
 }
 
