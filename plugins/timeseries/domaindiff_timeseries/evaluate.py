@@ -81,6 +81,9 @@ def evaluate(cfg: DictConfig) -> dict:
     target = np.stack([w["target"][model.context_length:] for w in windows])
     histories = [w["history"] for w in windows]
     opts = {} if cfg.get("eta") is None else {"eta": float(cfg.eta)}
+    guide_opts = {"safe": bool(cfg.get("safe", True)),
+                  "gradient": str(cfg.get("gradient", "network")),
+                  "inner_steps": int(cfg.get("inner_steps", 1))}
     forecasts: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     h = model.prediction_length
@@ -91,7 +94,8 @@ def evaluate(cfg: DictConfig) -> dict:
                                     guidance="quantile" if m == "tsdiff_q" else "mse",
                                     scale=float(cfg.scale), sampler=cfg.sampler,
                                     steps=int(cfg.steps), scenario=cfg.scenario,
-                                    missing=float(cfg.missing), seed=int(cfg.seed), **opts)
+                                    missing=float(cfg.missing), seed=int(cfg.seed),
+                                    **guide_opts, **opts)
         elif m == "tsdiff_cond":
             if not cfg.get("cond_ckpt"):
                 raise ValueError("methods: tsdiff_cond needs cond_ckpt=<a TSDiffCond checkpoint>")
