@@ -77,3 +77,38 @@ def test_kmeans_min_of_twenty():
     assert ade == pytest.approx(0.0, abs=1e-9) and fde == pytest.approx(0.0, abs=1e-9)
     ade1, _ = kmeans_min_of(samples, target, k=1)
     assert ade1 > 5.0
+
+
+def test_unconditional_scores_identical_vs_garbage():
+    """Hand case: a copy of the data scores (near) best, independent noise scores badly."""
+    from domaindiff_trajectories.metrics import (
+        bond_columns,
+        bond_pairs,
+        classification_score,
+        coordinate_columns,
+        marginal_score,
+        prediction_score,
+    )
+    from domaindiff_trajectories.nbody import simulate
+
+    sim = simulate("charged", 48, length=2100, sample_freq=100, seed=3)
+    x = torch.tensor(sim["loc"]).float().permute(0, 3, 1, 2)  # (S, N, 20, 3)
+    x = x - x.mean((1, 2), keepdim=True)
+    h = torch.tensor(sim["charges"]).float()
+    garbage = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * 2 * x.std()
+    # marginal: exactly 0 for the same values (in any order), clearly positive for noise
+    assert marginal_score(coordinate_columns(x), coordinate_columns(x.flip(0))) == 0.0
+    assert marginal_score(coordinate_columns(x), coordinate_columns(garbage)) > 0.05
+    # classification: ln 2 when indistinguishable, ~0 when trivially separable
+    hh = torch.cat([h, h])
+    assert classification_score(x, x.clone(), hh, epochs=8) > 0.6
+    assert classification_score(x, garbage, hh, epochs=8) < 0.2
+    # prediction: training on noise forecasts the real data far worse than training on data
+    good = prediction_score(x, x.clone(), hh, epochs=8)
+    assert prediction_score(garbage, x, hh, epochs=8) > 2 * good
+    # bonds: a square of side 1 has 4 bonds under a 1.2 cutoff (diagonals are 1.41)
+    sq = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    pairs = bond_pairs(sq, 1.2)
+    assert sorted(pairs) == [(0, 1), (0, 3), (1, 2), (2, 3)]
+    cols = bond_columns(sq[None, :, None].expand(2, -1, 3, -1), pairs)
+    assert cols.shape == (6, 4) and torch.allclose(cols, torch.ones(6, 4))

@@ -3,6 +3,7 @@
 Trains through the real CLI, forecasts the test split and compares with constant velocity.
 
 python -m domaindiff_trajectories.demo --out demo_out/trajectories
+python -m domaindiff_trajectories.demo --model.init_args.scale=1.0   # any LightningCLI override
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a shared 2-core machine)")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.perf_counter()
     cli = lightning_cli(["fit", "--config", str(CONF / "demo.yaml"),
                          f"--trainer.max_epochs={args.epochs}",
-                         f"--trainer.default_root_dir={out}"])
+                         f"--trainer.default_root_dir={out}", *overrides])
     train_s = time.perf_counter() - t0
     ckpt = cli.trainer.checkpoint_callback.best_model_path or \
         cli.trainer.checkpoint_callback.last_model_path

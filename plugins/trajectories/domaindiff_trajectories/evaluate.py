@@ -1,9 +1,18 @@
-"""Evaluation of a GeoTDM checkpoint (a Hydra app): ADE/FDE over K samples vs constant velocity.
+"""Evaluation of a GeoTDM checkpoint (a Hydra app): the paper's tables for any sampler and steps.
+
+- N-body / MD17 forecasting: ADE/FDE averaged over K samples (what GeoTDM reports) and minimum
+  over K, next to constant velocity (``dataset=nbody`` or ``dataset=md17``).
+- ETH-UCY: minADE/minFDE of 20 by k-means over 60 samples (``dataset=eth_ucy``).
+- Unconditional checkpoints: marginal, classification and prediction scores of generated
+  trajectories against the test split (MD17: the marginal is over bond lengths).
 
     domaindiff eval trajectories ckpt=run.ckpt sampler=ancestral steps=1000 k=5
     domaindiff eval trajectories ckpt=run.ckpt --multirun sampler=ancestral,ddim steps=50,1000
+    domaindiff eval trajectories ckpt=md17.ckpt dataset=md17 md17.molecule=aspirin
+    domaindiff eval trajectories ckpt=eth.ckpt dataset=eth_ucy eth_ucy.scene=hotel steps=100
+    domaindiff eval trajectories ckpt=uncond.ckpt num_items=500     # task read from the ckpt
 
-Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``forecasts_<sampler>_<steps>.png``.
+Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``<kind>_<sampler>_<steps>.png``.
 """
 
 from __future__ import annotations
@@ -20,8 +29,21 @@ from tqdm import tqdm
 
 from domaindiff.data import atomic_write_text
 from domaindiff.module import load_checkpoint
-from domaindiff_trajectories.data import NBody
-from domaindiff_trajectories.metrics import ade_fde, ade_fde_k, constant_velocity
+from domaindiff_trajectories.data import ETHUCY, MD17, NBody
+from domaindiff_trajectories.metrics import (
+    ade_fde,
+    ade_fde_k,
+    bond_columns,
+    bond_pairs,
+    classification_score,
+    constant_velocity,
+    coordinate_columns,
+    kmeans_min_of,
+    marginal_score,
+    prediction_score,
+)
+
+DATASETS = {"nbody": NBody, "md17": MD17, "eth_ucy": ETHUCY}
 
 
 def forecast_metrics(model, loader: DataLoader, sampler: str, steps: int, k: int,
@@ -81,29 +103,177 @@ def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4, title
     tmp.replace(path)
 
 
+def kmeans_metrics(model, loader: DataLoader, sampler: str, steps: int, samples: int = 60,
+                   clusters: int = 20, generator: torch.Generator | None = None,
+                   progress: bool = True) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """ETH-UCY protocol: ``samples`` forecasts per scene, k-means to ``clusters``, min over them.
+
+    Returns:
+        minADE/minFDE (averaged over scenes), constant velocity, and the first batch for plots.
+    """
+    sums = {"min_ade": 0.0, "min_fde": 0.0, "cv_ade": 0.0, "cv_fde": 0.0}
+    count, first, seconds = 0, None, 0.0
+    for batch in tqdm(loader, desc=f"{sampler} x{steps}", disable=not progress):
+        t0 = time.perf_counter()
+        out = model.forecast(batch, k=samples, sampler=sampler, steps=steps, generator=generator)
+        seconds += time.perf_counter() - t0
+        cv_ade, cv_fde = ade_fde(constant_velocity(batch["cond"], batch["x"].shape[2]),
+                                 batch["x"], batch["mask"])
+        sums["cv_ade"] += float(cv_ade.sum())
+        sums["cv_fde"] += float(cv_fde.sum())
+        for i in range(len(batch["x"])):
+            real = batch["mask"][i].bool()
+            a, f = kmeans_min_of(out[:, i][:, real].numpy(), batch["x"][i][real].numpy(),
+                                 clusters)
+            sums["min_ade"] += a
+            sums["min_fde"] += f
+        count += len(batch["x"])
+        if first is None:
+            first = {"cond": batch["cond"], "x": batch["x"], "samples": out[:clusters]}
+    res = {k: v / max(count, 1) for k, v in sums.items()}
+    res.update(items=count, nfe_per_trajectory=samples * steps, seconds=seconds)
+    return res, first
+
+
+def unconditional_metrics(model, loader: DataLoader, sampler: str, steps: int, scores: DictConfig,
+                          bonds: bool = False, generator: torch.Generator | None = None,
+                          progress: bool = True
+                          ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Generate one trajectory per test trajectory and score the set (GeoTDM's table).
+
+    Args:
+        model: an unconditional GeoTDM.
+        loader: the test split (its ``x`` frames are the real trajectories, centred).
+        sampler: sampler name.
+        steps: network evaluations.
+        scores: ``bins``, ``bond_cutoff``, ``epochs``, ``hidden``, ``layers``, ``lr``,
+            ``batch_size``, ``seed`` of the scores.
+        bonds: marginal over bond lengths (MD17) instead of coordinates (N-body).
+        generator: noise generator.
+        progress: progress bar.
+
+    Returns:
+        ``marginal`` (lower is better), ``classification`` (higher is better, ln 2 at best),
+        ``prediction`` (lower is better) and the real/generated sets for plots.
+    """
+    reals, fakes, hs, masks, seconds = [], [], [], [], 0.0
+    for batch in tqdm(loader, desc=f"{sampler} x{steps}", disable=not progress):
+        t0 = time.perf_counter()
+        out = model.sample(len(batch["x"]), batch=batch, sampler=sampler, steps=steps,
+                           generator=generator)["x"]
+        seconds += time.perf_counter() - t0
+        m = batch["mask"]
+        w = m[:, :, None, None]
+        com = (batch["x"] * w).sum((1, 2), keepdim=True) / (w.sum((1, 2), keepdim=True)
+                                                            * batch["x"].shape[2])
+        reals.append((batch["x"] - com) * w)
+        fakes.append(out.cpu() * w)
+        hs.append(batch["h"])
+        masks.append(m)
+    real, fake, h, mask = (torch.cat(v) for v in (reals, fakes, hs, masks))
+    if bonds:
+        pairs = bond_pairs(real[0, :, 0], float(scores.bond_cutoff))
+        marg = marginal_score(bond_columns(real, pairs), bond_columns(fake, pairs),
+                              int(scores.bins))
+    else:
+        marg = marginal_score(coordinate_columns(real, mask), coordinate_columns(fake, mask),
+                              int(scores.bins))
+    opts = {k: scores[k] for k in ("epochs", "hidden", "layers", "lr", "batch_size", "seed")}
+    both_h, both_m = torch.cat([h, h]), torch.cat([mask, mask])
+    res = {"marginal": marg,
+           "classification": classification_score(real, fake, both_h, both_m, **opts),
+           "prediction": prediction_score(fake, real, both_h, both_m, **opts),
+           "items": len(real), "nfe_per_trajectory": steps, "seconds": seconds,
+           "finite": bool(torch.isfinite(fake).all())}
+    return res, {"real": real, "fake": fake}
+
+
+def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
+                       title: str = "") -> None:
+    """Draw ``n`` real (top row) and ``n`` generated (bottom row) trajectories; atomic PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, min(n, len(sets["real"])))
+    fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 6.0), squeeze=False)
+    for row, key in enumerate(("real", "fake")):
+        for i, ax in enumerate(axes[row]):
+            traj = sets[key][i]
+            for j in range(traj.shape[0]):
+                ax.plot(traj[j, :, 0], traj[j, :, 1], color=f"C{j % 10}", lw=1.2)
+                ax.plot(traj[j, -1, 0], traj[j, -1, 1], "o", color=f"C{j % 10}", ms=3)
+            ax.set_title(f"{'data' if key == 'real' else 'generated'} {i}", fontsize=8)
+            ax.set_aspect("equal", adjustable="datalim")
+    fig.suptitle(title or "top: data, bottom: generated (x-y, dot = last frame)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}")
+    fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def test_split(cfg: DictConfig):
+    """The test split of ``cfg.dataset`` built from the settings under ``cfg.<dataset>``."""
+    name = str(cfg.dataset)
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown {name!r}; choose one of {sorted(DATASETS)}")
+    kwargs = OmegaConf.to_container(cfg[name], resolve=True)
+    data = DATASETS[name](**kwargs)
+    if name == "nbody":
+        return data.dataset("test")
+    data.setup("test")
+    return data.test_set
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    """Forecast the test split with the checkpoint; write metrics JSON and a PNG."""
+    """Evaluate the checkpoint on the test split; write the metrics JSON and a PNG."""
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
-    if model.task != "forecast":
-        raise ValueError(f"checkpoint {cfg.ckpt} is an unconditional model; this script "
-                         "evaluates forecasting")
-    data = NBody(**OmegaConf.to_container(cfg.data, resolve=True))
-    test = data.dataset("test")
+    model.eval()
+    test = test_split(cfg)
     test = Subset(test, range(min(int(cfg.num_items), len(test))))
     loader = DataLoader(test, batch_size=int(cfg.batch_size))
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    metrics, first = forecast_metrics(model, loader, str(cfg.sampler), int(cfg.steps),
-                                      int(cfg.k), gen)
-    result = {"sampler": str(cfg.sampler), "steps": int(cfg.steps), "k": int(cfg.k),
-              "system": str(cfg.data.system), **metrics}
+    sampler, steps, dataset = str(cfg.sampler), int(cfg.steps), str(cfg.dataset)
+    protocol = str(cfg.get("protocol", "auto"))
+    if model.task == "unconditional":
+        protocol = "unconditional"
+    elif protocol == "auto":
+        protocol = "kmeans" if dataset == "eth_ucy" else "avg_k"
+    if protocol == "unconditional":
+        metrics, first = unconditional_metrics(model, loader, sampler, steps, cfg.scores,
+                                               bonds=dataset == "md17", generator=gen)
+        kind = "trajectories"
+        title = (f"unconditional {sampler} {steps} NFE: marginal {metrics['marginal']:.4f} "
+                 f"classification {metrics['classification']:.3f} "
+                 f"prediction {metrics['prediction']:.4f}")
+    elif protocol == "kmeans":
+        metrics, first = kmeans_metrics(model, loader, sampler, steps,
+                                        int(cfg.kmeans.samples), int(cfg.kmeans.clusters), gen)
+        kind = "forecasts"
+        title = (f"{sampler} {steps} NFE: minADE {metrics['min_ade']:.3f} minFDE "
+                 f"{metrics['min_fde']:.3f} ({cfg.kmeans.clusters} of {cfg.kmeans.samples})")
+    elif protocol == "avg_k":
+        metrics, first = forecast_metrics(model, loader, sampler, steps, int(cfg.k), gen)
+        kind = "forecasts"
+        title = (f"{sampler} {steps} NFE: ADE {metrics['ade_avg']:.3f} "
+                 f"FDE {metrics['fde_avg']:.3f} (avg of {int(cfg.k)})")
+    else:
+        raise ValueError(f"protocol: unknown {protocol!r}; use auto, avg_k, kmeans")
+    result = {"task": model.task, "protocol": protocol, "dataset": dataset,
+              "data": OmegaConf.to_container(cfg[dataset], resolve=True), "sampler": sampler,
+              "steps": steps, "k": int(cfg.k), "ckpt": str(cfg.ckpt), **metrics}
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{cfg.sampler}_{int(cfg.steps)}"
+    stem = f"{sampler}_{steps}"
     atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
     if int(cfg.plots) > 0:
-        plot_forecasts(first, out / f"forecasts_{stem}.png", int(cfg.plots),
-                       f"{cfg.sampler} {int(cfg.steps)} NFE: ADE {result['ade_avg']:.3f} "
-                       f"FDE {result['fde_avg']:.3f} (avg of {int(cfg.k)})")
+        if protocol == "unconditional":
+            plot_unconditional(first, out / f"{kind}_{stem}.png", int(cfg.plots), title)
+        else:
+            plot_forecasts(first, out / f"{kind}_{stem}.png", int(cfg.plots), title)
     print(json.dumps(result, indent=2))
     return result
 

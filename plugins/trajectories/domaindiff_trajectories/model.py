@@ -30,8 +30,12 @@ class GeoTDM(DiffusionModule):
         hidden: EGTN width (paper 128).
         layers: EGTN blocks (paper 6).
         time_dim: diffusion-step embedding width (paper 32).
-        prior: ``learnable``, ``last``, ``com`` or ``none`` (forecasting only).
+        prior: ``learnable``, ``velocity``, ``last``, ``com`` or ``none`` (forecasting only).
         prior_layers: blocks of the prior's EGTN.
+        prior_init: start of the learnable prior: ``velocity`` (constant-velocity
+            extrapolation, default) or ``last`` (last frame, as the reference code).
+        scale: diffusion runs on ``(x - x_ref) / scale`` (unconditional: ``x / scale``); about
+            the residual's standard deviation gives unit-variance targets (charged N-body: 0.5).
         spatial: spatial layer, ``egnn`` (paper) or ``e3nn`` (spherical harmonics + tensor
             products).
         pred_frames: frames generated.
@@ -58,23 +62,25 @@ class GeoTDM(DiffusionModule):
                  weight_decay: float = 0.0, ema_decay: float = 0.999,
                  sampler: str = "ancestral", sampling_steps: int = 1000,
                  num_val_samples: int = 0, x0_clip: float | None = 100.0,
+                 prior_init: str = "velocity", scale: float = 1.0, lr_gamma: float | None = None,
                  seed: int = 0) -> None:
         self.save_hyperparameters()
         self.x0_clip, self._sampling = x0_clip, False
         if task not in TASKS:
             raise ValueError(f"task: unknown {task!r}; choose one of {TASKS}")
         self.task = task
-        scale = 1000.0 / num_steps
+        beta_scale = 1000.0 / num_steps
         space = NodeMasked() if task == "forecast" else ZeroCoM(com_dims=(1, 2))
         process = DiscreteDDPM(schedule="linear", num_steps=num_steps,
-                               beta_start=beta_start * scale, beta_end=beta_end * scale,
+                               beta_start=beta_start * beta_scale, beta_end=beta_end * beta_scale,
                                space=space)
         net = GeoTDMNetwork(node_features, hidden, layers, time_dim, task == "forecast", prior,
-                            prior_layers, pred_frames, num_steps, spatial)
+                            prior_layers, pred_frames, num_steps, spatial, prior_init, scale)
+        self.scale = float(scale)
         super().__init__(net, {"x": process}, parametrization="eps", lr=lr,
                          weight_decay=weight_decay, ema_decay=ema_decay, sampler=sampler,
                          sampling_steps=sampling_steps, num_val_samples=num_val_samples,
-                         seed=seed)
+                         lr_gamma=lr_gamma, seed=seed)
 
     # --- hooks ---------------------------------------------------------------------------------
     def batch_to_state(self, batch: Any) -> dict[str, Tensor]:
@@ -86,14 +92,14 @@ class GeoTDM(DiffusionModule):
             raise KeyError("forecasting needs the condition frames under key 'cond'")
         if self.task == "unconditional":
             state.pop("cond", None)
-            state["x"] = self.processes["x"].space.project(state["x"], state)
+            state["x"] = self.processes["x"].space.project(state["x"], state) / self.scale
         return state
 
     def _residual(self, net: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.task != "forecast":
             return state
         state = dict(state)
-        state["x"] = state["x"] - net.reference(state)
+        state["x"] = (state["x"] - net.reference(state)) / self.scale
         return state
 
     def loss(self, state: dict[str, Tensor], net: nn.Module | None = None) -> Tensor:
@@ -130,7 +136,10 @@ class GeoTDM(DiffusionModule):
     @torch.no_grad()
     def sample(self, n: int | None = None, *, template: dict | None = None, **kwargs: Any
                ) -> dict[str, Tensor]:
-        """Sample; forecasts are returned in absolute coordinates (residual + ``x_ref``)."""
+        """Sample in data units.
+
+        Forecasts are ``scale * residual + x_ref``, unconditional trajectories ``scale * x``.
+        """
         if template is None and n is not None and kwargs.get("batch") is not None:
             template = self.sample_template(n, kwargs["batch"])
         self._sampling = True
@@ -138,9 +147,10 @@ class GeoTDM(DiffusionModule):
             out = super().sample(n, template=template, **kwargs)
         finally:
             self._sampling = False
+        out = dict(out)
+        out["x"] = out["x"] * self.scale
         if self.task == "forecast":
             net = self.denoiser(kwargs.get("use_ema", True)).net
-            out = dict(out)
             out["x"] = out["x"] + net.reference(out)
         return out
 
@@ -154,8 +164,9 @@ class GeoTDM(DiffusionModule):
                                  "fde": DisplacementError("fde")}, prefix="val/")
 
     def update_metrics(self, metrics, samples: dict[str, Tensor], batch: Any) -> None:
+        if self.task != "forecast":  # ADE/FDE compare a forecast with its truth
+            return
         n = len(samples["x"])
-        state = self.batch_to_state(batch)
-        mask = state.get("mask")
-        metrics.update(samples["x"], state["x"][:n].to(samples["x"]),
-                       None if mask is None else mask[:n])
+        mask = batch.get("mask")
+        metrics.update(samples["x"], batch["x"][:n].to(samples["x"]),
+                       None if mask is None else mask[:n].to(samples["x"]))

@@ -14,7 +14,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-PRIORS = ("learnable", "last", "com", "none")
+PRIORS = ("learnable", "velocity", "last", "com", "none")
+PRIOR_INITS = ("velocity", "last")
 SPATIAL = ("egnn", "e3nn")
 
 
@@ -220,9 +221,16 @@ class GeoTDMNetwork(nn.Module):
         layers: EGTN blocks (paper 6).
         time_dim: diffusion-step embedding width (paper 32).
         conditional: forecasting (True) or unconditional generation.
-        prior: ``learnable`` (weights over condition frames summing to one), ``last`` (last
-            condition frame), ``com`` (centre of mass of the condition) or ``none`` (zero).
+        prior: ``learnable`` (weights over condition frames summing to one), ``velocity``
+            (constant-velocity extrapolation of the last two condition frames, fixed), ``last``
+            (last condition frame), ``com`` (centre of mass of the condition) or ``none`` (zero).
         prior_layers: EGTN blocks of the learnable prior.
+        prior_init: what the learnable prior equals at initialisation: ``velocity`` (weights
+            ``1 + k`` on the last and ``-k`` on the second-to-last frame for the k-th predicted
+            frame: constant-velocity extrapolation, still summing to one) or ``last`` (the
+            reference code's start, the last frame).
+        scale: the diffused variable is ``(x - x_ref) / scale`` (unconditional: ``x / scale``),
+            so that it has roughly unit variance; the network sees and predicts in these units.
         pred_frames: frames to generate (needed by the learnable prior's weight head).
         num_steps: diffusion steps ``N``; the network embeds ``t * N``.
         spatial: spatial layer, ``egnn`` or ``e3nn``.
@@ -231,10 +239,16 @@ class GeoTDMNetwork(nn.Module):
     def __init__(self, node_features: int = 1, hidden: int = 128, layers: int = 6,
                  time_dim: int = 32, conditional: bool = True, prior: str = "learnable",
                  prior_layers: int = 2, pred_frames: int = 20, num_steps: int = 1000,
-                 spatial: str = "egnn") -> None:
+                 spatial: str = "egnn", prior_init: str = "velocity", scale: float = 1.0
+                 ) -> None:
         super().__init__()
         if prior not in PRIORS:
             raise ValueError(f"prior: unknown {prior!r}; choose one of {PRIORS}")
+        if prior_init not in PRIOR_INITS:
+            raise ValueError(f"prior_init: unknown {prior_init!r}; choose one of {PRIOR_INITS}")
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.scale = float(scale)
         self.conditional, self.prior, self.time_dim = conditional, prior, time_dim
         self.num_steps, self.pred_frames, self.node_features = num_steps, pred_frames, node_features
         edge_dim = node_features
@@ -244,8 +258,15 @@ class GeoTDMNetwork(nn.Module):
             self.prior_net = EGTN(node_features, hidden, prior_layers, edge_dim, time_dim,
                                   spatial)
             self.prior_head = nn.Linear(hidden, pred_frames)
-            nn.init.zeros_(self.prior_head.weight)  # starts as the last-frame prior
+            nn.init.zeros_(self.prior_head.weight)  # starts as a fixed extrapolation
             nn.init.zeros_(self.prior_head.bias)
+            # the head's output at the second-to-last condition frame is -k (velocity start);
+            # the bias is per predicted frame and shared by condition frames, so the
+            # second-to-last frame gets its own learnable offset
+            start = torch.zeros(pred_frames)
+            if prior_init == "velocity":
+                start = -torch.arange(1, pred_frames + 1, dtype=torch.float32)
+            self.prior_offset = nn.Parameter(start)
 
     @staticmethod
     def _mask(state: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -267,6 +288,10 @@ class GeoTDMNetwork(nn.Module):
             return cond.new_zeros(shape)
         if self.prior == "last":
             return cond[:, :, -1:].expand(shape) * mask[:, :, None, None]
+        if self.prior == "velocity":
+            k = torch.arange(1, self.pred_frames + 1, dtype=cond.dtype, device=cond.device)
+            vel = cond[:, :, -1:] - cond[:, :, -2:-1] if tc >= 2 else torch.zeros_like(cond[:, :, -1:])
+            return (cond[:, :, -1:] + k[None, None, :, None] * vel) * mask[:, :, None, None]
         if self.prior == "com":
             m = mask[:, :, None, None]
             com = (cond * m).sum((1, 2), keepdim=True) / (m.sum(1, keepdim=True) * tc)
@@ -275,26 +300,57 @@ class GeoTDMNetwork(nn.Module):
         feats = h[:, :, None].expand(-1, -1, tc, -1)
         hc, xc = self.prior_net(feats, cond, mask, self._edges(h))
         w = self.prior_head(hc)  # (B, N, T_cond, T_pred): invariant weights
+        if tc >= 2:
+            w = torch.cat([w[:, :, :-2], w[:, :, -2:-1] + self.prior_offset, w[:, :, -1:]], 2)
         w = torch.cat([w[:, :, :-1], 1 - w[:, :, :-1].sum(2, keepdim=True)], 2)
         return torch.einsum("bnsp,bnsd->bnpd", w, xc) * mask[:, :, None, None]
 
     def forward(self, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
-        """Predict the noise of ``state["x"]`` at continuous times ``t`` ``(B,)``."""
+        """Predict the noise of ``state["x"]`` (in units of ``scale``) at times ``t`` ``(B,)``."""
         x = state["x"]
         mask = self._mask(state, x)
         h = state["h"].to(x.dtype)
         temb = sinusoidal(t.to(x.dtype) * self.num_steps, self.time_dim)  # (B, D)
         if self.conditional:
             cond = state["cond"].to(x.dtype)
-            xin = torch.cat([cond, x + self.reference(state)], 2)
+            xin = torch.cat([cond, x * self.scale + self.reference(state)], 2)
             tc = cond.shape[2]
         else:
-            xin, tc = x, 0
+            xin, tc = x * self.scale, 0
         b, n, tt, _ = xin.shape
         flag = torch.zeros(b, n, tt, 1, dtype=x.dtype, device=x.device)
         flag[:, :, :tc] = 1.0
         feats = torch.cat([h[:, :, None].expand(-1, -1, tt, -1),
                            temb[:, None, None].expand(-1, n, tt, -1), flag], -1)
         _, xout = self.egtn(feats, xin, mask, self._edges(h))
-        eps = (xout - xin)[:, :, tc:]
+        eps = (xout - xin)[:, :, tc:] / self.scale
         return {"x": eps * mask[:, :, None, None]}
+
+
+class EGTNRegressor(nn.Module):
+    """Deterministic equivariant forecaster: EGTN on [condition, last frame repeated].
+
+    The regression baseline of the benchmark and the predictor of the prediction score.
+
+    Args:
+        node_features: width of ``h``.
+        hidden: EGTN width.
+        layers: EGTN blocks.
+        pred_frames: frames predicted.
+    """
+
+    def __init__(self, node_features: int, hidden: int, layers: int, pred_frames: int) -> None:
+        super().__init__()
+        self.egtn = EGTN(node_features + 1, hidden, layers, node_features)
+        self.pred_frames = pred_frames
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Predict ``(B, N, pred_frames, D)`` from ``cond``, ``h`` and ``mask``."""
+        cond, h, mask = batch["cond"], batch["h"].to(batch["cond"].dtype), batch["mask"]
+        tc = cond.shape[2]
+        xin = torch.cat([cond, cond[:, :, -1:].expand(-1, -1, self.pred_frames, -1)], 2)
+        flag = torch.zeros(*xin.shape[:3], 1, dtype=xin.dtype, device=xin.device)
+        flag[:, :, :tc] = 1
+        feats = torch.cat([h[:, :, None].expand(-1, -1, xin.shape[2], -1), flag], -1)
+        _, x = self.egtn(feats, xin, mask.to(xin.dtype), h[:, :, None] * h[:, None])
+        return x[:, :, tc:]
