@@ -124,3 +124,11 @@ def test_eval_unconditional_scores(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "ev" / "metrics_ddim_3.json").read_text())
     assert written["classification"] == res["classification"]
     assert (tmp_path / "ev" / "trajectories_ddim_3.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_conf_link_points_at_package_configs():
+    """``domaindiff fit --config plugins/trajectories/conf/<x>.yaml`` reads the package's files."""
+    link = CONF.parents[1] / "conf"
+    assert link.is_symlink() and link.resolve() == CONF.resolve()
+    for name in ("demo", "nbody_charged", "md17_aspirin", "eth_ucy", "uncond_charged", "eval"):
+        assert (link / f"{name}.yaml").is_file()
