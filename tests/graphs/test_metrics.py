@@ -77,3 +77,24 @@ def test_torchmetrics_degree_mmd_equals_function():
     c.update(gen, ref)
     assert float(c.compute()) == pytest.approx(Mt.clustering_mmd(ref, gen))
     assert isinstance(m.compute(), torch.Tensor)
+
+
+def test_fcd_zero_for_identical_sets_and_positive_for_different_ones():
+    pytest.importorskip("fcd_torch")
+    a = ["CCO", "CCN", "c1ccccc1", "CC(=O)O", "CCCC", "CNC", "OCCO", "CC#N"]
+    b = ["FC(F)(F)F", "C1CC1", "O=C=O", "N#N", "CC(C)(C)C", "c1ccncc1", "ClCCl", "OC(=O)C(=O)O"]
+    assert Mt.fcd(a, a) == pytest.approx(0.0, abs=1e-3)
+    assert Mt.fcd(a, b) > 1.0
+    assert math.isnan(Mt.fcd(a, a[:1]))
+    out = Mt.molecule_metrics([Chem.MolFromSmiles(s) for s in a], [True] * len(a), [], None, a)
+    assert out["fcd"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_frechet_distance_matches_fcd_torch_sqrtm():
+    utils = pytest.importorskip("fcd_torch.utils")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 12)), rng.normal(size=(40, 12)) @ rng.normal(size=(12, 12))
+    m1, s1, m2, s2 = a.mean(0), np.cov(a.T), b.mean(0) + 0.3, np.cov(b.T)
+    ref = utils.calculate_frechet_distance(m1, s1, m2, s2)
+    assert Mt.frechet_distance(m1, s1, m2, s2) == pytest.approx(ref, rel=1e-6)
+    assert Mt.frechet_distance(m1, s1, m1, s1) == pytest.approx(0.0, abs=1e-8)
