@@ -118,7 +118,8 @@ def test_scaffold_completion_keeps_the_scaffold():
 
 def test_exact_likelihood_is_permutation_invariant():
     torch.manual_seed(0)
-    model = GraphDiffusion(max_nodes=4, max_feat=2, **SMALL).double()
+    # one attention layer: the exact divergence costs a backward pass per coordinate per step
+    model = GraphDiffusion(max_nodes=4, max_feat=2, **{**SMALL, "num_layers": 1}).double()
     adj = torch.zeros(1, 4, 4, dtype=torch.float64)
     for u, v in [(0, 1), (1, 2)]:
         adj[0, u, v] = adj[0, v, u] = 1
@@ -127,7 +128,8 @@ def test_exact_likelihood_is_permutation_invariant():
     full = torch.tensor([2, 0, 1, 3])
     both = {"x": torch.cat([x, x[:, full]]), "adj": torch.cat([adj, adj[:, full][:, :, full]]),
             "mask": torch.cat([mask, mask])}  # a graph and a relabelling of it, one batch
-    ll = graph_log_likelihood(model, both, exact=True, rtol=1e-5, atol=1e-5)
+    # loose tolerances: both graphs share one adaptive solve, so invariance is still exact
+    ll = graph_log_likelihood(model, both, exact=True, rtol=1e-3, atol=1e-3)
     assert torch.isfinite(ll["logp"]).all()
     assert float(ll["logp"][0]) == pytest.approx(float(ll["logp"][1]), abs=1e-3)
     # free dimensions: 3 real nodes x 2 features + 3 upper-triangle pairs = 9
@@ -149,7 +151,7 @@ def test_evaluate_app_writes_json_and_png(tmp_path):
                             "sampler": "dpm_solver", "steps": 4, "sampler_options": {},
                             "use_ema": None, "num_samples": 6, "batch_size": 4, "seed": 0,
                             "orbit": True, "nspdk": True, "fcd": False, "nll_graphs": 2,
-                            "nll_exact": False, "out_dir": str(tmp_path / "ev"),
+                            "nll_exact": False, "nll_tol": 1e-3, "out_dir": str(tmp_path / "ev"),
                             "trust_checkpoint": False})
     res = evaluate(cfg)
     out = json.loads((tmp_path / "ev" / "metrics_community_small_dpm_solver_4.json").read_text())

@@ -14,6 +14,7 @@ dataset's rules). Generic graphs use one-hot degree features; the first 20% of t
 
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 from collections.abc import Sequence
@@ -482,6 +483,18 @@ def read_molecule_csv(csv_path: str | Path, idx_path: str | Path, smiles_col: st
     return train, [smiles[i] for i in test_idx]
 
 
+@functools.lru_cache(maxsize=2)
+def _nci_kekulized(path: str) -> tuple[bytes, ...]:
+    """The parseable, kekulizable molecules of a SMILES file, as RDKit binaries (parsed once)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            mol = _M().kekulized(line.split()[0])
+            if mol is not None:
+                out.append(mol.ToBinary())
+    return tuple(out)
+
+
 def nci_split(dataset: str, atom_types: Sequence[str], max_atoms: int, test_frac: float = 0.1,
               seed: int = 0) -> tuple[list, list]:
     """Offline molecules: RDKit's ``NCI/first_5K.smi`` filtered to a dataset's rules.
@@ -495,11 +508,9 @@ def nci_split(dataset: str, atom_types: Sequence[str], max_atoms: int, test_frac
     if not path.is_file():
         raise DatasetUnavailableError(f"RDKit's NCI molecules are missing ({path})")
     seen, mols = set(), []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        mol = _M().kekulized(line.split()[0])
-        if mol is None or not _M().fits(mol, atom_types, max_atoms):
+    for binary in _nci_kekulized(str(path)):
+        mol = Chem.Mol(binary)
+        if not _M().fits(mol, atom_types, max_atoms):
             continue
         can = Chem.MolToSmiles(mol)
         if can in seen:

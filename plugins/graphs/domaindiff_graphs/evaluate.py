@@ -101,7 +101,8 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
                    batch_size: int = 256, orbit: bool = True, nspdk: bool = True,
                    fcd: bool = True, sampler_options: dict | None = None,
                    use_ema: bool | None = None, nll_graphs: int = 0,
-                   nll_exact: bool = False) -> tuple[dict[str, Any], dict, list]:
+                   nll_exact: bool = False, nll_tol: float = 1e-5
+                   ) -> tuple[dict[str, Any], dict, list]:
     """Sample from a model and compute the dataset's GDSS metrics.
 
     Returns:
@@ -134,7 +135,7 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
         batch = next(iter(torch.utils.data.DataLoader(dm.test_data[:nll_graphs],
                                                       batch_size=nll_graphs,
                                                       collate_fn=D.Batch.from_data_list)))
-        ll = graph_log_likelihood(model, batch, exact=nll_exact)
+        ll = graph_log_likelihood(model, batch, exact=nll_exact, rtol=nll_tol, atol=nll_tol)
         res["nll_nats"] = float(-ll["logp"].mean())
         res["nll_bpd"] = float(ll["bpd"].mean())
     return res, samples, decoded
@@ -158,7 +159,8 @@ def evaluate(cfg: DictConfig) -> dict:
         num_samples=cfg.get("num_samples"), seed=int(cfg.seed),
         batch_size=int(cfg.batch_size), orbit=bool(cfg.orbit), nspdk=bool(cfg.nspdk),
         fcd=bool(cfg.fcd), sampler_options=opts, use_ema=cfg.get("use_ema"),
-        nll_graphs=int(cfg.nll_graphs), nll_exact=bool(cfg.nll_exact))
+        nll_graphs=int(cfg.nll_graphs), nll_exact=bool(cfg.nll_exact),
+        nll_tol=float(cfg.get("nll_tol", 1e-5)))
     res["dataset"] = str(cfg.dataset)
     res["ckpt"] = str(cfg.ckpt)
     out = Path(cfg.out_dir)
