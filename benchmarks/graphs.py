@@ -29,27 +29,58 @@ sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs")]  # runs un
 from domaindiff.data import atomic_write_text  # noqa: E402
 from domaindiff_graphs import data as D  # noqa: E402
 from domaindiff_graphs.model import GraphDiffusion  # noqa: E402
+from domaindiff_graphs.solvers import fast_s4_options  # noqa: E402
 
 CONF = ROOT / "plugins" / "graphs" / "domaindiff_graphs" / "conf"
 
 
-def samplers_for(opts: dict, quick: bool) -> list[tuple[str, int, dict]]:
-    """(sampler, NFE, options): the paper's 1000-step S4 and PC, then 10x fewer evaluations."""
+def samplers_for(opts: dict, quick: bool) -> list[tuple[str, str, int, dict]]:
+    """(label, sampler, NFE, options): the paper's 1000-step S4 and PC, then 10x fewer NFE.
+
+    ``s4_fast`` is S4 with :func:`~domaindiff_graphs.solvers.fast_s4_options` (the Langevin snr
+    scaled by ``sqrt(1000 / NFE)``, unit corrector noise); ``s4`` at 100 / 50 keeps GDSS's snr.
+    """
     pc = {k: v for k, v in opts.items() if k in ("predictor", "corrector", "snr", "scale_eps",
                                                    "eps")}
-    s4 = {"snr": opts.get("snr", 0.15), "scale_eps": opts.get("scale_eps", 0.7),
-          "eps": opts.get("eps", 1e-4)}
-    full = [("s4", 1000, s4), ("gdss_pc", 2000, pc), ("euler_maruyama", 1000, {}),
-            ("s4", 100, s4), ("gdss_pc", 200, pc), ("euler_maruyama", 100, {}),
-            ("dpm_solver", 100, {"order": 2}), ("dpm_solver", 100, {"order": 3}),
-            ("dpm_solver_pp_2m", 100, {}), ("deis", 100, {"order": 3}), ("ddim", 100, {}),
-            ("dpm_solver", 50, {"order": 2}), ("dpm_solver_pp_2m", 50, {}),
-            ("dpm_solver", 20, {"order": 3})]
+    snr, eps = opts.get("snr", 0.15), opts.get("eps", 1e-4)
+    s4 = {"snr": snr, "scale_eps": opts.get("scale_eps", 0.7), "eps": eps}
+
+    def fast(nfe: int) -> dict:
+        return {**fast_s4_options(nfe, snr, 1000), "eps": eps}
+
     if quick:
-        return [("s4", 200, s4), ("gdss_pc", 400, pc), ("s4", 20, s4),
-                ("dpm_solver", 20, {"order": 2}), ("dpm_solver_pp_2m", 20, {}),
-                ("ddim", 20, {})]
-    return full
+        return [("s4", "s4", 200, s4), ("s4_fast", "s4", 20, {**fast_s4_options(20, snr, 200),
+                                                             "eps": eps}),
+                ("s4", "s4", 20, s4), ("dpm_solver", "dpm_solver", 20, {"order": 2})]
+    return [("s4", "s4", 1000, s4), ("gdss_pc", "gdss_pc", 2000, pc),
+            ("s4_fast", "s4", 100, fast(100)), ("s4_fast", "s4", 50, fast(50)),
+            ("s4", "s4", 100, s4), ("gdss_pc", "gdss_pc", 200, pc),
+            ("euler_maruyama", "euler_maruyama", 100, {}),
+            ("dpm_solver", "dpm_solver", 100, {"order": 2}),
+            ("dpm_solver_pp_2m", "dpm_solver_pp_2m", 100, {}),
+            ("deis", "deis", 100, {"order": 3}), ("ddim", "ddim", 100, {})]
+
+
+LOWER_IS_BETTER = ("mmd", "fcd")
+
+
+def compare_to_reference(rows: list[dict], ref: dict, keys: list[str]) -> None:
+    """Add ``nfe_ratio``, per-metric ``ratio`` to the reference and ``matches_reference``.
+
+    A row matches when every metric is no worse than the reference's mean by more than the two
+    rows' seed standard deviations together (lower is better for MMD / FCD, higher for rates).
+    """
+    for row in rows:
+        row["reference"] = f"{ref['label']}@{ref['nfe']}"
+        row["nfe_ratio"] = ref["nfe"] / row["nfe"]
+        row["ratio"], ok = {}, True
+        for k in keys:
+            r, v = ref[k], row[k]
+            row["ratio"][k] = v / r if r else float("nan")
+            slack = ref[k + "_std"] + row[k + "_std"]
+            lower = any(tag in k for tag in LOWER_IS_BETTER)
+            ok &= (v <= r + slack) if lower else (v >= r - slack)
+        row["matches_reference"] = bool(ok)
 
 
 class StepTimer(L.Callback):
@@ -91,9 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-time", default=None,
                     help="stop training after this wall time (Lightning DD:HH:MM:SS)")
     ap.add_argument("--samplers", default=None,
-                    help="comma list of sampler:NFE to run instead of the default list")
+                    help="comma list of sampler:NFE to run instead of the default list "
+                         "('none': train only)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: <= 16)")
+    ap.add_argument("--ckpt-every", type=int, default=0,
+                    help="also keep a checkpoint every this many epochs next to --ckpt-out")
     args = ap.parse_args(argv)
-    torch.set_num_threads(min(torch.get_num_threads(), 16))
+    torch.set_num_threads(args.threads or min(torch.get_num_threads(), 16))
 
     cfg = yaml.safe_load((CONF / f"{args.dataset}.yaml").read_text())
     margs = dict(cfg["model"]["init_args"])
@@ -105,10 +140,17 @@ def main(argv: list[str] | None = None) -> dict:
     dm = (D.CommunitySmall if args.dataset == "community_small" else D.QM9)(**dargs)
     model = GraphDiffusion(**margs)
     timer = StepTimer()
+    callbacks: list[L.Callback] = [timer]
+    if args.ckpt_every and args.ckpt_out:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=Path(args.ckpt_out).parent,
+                                         filename=Path(args.ckpt_out).stem + "-{epoch}",
+                                         every_n_epochs=args.ckpt_every, save_top_k=-1))
     trainer = L.Trainer(max_epochs=args.epochs, accelerator=args.device, devices=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
-                        max_time=args.max_time)
+                        logger=False, enable_checkpointing=bool(len(callbacks) > 1),
+                        enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=callbacks, max_time=args.max_time)
     t0 = time.perf_counter()
     if args.ckpt_in:
         from domaindiff.module import load_checkpoint
@@ -128,13 +170,23 @@ def main(argv: list[str] | None = None) -> dict:
     n = args.num_samples or len(dm.test_data)
     rows = []
     plan = samplers_for(margs.get("sampler_options", {}), args.quick)
-    if args.samplers:
-        wanted = [tuple(item.split(":")) for item in args.samplers.split(",")]
-        by_key = {(s, str(k)): o for s, k, o in samplers_for(margs.get("sampler_options", {}),
-                                                             False)}
-        plan = [(s, int(k), by_key.get((s, k), {})) for s, k in wanted]
+    if args.samplers == "none":
+        plan = []
+    elif args.samplers:
+        by_key = {(lab, str(k)): (smp, o) for lab, smp, k, o in
+                  samplers_for(margs.get("sampler_options", {}), False)}
+        plan = []
+        for item in args.samplers.split(","):
+            lab, k = item.split(":")
+            smp, o = by_key.get((lab, k), (lab, {}))
+            if lab == "s4_fast" and (lab, k) not in by_key:
+                o = {**fast_s4_options(int(k), margs["sampler_options"].get("snr", 0.15)),
+                     "eps": margs["sampler_options"].get("eps", 1e-4)}
+                smp = "s4"
+            plan.append((lab, smp, int(k), o))
     print(f"trained {steps_done} steps in {train_seconds:.1f}s", flush=True)
-    for sampler, nfe, opts in plan:
+    keys: list[str] = []
+    for label, sampler, nfe, opts in plan:
         per_seed, secs = [], 0.0
         for seed in range(args.seeds):
             gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -147,15 +199,23 @@ def main(argv: list[str] | None = None) -> dict:
             secs += time.perf_counter() - t
             out = {k: v.cpu() for k, v in out.items()}
             per_seed.append(metrics_of(model, dm, out))
-        keys = per_seed[0].keys()
-        row = {"sampler": sampler, "nfe": nfe, "options": opts,
+        keys = list(per_seed[0].keys())
+        row = {"label": label, "sampler": sampler, "nfe": nfe, "options": opts,
                "seconds_per_graph": secs / (n * args.seeds)}
         for k in keys:
             vals = [m[k] for m in per_seed]
             row[k] = float(np.mean(vals))
             row[k + "_std"] = float(np.std(vals))
         rows.append(row)
-        print(fmt_row(row, list(keys)), flush=True)
+        print(fmt_row(row, keys), flush=True)
+    if rows:
+        ref = next((r for r in rows if r["label"] == "s4" and r["nfe"] == 1000), rows[0])
+        compare_to_reference(rows, ref, keys)
+        print(f"\nagainst {rows[0]['reference']} (ratio = metric / reference metric):")
+        for row in rows:
+            ratios = "  ".join(f"{k}={row['ratio'][k]:.2f}" for k in keys)
+            print(f"{row['label']:<17}{row['nfe']:>5}  NFE x{1 / row['nfe_ratio']:.2f}  "
+                  f"{ratios}  matches={row['matches_reference']}")
     result = {
         "dataset": args.dataset, "epochs": args.epochs, "device": args.device,
         "device_name": (torch.cuda.get_device_name() if args.device in ("cuda", "gpu")
@@ -164,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
         "train_steps": steps_done, "train_seconds": train_seconds,
         "train_steps_per_second": timer.steps_per_second(), "num_samples": n,
         "seeds": args.seeds, "paper": PAPER.get(args.dataset, {}), "rows": rows,
+        "command": "python benchmarks/graphs.py " + " ".join(sys.argv[1:] if argv is None
+                                                             else argv),
     }
     out_path = Path(args.out)
     atomic_write_text(out_path, json.dumps(result, indent=2))
@@ -189,7 +251,7 @@ def metrics_of(model, dm, out) -> dict:
             test_graphs = dm.test_graphs()
         except ImportError:
             test_graphs = None
-        return molecule_metrics(mols, ok, dm.train_smiles(), test_graphs, None)
+        return molecule_metrics(mols, ok, dm.train_smiles(), test_graphs, dm.test_smiles())
     from domaindiff_graphs.metrics import graph_metrics
 
     return graph_metrics(dm.test_graphs(), model.decode(out))
@@ -197,7 +259,7 @@ def metrics_of(model, dm, out) -> dict:
 
 def fmt_row(row: dict, keys: list[str]) -> str:
     """One table line."""
-    cells = [f"{row['sampler']:<17}", f"{row['nfe']:>5}"]
+    cells = [f"{row['label']:<17}", f"{row['nfe']:>5}"]
     cells += [f"{k}={row[k]:.4f}±{row[k + '_std']:.4f}" for k in keys]
     cells.append(f"s/graph={row['seconds_per_graph']:.4f}")
     return "  ".join(cells)

@@ -76,3 +76,15 @@ def test_s4_keeps_masks_and_counts_one_evaluation_per_step():
     assert (out["adj"][0, :, 3:] == 0).all()
     assert torch.equal(out["adj"], out["adj"].transpose(1, 2))
     assert out["mask"] is mask
+
+
+def test_fast_s4_options_keep_the_total_langevin_time():
+    from domaindiff_graphs.solvers import fast_s4_options
+
+    opts = fast_s4_options(100, 0.05)
+    assert opts["scale_eps"] == 1.0
+    # eta ~ snr^2 per time point: 100 points x eta(100) == 1000 points x eta(1000)
+    assert 100 * opts["snr"] ** 2 == pytest.approx(1000 * 0.05**2)
+    assert fast_s4_options(1000, 0.05)["snr"] == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        fast_s4_options(0, 0.05)
