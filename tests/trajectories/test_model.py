@@ -73,9 +73,10 @@ def test_denoiser_equivariant(reflect, prior, spatial):
     torch.testing.assert_close(net(sp, t)["x"], eps[:, perm], rtol=1e-9, atol=1e-9)
 
 
-def test_unconditional_denoiser_equivariant_and_centred():
+@pytest.mark.parametrize("kw", [{}, {"parametrization": "x0", "scale": 0.5}])
+def test_unconditional_denoiser_equivariant_and_centred(kw):
     gen = torch.Generator().manual_seed(2)
-    model = _model("unconditional")
+    model = _model("unconditional", **kw)
     q, shift = _orthogonal(gen, True), torch.randn(3, generator=gen, dtype=torch.float64)
     batch = model.batch_to_state(_batch(gen))  # centred over nodes and frames
     space = model.processes["x"].space
@@ -103,11 +104,12 @@ class _RotatedNoise:
         return getattr(self.base, name)
 
 
-@pytest.mark.parametrize("sampler,steps", [("ancestral", 25), ("ddim", 8),
-                                           ("dpm_solver_pp_2m", 6)])
-def test_whole_sampler_commutes_with_rigid_motions(sampler, steps):
+@pytest.mark.parametrize("sampler,steps,kw", [
+    ("ancestral", 25, {}), ("ddim", 8, {}), ("dpm_solver_pp_2m", 6, {}),
+    ("ddim", 8, {"parametrization": "x0", "scale": 0.5, "prior_init": "last"})])
+def test_whole_sampler_commutes_with_rigid_motions(sampler, steps, kw):
     gen = torch.Generator().manual_seed(3)
-    model = _model()
+    model = _model(**kw)
     q, shift = _orthogonal(gen, True), 5 * torch.randn(3, generator=gen, dtype=torch.float64)
     batch = _batch(gen)
     moved = _transform(batch, q, shift)

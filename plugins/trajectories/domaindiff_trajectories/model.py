@@ -36,6 +36,9 @@ class GeoTDM(DiffusionModule):
             extrapolation, default) or ``last`` (last frame, as the reference code).
         scale: diffusion runs on ``(x - x_ref) / scale`` (unconditional: ``x / scale``); about
             the residual's standard deviation gives unit-variance targets (charged N-body: 0.5).
+        lr_gamma: ExponentialLR factor per epoch (None: constant).
+        parametrization: what the network predicts: ``eps`` (paper) or ``x0`` (the clean
+            residual; same loss family through the core's parametrization).
         spatial: spatial layer, ``egnn`` (paper) or ``e3nn`` (spherical harmonics + tensor
             products).
         pred_frames: frames generated.
@@ -63,7 +66,7 @@ class GeoTDM(DiffusionModule):
                  sampler: str = "ancestral", sampling_steps: int = 1000,
                  num_val_samples: int = 0, x0_clip: float | None = 100.0,
                  prior_init: str = "velocity", scale: float = 1.0, lr_gamma: float | None = None,
-                 seed: int = 0) -> None:
+                 parametrization: str = "eps", seed: int = 0) -> None:
         self.save_hyperparameters()
         self.x0_clip, self._sampling = x0_clip, False
         if task not in TASKS:
@@ -75,9 +78,10 @@ class GeoTDM(DiffusionModule):
                                beta_start=beta_start * beta_scale, beta_end=beta_end * beta_scale,
                                space=space)
         net = GeoTDMNetwork(node_features, hidden, layers, time_dim, task == "forecast", prior,
-                            prior_layers, pred_frames, num_steps, spatial, prior_init, scale)
+                            prior_layers, pred_frames, num_steps, spatial, prior_init, scale,
+                            parametrization)
         self.scale = float(scale)
-        super().__init__(net, {"x": process}, parametrization="eps", lr=lr,
+        super().__init__(net, {"x": process}, parametrization=parametrization, lr=lr,
                          weight_decay=weight_decay, ema_decay=ema_decay, sampler=sampler,
                          sampling_steps=sampling_steps, num_val_samples=num_val_samples,
                          lr_gamma=lr_gamma, seed=seed)
@@ -108,14 +112,21 @@ class GeoTDM(DiffusionModule):
         return super().loss(self._residual(net, state), net)
 
     def denoise(self, net: nn.Module, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
-        """Network noise prediction, projected to the space.
+        """Network prediction (noise, or clean residual for ``x0``), projected to the space.
 
         While sampling with ``x0_clip``, the implied clean sample's per-node vectors are shrunk
         to norm <= ``x0_clip`` (equivariant; keeps sampling bounded even when untrained).
         """
         proc = self.processes["x"]
-        eps = proc.space.project(net(state, t)["x"], state)
-        if self._sampling and self.x0_clip is not None and self.x0_clip > 0:
+        pred = proc.space.project(net(state, t)["x"], state)
+        clip = self._sampling and self.x0_clip is not None and self.x0_clip > 0
+        if self.parametrization == "x0":
+            if clip:
+                norm = pred.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                pred = proc.space.project(pred * (self.x0_clip / norm).clamp(max=1.0), state)
+            return {"x": pred}
+        eps = pred
+        if clip:
             xt = state["x"]
             a = proc.alpha(t).to(xt).view(-1, 1, 1, 1)
             s = proc.sigma(t).to(xt).view(-1, 1, 1, 1)

@@ -231,6 +231,8 @@ class GeoTDMNetwork(nn.Module):
             reference code's start, the last frame).
         scale: the diffused variable is ``(x - x_ref) / scale`` (unconditional: ``x / scale``),
             so that it has roughly unit variance; the network sees and predicts in these units.
+        predict: ``eps`` (the paper: the EGTN's coordinate displacement of the noisy frames is the
+            noise) or ``x0`` (the EGTN's output frames, minus ``x_ref``, are the clean residual).
         pred_frames: frames to generate (needed by the learnable prior's weight head).
         num_steps: diffusion steps ``N``; the network embeds ``t * N``.
         spatial: spatial layer, ``egnn`` or ``e3nn``.
@@ -239,9 +241,12 @@ class GeoTDMNetwork(nn.Module):
     def __init__(self, node_features: int = 1, hidden: int = 128, layers: int = 6,
                  time_dim: int = 32, conditional: bool = True, prior: str = "learnable",
                  prior_layers: int = 2, pred_frames: int = 20, num_steps: int = 1000,
-                 spatial: str = "egnn", prior_init: str = "velocity", scale: float = 1.0
-                 ) -> None:
+                 spatial: str = "egnn", prior_init: str = "velocity", scale: float = 1.0,
+                 predict: str = "eps") -> None:
         super().__init__()
+        if predict not in ("eps", "x0"):
+            raise ValueError(f"predict: unknown {predict!r}; choose eps or x0")
+        self.predict = predict
         if prior not in PRIORS:
             raise ValueError(f"prior: unknown {prior!r}; choose one of {PRIORS}")
         if prior_init not in PRIOR_INITS:
@@ -306,14 +311,15 @@ class GeoTDMNetwork(nn.Module):
         return torch.einsum("bnsp,bnsd->bnpd", w, xc) * mask[:, :, None, None]
 
     def forward(self, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
-        """Predict the noise of ``state["x"]`` (in units of ``scale``) at times ``t`` ``(B,)``."""
+        """Predict the noise (or clean residual) of ``state["x"]``, in units of ``scale``."""
         x = state["x"]
         mask = self._mask(state, x)
         h = state["h"].to(x.dtype)
         temb = sinusoidal(t.to(x.dtype) * self.num_steps, self.time_dim)  # (B, D)
+        ref = self.reference(state) if self.conditional else None
         if self.conditional:
             cond = state["cond"].to(x.dtype)
-            xin = torch.cat([cond, x * self.scale + self.reference(state)], 2)
+            xin = torch.cat([cond, x * self.scale + ref], 2)
             tc = cond.shape[2]
         else:
             xin, tc = x * self.scale, 0
@@ -323,8 +329,11 @@ class GeoTDMNetwork(nn.Module):
         feats = torch.cat([h[:, :, None].expand(-1, -1, tt, -1),
                            temb[:, None, None].expand(-1, n, tt, -1), flag], -1)
         _, xout = self.egtn(feats, xin, mask, self._edges(h))
-        eps = (xout - xin)[:, :, tc:] / self.scale
-        return {"x": eps * mask[:, :, None, None]}
+        if self.predict == "x0":
+            out = xout[:, :, tc:] - ref if self.conditional else xout
+        else:
+            out = (xout - xin)[:, :, tc:]
+        return {"x": out / self.scale * mask[:, :, None, None]}
 
 
 class EGTNRegressor(nn.Module):
