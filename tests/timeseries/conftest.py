@@ -6,4 +6,3 @@ import pytest
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("timeseriesDIFF_DATA", str(tmp_path / "data"))

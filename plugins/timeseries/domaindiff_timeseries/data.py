@@ -423,10 +423,5 @@ class TimeSeriesData(DomainDataModule):
         return DataLoader(self.val_set, batch_size=max(1, min(len(self.val_set), 256)))
 
 
-def num_windows(length: int, context_length: int, prediction_length: int) -> int:
-    """How many distinct training windows a series of ``length`` steps holds."""
-    return max(0, length - context_length - prediction_length + 1)
-
-
 __all__ = ["DATASETS", "TimeSeriesData", "load_taylor_hourly", "make_window", "mean_scale",
-           "read_csv", "read_jsonl", "time_features", "write_jsonl", "num_windows"]
+           "read_csv", "read_jsonl", "time_features", "write_jsonl"]
