@@ -8,10 +8,12 @@ steps per second and seconds per sampled batch on this machine. Prints a table, 
 
     python benchmarks/trajectories.py --epochs 3 --num-train 256 --num-test 64      # quick CPU
     python benchmarks/trajectories.py --epochs 200 --device cuda --samplers ancestral:1000,ddim:100
-    # the committed CPU run (benchmarks/results/trajectories_charged.json), 1 thread, ~50 min:
-    nice -n 15 python benchmarks/trajectories.py --num-train 1000 --num-test 200 --num-eval 20 \
-        --hidden 32 --layers 2 --batch-size 32 --lr 2e-3 --ema 0.995 --scale 0.5 \
-        --epochs 1000 --train-minutes 18 --reg-minutes 5
+    # the committed CPU run (benchmarks/results/trajectories_charged.json), 1 thread, ~35 min:
+    nice -n 15 python benchmarks/trajectories.py --num-train 1000 --num-val 64 --num-test 200 \
+        --num-eval 20 --hidden 32 --layers 2 --time-dim 16 --prior-layers 1 --batch-size 32 \
+        --lr 2e-3 --ema 0.995 --scale 0.5 --parametrization x0 --epochs 1000 \
+        --train-minutes 12 --reg-minutes 4 --samplers ancestral:1000,ddim:10,ddim:20,ddim:50,\
+    ddim:100,dpm_solver_pp_2m:10,dpm_solver_pp_2m:20,dpm_solver_pp_2m:50,deis:10,deis:20,deis:50
 
 GeoTDM and the regression baseline train until ``--epochs`` or their time budget, whichever comes
 first (the epochs reached are recorded). Sampling is expensive on a CPU (1000 ancestral steps x K
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--scale", type=float, default=1.0, help="GeoTDM residual scale")
     p.add_argument("--prior-init", default="velocity")
+    p.add_argument("--parametrization", default="eps", help="GeoTDM prediction: eps or x0")
     p.add_argument("--time-dim", type=int, default=32)
     p.add_argument("--prior-layers", type=int, default=2)
     p.add_argument("--ckpt-out", default=None, help="save the trained GeoTDM (Lightning ckpt)")
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     data.setup()
     model = GeoTDM(hidden=args.hidden, layers=args.layers, lr=args.lr, ema_decay=args.ema,
                    scale=args.scale, prior_init=args.prior_init, time_dim=args.time_dim,
-                   prior_layers=args.prior_layers, pred_frames=data.pred_frames, x0_clip=20.0)
+                   prior_layers=args.prior_layers, pred_frames=data.pred_frames, x0_clip=20.0,
+                   parametrization=args.parametrization)
     timer = _StepTimer()
     max_time = None if args.train_minutes is None else {"minutes": args.train_minutes}
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if args.device == "cuda"
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": trainer.current_epoch, "train_steps": timer.steps, "train_seconds": train_s,
         "regression_epochs": reg_epochs, "hidden": args.hidden, "layers": args.layers,
         "k": args.k, "lr": args.lr, "ema": args.ema, "scale": args.scale,
-        "prior_init": args.prior_init, "threads": args.threads,
+        "prior_init": args.prior_init, "parametrization": args.parametrization,
+        "threads": args.threads,
         "batch_size": args.batch_size, "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda"
         else platform.processor() or platform.machine(),
