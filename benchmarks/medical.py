@@ -15,7 +15,7 @@ One run does everything, writing the JSON after every stage:
    set with a fast sampler.
 
     python benchmarks/medical.py --train-seconds 60 --ref 20x2 --fast 5x1 --num-test 4  # smoke
-    nice -n 15 python benchmarks/medical.py      # the recorded run (about 55 min on 1 thread)
+    nice -n 15 python benchmarks/medical.py      # the recorded run (70 min on 1 busy thread)
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ema-decay", type=float, default=0.999)
-    ap.add_argument("--train-seconds", type=float, default=2100.0)
+    ap.add_argument("--train-seconds", type=float, default=1800.0)
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--unet-steps", type=int, default=None,
                     help="U-Net steps (default: as many as Echo-DND took)")
