@@ -150,6 +150,8 @@ def _plain(value) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Load the checkpoint, sample, compute metrics, write JSON and PNG into ``cfg.out_dir``."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
     torch.manual_seed(int(cfg.seed))
     dm = make_datamodule(str(cfg.dataset), _plain(cfg.get("data_args")))
