@@ -192,7 +192,10 @@ def main() -> None:
                                   sampler=sampler, steps=nsteps, num_samples=k,
                                   batch_size=args.batch_size, seed=args.seed + 1, progress=False)
     corr = uncertainty_correlation(per["var_mean"], 1 - per["dice"])
-    result["uncertainty"] = summary | {"pearson": corr["pearson"], "spearman": corr["spearman"]}
+    corr_exp = uncertainty_correlation(per["expected_error"], 1 - per["dice"])
+    result["uncertainty"] = summary | {"pearson": corr["pearson"], "spearman": corr["spearman"],
+                                       "expected_error_pearson": corr_exp["pearson"],
+                                       "expected_error_spearman": corr_exp["spearman"]}
     worst = torch.argsort(per["dice"])[: max(1, args.num_corr // 10)]
     top = torch.argsort(per["var_mean"], descending=True)[: len(worst)]
     result["uncertainty"]["worst_decile_in_top_variance_decile"] = \
@@ -201,6 +204,8 @@ def main() -> None:
           f" Pearson {corr['pearson']:+.3f}  Spearman {corr['spearman']:+.3f}; "
           f"{result['uncertainty']['worst_decile_in_top_variance_decile']:.0%} of the worst-Dice "
           "decile are in the highest-variance decile", flush=True)
+    print(f"expected Dice error (1 - mean Dice of samples vs fused mask) vs Dice error: Pearson "
+          f"{corr_exp['pearson']:+.3f}  Spearman {corr_exp['spearman']:+.3f}", flush=True)
     if "echo_dnd_training" in result:
         tr = result["echo_dnd_training"]
         print(f"training steps/s: Echo-DND {tr['steps_per_second']:.2f}, U-Net "

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from domaindiff_medical import EchoDND, evaluate
-from domaindiff_medical.evaluate import run, uncertainty_correlation
+from domaindiff_medical.evaluate import expected_dice_error, run, uncertainty_correlation
 from domaindiff_medical.model import checkpoint_image_size, save_checkpoint
 
 from .formats import write_camus, write_echonet
@@ -44,7 +44,8 @@ def test_eval_app_on_camus_files(tmp_path, fmt):
     assert summary["num_images"] == 4 and summary["nfe_per_image"] == 6  # 1 patient x 2 x 2
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("dice", "iou", "hd95", "assd", "variance", "ece", "ged",
-                "corr_variance_dice_error", "spearman_variance_dice_error", "seconds_per_image"):
+                "corr_variance_dice_error", "spearman_variance_dice_error", "expected_dice_error",
+                "spearman_expected_dice_error", "seconds_per_image"):
         assert key in saved
     assert (out / "overlays.png").read_bytes()[:8] == PNG
 
@@ -83,3 +84,14 @@ def test_uncertainty_correlation_exact():
     assert c["spearman"] == pytest.approx(1.0)
     assert c["pearson"] == pytest.approx(float(np.corrcoef(v, [0.0, 0.1, 0.4, 0.9])[0, 1]))
     assert np.isnan(uncertainty_correlation(v, torch.zeros(4))["pearson"])
+
+
+def test_expected_dice_error_by_hand():
+    fused = torch.zeros(2, 1, 4, 4)
+    fused[0, 0, :2, :2] = 1                       # image 0: 4 pixels; image 1: empty
+    s = torch.zeros(2, 2, 1, 4, 4)
+    s[0, 0, 0, :2, :2] = 0.9                      # agrees: Dice 1
+    s[1, 0, 0, :2, :1] = 0.8                      # 2 of 4 pixels: Dice 2*2/(2+4) = 2/3
+    s[1, 1, 0, 0, 0] = 0.7                        # image 1: one stray pixel: Dice 0
+    want = torch.tensor([1 - (1 + 2 / 3) / 2, 1 - (1 + 0) / 2])
+    assert torch.allclose(expected_dice_error(s, fused), want)

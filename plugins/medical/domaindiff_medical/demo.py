@@ -1,6 +1,6 @@
 """Demo: train Echo-DND briefly on synthetic echocardiograms, segment, print Dice / HD95.
 
-``python -m domaindiff_medical.demo --out demo_out/medical`` (about 3 minutes on 2 CPU cores).
+``python -m domaindiff_medical.demo --out demo_out/medical`` (about 2 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Segments a test split with the chosen sampler, step count and ensemble size, then writes
 ``metrics.json`` (Dice, IoU, HD95, ASSD, ensemble variance, ECE, GED, the correlation between
-ensemble variance and Dice error, seconds per image, network evaluations) and PNG overlays of
+ensemble variance, and of the ensemble's expected Dice error, with the Dice error; seconds per
+image, network evaluations) and PNG overlays of
 image, ground truth, prediction and uncertainty into ``out_dir``.
 """
 
@@ -52,12 +53,15 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
         seg = segmentation_metrics(out["mask"].cpu(), tgt.cpu(), spacing)
         ens = ensemble_metrics(out["samples"].cpu(), tgt.cpu())
         rows = {"prob": out["prob"].cpu(), "var": out["var"].cpu(), "mask": out["mask"].cpu(),
-                "var_mean": ens["variance"], "ged": ens["ged"], **seg}
+                "var_mean": ens["variance"], "ged": ens["ged"],
+                "expected_error": expected_dice_error(out["samples"].cpu(), out["mask"].cpu()),
+                **seg}
         for k, v in rows.items():
             outs.setdefault(k, []).append(v)
     secs = time.perf_counter() - t0
     per = {k: torch.cat(v) for k, v in outs.items()}
     corr = uncertainty_correlation(per["var_mean"], 1 - per["dice"])
+    corr_exp = uncertainty_correlation(per["expected_error"], 1 - per["dice"])
     nfe = len(model_time_points(model, sampler, steps)) - 1
     summary = {
         "dice": _nanmean(per["dice"]), "iou": _nanmean(per["iou"]),
@@ -66,12 +70,33 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
         "ece": float(ensemble_metrics(torch.stack([per["prob"]]), masks.cpu())["ece"]),
         "corr_variance_dice_error": corr["pearson"],
         "spearman_variance_dice_error": corr["spearman"],
+        "expected_dice_error": _nanmean(per["expected_error"]),
+        "corr_expected_dice_error": corr_exp["pearson"],
+        "spearman_expected_dice_error": corr_exp["spearman"],
         "num_images": len(images), "sampler": sampler,
         "bernoulli_sampler": bernoulli or model.bernoulli_sampler, "steps": steps,
         "num_samples": num_samples, "nfe_per_image": nfe * num_samples,
         "seconds_per_image": secs / max(len(images), 1),
     }
     return summary, per
+
+
+def expected_dice_error(samples: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """The ensemble's own estimate of its Dice error: ``1 - mean_k Dice(sample_k, fused)``.
+
+    Args:
+        samples: ``(K, B, 1, H, W)`` sample probabilities (thresholded at 0.5).
+        fused: ``(B, 1, H, W)`` fused 0/1 mask.
+
+    Returns:
+        ``(B,)``; 0 when every sample agrees with the fused mask (two empty masks agree).
+    """
+    b = (samples > 0.5).float().flatten(2)
+    f = (fused > 0.5).float().flatten(1)
+    inter = (b * f).sum(-1)
+    total = b.sum(-1) + f.sum(-1)
+    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+    return 1 - dice.mean(0)
 
 
 def uncertainty_correlation(variance: torch.Tensor, error: torch.Tensor) -> dict[str, float]:
