@@ -6,17 +6,38 @@
 - ``domaindiff sample --ckpt C --sampler S --steps N --n K --out F``: load a checkpoint, write samples.
 - ``domaindiff eval <plugin> key=value ...``: the plugin's evaluation script (a Hydra app).
 - ``domaindiff plugins``: installed plugins, versions, DataModules, models, import errors.
+
+``DOMAINDIFF_THREADS=n`` sets torch's intra-op thread count for every command (on a shared
+machine one thread per job is often several times faster than torch's default of all cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def set_threads_from_env() -> int | None:
+    """Apply ``DOMAINDIFF_THREADS`` (a positive integer) to torch; return it, or None if unset.
+
+    Raises:
+        ValueError: naming the variable if its value is not a positive integer.
+    """
+    value = os.environ.get("DOMAINDIFF_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"DOMAINDIFF_THREADS must be a positive integer, got {value!r}")
+    import torch
+
+    torch.set_num_threads(int(value))
+    return int(value)
 
 
 def _cmd_plugins(argv: Sequence[str]) -> int:
@@ -179,6 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nusage: domaindiff {fit,validate,test,predict,sample,eval,plugins} ...")
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    try:
+        set_threads_from_env()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if cmd == "plugins":
         return _cmd_plugins(rest)
     if cmd == "sample":

@@ -182,3 +182,22 @@ def test_predict_writes_samples_with_the_sample_writer(trained, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     files = sorted((tmp_path / "pred").glob("samples_*.pt"))
     assert files and torch.load(files[0], weights_only=True)["x"].shape == (64, 2)
+
+
+def test_threads_from_environment(monkeypatch):
+    import torch
+
+    from domaindiff.cli import main, set_threads_from_env
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("DOMAINDIFF_THREADS", "1")
+        assert set_threads_from_env() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("DOMAINDIFF_THREADS", "two")
+        with pytest.raises(ValueError, match="DOMAINDIFF_THREADS"):
+            set_threads_from_env()
+        assert main(["plugins"]) == 2
+        monkeypatch.delenv("DOMAINDIFF_THREADS")
+        assert set_threads_from_env() is None
+    finally:
+        torch.set_num_threads(before)
