@@ -167,3 +167,20 @@ def test_training_learns_and_checkpoint_roundtrip(tmp_path):
     assert saved["num_images"] == 3 and saved["nfe_per_image"] == 4
     assert 0 <= saved["dice"] <= 1 and saved["dice"] == pytest.approx(summary["dice"])
     assert (tmp_path / "eval" / "overlays.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ddim_moves_along_the_network_noise():
+    """DDIM keeps the network's eps (only x0 is clipped); unclipped, both forms agree exactly."""
+    g = torch.Generator().manual_seed(0)
+    a_i, a_j = torch.tensor(0.3), torch.tensor(0.7)
+    x_i = torch.randn(2, 1, 4, 4, generator=g)
+    eps = 0.1 * torch.randn(2, 1, 4, 4, generator=g)
+    x0 = (x_i - (1 - a_i).sqrt() * eps) / a_i.sqrt()
+    with_eps = EchoDND.gaussian_update(x_i, x0, None, a_i, a_j, "ddim", None, eps)
+    recomputed = EchoDND.gaussian_update(x_i, x0, None, a_i, a_j, "ddim", None)
+    torch.testing.assert_close(with_eps, recomputed)
+    clipped = x0.clamp(-0.5, 0.5)
+    out = EchoDND.gaussian_update(x_i, clipped, None, a_i, a_j, "ddim", None, eps)
+    torch.testing.assert_close(out, a_j.sqrt() * clipped + (1 - a_j).sqrt() * eps)
+    assert not torch.allclose(out, EchoDND.gaussian_update(x_i, clipped, None, a_i, a_j, "ddim",
+                                                           None))
