@@ -18,18 +18,39 @@ from torch import Tensor
 from domaindiff.samplers.base import Model, as_processes, combine
 
 
-def _divergence_exact(v: dict, x: dict, procs, state) -> Tensor:
+def _basis(x: Tensor, rows: range, p, state) -> Tensor:
+    """Projected unit vectors ``P e_i`` for the flat coordinates ``rows``: ``(len(rows), *x.shape)``."""
+    n = x[0].numel()
+    e = torch.zeros(len(rows), x.shape[0], n, dtype=x.dtype, device=x.device)
+    idx = torch.arange(len(rows), device=x.device)
+    e[idx, :, torch.as_tensor(list(rows), device=x.device)] = 1.0
+    return torch.stack([p.space.project(ei.reshape(x.shape), state) for ei in e])
+
+
+def _divergence_exact(v: dict, x: dict, procs, state, chunk: int = 64) -> Tensor:
+    """Trace of each component's projected Jacobian, one vector-Jacobian product per coordinate.
+
+    The products for ``chunk`` coordinates at a time go through one batched backward pass
+    (``is_grads_batched``); a network whose operations do not support batched gradients falls
+    back to one backward pass per coordinate, with the same result.
+    """
     total = 0.0
     for k, p in procs.items():
         flat = x[k].reshape(x[k].shape[0], -1)
         n = flat.shape[1]
         div = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
-        for i in range(n):
-            e = torch.zeros_like(flat)
-            e[:, i] = 1.0
-            pe = p.space.project(e.reshape(x[k].shape), state)
-            (g,) = torch.autograd.grad(v[k], x[k], grad_outputs=pe, retain_graph=True)
-            div = div + g.reshape(g.shape[0], -1)[:, i]
+        for start in range(0, n, chunk):
+            rows = range(start, min(start + chunk, n))
+            basis = _basis(x[k], rows, p, state)
+            try:
+                (g,) = torch.autograd.grad(v[k], x[k], grad_outputs=basis, retain_graph=True,
+                                           is_grads_batched=True)
+            except RuntimeError:
+                g = torch.stack([torch.autograd.grad(v[k], x[k], grad_outputs=b,
+                                                     retain_graph=True)[0] for b in basis])
+            g = g.reshape(len(rows), flat.shape[0], n)
+            idx = torch.arange(len(rows), device=flat.device)
+            div = div + g[idx, :, torch.as_tensor(list(rows), device=flat.device)].sum(0)
         total = total + div
     return total
 
@@ -43,8 +64,8 @@ def _divergence_hutchinson(v: dict, x: dict, noise: dict) -> Tensor:
 
 def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exact: bool = True,
                    hutchinson_samples: int = 1, rtol: float = 1e-5, atol: float = 1e-5,
-                   method: str = "dopri5", generator: torch.Generator | None = None
-                   ) -> dict[str, Tensor]:
+                   method: str = "dopri5", generator: torch.Generator | None = None,
+                   options: Mapping | None = None, chunk: int = 64) -> dict[str, Tensor]:
     """Log-likelihood of data under the probability-flow ODE of a trained denoiser.
 
     Args:
@@ -57,12 +78,18 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
         atol: ODE absolute tolerance.
         method: torchdiffeq method.
         generator: random generator for the Hutchinson probes.
+        options: extra torchdiffeq options (e.g. ``{"step_size": 0.01}`` for fixed-step methods,
+            ``{"first_step": ...}``), passed through to ``odeint``.
+        chunk: coordinates per batched backward pass in the exact divergence (memory grows
+            with ``chunk`` x batch x dimension).
 
     Returns:
         ``{"logp": (B,) nats, "bpd": (B,) bits per dimension, "prior_logp": (B,), "nfe": int}``.
     """
     from torchdiffeq import odeint
 
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     procs, single = as_processes(process)
     if torch.is_tensor(x0):
         if len(procs) != 1:
@@ -87,7 +114,7 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
             cur = combine(state, xg)
             v, _ = model.velocity(cur, float(t))
             if exact:
-                div = _divergence_exact(v, xg, procs, cur)
+                div = _divergence_exact(v, xg, procs, cur, chunk)
             else:
                 div = sum(_divergence_hutchinson(v, xg, pr) for pr in probes) / len(probes)
         return (*[v[k].detach() for k in keys], div.detach())
@@ -96,7 +123,8 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
     y0 = (*[state[k] for k in keys], torch.zeros(first.shape[0], dtype=first.dtype,
                                                  device=first.device))
     t_span = torch.tensor([ref.t_min, ref.T], dtype=first.dtype, device=first.device)
-    ys = odeint(func, y0, t_span, rtol=rtol, atol=atol, method=method)
+    ys = odeint(func, y0, t_span, rtol=rtol, atol=atol, method=method,
+                options=dict(options) if options else None)
     x_T = {k: y[-1] for k, y in zip(keys, ys[:-1])}
     delta = ys[-1][-1]
     end = combine(state, x_T)

@@ -37,3 +37,45 @@ def test_hutchinson_is_unbiased():
                         for s in range(6)])
     assert (runs.mean(0) - exact).abs().max() < 0.35
     assert runs.std(0).max() > 1e-4  # it is an estimator, not the exact trace
+
+
+class _NoVmapTanh(torch.autograd.Function):
+    """tanh whose backward has no batching rule, so batched gradients must fall back."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        if g.abs().sum().item() == 0:  # data-dependent Python: fails under vmap
+            return torch.zeros_like(g)
+        return g * (1 - y * y)
+
+
+@pytest.mark.parametrize("fn", [torch.tanh, _NoVmapTanh.apply], ids=["batched", "fallback"])
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_exact_divergence_is_the_jacobian_trace(fn, chunk):
+    from domaindiff.likelihood import _divergence_exact
+    from domaindiff.spaces import Plain
+
+    torch.manual_seed(0)
+    w = torch.randn(5, 5)
+    x = torch.randn(3, 5, requires_grad=True)
+    v = fn(x @ w)
+    div = _divergence_exact({"x": v}, {"x": x}, {"x": VP(space=Plain())}, {"x": x}, chunk=chunk)
+    jac = torch.func.vmap(torch.func.jacrev(lambda z: torch.tanh(z @ w)))(x.detach())
+    torch.testing.assert_close(div, jac.diagonal(dim1=1, dim2=2).sum(-1))
+
+
+def test_options_reach_odeint_and_bad_chunk_is_named():
+    proc = VP()
+    x = MIX.sample(3, torch.Generator().manual_seed(2), torch.float64)
+    fixed = log_likelihood(ExactDenoiser(MIX, proc), proc, x, method="rk4",
+                           options={"step_size": 0.05})
+    assert fixed["nfe"] == 4 * 20  # rk4: 4 evaluations per step, (1 - 1e-5) / 0.05 -> 20 steps
+    with pytest.raises(ValueError, match="chunk"):
+        log_likelihood(ExactDenoiser(MIX, proc), proc, x, chunk=0)
