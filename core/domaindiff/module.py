@@ -52,13 +52,18 @@ def ema_with_warmup(decay: float):
 
 
 class _Denoiser:
-    """Callable view of a network as a denoiser, carrying its parametrization."""
+    """Callable view of a network as a denoiser, carrying its parametrization.
+
+    ``nfe`` counts its calls (network evaluations), guidance passes included.
+    """
 
     def __init__(self, module: DiffusionModule, net: nn.Module) -> None:
         self.module, self.net = module, net
         self.parametrization = module.parametrization
+        self.nfe = 0
 
     def __call__(self, state: State, t: Tensor) -> State:
+        self.nfe += 1
         return self.module.denoise(self.net, state, t)
 
 
@@ -108,6 +113,7 @@ class DiffusionModule(L.LightningModule):
         if self.ema_network is not None:  # a frozen copy: not trained, not seen by DDP
             self.ema_network.requires_grad_(False)
         self.default_sampler, self.sampling_steps = sampler, sampling_steps
+        self.last_nfe = 0
         get_sampler(sampler)  # fail early on a bad name
         self.num_val_samples = num_val_samples
         self.seed = seed
@@ -224,6 +230,8 @@ class DiffusionModule(L.LightningModule):
             use_ema: use the EMA weights.
             batch: a data batch the template may copy masks or conditions from.
             **options: sampler options (eta, order, snr, ...).
+
+        The network evaluations the call made (per sampled batch) are left in ``last_nfe``.
         """
         if template is None:
             if n is None:
@@ -233,12 +241,13 @@ class DiffusionModule(L.LightningModule):
         fn = get_sampler(sampler or self.default_sampler)
         was_training = self.training
         self.eval()
+        den = self.denoiser(use_ema)
         try:
-            out = fn(self.denoiser(use_ema), self.processes, template,
-                     steps or self.sampling_steps, guidance=guidance, generator=generator,
-                     progress=progress, **options)
+            out = fn(den, self.processes, template, steps or self.sampling_steps,
+                     guidance=guidance, generator=generator, progress=progress, **options)
         finally:
             self.train(was_training)
+            self.last_nfe = den.nfe
         return out
 
     def export(self, path: str | Path, use_ema: bool = True) -> None:

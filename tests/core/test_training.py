@@ -40,3 +40,14 @@ def test_module_generator_is_seeded_once_and_advances():
     b = ToyDiffusion(dim=2, hidden=16, depth=1, num_val_samples=0, seed=3)
     torch.testing.assert_close(b.sample(8, sampler="ddim", steps=3)["x"], first)
     assert a.generator is a.generator
+
+
+def test_sample_reports_its_network_evaluations():
+    """``last_nfe`` is the number of network calls, which ``steps`` budgets for every sampler."""
+    model = ToyDiffusion(dim=2, hidden=8, depth=1, num_val_samples=0, seed=0)
+    assert model.last_nfe == 0
+    for name, steps, opts, expected in [("ddim", 7, {}, 7), ("dpm_solver_pp_2m", 10, {}, 10),
+                                        ("heun", 9, {}, 9), ("dpm_solver", 9, {"order": 3}, 9),
+                                        ("pc", 10, {}, 10)]:
+        model.sample(4, sampler=name, steps=steps, **opts)
+        assert model.last_nfe == expected, name
