@@ -6,8 +6,10 @@ one run on the same rolling test windows and the same checkpoint:
 - baselines: GluonTS seasonal naive and (``--deepar-epochs > 0``) GluonTS DeepAR;
 - the paper's guided DDPM with 100 steps (TSDiff-Q and TSDiff-MS; each step evaluates the network
   twice, 199 network evaluations per sequence);
-- guided fast samplers with at most 10 network evaluations (guidance on the prediction at every
-  evaluation, overshoot-safe steps; see ``domaindiff_timeseries.forecast``);
+- guided fast samplers with 10 or 20 network evaluations (guidance on the prediction at every
+  evaluation, overshoot-safe steps; see ``domaindiff_timeseries.forecast``); ``--variants`` takes
+  the names of :data:`VARIANTS` or any ``<energy>/<sampler>-<steps>[+options]`` (see
+  :func:`parse_variant`);
 
 and prints each row's CRPS (GluonTS mean weighted quantile loss), ND, MASE, NFE (counted by a hook
 on the network, per sampled sequence), seconds per window, and the ratios to DDPM-100 of the same
@@ -16,6 +18,8 @@ Writes JSON.
 
     python benchmarks/timeseries.py --epochs 3 --samples 16                      # quick CPU run
     python benchmarks/timeseries.py --ckpt run.ckpt --samples 32 --deepar-epochs 20
+    python benchmarks/timeseries.py --ckpt run.ckpt \\
+        --variants tsdiff_q/ddpm-100,tsdiff_q/dpm_solver_pp_2m-20+s32,tsdiff_q/ddim-20+eta1+s32
     python benchmarks/timeseries.py --config plugins/timeseries/conf/taylor.yaml \\
         --epochs 100 --samples 100 --device cuda                                   # paper-size
 """
@@ -66,6 +70,52 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+_ENERGIES = {"tsdiff_q": "quantile", "tsdiff_ms": "mse"}
+
+
+def parse_variant(name: str) -> dict:
+    """Options of a variant: a :data:`VARIANTS` key or ``<energy>/<sampler>-<steps>[+opt...]``.
+
+    ``<energy>``: ``tsdiff_q`` or ``tsdiff_ms``; ``<sampler>``: a core sampler (``ancestral`` =
+    ``ddpm``, ``ddim``, ``dpm_solver_pp_2m``, ...); options: ``eta<x>``, ``s<scale>``, ``x0-grad``,
+    ``<k>inner`` (as ``5x2inner``: guidance steps per sampler step), ``pred-guided`` (DDPM with
+    guidance on the prediction), ``seed<k>`` (noise seed, default 0: a repeat of a row with other
+    noise measures the sample noise of the CRPS). Example: ``tsdiff_q/dpm_solver_pp_2m-20+s32``.
+    """
+    if name in VARIANTS:
+        return dict(VARIANTS[name])
+    try:
+        energy, rest = name.split("/", 1)
+        head, *opts = rest.split("+")
+        sampler, steps = head.rsplit("-", 1)
+        out: dict = {"guidance": _ENERGIES[energy],
+                     "sampler": "ancestral" if sampler == "ddpm" else sampler}
+        if "x" in steps:  # 5x2inner written in the head: steps x inner
+            steps, inner = steps.split("x", 1)
+            out["inner_steps"] = int(inner.removesuffix("inner"))
+        out["steps"] = int(steps)
+        for o in opts:
+            if o.startswith("eta"):
+                out["eta"] = float(o[3:])
+            elif o.startswith("s") and o[1:].replace(".", "", 1).isdigit():
+                out["scale"] = float(o[1:])
+            elif o == "x0-grad":
+                out["gradient"] = "x0"
+            elif o == "pred-guided":
+                out["ddpm_rule"] = False
+            elif o.startswith("seed"):
+                out["seed"] = int(o[4:])
+            elif o.endswith("inner"):
+                out["inner_steps"] = int(o.removesuffix("inner"))
+            else:
+                raise ValueError(o)
+    except (ValueError, KeyError) as e:
+        raise SystemExit(f"--variants: cannot read {name!r} ({e}); use a name of "
+                         f"{list(VARIANTS)} or <tsdiff_q|tsdiff_ms>/<sampler>-<steps>"
+                         "[+eta<x>][+s<scale>][+x0-grad][+<k>inner][+seed<k>]") from None
+    return out
+
+
 def train(config: Path, epochs: int, out: Path, device: str) -> tuple[str, float]:
     """Fit through the CLI; returns the checkpoint and training steps per second."""
     from lightning.pytorch.callbacks import Callback
@@ -113,7 +163,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"comma-separated subset of {list(VARIANTS)}")
+                    help=f"comma-separated names of {list(VARIANTS)} or "
+                         "<tsdiff_q|tsdiff_ms>/<sampler>-<steps>[+eta<x>][+s<scale>][+x0-grad]"
+                         "[+<k>inner][+seed<k>], e.g. tsdiff_q/dpm_solver_pp_2m-20+s32")
     ap.add_argument("--deepar-epochs", type=int, default=0, help="> 0: add the DeepAR row")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "timeseries.json"))
     args = ap.parse_args()
@@ -125,9 +177,7 @@ def main() -> None:
     from domaindiff_timeseries.metrics import forecast_metrics
 
     names = [v for v in args.variants.split(",") if v]
-    bad = [v for v in names if v not in VARIANTS]
-    if bad:
-        raise SystemExit(f"--variants: unknown {bad}; choose from {list(VARIANTS)}")
+    parsed = {v: parse_variant(v) for v in names}  # fails before any work on a bad name
     steps_per_s = None
     ckpt = args.ckpt
     if ckpt is None:
@@ -157,7 +207,7 @@ def main() -> None:
                      "seconds_per_window": (time.perf_counter() - t0) / len(wins)})
         _write(out, res)
     for name in names:
-        opts = dict(VARIANTS[name])
+        opts = dict(parsed[name])
         n_samples = opts.pop("samples", args.samples)
         scale = opts.pop("scale", args.scale)
         stats: dict = {}
