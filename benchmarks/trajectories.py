@@ -15,6 +15,15 @@ steps per second and seconds per sampled batch on this machine. Prints a table, 
         --train-minutes 12 --reg-minutes 4 --samplers ancestral:1000,ddim:10,ddim:20,ddim:50,\
     ddim:100,dpm_solver_pp_2m:10,dpm_solver_pp_2m:20,dpm_solver_pp_2m:50,deis:10,deis:20,deis:50
 
+    # the longer CPU run (benchmarks/results/trajectories_charged_long.json), ~75 min:
+    DOMAINDIFF_THREADS=1 OMP_NUM_THREADS=1 nice -n 10 python benchmarks/trajectories.py \
+        --num-train 1000 --num-val 64 --num-test 200 --num-eval 64 --hidden 32 --layers 2 \
+        --time-dim 16 --prior-layers 1 --batch-size 32 --lr 2e-3 --lr-gamma 0.995 --ema 0.999 \
+        --scale 0.5 --parametrization x0 --x0-skip alpha --epochs 10000 --train-minutes 50 \
+        --reg-minutes 8 --samplers ancestral:1000,ddim:10,ddim:20,ddim:50,dpm_solver_pp_2m:10,\
+    dpm_solver_pp_2m:20,dpm_solver_pp_2m:50,deis:10,deis:20,deis:50 --threads 1 \
+        --out benchmarks/results/trajectories_charged_long.json
+
 GeoTDM and the regression baseline train until ``--epochs`` or their time budget, whichever comes
 first (the epochs reached are recorded). Sampling is expensive on a CPU (1000 ancestral steps x K
 samples per trajectory), so the sampler table uses the first ``--num-eval`` test trajectories;
@@ -60,9 +69,9 @@ class _StepTimer(L.Callback):
 
 
 def train_regressor(data: NBody, hidden: int, layers: int, epochs: int, lr: float,
-                    device: str, max_seconds: float = float("inf")
-                    ) -> tuple[EGTNRegressor, float, int]:
-    """Train the regression baseline with MSE.
+                    device: str, max_seconds: float = float("inf"),
+                    lr_gamma: float | None = None) -> tuple[EGTNRegressor, float, int]:
+    """Train the regression baseline with MSE (Adam, clip 1.0, optional ExponentialLR).
 
     Returns:
         the model, its training seconds and the epochs completed (stops at ``max_seconds``).
@@ -70,6 +79,7 @@ def train_regressor(data: NBody, hidden: int, layers: int, epochs: int, lr: floa
     torch.manual_seed(0)
     model = EGTNRegressor(1, hidden, layers, data.pred_frames).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = None if lr_gamma is None else torch.optim.lr_scheduler.ExponentialLR(opt, lr_gamma)
     t0 = time.perf_counter()
     done = 0
     for _ in range(epochs):
@@ -83,6 +93,8 @@ def train_regressor(data: NBody, hidden: int, layers: int, epochs: int, lr: floa
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+        if sched is not None:
+            sched.step()
     return model, time.perf_counter() - t0, done
 
 
@@ -123,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="GeoTDM residual scale")
     p.add_argument("--prior-init", default="velocity")
     p.add_argument("--parametrization", default="eps", help="GeoTDM prediction: eps or x0")
+    p.add_argument("--x0-skip", default="identity",
+                   help="x0 prediction's skip connection: identity (x_t) or alpha (alpha(t) x_t)")
+    p.add_argument("--lr-gamma", type=float, default=None,
+                   help="ExponentialLR factor per epoch of GeoTDM and of the regression "
+                        "baseline (default: constant lr)")
     p.add_argument("--time-dim", type=int, default=32)
     p.add_argument("--prior-layers", type=int, default=2)
     p.add_argument("--ckpt-out", default=None, help="save the trained GeoTDM (Lightning ckpt)")
@@ -142,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     model = GeoTDM(hidden=args.hidden, layers=args.layers, lr=args.lr, ema_decay=args.ema,
                    scale=args.scale, prior_init=args.prior_init, time_dim=args.time_dim,
                    prior_layers=args.prior_layers, pred_frames=data.pred_frames, x0_clip=20.0,
-                   parametrization=args.parametrization)
+                   parametrization=args.parametrization, x0_skip=args.x0_skip,
+                   lr_gamma=args.lr_gamma)
     timer = _StepTimer()
     max_time = None if args.train_minutes is None else {"minutes": args.train_minutes}
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if args.device == "cuda"
@@ -158,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(args.device).eval()
     reg_budget = float("inf") if args.reg_minutes is None else 60 * args.reg_minutes
     reg, reg_s, reg_epochs = train_regressor(data, args.hidden, args.layers, args.epochs,
-                                             args.lr, args.device, reg_budget)
+                                             args.lr, args.device, reg_budget, args.lr_gamma)
     full = regression_metrics(reg, DataLoader(data.test_set, batch_size=args.batch_size),
                               args.device)
     n_eval = len(data.test_set) if args.num_eval is None else min(args.num_eval,
@@ -173,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "regression_epochs": reg_epochs, "hidden": args.hidden, "layers": args.layers,
         "k": args.k, "lr": args.lr, "ema": args.ema, "scale": args.scale,
         "prior_init": args.prior_init, "parametrization": args.parametrization,
+        "x0_skip": args.x0_skip, "lr_gamma": args.lr_gamma, "time_dim": args.time_dim,
+        "prior_layers": args.prior_layers, "train_minutes": args.train_minutes,
+        "reg_minutes": args.reg_minutes,
         "threads": args.threads,
         "batch_size": args.batch_size, "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda"

@@ -91,6 +91,21 @@ def test_unconditional_denoiser_equivariant_and_centred(kw):
                                atol=1e-10, rtol=0)
 
 
+def test_x0_skip_alpha_feeds_alpha_scaled_residual():
+    gen = torch.Generator().manual_seed(5)
+    kw = {"parametrization": "x0", "scale": 0.5}
+    plain, skip = _model(**kw), _model(x0_skip="alpha", **kw)
+    skip.network.load_state_dict(plain.network.state_dict())
+    state = skip.batch_to_state(_batch(gen))
+    t = torch.rand(3, generator=gen, dtype=torch.float64)
+    a = skip.processes["x"].alpha(t).view(-1, 1, 1, 1)
+    out = skip.denoise(skip.network, state, t)["x"]
+    ref = plain.denoise(plain.network, {**state, "x": state["x"] * a}, t)["x"]
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="x0_skip"):
+        _model(x0_skip="alpha")  # eps prediction has no skip connection to change
+
+
 class _RotatedNoise:
     """A space whose noise is the base space's noise rotated by ``q`` (same generator stream)."""
 
@@ -106,7 +121,8 @@ class _RotatedNoise:
 
 @pytest.mark.parametrize("sampler,steps,kw", [
     ("ancestral", 25, {}), ("ddim", 8, {}), ("dpm_solver_pp_2m", 6, {}),
-    ("ddim", 8, {"parametrization": "x0", "scale": 0.5, "prior_init": "last"})])
+    ("ddim", 8, {"parametrization": "x0", "scale": 0.5, "prior_init": "last"}),
+    ("ancestral", 25, {"parametrization": "x0", "scale": 0.5, "x0_skip": "alpha"})])
 def test_whole_sampler_commutes_with_rigid_motions(sampler, steps, kw):
     gen = torch.Generator().manual_seed(3)
     model = _model(**kw)

@@ -54,6 +54,11 @@ class GeoTDM(DiffusionModule):
         x0_clip: bound on the norm of each node's implied clean vector while sampling (None:
             off, as the paper, which then diverges from untrained weights); the training loss never
             clips.
+        x0_skip: with x0 prediction, ``identity`` (default) feeds the noisy residual ``x_t``
+            to the EGTN, whose output frames are the prediction (skip connection ``x_t``);
+            ``alpha`` feeds ``alpha(t) x_t`` instead (skip connection ``alpha(t) x_t``, the
+            linear posterior mean for a unit-variance residual, as EDM's ``c_skip``), so at high
+            noise the network starts from the prior rather than from pure noise.
         seed: noise seed.
     """
 
@@ -66,12 +71,18 @@ class GeoTDM(DiffusionModule):
                  sampler: str = "ancestral", sampling_steps: int = 1000,
                  num_val_samples: int = 0, x0_clip: float | None = 100.0,
                  prior_init: str = "velocity", scale: float = 1.0, lr_gamma: float | None = None,
-                 parametrization: str = "eps", seed: int = 0) -> None:
+                 parametrization: str = "eps", x0_skip: str = "identity",
+                 seed: int = 0) -> None:
         self.save_hyperparameters()
         self.x0_clip, self._sampling = x0_clip, False
         if task not in TASKS:
             raise ValueError(f"task: unknown {task!r}; choose one of {TASKS}")
         self.task = task
+        if x0_skip not in ("identity", "alpha"):
+            raise ValueError(f"x0_skip: unknown {x0_skip!r}; choose identity or alpha")
+        if x0_skip == "alpha" and parametrization != "x0":
+            raise ValueError("x0_skip='alpha' needs parametrization='x0'")
+        self.x0_skip = x0_skip
         beta_scale = 1000.0 / num_steps
         space = NodeMasked() if task == "forecast" else ZeroCoM(com_dims=(1, 2))
         process = DiscreteDDPM(schedule="linear", num_steps=num_steps,
@@ -118,7 +129,8 @@ class GeoTDM(DiffusionModule):
         to norm <= ``x0_clip`` (equivariant; keeps sampling bounded even when untrained).
         """
         proc = self.processes["x"]
-        pred = proc.space.project(net(state, t)["x"], state)
+        skip = proc.alpha(t) if self.x0_skip == "alpha" else None
+        pred = proc.space.project(net(state, t, skip=skip)["x"], state)
         clip = self._sampling and self.x0_clip is not None and self.x0_clip > 0
         if self.parametrization == "x0":
             if clip:

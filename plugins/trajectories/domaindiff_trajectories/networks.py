@@ -310,10 +310,20 @@ class GeoTDMNetwork(nn.Module):
         w = torch.cat([w[:, :, :-1], 1 - w[:, :, :-1].sum(2, keepdim=True)], 2)
         return torch.einsum("bnsp,bnsd->bnpd", w, xc) * mask[:, :, None, None]
 
-    def forward(self, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
-        """Predict the noise (or clean residual) of ``state["x"]``, in units of ``scale``."""
+    def forward(self, state: dict[str, Tensor], t: Tensor, skip: Tensor | None = None
+                ) -> dict[str, Tensor]:
+        """Predict the noise (or clean residual) of ``state["x"]``, in units of ``scale``.
+
+        ``skip`` (``(B,)``, optional) multiplies the noisy residual before it enters the EGTN.
+        With x0 prediction the output is ``skip * x_t`` plus the EGTN's coordinate moves, so
+        ``skip = alpha(t)`` makes the skip connection the linear posterior mean of a
+        unit-variance residual (close to the prior at high noise, to ``x_t`` at low noise)
+        instead of ``x_t``, whose noise the network would otherwise have to cancel.
+        """
         x = state["x"]
         mask = self._mask(state, x)
+        if skip is not None:
+            x = x * skip.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
         h = state["h"].to(x.dtype)
         temb = sinusoidal(t.to(x.dtype) * self.num_steps, self.time_dim)  # (B, D)
         ref = self.reference(state) if self.conditional else None
