@@ -18,12 +18,10 @@ from torch import Tensor
 from domaindiff.samplers.base import Model, as_processes, combine
 
 
-def _basis(x: Tensor, rows: range, p, state) -> Tensor:
-    """Projected unit vectors ``P e_i`` for the flat coordinates ``rows``: ``(len(rows), *x.shape)``."""
-    n = x[0].numel()
-    e = torch.zeros(len(rows), x.shape[0], n, dtype=x.dtype, device=x.device)
-    idx = torch.arange(len(rows), device=x.device)
-    e[idx, :, torch.as_tensor(list(rows), device=x.device)] = 1.0
+def _basis(x: Tensor, cols: Tensor, p, state) -> Tensor:
+    """Projected unit vectors ``P e_i`` for the flat coordinates ``cols``: ``(len(cols), *x.shape)``."""
+    e = torch.zeros(len(cols), x.shape[0], x[0].numel(), dtype=x.dtype, device=x.device)
+    e[torch.arange(len(cols), device=x.device), :, cols] = 1.0
     return torch.stack([p.space.project(ei.reshape(x.shape), state) for ei in e])
 
 
@@ -36,22 +34,18 @@ def _divergence_exact(v: dict, x: dict, procs, state, chunk: int = 64) -> Tensor
     """
     total = 0.0
     for k, p in procs.items():
-        flat = x[k].reshape(x[k].shape[0], -1)
-        n = flat.shape[1]
-        div = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+        batch, n = x[k].shape[0], x[k][0].numel()
         for start in range(0, n, chunk):
-            rows = range(start, min(start + chunk, n))
-            basis = _basis(x[k], rows, p, state)
+            cols = torch.arange(start, min(start + chunk, n), device=x[k].device)
+            basis = _basis(x[k], cols, p, state)
             try:
                 (g,) = torch.autograd.grad(v[k], x[k], grad_outputs=basis, retain_graph=True,
                                            is_grads_batched=True)
             except RuntimeError:
                 g = torch.stack([torch.autograd.grad(v[k], x[k], grad_outputs=b,
                                                      retain_graph=True)[0] for b in basis])
-            g = g.reshape(len(rows), flat.shape[0], n)
-            idx = torch.arange(len(rows), device=flat.device)
-            div = div + g[idx, :, torch.as_tensor(list(rows), device=flat.device)].sum(0)
-        total = total + div
+            g = g.reshape(len(cols), batch, n)
+            total = total + g[torch.arange(len(cols), device=g.device), :, cols].sum(0)
     return total
 
 
