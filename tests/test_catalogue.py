@@ -1,0 +1,22 @@
+"""The bad-input catalogue spans the core and all four plugins, with at least 40 entries."""
+
+import importlib
+
+import pytest
+
+AREAS = ["core", "graphs", "timeseries", "trajectories", "medical"]
+
+
+def _catalogue(area):
+    try:
+        return importlib.import_module(f"tests.{area}.test_bad_inputs").CATALOGUE
+    except ModuleNotFoundError as err:  # a plugin's test dependencies are missing
+        pytest.fail(f"tests/{area}/test_bad_inputs.py cannot be imported: {err}")
+
+
+def test_catalogue_has_at_least_40_unique_entries_across_all_areas():
+    entries = {area: _catalogue(area) for area in AREAS}
+    ids = [c.id for cases in entries.values() for c in cases]
+    assert len(ids) == len(set(ids)), "catalogue ids must be unique"
+    assert len(ids) >= 40, {a: len(c) for a, c in entries.items()}
+    assert all(len(c) >= 5 for c in entries.values()), {a: len(c) for a, c in entries.items()}
