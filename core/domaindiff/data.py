@@ -11,18 +11,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
+import logging
 import os
+import secrets
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+
+_log = logging.getLogger(__name__)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -84,36 +91,237 @@ def sha256sum(path: str | os.PathLike) -> str:
 
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None,
-             manual: str = "", timeout: float = 30.0) -> Path:
+             manual: str = "", timeout: float = 30.0, size: int | None = None) -> Path:
     """Download ``url`` to ``dest`` (skipped if present and matching), verify, write atomically.
 
+    The payload is streamed into a temporary file next to ``dest`` and renamed onto it only once
+    its size and checksum match, so an interrupted or corrupt download never remains at ``dest``.
+
+    Args:
+        url: where to fetch the file.
+        dest: where it is stored.
+        sha256: the published SHA-256 (hex); checked on the download and on a present file.
+        manual: how to put the file there by hand (quoted in every error).
+        timeout: network timeout in seconds.
+        size: the published size in bytes; checked like ``sha256``.
+
     Raises:
-        DatasetUnavailableError: offline, HTTP error or checksum mismatch; the message names the URL,
-            the destination and ``manual`` (how to put the file there by hand).
+        DatasetUnavailableError: offline, HTTP error, size or checksum mismatch; the message names
+            the URL or the file, and ``manual``.
     """
     dest = Path(dest)
     hint = f" Manual step: {manual}" if manual else f" Manual step: download {url} to {dest}."
     if dest.exists():
-        if sha256 is None or sha256sum(dest) == sha256:
-            return dest
-        raise DatasetUnavailableError(f"{dest}: checksum mismatch (expected sha256 {sha256}); "
-                                      f"delete it and retry.{hint}")
+        _check_file(dest, sha256, size, f"{dest}", f"; delete it and retry.{hint}")
+        return dest
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            payload = resp.read()
+        with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_write(dest) as fh:
+            digest, got = hashlib.sha256(), 0
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                digest.update(chunk)
+                got += len(chunk)
+                fh.write(chunk)
+            if size is not None and got != size:
+                raise DatasetUnavailableError(f"{url}: size {got} != {size} bytes (truncated "
+                                              f"download?).{hint}")
+            if sha256 is not None and digest.hexdigest() != sha256:
+                raise DatasetUnavailableError(f"{url}: checksum mismatch (expected sha256 "
+                                              f"{sha256}, got {digest.hexdigest()}).{hint}")
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise DatasetUnavailableError(f"cannot download {url} ({err}).{hint}") from err
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
-        raise DatasetUnavailableError(f"{url}: checksum mismatch (expected sha256 {sha256}).{hint}")
-    with atomic_write(dest) as fh:
-        fh.write(payload)
     return dest
+
+
+def _check_file(path: Path, sha256: str | None, size: int | None, name: str, tail: str) -> None:
+    """Raise :class:`DatasetUnavailableError` if ``path``'s size or sha256 is not the expected."""
+    if size is not None and path.stat().st_size != size:
+        raise DatasetUnavailableError(f"{name}: size {path.stat().st_size} != {size} bytes{tail}")
+    if sha256 is not None and sha256sum(path) != sha256:
+        raise DatasetUnavailableError(f"{name}: checksum mismatch (expected sha256 {sha256}){tail}")
 
 
 def copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Copy a file atomically."""
     with open(src, "rb") as fin, atomic_write(dest) as fout:
         shutil.copyfileobj(fin, fout)
+
+
+class CacheError(DatasetUnavailableError):
+    """A cache entry is incomplete or corrupt (missing manifest, missing, short or altered file)."""
+
+
+#: name of the manifest file inside a cache entry
+MANIFEST = "MANIFEST.json"
+_TMP_TAG = ".building-"
+_OLD_TAG = ".stale-"
+_STALE_AFTER_S = 24 * 3600.0
+
+
+def _entry_files(root: Path) -> list[Path]:
+    """Every regular file under ``root`` except the manifest, sorted; symlinks are refused."""
+    files = []
+    for item in sorted(root.rglob("*")):
+        if item.is_symlink():
+            raise CacheError(f"{item}: symbolic links are not allowed in a cache entry")
+        if item.is_file() and item.relative_to(root).as_posix() != MANIFEST:
+            files.append(item)
+    return files
+
+
+def _write_manifest(root: Path, description: str) -> None:
+    """Write ``root/MANIFEST.json`` listing each file's relative path, size and sha256."""
+    listed = [{"path": f.relative_to(root).as_posix(), "size": f.stat().st_size,
+               "sha256": sha256sum(f)} for f in _entry_files(root)]
+    text = json.dumps({"format": 1, "description": description, "files": listed}, indent=1)
+    with open(root / MANIFEST, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The manifest's file list; :class:`CacheError` if it is absent or malformed."""
+    manifest = path / MANIFEST
+    if not path.is_dir():
+        raise CacheError(f"cache entry {path}: not a directory")
+    if not manifest.is_file():
+        raise CacheError(f"cache entry {path}: no {MANIFEST} (incomplete build)")
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        for item in files:
+            str(item["path"]), int(item["size"]), str(item["sha256"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise CacheError(f"cache entry {path}: {MANIFEST} is malformed ({err!r})") from err
+    return files
+
+
+def verify_cache_entry(path: str | os.PathLike) -> None:
+    """Check a cache entry against its manifest: every listed file present, same size and sha256.
+
+    Raises:
+        CacheError: naming the entry and the first bad file (or the missing manifest).
+    """
+    path = Path(path)
+    for item in _read_manifest(path):
+        rel = item["path"]
+        file = path / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise CacheError(f"cache entry {path}: {MANIFEST} lists {rel!r} outside the entry")
+        if not file.is_file():
+            raise CacheError(f"cache entry {path}: {rel} is missing")
+        size = file.stat().st_size
+        if size != int(item["size"]):
+            raise CacheError(f"cache entry {path}: {rel} has size {size} != {item['size']} "
+                             "(truncated or altered)")
+        if sha256sum(file) != item["sha256"]:
+            raise CacheError(f"cache entry {path}: {rel} has the wrong sha256 (altered)")
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process that made the temporary ``name`` (``...-<pid>-<hex>``) still runs."""
+    with contextlib.suppress(ValueError, IndexError):
+        pid = int(name.rsplit("-", 2)[-2])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return False
+
+
+def _clean_leftovers(path: Path) -> None:
+    """Remove hidden temporaries next to ``path`` left by killed builds (owner dead or old)."""
+    if not path.parent.is_dir():
+        return
+    for tag in (_TMP_TAG, _OLD_TAG):
+        for item in path.parent.glob(f".{path.name}{tag}*"):
+            age = time.time() - item.lstat().st_mtime
+            if not _owner_alive(item.name) or age > _STALE_AFTER_S:
+                shutil.rmtree(item, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a directory tree (ignoring one that is already gone)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _hidden_sibling(path: Path, tag: str) -> Path:
+    """A fresh hidden name next to ``path``: ``.<name><tag><pid>-<hex>``."""
+    return path.parent / f".{path.name}{tag}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _install(tmp: Path, path: Path) -> None:
+    """Rename the finished ``tmp`` onto ``path``; a broken entry there is moved aside first.
+
+    If a concurrent builder installed a valid entry meanwhile, that one is kept and ``tmp`` is
+    discarded, so readers never see an entry disappear under them.
+    """
+    for _ in range(10):
+        try:
+            os.rename(tmp, path)
+            return
+        except OSError:
+            if not (path.exists() or path.is_symlink()):
+                raise
+        try:
+            verify_cache_entry(path)
+        except CacheError:
+            old = _hidden_sibling(path, _OLD_TAG)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, old)
+            _remove(old)
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    raise CacheError(f"cache entry {path}: could not be moved into place (concurrent builders?)")
+
+
+def build_cache_entry(path: str | os.PathLike, build: Callable[[Path], None], *,
+                      description: str = "") -> Path:
+    """Return the verified cache directory ``path``, building it first if needed.
+
+    A directory whose ``MANIFEST.json`` verifies (see :func:`verify_cache_entry`) is returned as is.
+    Otherwise (absent, no manifest, or a file missing, short or altered; a broken entry is reported
+    with a warning and never trusted) ``build(tmp)`` fills a fresh hidden directory next to ``path``,
+    the manifest is written last, and the directory is renamed onto ``path`` as a unit. If ``build``
+    raises, the temporary directory is removed; one left by a killed run is never read as an entry
+    and is removed by the next build. Files and directories get the usual (umask) permissions.
+
+    Args:
+        path: the entry's directory.
+        build: fills the directory it is given with the entry's files.
+        description: recorded in the manifest (what the entry holds, its parameters).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        try:
+            verify_cache_entry(path)
+            return path
+        except CacheError as err:
+            message = f"{err}; rebuilding"
+            warnings.warn(message, stacklevel=2)
+            _log.warning(message)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(path)
+    tmp = _hidden_sibling(path, _TMP_TAG)
+    os.mkdir(tmp)  # mode 0o777 & ~umask, unlike mkdtemp's 0o700
+    try:
+        build(tmp)
+        _write_manifest(tmp, description)
+        _install(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
 
 
 class DomainDataModule(L.LightningDataModule):
@@ -145,12 +353,20 @@ class DomainDataModule(L.LightningDataModule):
         return path
 
     def download(self, url: str, dest: str | os.PathLike, sha256: str | None = None,
-                 manual: str = "") -> Path:
+                 manual: str = "", size: int | None = None) -> Path:
         """See :func:`download`; relative ``dest`` is taken inside :attr:`cache_dir`."""
         dest = Path(dest)
         if not dest.is_absolute():
             dest = self.cache_dir / dest
-        return download(url, dest, sha256, manual)
+        return download(url, dest, sha256, manual, size=size)
+
+    def cache_entry(self, name: str | os.PathLike, build: Callable[[Path], None], *,
+                    description: str = "") -> Path:
+        """See :func:`build_cache_entry`; relative ``name`` is taken inside :attr:`cache_dir`."""
+        path = Path(name)
+        if not path.is_absolute():
+            path = self.cache_dir / path
+        return build_cache_entry(path, build, description=description)
 
     atomic_write = staticmethod(atomic_write)
     atomic_save = staticmethod(atomic_save)
