@@ -41,14 +41,34 @@ def data_root() -> Path:
     return Path(os.environ.get("DOMAINDIFF_DATA", Path.home() / ".cache" / "domaindiff"))
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where ``/proc`` tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file next to ``path``; rename it onto ``path`` only on success."""
+    """Open a temporary file next to ``path``; rename it onto ``path`` only on success.
+
+    The file ends with the permissions a plain ``open(path, "w")`` gives (``0o666 & ~umask``),
+    not the 0600 of the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as fh:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

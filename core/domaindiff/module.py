@@ -12,7 +12,6 @@ validation metrics through torchmetrics (so DDP syncs them) and sample files wri
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,11 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from domaindiff.checkpoint import (  # noqa: F401 - CheckpointError, load_checkpoint re-exported
+    CheckpointError,
+    load_checkpoint,
+    record_init_args,
+)
 from domaindiff.data import atomic_save
 from domaindiff.losses import denoising_loss
 from domaindiff.parametrization import check
@@ -30,10 +34,6 @@ from domaindiff.processes import GaussianProcess
 from domaindiff.samplers import get_sampler
 
 State = dict[str, Tensor]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, malformed or not trusted."""
 
 
 def ema_with_warmup(decay: float):
@@ -95,6 +95,9 @@ class DiffusionModule(L.LightningModule):
                  sampling_steps: int = 50, num_val_samples: int = 0,
                  lr_gamma: float | None = None, seed: int = 0) -> None:
         super().__init__()
+        record_init_args(self)  # hparams of a subclass that forgot save_hyperparameters()
+        if not isinstance(ema_decay, (int, float)) or not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 disables EMA), got {ema_decay!r}")
         if not isinstance(processes, Mapping) or not processes:
             raise ValueError("processes must be a non-empty dict {state key: process}")
         self.network = network
@@ -299,59 +302,7 @@ class SampleWriter(BasePredictionWriter):
 
 
 def _import_class(path: str) -> type:
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise CheckpointError(f"checkpoint names class {path!r}, which cannot be imported "
-                              f"({err}); is its plugin installed?") from err
+    """The allow-listed DiffusionModule subclass named ``path`` (never imports ``path`` itself)."""
+    from domaindiff.checkpoint import resolve_class
 
-
-def load_checkpoint(path: str | Path, trust: bool = False, map_location: str = "cpu",
-                    strict: bool = True) -> DiffusionModule:
-    """Load a DiffusionModule from a Lightning checkpoint written by this library.
-
-    The file is read with ``torch.load(weights_only=True)``. A checkpoint that needs full
-    unpickling (arbitrary Python objects) is refused unless ``trust=True``: unpickling runs code.
-
-    Raises:
-        CheckpointError: missing or malformed file, untrusted pickle, unknown class, wrong weights.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises several types here
-        if not trust:
-            raise CheckpointError(
-                f"checkpoint {path} cannot be read with weights_only=True ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}). If it is not a checkpoint, "
-                "check the path; if it needs full unpickling and you trust its source, pass "
-                "trust=True (CLI: --trust-checkpoint).") from err
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as err2:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {path} is not a readable torch file: {err2}") \
-                from err2
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"checkpoint {path}: not a Lightning checkpoint (no 'state_dict')")
-    meta = ckpt.get("domaindiff")
-    if not isinstance(meta, dict) or "class_path" not in meta:
-        raise CheckpointError(f"checkpoint {path}: no 'domaindiff.class_path' entry; it was not "
-                              "written by a domaindiff DiffusionModule")
-    cls = _import_class(meta["class_path"])
-    hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters", {})).items()
-               if not k.startswith("_")}
-    try:
-        model = cls(**hparams)
-    except TypeError as err:
-        raise CheckpointError(f"checkpoint {path}: hyper_parameters do not fit "
-                              f"{meta['class_path']}: {err}") from err
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=strict)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit {meta['class_path']}: "
-                              f"{str(err).splitlines()[0]}") from err
-    model.eval()
-    return model
+    return resolve_class(path)

@@ -69,6 +69,53 @@ def discover(refresh: bool = False) -> dict[str, PluginInfo]:
     return found
 
 
+def _models_of(module: ModuleType, target: str) -> dict[str, type]:
+    """``{"module.QualName": cls}`` of the DiffusionModule subclasses a plugin lists in ``MODELS``.
+
+    Each class is also listed under the plugin's own name (``<package>.<Name>``) when the package
+    exposes it there, as LightningCLI configs write it.
+    """
+    from domaindiff.module import DiffusionModule
+
+    found: dict[str, type] = {}
+    for cls in getattr(module, "MODELS", None) or []:
+        if not (isinstance(cls, type) and issubclass(cls, DiffusionModule)) \
+                or cls is DiffusionModule:
+            continue
+        found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+        if getattr(module, cls.__name__, None) is cls:
+            found[f"{target}.{cls.__name__}"] = cls
+    return found
+
+
+def exported_models(class_path: str | None = None) -> dict[str, type]:
+    """The allow-list of buildable models: ``{"module.QualName": cls}`` over the installed plugins.
+
+    Only the packages registered under the ``domaindiff.plugins`` entry point are imported (never
+    a module named by a checkpoint). With ``class_path``, the plugins whose package prefixes it are
+    imported first and the search stops as soon as it is found, so loading a graphs checkpoint
+    does not import the other plugins. A plugin that fails to import contributes nothing.
+    """
+    eps = sorted(entry_points(group=GROUP), key=lambda e: e.name)
+    if class_path is not None:
+        first = [ep for ep in eps if class_path.startswith(ep.value + ".")]
+        eps = first + [ep for ep in eps if ep not in first]
+    allowed: dict[str, type] = {}
+    for ep in eps:
+        cached = (_CACHE or {}).get(ep.name)
+        try:
+            module = cached.module if cached is not None and cached.target == ep.value \
+                else importlib.import_module(ep.value)
+        except Exception:  # noqa: BLE001 - a broken plugin must not break the others
+            continue
+        if module is None:
+            continue
+        allowed.update(_models_of(module, ep.value))
+        if class_path is not None and class_path in allowed:
+            break
+    return allowed
+
+
 def get_plugin(name: str) -> ModuleType:
     """The imported module of one plugin (only that one is imported); clear error if absent/broken."""
     eps = {ep.name: ep for ep in entry_points(group=GROUP)}
