@@ -145,7 +145,8 @@ def test_md17_standin_written_in_sgdml_format(tmp_path, monkeypatch):
     dm = MD17("ethanol", every=10, cond_frames=3, pred_frames=4, standin_steps=1500,
               batch_size=4)
     dm.setup()
-    path = tmp_path / "md17" / "md17_ethanol.npz"
+    path = tmp_path / "md17" / "standin_ethanol_steps1500_seed0" / "md17_ethanol.npz"
+    assert dm.path == path and (path.parent / "MANIFEST.json").is_file()  # a verified entry
     with np.load(path) as f:
         assert sorted(f.files) == ["E", "F", "R", "z"]
         r, z, e = f["R"], f["z"], f["E"]
@@ -159,3 +160,100 @@ def test_md17_standin_written_in_sgdml_format(tmp_path, monkeypatch):
     # chronological split: the first validation window starts after the training frames
     np.testing.assert_allclose(dm.val_set.cond[0].numpy(), r[::10][90:93].transpose(1, 0, 2),
                                rtol=1e-6)
+
+
+# --- cache entries: a killed or damaged preparation is never trusted -----------------------------
+def _tiny_nbody(**kw):
+    return NBody(num_train=3, num_val=2, num_test=2, length=400, sample_freq=100, cond_frames=1,
+                 pred_frames=2, batch_size=2, **kw)
+
+
+def test_nbody_damaged_cache_is_rebuilt_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    dm = _tiny_nbody()
+    dm.setup()
+    entry = tmp_path / "nbody" / f"train3_seed0_{dm.suffix}"
+    assert (entry / "MANIFEST.json").is_file()
+    good = dm.train_set.x.clone()
+    loc = entry / f"loc_train_{dm.suffix}.npy"
+    size = loc.stat().st_size
+    with open(loc, "r+b") as fh:  # what a kill during the write of a non-atomic copy leaves
+        fh.truncate(100)
+    with pytest.warns(UserWarning, match=rf"loc_train_{dm.suffix}\.npy has size 100 != {size}.*"
+                                         "rebuilding"):
+        dm.setup()
+    assert (dm.train_set.x == good).all()
+    (entry / "MANIFEST.json").unlink()  # an entry from a killed run has no manifest
+    (entry / f"vel_train_{dm.suffix}.npy").unlink()
+    with pytest.warns(UserWarning, match="no MANIFEST.json"):
+        dm.setup()
+    assert (dm.train_set.x == good).all()
+
+
+def test_nbody_leftover_of_a_killed_simulation_is_ignored_and_cleaned(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    dm = _tiny_nbody()
+    root = tmp_path / "nbody"
+    dead = root / f".train3_seed0_{dm.suffix}.building-999999999-0123abcd"  # no such pid
+    dead.mkdir(parents=True)
+    np.save(dead / f"loc_train_{dm.suffix}.npy", np.full((3, 3, 3, 5), np.nan))
+    dm.setup()
+    assert not dead.exists() and np.isfinite(dm.train_set.x.numpy()).all()
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_nbody_reads_nri_files_placed_in_the_cache(tmp_path):
+    sim = {s: simulate("charged", 2, length=400, sample_freq=100, seed=9) for s in
+           ("train", "valid", "test")}
+    suffix = "charged5_initvel1_len400_every100"
+    for split, d in sim.items():
+        write_nbody_split(tmp_path, split, suffix, d)
+    dm = _tiny_nbody(root=str(tmp_path))
+    dm.setup()
+    assert len(dm.train_set) == 2  # the placed files, not a simulation of num_train=3
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+
+
+def test_md17_standin_damaged_entry_is_rebuilt(tmp_path, monkeypatch):
+    from domaindiff_trajectories.data import MD17
+
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    dm = MD17("ethanol", every=1, cond_frames=2, pred_frames=2, standin_steps=60, batch_size=4)
+    dm.setup()
+    good = dm.train_set.x.clone()
+    with open(dm.path, "r+b") as fh:
+        fh.truncate(500)
+    with pytest.warns(UserWarning, match=r"md17_ethanol\.npz has size 500 !=.*rebuilding"):
+        dm.setup()
+    assert (dm.train_set.x == good).all()
+
+
+def _write_raw_eth(root, scene: str, shift: float = 0.0) -> None:
+    for split in ("train", "test"):
+        d = root / "raw" / scene / split
+        d.mkdir(parents=True)
+        lines = [f"{10 * f}\t{a}\t{0.1 * f + a + shift:.2f}\t{-0.2 * f:.2f}"
+                 for f in range(24) for a in (1, 2) if not (a == 2 and f > 20)]
+        (d / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_eth_ucy_from_raw_text_prepared_once_into_an_entry(tmp_path, monkeypatch):
+    from domaindiff_trajectories.data import ETHUCY
+
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    _write_raw_eth(tmp_path / "eth_ucy", "hotel")
+    dm = ETHUCY("hotel", batch_size=8)
+    dm.setup()
+    entry = dm.data_dir()
+    assert entry.parent.name == "prepared" and (entry / "MANIFEST.json").is_file()
+    # 24 frames -> 5 windows; agent 2 (frames 0..20) is present throughout the first 2 only
+    np.testing.assert_array_equal(dm.train_set.mask.sum(1).numpy(), [2, 2, 1, 1, 1])
+    np.testing.assert_allclose(dm.train_set.cond[0, 1, 0].numpy(), [2.0, 0.0])
+    np.testing.assert_allclose(dm.train_set.x[4, 0, -1].numpy(), [3.3, -4.6], rtol=1e-6)
+    assert (dm.train_set.x[2, 1] == 0).all()
+    # changed raw files give a new entry, not the stale one
+    import shutil
+
+    shutil.rmtree(tmp_path / "eth_ucy" / "raw")
+    _write_raw_eth(tmp_path / "eth_ucy", "hotel", shift=1.0)
+    assert ETHUCY("hotel").data_dir() != entry

@@ -2,10 +2,19 @@
 
 Every dataset yields dict batches: ``x`` target frames ``(B, N, T_pred, 3)``, ``cond`` condition
 frames ``(B, N, T_cond, 3)``, ``h`` node features ``(B, N, F)`` and ``mask`` ``(B, N)``.
+
+Whatever is generated into the cache (N-body simulations, the MD17 stand-in, ETH-UCY windows
+prepared from the raw text files) is one cache entry built in a temporary directory and moved in
+with a manifest (:func:`domaindiff.data.build_cache_entry`): a killed run leaves nothing that a
+later run trusts. Every loader refuses non-finite coordinates, truncated files and wrong shapes
+with one line naming the file and the key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +25,54 @@ from domaindiff.data import DomainDataModule, atomic_write
 from domaindiff_trajectories.nbody import DEFAULT_BODIES, SYSTEMS, simulate
 
 SPLITS = ("train", "valid", "test")
+_log = logging.getLogger(__name__)
+_READ_ERRORS = (ValueError, EOFError, OSError, zipfile.BadZipFile, KeyError)
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """``np.load`` of one ``.npy`` (no pickles) with errors that name the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated, not a ``.npy`` file or holds Python objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except _READ_ERRORS as err:
+        raise ValueError(f"{path}: truncated or not a .npy file ({err})") from err
+
+
+def check_at_least(low: int, **values: int) -> None:
+    """Raise ``ValueError`` naming the first argument below ``low``."""
+    for arg, value in values.items():
+        if value < low:
+            raise ValueError(f"{arg} must be >= {low}, got {value}")
+
+
+def check_numeric(array: np.ndarray, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``array`` holds numbers."""
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"{where}: expected numbers, got dtype {array.dtype}")
+
+
+def check_finite(array: np.ndarray, where: str, axes: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming ``where`` if ``array`` is not numeric or holds NaN / inf.
+
+    Args:
+        array: the values.
+        where: the file and key, e.g. ``"md17_aspirin.npz: key 'R'"``.
+        axes: names of the leading axes, to locate the first bad value.
+    """
+    check_numeric(array, where)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        at = ", ".join(f"{name} {i}" for name, i in zip(axes, first, strict=False))
+        raise ValueError(f"{where}: {int(bad.sum())} non-finite values (NaN or inf), the first "
+                         f"at {at}; coordinates must be finite")
 
 
 class TrajectoryDataset(Dataset):
@@ -82,7 +139,9 @@ def load_nbody_split(directory: str | Path, split: str, suffix: str) -> dict[str
         path = directory / f"{key}_{split}_{suffix}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"N-body file {path} is missing")
-        out[key] = np.load(path, allow_pickle=False)
+        out[key] = load_npy(path)
+        check_finite(out[key], str(path), ("trajectory", "frame", "dim") if key in ("loc", "vel")
+                     else ("trajectory", "body"))
     loc = out["loc"]
     if loc.ndim != 4 or loc.shape[2] not in (2, 3):
         raise ValueError(f"{directory / f'loc_{split}_{suffix}.npy'}: expected shape "
@@ -95,6 +154,9 @@ def load_nbody_split(directory: str | Path, split: str, suffix: str) -> dict[str
     if charges is None:
         raise ValueError(f"{directory / f'charges_{split}_{suffix}.npy'}: expected {n * nb} "
                          f"values (n, N, 1), got shape {out['charges'].shape}")
+    if out["edges"].shape != (n, nb, nb):
+        raise ValueError(f"{directory / f'edges_{split}_{suffix}.npy'}: expected shape "
+                         f"{(n, nb, nb)} (n, N, N), got {out['edges'].shape}")
     return {"loc": loc.transpose(0, 1, 3, 2), "vel": out["vel"].transpose(0, 1, 3, 2),
             "charges": charges, "edges": out["edges"]}
 
@@ -102,8 +164,12 @@ def load_nbody_split(directory: str | Path, split: str, suffix: str) -> dict[str
 class NBody(DomainDataModule):
     """Charged / springs / gravity N-body forecasting, simulated into the cache on first use.
 
-    Files follow the NRI/EGNN layout (``loc_train_charged5_initvel1.npy``...), so real files
-    from those repositories can be dropped into :attr:`cache_dir` instead.
+    Files follow the NRI/EGNN layout (``loc_train_charged5_initvel1.npy``...). Each simulated
+    split is one verified cache entry ``<cache_dir>/<split><size>_seed<seed>_<suffix>/`` (see
+    :func:`domaindiff.data.build_cache_entry`): a killed simulation is never read, a damaged one is
+    rebuilt with a warning. Real files from those repositories placed directly in
+    :attr:`cache_dir` (``<cache_dir>/loc_train_charged5_initvel1.npy``...) are read instead of
+    simulating (logged), and checked like any other input.
 
     Args:
         system: ``charged``, ``springs`` or ``gravity``.
@@ -131,6 +197,14 @@ class NBody(DomainDataModule):
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if system not in SYSTEMS:
             raise ValueError(f"system: unknown {system!r}; choose one of {SYSTEMS}")
+        check_at_least(1, num_train=num_train, num_val=num_val, num_test=num_test,
+                       cond_frames=cond_frames, pred_frames=pred_frames, sample_freq=sample_freq)
+        check_at_least(2, n_bodies=n_bodies or DEFAULT_BODIES[system])
+        frames = length // sample_freq - 1
+        if cond_frames + pred_frames > frames:
+            raise ValueError(f"cond_frames + pred_frames = {cond_frames + pred_frames} exceeds the "
+                             f"{frames} frames that length={length}, sample_freq={sample_freq} "
+                             "simulate (length // sample_freq - 1)")
         self.system, self.n_bodies = system, n_bodies or DEFAULT_BODIES[system]
         self.sizes = {"train": num_train, "valid": num_val, "test": num_test}
         self.cond_frames, self.pred_frames = cond_frames, pred_frames
@@ -145,20 +219,36 @@ class NBody(DomainDataModule):
         return base
 
     def _split_dir(self, split: str) -> Path:
-        return self.cache_dir / f"{split}{self.sizes[split]}_seed{self.seed}"
+        """The directory of one split: the user's NRI files, else the simulated cache entry."""
+        if (self.cache_dir / f"loc_{split}_{self.suffix}.npy").is_file():
+            _log.info("N-body %s split: reading %s/*_%s_%s.npy (not simulated)", split,
+                      self.cache_dir, split, self.suffix)
+            return self.cache_dir
+        i = SPLITS.index(split)
+        size, seed = self.sizes[split], self.seed + i
+
+        def build(tmp: Path) -> None:
+            sim = simulate(self.system, size, self.n_bodies, self.length, self.sample_freq,
+                           seed=seed)
+            write_nbody_split(tmp, split, self.suffix, sim)
+
+        return self.cache_entry(
+            f"{split}{size}_seed{self.seed}_{self.suffix}", build,
+            description=f"N-body {self.system} {split}: {size} trajectories of {self.n_bodies} "
+                        f"bodies, length {self.length}, every {self.sample_freq}, seed {seed}")
 
     def prepare_data(self) -> None:
-        for i, split in enumerate(SPLITS):
-            d = self._split_dir(split)
-            if not (d / f"loc_{split}_{self.suffix}.npy").is_file():
-                sim = simulate(self.system, self.sizes[split], self.n_bodies, self.length,
-                               self.sample_freq, seed=self.seed + i)
-                write_nbody_split(d, split, self.suffix, sim)
+        for split in SPLITS:
+            self._split_dir(split)
 
     def dataset(self, split: str) -> TrajectoryDataset:
         """The windows of one split (``train``, ``valid`` or ``test``)."""
-        self.prepare_data()
         d = load_nbody_split(self._split_dir(split), split, self.suffix)
+        frames = d["loc"].shape[1]
+        if self.cond_frames + self.pred_frames > frames:
+            raise ValueError(f"{self._split_dir(split)}/loc_{split}_{self.suffix}.npy: "
+                             f"{frames} frames, but cond_frames + pred_frames = "
+                             f"{self.cond_frames + self.pred_frames}")
         return TrajectoryDataset(d["loc"], d["charges"], self.cond_frames, self.pred_frames)
 
     def setup(self, stage: str | None = None) -> None:
@@ -184,21 +274,64 @@ def load_md17_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a missing key or a bad shape (the file and the key are named).
+        ValueError: a truncated file, a missing key, a bad shape or dtype, non-finite positions
+            or non-integer atomic numbers (the file and the key are named).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MD17 file {path} is missing")
-    with np.load(path, allow_pickle=False) as f:
+    try:
+        f = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as err:
+        raise ValueError(f"{path}: truncated or not an npz file ({err})") from err
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single array, not an npz file with keys 'R' and 'z'")
+    with f:
+        files = sorted(f.files)
         for key in ("R", "z"):
-            if key not in f.files:
-                raise ValueError(f"{path}: key {key!r} missing (has {sorted(f.files)})")
-        r, z = np.asarray(f["R"], dtype=np.float64), np.asarray(f["z"]).astype(np.int64)
+            if key not in files:
+                raise ValueError(f"{path}: key {key!r} missing (keys found: {files}); an sgdml "
+                                 "MD17 npz has R (frames, atoms, 3) and z (atoms,)")
+        try:
+            r, z = f["R"], f["z"]
+        except _READ_ERRORS as err:
+            raise ValueError(f"{path}: truncated or not an npz file ({err})") from err
+    check_numeric(r, f"{path}: key 'R'")
+    check_numeric(z, f"{path}: key 'z'")
     if r.ndim != 3 or r.shape[2] != 3:
-        raise ValueError(f"{path}: key 'R' must be (frames, atoms, 3), got {r.shape}")
+        raise ValueError(f"{path}: key 'R' must be (frames, atoms, 3), got shape {r.shape}")
     if z.shape != (r.shape[1],):
-        raise ValueError(f"{path}: key 'z' must be ({r.shape[1]},), got {z.shape}")
-    return r, z
+        raise ValueError(f"{path}: key 'z' must hold one atomic number per atom of 'R', shape "
+                         f"({r.shape[1]},), got shape {z.shape}")
+    check_finite(r, f"{path}: key 'R'", ("frame", "atom", "coordinate"))
+    if not np.isfinite(z).all() or (z != np.round(z)).any() or (z < 1).any():
+        raise ValueError(f"{path}: key 'z' must hold atomic numbers (integers >= 1), got "
+                         f"{np.unique(z)[:8].tolist()}")
+    return np.asarray(r, dtype=np.float64), z.astype(np.int64)
+
+
+#: atomic numbers one-hot encoded as MD17 node features (H, C, N, O)
+MD17_ELEMENTS = (1, 6, 7, 8)
+
+
+def md17_node_features(z: np.ndarray, where: str = "z") -> np.ndarray:
+    """One-hot H, C, N, O features ``(atoms, 4)``; any other element is refused (named)."""
+    other = sorted(set(z.tolist()) - set(MD17_ELEMENTS))
+    if other:
+        raise ValueError(f"{where}: atomic numbers {other} are not among H, C, N, O "
+                         f"{MD17_ELEMENTS}, the elements the node features encode")
+    return (z[:, None] == np.array(MD17_ELEMENTS)[None]).astype(np.float32)
+
+
+def md17_min_frames(every: int, window: int,
+                    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> int:
+    """The fewest raw frames for which every split of :func:`md17_windows` has one window."""
+    n = window
+    while True:
+        bounds = np.cumsum([0] + [int(round(f * n)) for f in fractions])
+        if all(min(hi, n) - lo >= window for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)):
+            return (n - 1) * every + 1
+        n += 1
 
 
 def md17_windows(r: np.ndarray, every: int = 10, window: int = 30,
@@ -229,7 +362,10 @@ class MD17(DomainDataModule):
 
     When the file is absent and ``standin_steps > 0``, an offline stand-in is simulated first
     (MMFF94 Langevin MD at 500 K, 0.5 fs steps, one frame per step; see
-    :func:`domaindiff_trajectories.md.simulate_md17_standin`) and written with the same keys.
+    :func:`domaindiff_trajectories.md.simulate_md17_standin`) and written with the same keys into
+    the verified cache entry ``<cache_dir>/standin_<molecule>_steps<N>_seed<seed>/``. A file with
+    too few frames for one window in each split, non-finite positions or elements other than
+    H, C, N, O is refused with the file and the key named.
 
     Args:
         molecule: molecule name (file ``md17_<molecule>.npz``).
@@ -249,29 +385,59 @@ class MD17(DomainDataModule):
                  pred_frames: int = 20, standin_steps: int = 60000, batch_size: int = 128,
                  num_workers: int = 0, seed: int = 0, root: str | None = None) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        check_at_least(1, every=every, cond_frames=cond_frames, pred_frames=pred_frames)
+        check_at_least(0, standin_steps=standin_steps)
         self.molecule, self.every, self.standin_steps = molecule, every, standin_steps
         self.cond_frames, self.pred_frames = cond_frames, pred_frames
 
     @property
-    def path(self) -> Path:
-        """The npz this module reads."""
+    def real_path(self) -> Path:
+        """Where the real sgdml file goes: ``<cache_dir>/md17_<molecule>.npz``."""
         return self.cache_dir / f"md17_{self.molecule}.npz"
 
+    @property
+    def path(self) -> Path:
+        """The npz this module reads: the real file if present, else the stand-in's."""
+        if self.real_path.is_file() or self.standin_steps <= 0:
+            return self.real_path
+        return (self.cache_dir / f"standin_{self.molecule}_steps{self.standin_steps}_seed"
+                f"{self.seed}" / self.real_path.name)
+
     def prepare_data(self) -> None:
-        if self.path.is_file() or self.standin_steps <= 0:
+        if self.real_path.is_file() or self.standin_steps <= 0:
             return
         from domaindiff.data import atomic_savez
-        from domaindiff_trajectories.md import simulate_md17_standin
+        from domaindiff_trajectories.md import MD17_SMILES, simulate_md17_standin
 
-        sim = simulate_md17_standin(self.molecule, self.standin_steps, seed=self.seed)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_savez(self.path, **sim)
+        if self.molecule not in MD17_SMILES:
+            raise ValueError(f"molecule: no file {self.real_path} and no offline stand-in for "
+                             f"{self.molecule!r}; stand-ins exist for {sorted(MD17_SMILES)}")
+
+        def build(tmp: Path) -> None:
+            sim = simulate_md17_standin(self.molecule, self.standin_steps, seed=self.seed)
+            atomic_savez(tmp / self.real_path.name, **sim)
+
+        self.cache_entry(self.path.parent.name, build,
+                         description=f"MD17 stand-in {self.molecule}: MMFF94 Langevin MD, "
+                                     f"{self.standin_steps} steps, seed {self.seed}")
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
-        r, z = load_md17_npz(self.path)
-        wins = md17_windows(r, self.every, self.cond_frames + self.pred_frames)
-        h = (z[:, None] == np.array([1, 6, 7, 8])[None]).astype(np.float32)  # H C N O one-hot
+        path = self.path
+        if not path.is_file() and self.standin_steps <= 0:
+            raise FileNotFoundError(f"MD17 file {path} is missing; place the sgdml npz there or "
+                                    "set standin_steps > 0 for the offline stand-in")
+        r, z = load_md17_npz(path)
+        window = self.cond_frames + self.pred_frames
+        wins = md17_windows(r, self.every, window)
+        counts = [len(wins[s]) for s in SPLITS]
+        if min(counts) == 0:
+            raise ValueError(
+                f"{path}: {len(r)} frames give {'/'.join(map(str, counts))} train/valid/test "
+                f"windows: every={self.every} keeps {len(r[::self.every])} frames, split 60/20/20, "
+                f"and a window needs cond_frames + pred_frames = {window} of them; need at "
+                f"least {md17_min_frames(self.every, window)} frames (or a smaller every)")
+        h = md17_node_features(z, f"{path}: key 'z'")
         self.sets = {s: TrajectoryDataset(w, np.broadcast_to(h, (len(w),) + h.shape),
                                           self.cond_frames, self.pred_frames)
                      for s, w in wins.items()}
@@ -296,7 +462,13 @@ def load_eth_ucy(directory: str | Path, scene: str, split: str) -> tuple[np.ndar
     """Read EqMotion-preprocessed ETH-UCY ``{scene}_data_{split}.npy`` / ``{scene}_num_{split}.npy``.
 
     Returns:
-        positions ``(B, 20, N_max, 2)`` and the node mask ``(B, N_max)`` from the agent counts.
+        positions ``(B, 20, N_max, 2)`` and the node mask ``(B, N_max)`` from the agent counts;
+        padded agents' positions are set to zero (whatever the file holds there).
+
+    Raises:
+        FileNotFoundError: a file is missing (named).
+        ValueError: a truncated file, a bad shape, non-integer or out-of-range agent counts, or
+            non-finite positions of a real agent (the file is named).
     """
     if scene not in ETH_SCENES:
         raise ValueError(f"scene: unknown {scene!r}; choose one of {ETH_SCENES}")
@@ -305,22 +477,123 @@ def load_eth_ucy(directory: str | Path, scene: str, split: str) -> tuple[np.ndar
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"ETH-UCY file {p} is missing")
-    data, num = np.load(paths[0]), np.load(paths[1]).reshape(-1).astype(np.int64)
+    data, num = load_npy(paths[0]), load_npy(paths[1]).reshape(-1)
+    check_numeric(data, str(paths[0]))
+    check_numeric(num, str(paths[1]))
     if data.ndim != 4 or data.shape[2] != 20 or data.shape[3] != 2:
         raise ValueError(f"{paths[0]}: expected (B, N_max, 20, 2), got {data.shape}")
-    if len(num) != len(data) or (num > data.shape[1]).any() or (num < 1).any():
-        raise ValueError(f"{paths[1]}: agent counts must be 1..{data.shape[1]} for each of "
-                         f"{len(data)} scenes")
+    if (not np.isfinite(num).all() or (num != np.round(num)).any() or len(num) != len(data)
+            or (num > data.shape[1]).any() or (num < 1).any()):
+        raise ValueError(f"{paths[1]}: agent counts must be integers 1..{data.shape[1]} for each "
+                         f"of {len(data)} scenes, got {len(num)} values in "
+                         f"[{num.min() if len(num) else 'none'}, {num.max() if len(num) else ''}]")
+    num = num.astype(np.int64)
     mask = (np.arange(data.shape[1])[None] < num[:, None]).astype(np.float32)
-    traj = data.transpose(0, 2, 1, 3) * mask[:, None, :, None]
-    return traj, mask
+    data = np.where(mask[:, :, None, None] > 0, data, 0.0)
+    check_finite(data, str(paths[0]), ("scene", "agent", "frame"))
+    return data.transpose(0, 2, 1, 3), mask
+
+
+def load_eth_ucy_txt(path: str | Path) -> np.ndarray:
+    """Read one raw ETH-UCY annotation file (Social-GAN layout: ``frame agent x y`` per line).
+
+    Returns:
+        ``(rows, 4)`` float64: frame, agent id, x, y (metres).
+
+    Raises:
+        ValueError: a line with other than 4 columns, a non-numeric, non-finite or (frame / agent)
+            non-integer field, an agent twice in one frame, or no rows; the file and line are named.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err})") from err
+    rows, seen = [], set()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}, line {lineno}"
+        if len(fields) != 4:
+            raise ValueError(f"{where}: expected 4 columns (frame, agent, x, y), got "
+                             f"{len(fields)}: {line.strip()[:60]!r}")
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            bad = next(v for v in fields if not _is_float(v))
+            raise ValueError(f"{where}: non-numeric field {bad!r} (columns: frame, agent, x, "
+                             "y)") from None
+        if not np.isfinite(values).all():
+            raise ValueError(f"{where}: non-finite value in {line.strip()[:60]!r}")
+        if values[0] != round(values[0]) or values[1] != round(values[1]):
+            raise ValueError(f"{where}: frame and agent must be integers, got {fields[0]!r}, "
+                             f"{fields[1]!r}")
+        key = (values[0], values[1])
+        if key in seen:
+            raise ValueError(f"{where}: agent {int(values[1])} appears twice in frame "
+                             f"{int(values[0])}")
+        seen.add(key)
+        rows.append(values)
+    if not rows:
+        raise ValueError(f"{path}: no data rows (expected lines 'frame agent x y')")
+    return np.array(rows, dtype=np.float64)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def eth_ucy_windows(rows: np.ndarray, seq_len: int = 20) -> list[np.ndarray]:
+    """Cut ``seq_len``-frame windows (stride one frame) of the agents present in all their frames.
+
+    Args:
+        rows: ``(rows, 4)`` from :func:`load_eth_ucy_txt`.
+        seq_len: frames per window (8 observed + 12 predicted).
+
+    Returns:
+        one ``(agents, seq_len, 2)`` array per window that has at least one such agent.
+    """
+    frames = np.unique(rows[:, 0])
+    where = {f: {int(a): (x, y) for _, a, x, y in rows[rows[:, 0] == f]} for f in frames}
+    out = []
+    for i in range(len(frames) - seq_len + 1):
+        window = [where[f] for f in frames[i:i + seq_len]]
+        agents = sorted(set(window[0]).intersection(*window[1:]))
+        if agents:
+            out.append(np.array([[w[a] for w in window] for a in agents]))
+    return out
+
+
+def prepare_eth_ucy_split(files: list[Path], seq_len: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """EqMotion-style arrays ``data (B, N_max, seq_len, 2)`` and ``num (B,)`` from raw files.
+
+    Raises:
+        ValueError: no file yields a window (the files are named).
+    """
+    wins = [w for f in files for w in eth_ucy_windows(load_eth_ucy_txt(f), seq_len)]
+    if not wins:
+        raise ValueError(f"{', '.join(map(str, files))}: no {seq_len}-frame window in which an "
+                         "agent is present in every frame")
+    n_max = max(len(w) for w in wins)
+    data = np.zeros((len(wins), n_max, seq_len, 2))
+    for i, w in enumerate(wins):
+        data[i, :len(w)] = w
+    return data, np.array([len(w) for w in wins], dtype=np.int64)
 
 
 class ETHUCY(DomainDataModule):
     """ETH-UCY pedestrians (2-D) from the EqMotion preprocessing in :attr:`cache_dir`.
 
     No offline stand-in: place ``{scene}_{data,num}_{train,test}.npy`` in
-    ``$DOMAINDIFF_DATA/eth_ucy`` (validation uses the test split, as the reference code).
+    ``$DOMAINDIFF_DATA/eth_ucy`` (validation uses the test split, as the reference code), or the
+    raw Social-GAN text files as ``$DOMAINDIFF_DATA/eth_ucy/raw/<scene>/{train,test}/*.txt``
+    (lines ``frame agent x y``): they are cut into 20-frame windows of the agents present
+    throughout, once, into the verified cache entry ``prepared/<scene>-<hash of the files>/``.
 
     Args:
         scene: ``eth``, ``hotel``, ``univ``, ``zara1`` or ``zara2``.
@@ -340,12 +613,46 @@ class ETHUCY(DomainDataModule):
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if scene not in ETH_SCENES:
             raise ValueError(f"scene: unknown {scene!r}; choose one of {ETH_SCENES}")
+        check_at_least(1, cond_frames=cond_frames, pred_frames=pred_frames)
+        if cond_frames + pred_frames > 20:
+            raise ValueError(f"cond_frames + pred_frames = {cond_frames + pred_frames} exceeds the "
+                             "20 frames of an ETH-UCY window")
         self.scene, self.cond_frames, self.pred_frames = scene, cond_frames, pred_frames
 
-    def setup(self, stage: str | None = None) -> None:
-        sets = {}
+    def _raw_files(self, split: str) -> list[Path]:
+        return sorted((self.cache_dir / "raw" / self.scene / split).glob("*.txt"))
+
+    def data_dir(self) -> Path:
+        """Where the npy files are: :attr:`cache_dir`, else the entry prepared from raw text."""
+        if (self.cache_dir / f"{self.scene}_data_train.npy").is_file():
+            return self.cache_dir
+        files = {split: self._raw_files(split) for split in ("train", "test")}
+        if not all(files.values()):
+            raise FileNotFoundError(
+                f"ETH-UCY file {self.cache_dir / f'{self.scene}_data_train.npy'} is missing, and "
+                f"no raw text files in {self.cache_dir / 'raw' / self.scene}/{{train,test}}/*.txt")
+        digest = hashlib.sha256()
         for split in ("train", "test"):
-            traj, mask = load_eth_ucy(self.cache_dir, self.scene, split)
+            for f in files[split]:
+                digest.update(f"{split}/{f.name}\0".encode() + f.read_bytes() + b"\0")
+
+        def build(tmp: Path) -> None:
+            for split in ("train", "test"):
+                data, num = prepare_eth_ucy_split(files[split])
+                for kind, array in (("data", data), ("num", num)):
+                    with atomic_write(tmp / f"{self.scene}_{kind}_{split}.npy") as fh:
+                        np.save(fh, array)
+
+        return self.cache_entry(Path("prepared") / f"{self.scene}-{digest.hexdigest()[:12]}",
+                                build, description=f"ETH-UCY {self.scene} from raw text files")
+
+    def prepare_data(self) -> None:
+        self.data_dir()
+
+    def setup(self, stage: str | None = None) -> None:
+        sets, directory = {}, self.data_dir()
+        for split in ("train", "test"):
+            traj, mask = load_eth_ucy(directory, self.scene, split)
             h = np.ones(mask.shape + (1,), dtype=np.float32)
             sets[split] = TrajectoryDataset(traj, h, self.cond_frames, self.pred_frames, mask)
         self.train_set, self.val_set, self.test_set = sets["train"], sets["test"], sets["test"]
