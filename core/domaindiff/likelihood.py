@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from domaindiff.samplers.base import Model, as_processes, combine
+from domaindiff.samplers.ode import odeint_in_range
 
 
 def _basis(x: Tensor, cols: Tensor, p, state) -> Tensor:
@@ -77,11 +78,12 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
         chunk: coordinates per batched backward pass in the exact divergence (memory grows
             with ``chunk`` x batch x dimension).
 
+    The network is only ever evaluated at times in ``[t_min, T]`` (see
+    :func:`domaindiff.samplers.ode.odeint_in_range`).
+
     Returns:
         ``{"logp": (B,) nats, "bpd": (B,) bits per dimension, "prior_logp": (B,), "nfe": int}``.
     """
-    from torchdiffeq import odeint
-
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     procs, single = as_processes(process)
@@ -106,7 +108,7 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
         with torch.enable_grad():
             xg = {k: y.detach().requires_grad_(True) for k, y in zip(keys, xs)}
             cur = combine(state, xg)
-            v, _ = model.velocity(cur, float(t))
+            v, _ = model.velocity(cur, t)
             if exact:
                 div = _divergence_exact(v, xg, procs, cur, chunk)
             else:
@@ -116,9 +118,8 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
     first = state[keys[0]]
     y0 = (*[state[k] for k in keys], torch.zeros(first.shape[0], dtype=first.dtype,
                                                  device=first.device))
-    t_span = torch.tensor([ref.t_min, ref.T], dtype=first.dtype, device=first.device)
-    ys = odeint(func, y0, t_span, rtol=rtol, atol=atol, method=method,
-                options=dict(options) if options else None)
+    ys = odeint_in_range(func, y0, ref.t_min, ref.T, rtol=rtol, atol=atol, method=method,
+                         options=options)
     x_T = {k: y[-1] for k, y in zip(keys, ys[:-1])}
     delta = ys[-1][-1]
     end = combine(state, x_T)

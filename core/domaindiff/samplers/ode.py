@@ -8,8 +8,11 @@ Gaussian process written so that it stays finite at both ends (for EDM it is EDM
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from domaindiff.samplers.base import (
     Model,
@@ -98,16 +101,132 @@ def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
     return st.finish(x)
 
 
+# torchdiffeq's adaptive Runge-Kutta solvers: every stage lies in [t0, t0 + dt], and a step is cut at
+# the next ``step_t`` point, so ``step_t = [end]`` keeps them inside the interval.
+_ADAPTIVE_RK = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+def _solver_names() -> list[str]:
+    """The method names this torchdiffeq accepts."""
+    try:
+        from torchdiffeq._impl.odeint import SOLVERS
+    except ImportError:  # pragma: no cover - a torchdiffeq that moved its registry
+        return [*_ADAPTIVE_RK, "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams",
+                "implicit_adams", "fixed_adams", "scipy_solver"]
+    return sorted(SOLVERS)
+
+
+class _InRange:
+    """An ODE right-hand side that only ever receives times inside ``[lo, hi]``.
+
+    Times within rounding (``tol``) of the interval are clamped onto it. The one evaluation that
+    may legitimately ask for a time beyond the end is the initial-step probe of torchdiffeq's
+    adaptive solvers (second call, ``f(t0 + h0, y0 + h0 f0)``, used only to guess the first step
+    size, whose error is then controlled like any other step); it is evaluated at the clamped
+    time. Any other request outside the interval raises, so clamping never changes the solution.
+    """
+
+    def __init__(self, func: Callable, lo: float, hi: float, method: str, probe: bool) -> None:
+        self.func, self.lo, self.hi, self.method = func, lo, hi, method
+        self.tol = 1e-9 * max(abs(lo), abs(hi), hi - lo)
+        self.probe_call = 1 if probe else -1
+        self.calls = 0
+        self.clamped = 0
+
+    def __call__(self, t: Tensor, y: Any) -> Any:
+        tf = float(t)
+        inside = self.lo - self.tol <= tf <= self.hi + self.tol
+        if not inside and self.calls != self.probe_call:
+            raise RuntimeError(f"ODE solver {self.method!r} asked for t={tf!r} outside the "
+                               f"process's time range [{self.lo}, {self.hi}]; use an adaptive "
+                               f"solver ({', '.join(_ADAPTIVE_RK)}) or a fixed step size")
+        self.calls += 1
+        tc = min(max(tf, self.lo), self.hi)
+        self.clamped += int(not inside)
+        return self.func(tc, y)
+
+
+def odeint_in_range(func: Callable[[float, Any], Any], y0: Any, t0: float, t1: float, *,
+                    rtol: float, atol: float, method: str = "dopri5",
+                    options: Mapping[str, Any] | None = None) -> Any:
+    """``torchdiffeq.odeint`` from ``t0`` to ``t1`` that never evaluates ``func`` outside them.
+
+    torchdiffeq's adaptive solvers otherwise step past the end point and interpolate back,
+    evaluating the network at times the process does not define (``t < 0`` or ``t > T``). Here
+    the end point is added to the solver's ``step_t`` (steps are cut there) and ``func`` is
+    wrapped in a guard (see :class:`_InRange`).
+
+    Args:
+        func: ``func(t, y) -> dy/dt`` with ``t`` a float in ``[min(t0, t1), max(t0, t1)]``.
+        y0: initial state (tensor or tuple of tensors).
+        t0: start time.
+        t1: end time.
+        rtol: relative tolerance (> 0).
+        atol: absolute tolerance (> 0).
+        method: torchdiffeq method name.
+        options: extra torchdiffeq options (``step_size``, ``first_step``, ``max_step``, ...).
+
+    Returns:
+        The solution at ``[t0, t1]`` as ``odeint`` returns it (leading dimension 2).
+
+    Raises:
+        ValueError: for an unknown method, non-positive tolerances or non-mapping options.
+    """
+    from torchdiffeq import odeint
+
+    names = _solver_names()
+    if method not in names:
+        raise ValueError(f"method: unknown ODE solver {method!r}; expected one of {names}")
+    for arg, val in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
+            raise ValueError(f"{arg}: expected a positive number, got {val!r}")
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"options: expected a mapping of torchdiffeq options, got {options!r}")
+    opts = dict(options or {})
+    first = y0[0] if isinstance(y0, tuple) else y0
+    t_span = torch.tensor([t0, t1], dtype=first.dtype, device=first.device)
+    end = float(t_span[1])  # the end point exactly as the solver sees it
+    adaptive = method in _ADAPTIVE_RK
+    if adaptive:
+        # as tensors: torchdiffeq negates only tensor-valued step_t/jump_t for a decreasing span
+        jumps = torch.as_tensor(opts.get("jump_t", []), dtype=torch.float64).flatten()
+        steps = torch.as_tensor(opts.get("step_t", []), dtype=torch.float64).flatten()
+        if end not in jumps.tolist() and end not in steps.tolist():
+            steps = torch.cat([steps, torch.tensor([end], dtype=torch.float64)])
+        opts["step_t"] = steps.to(first.device)
+        if len(jumps):
+            opts["jump_t"] = jumps.to(first.device)
+    guard = _InRange(func, min(t0, t1), max(t0, t1), method,
+                     probe=adaptive and opts.get("first_step") is None)
+    return odeint(guard, y0, t_span, rtol=rtol, atol=atol, method=method, options=opts or None)
+
+
 def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, callback=None,
-               generator=None, progress=False, prior=None, rtol=1e-5, atol=1e-5, method="dopri5"):
+               generator=None, progress=False, prior=None, rtol=1e-5, atol=1e-5, method="dopri5",
+               options=None):
     """Adaptive probability-flow ODE solve with torchdiffeq from ``T`` to ``t_min``.
 
     ``steps`` is ignored (the solver picks its own steps from ``rtol``/``atol``); the number of
     evaluations it took is reported to ``callback`` as ``{"nfe": n}`` at the end and stored in
-    the ``nfe`` attribute of this function.
-    """
-    from torchdiffeq import odeint
+    the ``nfe`` attribute of this function. The network is only ever evaluated at times in
+    ``[t_min, T]`` (see :func:`odeint_in_range`).
 
+    Args:
+        denoiser: see :mod:`domaindiff.samplers.base`.
+        process: process or dict of processes.
+        shape_or_x_T: shape, ``x_T`` or state template.
+        steps: ignored.
+        guidance: optional guidance.
+        callback: called once at the end with ``{"i", "t", "x", "denoised", "nfe"}``.
+        generator: random generator (prior draw).
+        progress: show the number of evaluations.
+        prior: draw ``x_T`` from the prior (default for shapes and dicts) or use the given one.
+        rtol: ODE relative tolerance.
+        atol: ODE absolute tolerance.
+        method: torchdiffeq method.
+        options: extra torchdiffeq options (e.g. ``{"step_size": 0.01}`` for fixed-step methods,
+            ``{"first_step": ...}``, ``{"max_step": ...}``), passed through to ``odeint``.
+    """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     keys = list(st.procs)
@@ -120,16 +239,18 @@ def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, ca
 
     def func(t, ys):
         state = combine(x, dict(zip(keys, ys)))
-        v, _ = model.velocity(state, float(t))
+        v, _ = model.velocity(state, t)
         if bar is not None:
             bar.update(1)
         return tuple(v[k] for k in keys)
 
     y0 = tuple(x[k] for k in keys)
-    t_span = torch.tensor([ref.T, ref.t_min], dtype=y0[0].dtype, device=y0[0].device)
-    ys = odeint(func, y0, t_span, rtol=rtol, atol=atol, method=method)
-    if bar is not None:
-        bar.close()
+    try:
+        ys = odeint_in_range(func, y0, ref.T, ref.t_min, rtol=rtol, atol=atol, method=method,
+                             options=options)
+    finally:
+        if bar is not None:
+            bar.close()
     out = model.after_step(combine(x, {k: y[-1] for k, y in zip(keys, ys)}), ref.t_min,
                            generator, final=True)
     sample_ode.nfe = model.nfe
