@@ -103,8 +103,9 @@ def test_jsonl_bad_input_names_file_line_and_field(tmp_path):
     p.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
         read_jsonl(p)
-    p.write_text(json.dumps({"target": ["a", "b"]}) + "\n")
-    with pytest.raises(ValueError, match="field 'target' is not a list of numbers"):
+    p.write_text(json.dumps({"start": "2020", "target": [1, "b"]}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1: field 'target': position 1: 'b' is not "
+                                         "a number"):
         read_jsonl(p)
 
 
@@ -124,7 +125,9 @@ def test_csv_loader_and_file_dataset(tmp_path):
     assert len(dm.test_windows()) == 4  # 2 series x 2 rolling windows
     short = TimeSeriesData(dataset="file", path=str(p), context_length=336, prediction_length=24,
                            num_test_windows=3)
-    with pytest.raises(ValueError, match="series 0 has 400 steps; need 432"):
+    with pytest.raises(ValueError, match=r"wide.csv: every series is shorter than 432 steps "
+                       r"\(context_length 336 \+ \(num_test_windows 3 \+ 1\) x prediction_length "
+                       r"24\): series column a \(index 0\) \(400 steps\)"):
         short.load()
 
 

@@ -8,11 +8,21 @@ A series is an array ``(T, D)`` (``D = 1`` for univariate). Training draws rando
 GluonTS rolling evaluation: ``num_test_windows`` forecasts of ``prediction_length`` steps at the
 end of each series. Every window is mean-scaled by the mean absolute value of its observed context
 and comes with ``max(lags)`` steps of scaled history (``past``) for the lag channels.
+
+Missing values (NaN, ``null`` or ``"NaN"`` in a file, empty CSV cells) are data, not zeros, as in
+GluonTS: each window carries its ``observed`` mask (and ``past_observed`` for the lag history); a
+missing step's input value is the last observed value before it (the first observed one at the
+window's start), only a placeholder: the loss, the mean scale, the guidance and the metrics ignore
+it. A window with no observed value in its context is skipped (counted, with a warning); the
+number of missing values of each dataset is reported as a :class:`MissingValuesWarning`. Infinite
+values, non-numeric entries, series without any observed value, unsorted or duplicated timestamps
+are errors naming the file, the series and the position.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +47,107 @@ DATASETS: dict[str, tuple[str, int, int, list[int]]] = {
 OFFLINE = "taylor"
 
 
+class MissingValuesWarning(UserWarning):
+    """A dataset has missing values (treated as unobserved) or windows skipped for them."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, MissingValuesWarning, stacklevel=3)
+
+
+def check_offset(freq: str, field: str = "freq") -> str:
+    """Validate a pandas frequency alias (``"h"``, ``"D"``, ``"W"``, ``"MS"``, ``"B"`` ...).
+
+    Raises:
+        ValueError: naming ``field`` if pandas does not know the alias.
+    """
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        to_offset(freq)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{field}: unknown frequency {freq!r} (use a pandas offset alias such "
+                         "as 'h', 'D', 'W', 'MS', 'QS', 'YS' or 'B')") from err
+    return str(freq)
+
+
+def _same_freq(a: str, b: str) -> bool:
+    from pandas.tseries.frequencies import to_offset
+
+    return to_offset(a) == to_offset(b)
+
+
+def seasonality(freq: str) -> int:
+    """Seasonality of a frequency as GluonTS's ``get_seasonality`` gives it (24 for hourly)."""
+    try:
+        from gluonts.time_feature import get_seasonality
+
+        return int(get_seasonality(freq))
+    except Exception:  # noqa: BLE001 - gluonts missing or an alias it does not map
+        return {"h": 24, "H": 24, "B": 5, "D": 7}.get(freq, 1)
+
+
+def check_series(series: list[np.ndarray], source: str, ids: list | None = None,
+                 stamps: list | None = None) -> int:
+    """Refuse infinite values and series without any observed value; count the missing ones.
+
+    Args:
+        series: ``(T, D)`` arrays (NaN: missing).
+        source: the dataset or file, for the messages.
+        ids: the item id of each series (default: its index).
+        stamps: per series a function ``position -> timestamp text`` (or None).
+
+    Returns:
+        the number of missing (NaN) values over all series.
+
+    Raises:
+        ValueError: naming the source, the series and the position of the first bad value.
+    """
+    missing = 0
+    for i, s in enumerate(series):
+        name = _series_name(i, ids)
+        bad = np.isinf(s)
+        if bad.any():
+            t, d = (int(v[0]) for v in np.nonzero(bad))
+            when = _stamp(stamps, i, t)
+            chan = f", channel {d}" if s.shape[1] > 1 else ""
+            raise ValueError(f"{source}: series {name}: infinite value {s[t, d]} at position "
+                             f"{t}{when}{chan} (missing values must be NaN/null, not infinite)")
+        nan = int(np.isnan(s).sum())
+        if nan == s.size:
+            raise ValueError(f"{source}: series {name} has no observed value (all {len(s)} "
+                             "steps are missing)")
+        missing += nan
+    return missing
+
+
+def _series_name(i: int, ids: list | None) -> str:
+    if ids is None or ids[i] is None:
+        return f"{i}"
+    return f"{ids[i]} (index {i})" if str(ids[i]).startswith("column ") else \
+        f"{ids[i]!r} (index {i})"
+
+
+def _stamp(stamps: list | None, i: int, t: int) -> str:
+    if not stamps or stamps[i] is None:
+        return ""
+    try:
+        return f" (timestamp {stamps[i](t)})"
+    except Exception:  # noqa: BLE001 - a start that cannot be advanced: position only
+        return ""
+
+
+def report_missing(series: list[np.ndarray], source: str) -> int:
+    """Warn how many values of ``series`` are missing (treated as unobserved); return the count."""
+    n = sum(int(np.isnan(s).sum()) for s in series)
+    if n:
+        total = sum(s.size for s in series)
+        k = sum(1 for s in series if np.isnan(s).any())
+        _warn(f"{source}: {n} of {total} values missing ({100 * n / total:.1f}%) in {k} "
+              "series; treated as unobserved")
+    return n
+
+
 def load_taylor_hourly() -> np.ndarray:
     """Half-hourly electricity demand of England and Wales (Taylor 2003), summed to hourly.
 
@@ -49,14 +160,97 @@ def load_taylor_hourly() -> np.ndarray:
     return y.reshape(-1, 2).sum(1).astype(np.float32)[:, None]
 
 
-def _matrix(values) -> np.ndarray:
-    """A GluonTS list (univariate) or list of lists ``(D, T)`` as a ``(D, T)`` float32 array."""
+_MISSING = ("nan", "NaN", "NAN", "")
+
+
+def _number(v) -> float:
+    """One JSON entry as a float: a number, or ``null`` / ``"NaN"`` (missing)."""
+    if v is None or (isinstance(v, str) and v.strip() in _MISSING):
+        return np.nan
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(repr(v))
+    return float(v)
+
+
+def _matrix(values, where: str = "", field: str = "target") -> np.ndarray:
+    """A GluonTS list (univariate) or list of lists ``(D, T)`` as a ``(D, T)`` float32 array.
+
+    Raises:
+        ValueError: naming ``where``, the field and the position of a non-numeric entry.
+    """
+    if not isinstance(values, list):
+        raise ValueError(f"{where}field {field!r} is not a list of numbers (got "
+                         f"{type(values).__name__})")
     rows = values if values and isinstance(values[0], list) else [values]
-    return np.array([[np.nan if v is None else float(v) for v in row] for row in rows],
-                    dtype=np.float32)
+    out = []
+    for d, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise ValueError(f"{where}field {field!r}: row {d} is not a list of numbers")
+        vals = []
+        for t, v in enumerate(row):
+            try:
+                vals.append(_number(v))
+            except ValueError:
+                chan = f"row {d}, " if len(rows) > 1 else ""
+                raise ValueError(f"{where}field {field!r}: {chan}position {t}: {v!r} is not a "
+                                 "number (missing values: null or \"NaN\")") from None
+        out.append(vals)
+    if len({len(r) for r in out}) > 1:
+        raise ValueError(f"{where}field {field!r}: rows have different lengths "
+                         f"{[len(r) for r in out]}")
+    with np.errstate(over="ignore"):
+        return np.array(out, dtype=np.float64).astype(np.float32)
 
 
-def read_jsonl(path: str | Path, covariates: bool = False
+def _parse_start(value, where: str):
+    """The ``start`` timestamp of a record (``pandas.Timestamp``)."""
+    import pandas as pd
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}field 'start' must be a timestamp string, got {value!r}")
+    try:
+        return pd.Timestamp(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{where}field 'start' {value!r} is not a timestamp") from err
+
+
+def _read_record(rec, where: str, freq: str | None, covariates: bool) -> tuple:
+    """``(target (T, D), covariates (T, C) | None, stamp function | None)`` of one record."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"{where}a record must be a JSON object, got {type(rec).__name__}")
+    for field in ("target", "start"):
+        if field not in rec:
+            raise ValueError(f"{where}record has no {field!r} field (GluonTS records: "
+                             '{"start": "2020-01-01 00:00", "target": [...]})')
+    start = _parse_start(rec["start"], where)
+    tgt = _matrix(rec["target"], where).T
+    if len(tgt) == 0:
+        raise ValueError(f"{where}field 'target' is empty")
+    if np.isnan(tgt).all():
+        raise ValueError(f"{where}field 'target' has no observed value (all {len(tgt)} steps "
+                         "are missing)")
+    bad = np.isinf(tgt)
+    if bad.any():
+        t = int(np.nonzero(bad)[0][0])
+        when = ""
+        if freq:
+            import pandas as pd
+
+            when = f" (timestamp {pd.Timestamp(start) + t * pd.tseries.frequencies.to_offset(freq)})"
+        raise ValueError(f"{where}field 'target': infinite value at position {t}{when} (missing "
+                         "values must be null or \"NaN\")")
+    cov = None
+    if covariates and rec.get("feat_dynamic_real") is not None:
+        cov = _matrix(rec["feat_dynamic_real"], where, "feat_dynamic_real").T
+        if len(cov) != len(tgt):
+            raise ValueError(f"{where}feat_dynamic_real has {len(cov)} steps, target {len(tgt)}")
+        if not np.isfinite(cov).all():
+            raise ValueError(f"{where}field 'feat_dynamic_real' holds NaN or infinite values "
+                             "(covariates must be known at every step)")
+    return tgt, cov, start
+
+
+def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = None
                ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Read a GluonTS JSON-lines file (one ``{"start": ..., "target": [...]}`` per line).
 
@@ -65,12 +259,18 @@ def read_jsonl(path: str | Path, covariates: bool = False
     real features ``feat_dynamic_real`` (``(C, T)``, GluonTS layout, known over the whole
     series including the forecast range) are returned too.
 
+    Args:
+        path: the file.
+        covariates: also return the covariates.
+        freq: the data's frequency (only used to give the timestamp of a bad value).
+
     Returns:
         list of ``(T, D)`` float32 arrays; with ``covariates`` also a list of ``(T, C)`` arrays
         (``None`` for a record without ``feat_dynamic_real``).
 
     Raises:
-        ValueError: a line that is not JSON or lacks a numeric ``target`` (naming file and line).
+        ValueError: naming the file, the line, the field (and the position) of a line that is
+            not JSON, lacks ``target`` or ``start``, or holds a non-numeric or infinite value.
     """
     path = Path(path)
     out, covs = [], []
@@ -82,26 +282,10 @@ def read_jsonl(path: str | Path, covariates: bool = False
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{i}: not valid JSON ({err.msg})") from err
-            if not isinstance(rec, dict) or "target" not in rec:
-                raise ValueError(f"{path}:{i}: record has no 'target' field")
-            try:
-                tgt = _matrix(rec["target"])
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{path}:{i}: field 'target' is not a list of numbers") \
-                    from err
-            if tgt.shape[1] == 0:
-                raise ValueError(f"{path}:{i}: field 'target' is empty")
-            out.append(tgt.T)
-            cov = None
-            if covariates and rec.get("feat_dynamic_real") is not None:
-                try:
-                    cov = _matrix(rec["feat_dynamic_real"]).T
-                except (TypeError, ValueError) as err:
-                    raise ValueError(f"{path}:{i}: field 'feat_dynamic_real' is not a list of "
-                                     "lists of numbers") from err
-                if len(cov) != len(tgt.T):
-                    raise ValueError(f"{path}:{i}: feat_dynamic_real has {len(cov)} steps, "
-                                     f"target {len(tgt.T)}")
+            item = rec.get("item_id") if isinstance(rec, dict) else None
+            where = f"{path}:{i}: " + (f"item {item!r}: " if item is not None else "")
+            tgt, cov, _ = _read_record(rec, where, freq, covariates)
+            out.append(tgt)
             covs.append(cov)
     if not out:
         raise ValueError(f"{path}: no series")
@@ -137,26 +321,111 @@ def time_features(length: int, freq: str = "h", offset: int = 0) -> np.ndarray:
     return np.stack(feats, 1).astype(np.float32)
 
 
-def read_csv(path: str | Path, columns: list[str] | None = None) -> list[np.ndarray]:
+def read_csv(path: str | Path, columns: list[str] | None = None,
+             freq: str | None = None) -> list[np.ndarray]:
     """Read a wide CSV (one column per univariate series, first column the time index).
 
+    Empty cells (and ``NaN``) are missing values. Line numbers in messages count the header as
+    line 1.
+
+    Args:
+        path: the file.
+        columns: the series columns to read (default: all).
+        freq: the expected frequency; timestamps spaced otherwise are an error.
+
     Raises:
-        ValueError: a requested column is missing or non-numeric (naming file and column).
+        ValueError: naming the file, the line and the column of a missing column, a
+            non-numeric or infinite value, a column without any observed value, or duplicated,
+            unsorted or unevenly spaced timestamps (and a frequency other than ``freq``).
     """
+    return read_csv_frame(path, columns, freq)[0]
+
+
+def read_csv_frame(path: str | Path, columns: list[str] | None = None,
+                   freq: str | None = None) -> tuple[list[np.ndarray], str | None]:
+    """:func:`read_csv` that also returns the frequency of the timestamps (None if unknown)."""
     import pandas as pd
 
     path = Path(path)
-    df = pd.read_csv(path, index_col=0)
+    try:
+        df = pd.read_csv(path, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a CSV table ({str(err).strip().splitlines()[0]})") \
+            from err
+    if df.shape[1] == 0:
+        raise ValueError(f"{path}: no series columns (expected a time column, then one column "
+                         "per series)")
+    inferred = _check_index(df.index, path, freq)
     cols = columns or list(df.columns)
     out = []
     for c in cols:
         if c not in df.columns:
             raise ValueError(f"{path}: no column {c!r} (have {list(df.columns)})")
+        out.append(_csv_column(df[c], path, c))
+    return out, inferred
+
+
+def _csv_column(col, path: Path, name: str) -> np.ndarray:
+    """One CSV column as a ``(T, 1)`` float32 array, refusing text and infinite values."""
+    import pandas as pd
+
+    num = pd.to_numeric(col, errors="coerce")
+    bad = np.flatnonzero(num.isna().to_numpy() & col.notna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{path}:{i + 2}: column {name!r}: {col.iloc[i]!r} is not a number "
+                         "(leave the cell empty for a missing value)")
+    arr = num.to_numpy(dtype=np.float64)
+    inf = np.flatnonzero(np.isinf(arr))
+    if inf.size:
+        i = int(inf[0])
+        raise ValueError(f"{path}:{i + 2}: column {name!r}: infinite value at "
+                         f"{col.index[i]} (leave the cell empty for a missing value)")
+    if np.isnan(arr).all():
+        raise ValueError(f"{path}: column {name!r} has no observed value (all {len(arr)} rows "
+                         "are empty)")
+    return arr.astype(np.float32)[:, None]
+
+
+def _check_index(index, path: Path, freq: str | None) -> str | None:
+    """Refuse duplicated, unsorted or unevenly spaced timestamps; return their frequency."""
+    import pandas as pd
+
+    idx = index
+    if idx.dtype == object:
         try:
-            out.append(df[c].to_numpy(dtype=np.float32)[:, None])
-        except ValueError as err:
-            raise ValueError(f"{path}: column {c!r} is not numeric") from err
-    return out
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                idx = pd.DatetimeIndex(pd.to_datetime(index, errors="raise"))
+        except (ValueError, TypeError):
+            return None  # labels, not timestamps: rows are consecutive steps
+    if not (isinstance(idx, pd.DatetimeIndex) or pd.api.types.is_numeric_dtype(idx)):
+        return None
+    vals = pd.Series(idx)
+    dup = np.flatnonzero(vals.duplicated().to_numpy())
+    if dup.size:
+        i = int(dup[0])
+        raise ValueError(f"{path}:{i + 2}: duplicated timestamp {index[i]!r} (one row per time "
+                         "step)")
+    raw = vals.to_numpy()
+    back = np.flatnonzero(raw[1:] < raw[:-1]) + 1
+    if back.size:
+        i = int(back[0])
+        raise ValueError(f"{path}:{i + 2}: timestamp {index[i]!r} comes before the previous "
+                         f"row's {index[i - 1]!r} (sort the rows by time)")
+    if not isinstance(idx, pd.DatetimeIndex) or len(idx) < 3:
+        return None
+    inferred = pd.infer_freq(idx)
+    if inferred is None:
+        step = vals.diff().iloc[1:]
+        common = step.mode().iloc[0]
+        i = int(np.flatnonzero((step != common).to_numpy())[0]) + 1
+        raise ValueError(f"{path}:{i + 2}: timestamps are not evenly spaced ({index[i - 1]!r} -> "
+                         f"{index[i]!r}; most steps are {common}); give one row per time step, "
+                         "missing values as empty cells")
+    if freq is not None and not _same_freq(freq, inferred):
+        raise ValueError(f"{path}: timestamps are spaced {inferred!r} but freq={freq!r}")
+    return inferred
 
 
 def load_gluonts(name: str, cache: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -174,8 +443,16 @@ def load_gluonts(name: str, cache: Path) -> tuple[list[np.ndarray], list[np.ndar
             f"GluonTS dataset {name!r} could not be loaded into {cache} ({type(err).__name__}: "
             f"{err}). It needs internet access once; offline, use dataset='taylor' or a local "
             "file (path=...jsonl)") from err
-    train = [np.asarray(e["target"], np.float32).reshape(-1, 1) for e in ds.train]
-    test = [np.asarray(e["target"], np.float32).reshape(-1, 1) for e in ds.test]
+    train, test, ids = [], [], []
+    for e in ds.train:
+        train.append(np.asarray(e["target"], np.float32).reshape(-1, 1))
+        ids.append(e.get("item_id"))
+    test_ids = []
+    for e in ds.test:
+        test.append(np.asarray(e["target"], np.float32).reshape(-1, 1))
+        test_ids.append(e.get("item_id"))
+    check_series(train, f"GluonTS dataset {name!r} (train)", ids)
+    check_series(test, f"GluonTS dataset {name!r} (test)", test_ids)
     return train, test
 
 
@@ -194,50 +471,110 @@ def mean_scale(context: np.ndarray, observed: np.ndarray | None = None,
     return np.maximum(np.where(scale > 0, scale, default), minimum).astype(np.float32)
 
 
+def fill_missing(values: np.ndarray) -> np.ndarray:
+    """Placeholders for missing (NaN) steps of ``(T, D)`` values: the last observed value before.
+
+    Leading missing steps take the first observed value; a channel with none observed takes 0.
+    Only inputs are filled this way: they are marked unobserved and never scored or trained on.
+    """
+    obs = ~np.isnan(values)
+    if obs.all():
+        return values
+    pos = np.arange(len(values))[:, None]
+    last = np.maximum.accumulate(np.where(obs, pos, -1), axis=0)
+    first = np.where(obs.any(0), obs.argmax(0), 0)
+    last = np.where(last < 0, first[None, :], last)
+    return np.nan_to_num(np.take_along_axis(values, last, 0))
+
+
 def make_window(series: np.ndarray, end: int, context_length: int, prediction_length: int,
                 max_lag: int, covariates: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The window ending at ``end`` (exclusive), scaled by its context's mean absolute value.
 
+    Missing (NaN) steps are marked unobserved in ``observed`` / ``past_observed`` and their
+    input values are placeholders (see :func:`fill_missing`); ``target`` keeps them as NaN.
+
     Returns:
         ``x`` ``(L, D)`` (context + horizon, scaled), ``past`` ``(max_lag, D)`` (scaled history
         before the window, zero-padded where the series starts later), ``observed`` ``(L, D)``
-        (1 where the value is finite), ``scale`` ``(D,)``, ``target`` ``(L, D)`` unscaled and
-        ``history`` (the unscaled context + past, for MASE's seasonal error); with
-        ``covariates`` (``(T, C)``, known over the whole series) also ``covariates`` ``(L, C)``.
+        (1 where the value is observed), ``past_observed`` ``(max_lag, D)`` (0 where the
+        history is missing or before the series starts), ``scale`` ``(D,)``, ``target``
+        ``(L, D)`` unscaled (NaN where missing); with ``covariates`` (``(T, C)``, known over the
+        whole series) also ``covariates`` ``(L, C)``.
     """
     length = context_length + prediction_length
     start = end - length
     if start < 0:
         raise ValueError(f"window ending at {end} needs {length} steps; series has only {end}")
-    win = series[start:end]
-    observed = np.isfinite(win).astype(np.float32)
-    scale = mean_scale(win[:context_length], observed[:context_length])
+    lo = max(0, start - max_lag) if max_lag else start
+    seen = series[lo:end]
+    observed_all = np.isfinite(seen).astype(np.float32)
+    filled = fill_missing(np.where(np.isinf(seen), np.nan, seen))
+    k = start - lo
+    win, observed = filled[k:], observed_all[k:]
+    scale = mean_scale(seen[k:][:context_length], observed[:context_length])
     past = np.zeros((max_lag, series.shape[1]), np.float32)
-    if max_lag:
-        lo = max(0, start - max_lag)
-        past[max_lag - (start - lo):] = series[lo:start]
-    past = np.nan_to_num(past) / scale
-    out = {"x": np.nan_to_num(win) / scale, "past": past.astype(np.float32),
-           "observed": observed, "scale": scale, "target": np.nan_to_num(win)}
+    past_obs = np.zeros((max_lag, series.shape[1]), np.float32)
+    if max_lag and k:
+        past[max_lag - k:] = filled[:k]
+        past_obs[max_lag - k:] = observed_all[:k]
+    out = {"x": (win / scale).astype(np.float32), "past": (past / scale).astype(np.float32),
+           "observed": observed, "past_observed": past_obs, "scale": scale,
+           "target": np.asarray(seen[k:], np.float32)}
     if covariates is not None:
         out["covariates"] = np.asarray(covariates[start:end], np.float32)
     return out
 
 
+def observed_context_ends(series: np.ndarray, context_length: int,
+                          prediction_length: int) -> np.ndarray:
+    """The window ends (exclusive) of ``series`` whose context has at least one observed value."""
+    length = context_length + prediction_length
+    if len(series) < length:
+        return np.zeros(0, np.int64)
+    seen = np.concatenate([[0], np.cumsum(np.isfinite(series).any(1))])
+    starts = np.arange(len(series) - length + 1)
+    ok = seen[starts + context_length] - seen[starts] > 0
+    return starts[ok] + length
+
+
 class _RandomWindows(Dataset):
-    """``num_batches * batch_size`` random training windows (fresh every epoch via the index)."""
+    """``num_batches * batch_size`` random training windows (fresh every epoch via the index).
+
+    Windows are drawn uniformly among those whose context has an observed value; the others
+    (and the series shorter than one window) are counted in ``skipped_windows`` /
+    ``short_series`` and reported by :class:`TimeSeriesData`.
+    """
 
     def __init__(self, series: list[np.ndarray], context_length: int, prediction_length: int,
                  max_lag: int, size: int, seed: int,
-                 covariates: list[np.ndarray] | None = None) -> None:
+                 covariates: list[np.ndarray] | None = None, source: str = "data") -> None:
         self.series, self.size, self.seed = series, size, seed
         self.covariates = covariates
         self.c, self.p, self.max_lag = context_length, prediction_length, max_lag
         length = context_length + prediction_length
-        self.valid = [i for i, s in enumerate(series) if len(s) >= length]
+        self.valid, self.ends, counts = [], [], []
+        self.short_series = self.skipped_windows = 0
+        for i, s in enumerate(series):
+            if len(s) < length:
+                self.short_series += 1
+                continue
+            ends = observed_context_ends(s, context_length, prediction_length)
+            self.skipped_windows += len(s) - length + 1 - len(ends)
+            if len(ends):
+                self.valid.append(i)
+                # all windows usable: draw the end directly (keeps the original random stream)
+                self.ends.append(None if len(ends) == len(s) - length + 1 else ends)
+                counts.append(len(ends))
         if not self.valid:
-            raise ValueError(f"no training series has {length} steps (context + prediction)")
-        w = np.array([len(series[i]) - length + 1 for i in self.valid], dtype=np.float64)
+            longest = max((len(s) for s in series), default=0)
+            why = f"the longest has {longest}" if self.short_series == len(series) else \
+                "the others have no observed value in any window's context"
+            raise ValueError(f"{source}: no training window: {self.short_series} of "
+                             f"{len(series)} training series are shorter than {length} steps "
+                             f"(context_length {context_length} + prediction_length "
+                             f"{prediction_length}); {why}")
+        w = np.array(counts, dtype=np.float64)
         self.p_series = w / w.sum()
         self.epoch = 0
 
@@ -246,9 +583,12 @@ class _RandomWindows(Dataset):
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng((self.seed, self.epoch, idx))
-        i = self.valid[rng.choice(len(self.valid), p=self.p_series)]
+        j = rng.choice(len(self.valid), p=self.p_series)
+        i = self.valid[j]
         s = self.series[i]
-        end = int(rng.integers(self.c + self.p, len(s) + 1))
+        ends = self.ends[j]
+        end = int(rng.integers(self.c + self.p, len(s) + 1)) if ends is None else \
+            int(ends[rng.integers(len(ends))])
         cov = None if self.covariates is None else self.covariates[i]
         w = make_window(s, end, self.c, self.p, self.max_lag, cov)
         return {k: torch.from_numpy(v) for k, v in w.items() if k != "target"}
@@ -274,6 +614,15 @@ class TimeSeriesData(DomainDataModule):
             and horizon): ``None`` (none), ``"time"`` (calendar features, see
             :func:`time_features`), ``"file"`` (the JSON-lines ``feat_dynamic_real``, standardised
             per series over its training range) or ``"file+time"``.
+        freq: the data's frequency (pandas alias: ``"h"``, ``"D"``, ``"W"``, ``"MS"`` ...); it sets
+            the seasonality of MASE and seasonal naive. ``None``: the dataset's own, a CSV's
+            timestamps, else hourly. A value that contradicts the dataset or the file's
+            timestamps is an error.
+
+    Missing values are reported (:class:`MissingValuesWarning`) and treated as unobserved;
+    series shorter than the test windows need are dropped with a warning naming them (an error
+    if none is left); training, validation and test windows without any observed context value
+    are skipped with a count.
     """
 
     name = "timeseries"
@@ -282,22 +631,33 @@ class TimeSeriesData(DomainDataModule):
                  context_length: int | None = None, prediction_length: int | None = None,
                  lags: list[int] | None = None, num_test_windows: int = 7,
                  batches_per_epoch: int = 128, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0, root: str | None = None, covariates: str | None = None) -> None:
+                 seed: int = 0, root: str | None = None, covariates: str | None = None,
+                 freq: str | None = None) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if not isinstance(dataset, str):
+            raise ValueError(f"dataset: expected a name ('taylor', 'file' or one of "
+                             f"{sorted(DATASETS)}), got a {type(dataset).__name__}")
         if dataset == OFFLINE:
-            freq, c, p, default_lags = "h", 336, 24, HOURLY_LAGS[:7]
+            own, c, p, default_lags = "h", 336, 24, HOURLY_LAGS[:7]
         elif dataset == "file":
             if not path:
                 raise ValueError("dataset='file' needs path=<.jsonl or .csv file>")
-            freq, c, p, default_lags = "h", 336, 24, []
+            own, c, p, default_lags = None, 336, 24, []
         elif dataset in DATASETS:
-            freq, c, p, default_lags = DATASETS[dataset]
+            own, c, p, default_lags = DATASETS[dataset]
         else:
             raise ValueError(f"dataset: unknown {dataset!r}; use 'taylor', 'file' or one of "
                              f"{sorted(DATASETS)}")
-        self.dataset, self.path, self.freq = dataset, path, freq
-        self.context_length = int(context_length or c)
-        self.prediction_length = int(prediction_length or p)
+        if freq is not None:
+            check_offset(freq)
+            if own is not None and not _same_freq(freq, own):
+                raise ValueError(f"freq: {freq!r} contradicts dataset {dataset!r}, whose "
+                                 f"frequency is {own!r}")
+        self.freq_option = freq
+        self.dataset, self.path = dataset, path
+        self._set_freq(freq or own or "h")
+        self.context_length = _length("context_length", context_length, c)
+        self.prediction_length = _length("prediction_length", prediction_length, p)
         self.lags = sorted(int(x) for x in (default_lags if lags is None else lags))
         if any(x < 1 for x in self.lags):
             raise ValueError(f"lags must be positive, got {self.lags}")
@@ -305,7 +665,6 @@ class TimeSeriesData(DomainDataModule):
             raise ValueError("num_test_windows and batches_per_epoch must be >= 1")
         self.num_test_windows, self.batches_per_epoch = num_test_windows, batches_per_epoch
         self.max_lag = max(self.lags, default=0)
-        self.season = 24 if freq == "h" else (5 if freq == "B" else 7)
         if covariates not in (None, "time", "file", "file+time"):
             raise ValueError(f"covariates: use null, 'time', 'file' or 'file+time', got "
                              f"{covariates!r}")
@@ -317,7 +676,52 @@ class TimeSeriesData(DomainDataModule):
         self.test_cov: list[np.ndarray] | None = None
         self._loaded = False
 
+    def _set_freq(self, freq: str) -> None:
+        self.freq = freq
+        self.season = seasonality(freq)
+
+    @property
+    def source(self) -> str:
+        """The dataset's name, or the file's path, for messages."""
+        return str(self.path) if self.dataset == "file" else self.dataset
+
     # -- loading ----------------------------------------------------------------------------------
+    def _read_file(self) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """The series (and ``feat_dynamic_real``) of ``path``; sets the CSV's frequency."""
+        p = Path(self.path)
+        if not p.is_file():
+            raise FileNotFoundError(f"path: {p} does not exist")
+        if p.suffix in (".json", ".jsonl"):
+            return read_jsonl(p, covariates=True, freq=self.freq_option)
+        if p.suffix not in (".csv", ".txt", ".tsv"):
+            raise ValueError(f"path: {p}: unknown file type {p.suffix!r} (use GluonTS JSON lines "
+                             ".jsonl/.json or a wide .csv)")
+        import pandas as pd
+
+        full, inferred = read_csv_frame(p, freq=self.freq_option)
+        if inferred is not None and self.freq_option is None:
+            self._set_freq(inferred)
+        self._ids = [f"column {c}" for c in pd.read_csv(p, index_col=0, nrows=0).columns]
+        return full, [None] * len(full)
+
+    def _drop_short(self, full: list, covs: list, need: int) -> tuple[list, list]:
+        """Drop (and report) the series shorter than ``need`` steps; refuse if none is left."""
+        short = [i for i, s in enumerate(full) if len(s) < need]
+        if not short:
+            return full, covs
+        what = (f"shorter than {need} steps (context_length {self.context_length} + "
+                f"(num_test_windows {self.num_test_windows} + 1) x prediction_length "
+                f"{self.prediction_length})")
+        ids = getattr(self, "_ids", None)
+        listed = ", ".join(f"series {_series_name(i, ids)} ({len(full[i])} steps)"
+                           for i in short[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        if len(short) == len(full):
+            raise ValueError(f"{self.source}: every series is {what}: {listed}{more}")
+        _warn(f"{self.source}: {len(short)} of {len(full)} series {what} dropped: {listed}{more}")
+        keep = [i for i in range(len(full)) if i not in set(short)]
+        return [full[i] for i in keep], [covs[i] for i in keep]
+
     def load(self) -> None:
         """Read the series and split training / test the GluonTS way."""
         if self._loaded:
@@ -327,27 +731,21 @@ class TimeSeriesData(DomainDataModule):
             train, test = load_gluonts(self.dataset, self.cache_dir)
             self.test_series = test
             self.train_series = train
+            report_missing(train, self.source)
         else:
             if self.dataset == OFFLINE:
-                full = [load_taylor_hourly()]
+                full, file_cov = [load_taylor_hourly()], [None]
             else:
-                p = Path(self.path)
-                if not p.is_file():
-                    raise FileNotFoundError(f"path: {p} does not exist")
-                if p.suffix in (".json", ".jsonl"):
-                    full, file_cov = read_jsonl(p, covariates=True)
-                else:
-                    full, file_cov = read_csv(p), [None]
-                if self.covariates and "file" in self.covariates:
-                    if any(c is None for c in file_cov):
-                        raise ValueError(f"{p}: covariates='file' needs feat_dynamic_real in "
-                                         "every record")
-                    self.test_cov = [self._standardise(c, len(c) - k * h) for c in file_cov]
-            need = self.context_length + h * (k + 1)
-            for i, s in enumerate(full):
-                if len(s) < need:
-                    raise ValueError(f"series {i} has {len(s)} steps; need {need} "
-                                     "(context + (num_test_windows + 1) * prediction_length)")
+                full, file_cov = self._read_file()
+            check_series(full, self.source, getattr(self, "_ids", None))
+            full, file_cov = self._drop_short(full, file_cov,
+                                              self.context_length + h * (k + 1))
+            report_missing(full, self.source)
+            if self.covariates and "file" in self.covariates:
+                if any(c is None for c in file_cov):
+                    raise ValueError(f"{self.path}: covariates='file' needs feat_dynamic_real "
+                                     "in every record")
+                self.test_cov = [self._standardise(c, len(c) - k * h) for c in file_cov]
             self.test_series = full
             self.train_series = [s[: len(s) - k * h] for s in full]
         if self.covariates and "time" in self.covariates:
@@ -382,15 +780,28 @@ class TimeSeriesData(DomainDataModule):
         """
         self.load()
         per = 1 if self.dataset in DATASETS else self.num_test_windows
-        out = []
+        out, skipped, total = [], 0, 0
+        length = self.context_length + self.prediction_length
         for i, s in enumerate(self.test_series):
             cov = None if self.test_cov is None else self.test_cov[i]
             for j in range(per - 1, -1, -1):
                 end = len(s) - j * self.prediction_length
+                if end < length:
+                    continue
+                total += 1
+                if not np.isfinite(s[end - length: end - self.prediction_length]).any():
+                    skipped += 1
+                    continue
                 w = make_window(s, end, self.context_length, self.prediction_length,
                                 self.max_lag, cov)
-                w["history"] = np.nan_to_num(s[:end - self.prediction_length])
+                w["history"] = np.asarray(s[:end - self.prediction_length])
                 out.append(w)
+        if skipped:
+            _warn(f"{self.source}: {skipped} of {total} test windows have no observed value in "
+                  "their context; skipped")
+        if not out:
+            raise ValueError(f"{self.source}: no test window (each needs {length} steps with an "
+                             "observed value in its context)")
         return out
 
     @property
@@ -404,15 +815,34 @@ class TimeSeriesData(DomainDataModule):
         self.train_set = _RandomWindows(self.train_series, self.context_length,
                                         self.prediction_length, self.max_lag,
                                         self.batches_per_epoch * self.batch_size, self.seed,
-                                        self.train_cov)
-        # validation: the last window of each training series (no overlap with the test range)
+                                        self.train_cov, self.source)
+        ts = self.train_set
+        if ts.short_series:
+            _warn(f"{self.source}: {ts.short_series} of {len(self.train_series)} training series "
+                  f"are shorter than one window ({self.context_length + self.prediction_length} "
+                  "steps); not trained on")
+        if ts.skipped_windows:
+            _warn(f"{self.source}: {ts.skipped_windows} training windows have no observed value "
+                  "in their context; skipped")
+        self.val_set = self._val_windows()
+
+    def _val_windows(self) -> list[dict[str, torch.Tensor]]:
+        """The last window of each training series (no overlap with the test range)."""
         covs = self.train_cov or [None] * len(self.train_series)
-        val = [make_window(s, len(s), self.context_length, self.prediction_length, self.max_lag,
-                           c)
-               for s, c in zip(self.train_series, covs) if len(s) >= self.context_length
-               + self.prediction_length]
-        self.val_set = [{k: torch.from_numpy(v) for k, v in w.items() if k != "target"}
-                        for w in val]
+        c, p = self.context_length, self.prediction_length
+        val, skipped = [], 0
+        for s, cv in zip(self.train_series, covs):
+            if len(s) < c + p:
+                continue
+            if not np.isfinite(s[len(s) - c - p: len(s) - p]).any():
+                skipped += 1
+                continue
+            w = make_window(s, len(s), c, p, self.max_lag, cv)
+            val.append({k: torch.from_numpy(v) for k, v in w.items() if k != "target"})
+        if skipped:
+            _warn(f"{self.source}: {skipped} validation windows have no observed value in their "
+                  "context; skipped")
+        return val
 
     def train_dataloader(self) -> DataLoader:
         self.train_set.epoch = self.trainer.current_epoch if self.trainer else 0
@@ -423,5 +853,15 @@ class TimeSeriesData(DomainDataModule):
         return DataLoader(self.val_set, batch_size=max(1, min(len(self.val_set), 256)))
 
 
-__all__ = ["DATASETS", "TimeSeriesData", "load_taylor_hourly", "make_window", "mean_scale",
+def _length(name: str, value: int | None, default: int) -> int:
+    """A context / prediction length: ``None`` takes the default, else an integer >= 1."""
+    if value is None:
+        return int(default)
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+__all__ = ["DATASETS", "MissingValuesWarning", "TimeSeriesData", "check_series", "fill_missing",
+           "read_csv_frame", "report_missing", "load_taylor_hourly", "make_window", "mean_scale",
            "read_csv", "read_jsonl", "time_features", "write_jsonl"]

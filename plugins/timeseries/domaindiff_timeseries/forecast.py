@@ -253,6 +253,12 @@ def _stack(windows: Sequence[dict], key: str) -> Tensor:
     return torch.as_tensor(np.stack([w[key] for w in windows]))
 
 
+def _past_observed(windows: Sequence[dict]) -> Tensor:
+    """The lag history's observed masks (all ones for windows made without one)."""
+    return torch.as_tensor(np.stack([w["past_observed"] if "past_observed" in w
+                                     else np.ones_like(w["past"]) for w in windows]))
+
+
 class _CountCalls:
     """Counts forward calls of a module (network evaluations, batched)."""
 
@@ -316,10 +322,12 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
         scales.append(mean_scale(w["target"][:c], m[:c]))
     mask_all = torch.as_tensor(np.stack(masks))
     scale_all = torch.as_tensor(np.stack(scales))
-    target = _stack(windows, "target")
+    # missing targets (NaN) are unknown: masked out of the guidance and the condition
+    target = torch.nan_to_num(_stack(windows, "target"))
     x_obs = target / scale_all[:, None, :] * mask_all
     # the lag history is rescaled with the scenario's scale
     past = _stack(windows, "past") * _stack(windows, "scale")[:, None, :] / scale_all[:, None, :]
+    past_obs = _past_observed(windows)
     n_cov = int(getattr(model, "covariates", 0) or 0)
     if n_cov:
         if covariates is None:
@@ -340,9 +348,11 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
             idx = win_idx[s0: s0 + batch_size]
             dev = model.device
             y, m = x_obs[idx].to(dev), mask_all[idx].to(dev)
-            template = {"x": torch.zeros_like(y), "past": past[idx].to(dev)}
+            template = {"x": torch.zeros_like(y), "past": past[idx].to(dev),
+                        "past_observed": past_obs[idx].to(dev)}
             if not model.lags:
                 template["past"] = y.new_zeros(len(idx), 0, y.shape[-1])
+                template["past_observed"] = template["past"]
             if n_cov:
                 template["covariates"] = cov_all[idx].to(dev)
             if getattr(model, "conditional", False):
@@ -396,9 +406,15 @@ def refine(model, windows: Sequence[dict], base_samples: np.ndarray, *, method: 
     y0 = torch.as_tensor(base_samples, dtype=torch.float32) / scale[:, None, None, :]
     x = torch.cat([ctx[:, None].expand(-1, s_n, -1, -1), y0], 2).reshape(w_n * s_n, c + h, -1)
     pst = past[:, None].expand(-1, s_n, -1, -1).reshape(w_n * s_n, past.shape[1], -1)
+    pobs = _past_observed(windows)[:, None].expand(-1, s_n, -1, -1).reshape(pst.shape)
     if not model.lags:
         pst = x.new_zeros(len(x), 0, x.shape[-1])
+        pobs = pst
     obs = x[:, :c].clone()
+    # missing context steps hold placeholders: not part of the observation energy
+    ctx_mask = torch.stack([torch.as_tensor(np.asarray(w.get("observed", np.ones_like(w["x"])),
+                                                       np.float32)[:c]) for w in windows])
+    ctx_mask = ctx_mask[:, None].expand(-1, s_n, -1, -1).reshape(w_n * s_n, c, -1)
     q = quantile_levels(s_n).repeat(w_n)[:, None, None]
     t_fix = _fixed_time(model, x[: min(len(x), 256)], pst[: min(len(x), 256)], gen)
     t = torch.full((len(x),), t_fix)
@@ -409,9 +425,9 @@ def refine(model, windows: Sequence[dict], base_samples: np.ndarray, *, method: 
         x.requires_grad_(True)
         with torch.enable_grad():
             eps = torch.randn(x.shape, generator=gen)
-            pred = net({"x": a * x + sg * eps, "past": pst}, t)["x"]
+            pred = net({"x": a * x + sg * eps, "past": pst, "past_observed": pobs}, t)["x"]
             e = ((pred - eps) ** 2).flatten(1).sum(1)
-            r = obs - x[:, :c]
+            r = (obs - x[:, :c]) * ctx_mask
             r2 = base - x[:, c:]
             if reg == "mse":
                 e = e + reg_weight * ((r**2).flatten(1).sum(1) + (r2**2).flatten(1).sum(1))

@@ -9,6 +9,11 @@
   error is ``mean |h_t - h_{t-m}|`` over the item's history.
 
 Samples are ``(W, S, H)`` or ``(W, S, H, D)`` (each channel of each window is one GluonTS item).
+
+Missing values: a NaN target is unobserved and every metric ignores it, as GluonTS's evaluator does
+with ``np.ma.masked_invalid``: sums and means run over the observed steps only, per-item means
+over the items that have any, and the seasonal error of MASE is the mean of ``|h_t - h_{t-m}|``
+over the pairs whose two values are both observed. Infinite targets or forecasts are errors.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ QUANTILES = tuple(round(0.1 * k, 1) for k in range(1, 10))
 
 
 def _items(samples: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, S, H)`` samples and ``(N, H)`` targets (NaN: unobserved), one row per item."""
     samples, target = np.asarray(samples, np.float64), np.asarray(target, np.float64)
+    if np.isinf(target).any():
+        raise ValueError("target holds infinite values (missing values must be NaN)")
+    if not np.isfinite(samples).all():
+        raise ValueError("samples hold NaN or infinite values")
     if samples.ndim == 3:
         samples, target = samples[..., None], target[..., None]
     if samples.ndim != 4 or target.shape != (samples.shape[0], *samples.shape[2:]):
@@ -37,21 +47,43 @@ def sample_quantiles(samples: np.ndarray, levels=QUANTILES) -> np.ndarray:
     return np.stack([srt[:, int(np.round((n - 1) * q))] for q in levels])
 
 
+def _observed(y: np.ndarray) -> np.ndarray:
+    """Boolean mask of the observed (non-NaN) targets; at least one is required."""
+    obs = ~np.isnan(y)
+    if not obs.any():
+        raise ValueError("every target value is missing (NaN): nothing to score")
+    return obs
+
+
 def crps(samples: np.ndarray, target: np.ndarray, levels=QUANTILES) -> float:
-    """GluonTS ``mean_wQuantileLoss`` of sample forecasts against the targets."""
+    """GluonTS ``mean_wQuantileLoss`` of sample forecasts against the targets (NaN ignored)."""
     s, y = _items(samples, target)
+    obs = _observed(y)
     qs = sample_quantiles(s, levels)
-    denom = np.abs(y).sum()
-    losses = [2 * np.abs((y - qs[i]) * ((y <= qs[i]).astype(float) - q)).sum() / denom
+    y0 = np.where(obs, y, 0.0)
+    denom = np.abs(y0).sum()
+    losses = [2 * (obs * np.abs((y0 - qs[i]) * ((y0 <= qs[i]).astype(float) - q))).sum() / denom
               for i, q in enumerate(levels)]
     return float(np.mean(losses))
 
 
 def seasonal_error(history: np.ndarray, season: int) -> float:
-    """``mean |h_t - h_{t-m}|`` (``m = 1`` if the history is shorter than a season)."""
+    """``mean |h_t - h_{t-m}|`` over the pairs with both values observed (NaN: missing).
+
+    ``m = 1`` if the history is not longer than a season (GluonTS). NaN if no pair is observed.
+    """
     h = np.asarray(history, np.float64)
     m = season if len(h) > season else 1
-    return float(np.mean(np.abs(h[m:] - h[:-m])))
+    d = np.abs(h[m:] - h[:-m])
+    d = d[~np.isnan(d)]
+    return float(d.mean()) if d.size else float("nan")
+
+
+def _masked_mean(v: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """Per-row mean of ``v`` over ``obs`` (NaN for a row with nothing observed)."""
+    n = obs.sum(1)
+    tot = np.where(obs, v, 0.0).sum(1)
+    return np.where(n > 0, tot / np.maximum(n, 1), np.nan)
 
 
 def forecast_metrics(samples: np.ndarray, target: np.ndarray,
@@ -65,11 +97,16 @@ def forecast_metrics(samples: np.ndarray, target: np.ndarray,
         season: seasonality of MASE.
     """
     s, y = _items(samples, target)
+    obs = _observed(y)
+    y0 = np.where(obs, y, 0.0)
     med = sample_quantiles(s, (0.5,))[0]
     mean = s.mean(1)
-    abs_y = np.abs(y).sum()
-    out = {"CRPS": crps(samples, target), "ND": float(np.abs(y - med).sum() / abs_y),
-           "NRMSE": float(np.sqrt(((y - mean) ** 2).mean(1).mean()) / (abs_y / y.size))}
+    abs_y = np.abs(y0).sum()
+    mse = np.nanmean(_masked_mean((y0 - mean) ** 2, obs))
+    abs_mean = np.nanmean(_masked_mean(np.abs(y0), obs))
+    out = {"CRPS": crps(samples, target),
+           "ND": float((obs * np.abs(y0 - med)).sum() / abs_y),
+           "NRMSE": float(np.sqrt(mse) / abs_mean)}
     if histories is not None:
         hs = []
         for hist in histories:
@@ -79,7 +116,10 @@ def forecast_metrics(samples: np.ndarray, target: np.ndarray,
         if len(hs) != len(y):
             raise ValueError(f"histories: {len(hs)} items for {len(y)} forecast items")
         se = np.array([seasonal_error(x, season) for x in hs])
-        out["MASE"] = float(np.mean(np.abs(y - med).mean(1) / se))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per = _masked_mean(np.abs(y0 - med), obs) / se
+        per = per[np.isfinite(per)]  # items with no observed target or seasonal error
+        out["MASE"] = float(per.mean()) if per.size else float("nan")
     return out
 
 
@@ -87,6 +127,8 @@ def seasonal_naive(windows: list[dict], prediction_length: int, season: int = 24
     """Seasonal-naive point forecasts as one-sample forecasts ``(W, 1, H, D)``.
 
     ``y_{T+k} = y_{T+k-m}`` (repeating the last season), the GluonTS ``SeasonalNaivePredictor``.
+    A missing (NaN) value of the last season is replaced by the latest observed value at the same
+    phase of an earlier season, else by the latest observed value of the channel.
     """
     out = []
     for w in windows:
@@ -94,5 +136,18 @@ def seasonal_naive(windows: list[dict], prediction_length: int, season: int = 24
         hist = hist[:, None] if hist.ndim == 1 else hist
         m = season if len(hist) >= season else 1
         idx = len(hist) - m + np.arange(prediction_length) % m
-        out.append(hist[idx])
+        out.append(np.stack([_seasonal_pick(hist[:, j], idx, m) for j in range(hist.shape[1])],
+                            -1))
     return np.stack(out)[:, None].astype(np.float32)
+
+
+def _seasonal_pick(h: np.ndarray, idx: np.ndarray, m: int) -> np.ndarray:
+    """``h[idx]``, each missing entry replaced by the nearest earlier observed one ``k m`` back."""
+    out = h[idx].copy()
+    observed = np.flatnonzero(~np.isnan(h))
+    for k in np.flatnonzero(np.isnan(out)):
+        j = int(idx[k])
+        while j >= 0 and np.isnan(h[j]):
+            j -= m
+        out[k] = h[j] if j >= 0 else (h[observed[-1]] if observed.size else np.nan)
+    return out

@@ -7,8 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from domaindiff.losses import sample_time, weight
 from domaindiff.module import DiffusionModule
-from domaindiff.processes import DiscreteDDPM
+from domaindiff.parametrization import check, from_x0_eps
+from domaindiff.processes import DiscreteDDPM, bcast
 from domaindiff_timeseries.networks import TSDiffBackbone
 
 
@@ -17,6 +19,11 @@ class TSDiff(DiffusionModule):
 
     The state holds ``x`` ``(B, L, D)`` (the mean-scaled window, diffused) and ``past``
     ``(B, max_lag, D)`` (the clean scaled history feeding the lag channels, passed through).
+
+    Missing values: a batch's ``observed`` mask ``(B, L, D)`` (0 at missing steps, whose input
+    values are placeholders) is kept in the state; the denoising loss averages the squared error
+    over the observed positions of each window only (:meth:`loss`), and with
+    ``missing_indicator`` the network also reads the masks of the window and of its lags.
 
     Args:
         dim: channels ``D``.
@@ -37,6 +44,8 @@ class TSDiff(DiffusionModule):
         seed: noise seed.
         covariates: dynamic covariate channels ``C`` (the data's ``num_covariates``), read from
             the batch's ``covariates`` ``(B, L, C)`` as extra input channels of the denoiser.
+        missing_indicator: give the denoiser the observed masks of its value and lag channels
+            (so a missing step's placeholder is never read as a value).
     """
 
     conditional = False
@@ -46,7 +55,8 @@ class TSDiff(DiffusionModule):
                  emb_dim: int = 128, d_state: int = 64, num_steps: int = 100,
                  beta_start: float = 1e-4, beta_end: float = 0.1, lr: float = 1e-3,
                  ema_decay: float = 0.999, sampler: str = "ancestral",
-                 sampling_steps: int = 100, seed: int = 0, covariates: int = 0) -> None:
+                 sampling_steps: int = 100, seed: int = 0, covariates: int = 0,
+                 missing_indicator: bool = True) -> None:
         self.save_hyperparameters()
         if covariates < 0:
             raise ValueError(f"covariates must be >= 0, got {covariates}")
@@ -57,7 +67,8 @@ class TSDiff(DiffusionModule):
             prediction_length
         self.lags = sorted(int(x) for x in (lags or []))
         net = TSDiffBackbone(dim, self.lags, hidden, num_blocks, emb_dim, d_state, num_steps,
-                             conditional=self.conditional, covariates=self.covariates)
+                             conditional=self.conditional, covariates=self.covariates,
+                             missing_indicator=missing_indicator)
         proc = DiscreteDDPM(schedule="linear", num_steps=num_steps, beta_start=beta_start,
                             beta_end=beta_end)
         super().__init__(net, {"x": proc}, parametrization="eps", lr=lr, ema_decay=ema_decay,
@@ -79,11 +90,40 @@ class TSDiff(DiffusionModule):
                 raise ValueError(f"the model reads {self.covariates} covariate channels; the "
                                  f"batch has {got} (set the data's covariates=...)")
             state["covariates"] = cov.float()
+        if isinstance(batch, dict):
+            for key in ("observed", "past_observed"):
+                if batch.get(key) is not None:
+                    state[key] = batch[key].float()
         return state
+
+    def loss(self, state: dict[str, Tensor], net: torch.nn.Module | None = None) -> Tensor:
+        """Denoising loss over the observed positions of each window only.
+
+        Without unobserved positions it is the core's loss; otherwise the squared error of each
+        window is averaged over its observed entries (the same noise and times are drawn), so a
+        missing step's placeholder is never a training target.
+        """
+        obs = state.get("observed")
+        if obs is None or bool((obs > 0).all()):
+            return super().loss(state, net)
+        net = self.network if net is None else net
+        proc, kind = self.processes["x"], check(self.parametrization)
+        x0 = state["x"]
+        t = sample_time(x0.shape[0], proc, self.time_sampler, self.generator, x0.device).to(x0)
+        eps = proc.space.noise(x0, state, self.generator)
+        noisy = {**state, "x": proc.q_sample(x0, t, eps)}
+        err = (self.denoise(net, noisy, t)["x"] - from_x0_eps(x0, eps, kind, t, proc)) ** 2
+        mask = obs.to(err)
+        per = (err * mask).flatten(1).sum(1)
+        if self.reduction == "mean":
+            per = per / mask.flatten(1).sum(1).clamp_min(1.0)
+        w = weight(self.weighting, kind, t, proc)
+        return (bcast(w, per) * per).mean()
 
     def sample_template(self, n: int, batch: Any = None) -> dict[str, Tensor]:
         if batch is not None:
             state = self.batch_to_state(batch)
+            state.pop("observed", None)  # a sampled window holds no placeholders
             return {k: v[:n] for k, v in state.items()}
         if self.covariates:
             raise ValueError("a model with covariates samples from a batch holding them")

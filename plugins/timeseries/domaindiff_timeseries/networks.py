@@ -116,7 +116,11 @@ class TSDiffBackbone(nn.Module):
 
     Input channels per step: the noisy series ``x`` (``D``), its lagged values (``D`` per lag,
     read from the noisy window itself or, before its start, from the clean scaled ``past``), and
-    for the conditional model the observed context and its mask (``2 D``).
+    for the conditional model the observed context and its mask (``2 D``). With
+    ``missing_indicator`` each of the ``1 + len(lags)`` value channels gets a 0/1 channel saying
+    whether its input is a value (1) or the placeholder of a missing step (0): read from
+    ``state["observed"]`` (the window) and ``state["past_observed"]`` (the lag history), each
+    taken as all ones when absent (a sampled window holds no placeholders).
 
     Args:
         dim: channels ``D`` of the series.
@@ -128,16 +132,19 @@ class TSDiffBackbone(nn.Module):
         num_steps: diffusion steps ``N`` (``t`` in ``[0, 1]`` is embedded as ``t * N``).
         conditional: read ``state["cond"]`` (``(B, L, 2 D)``: observed values, mask).
         covariates: extra dynamic covariate channels read from ``state["covariates"]``.
+        missing_indicator: add the observed-mask channels described above.
     """
 
     def __init__(self, dim: int = 1, lags: list[int] | None = None, hidden: int = 64,
                  num_blocks: int = 3, emb_dim: int = 128, d_state: int = 64,
-                 num_steps: int = 100, conditional: bool = False, covariates: int = 0) -> None:
+                 num_steps: int = 100, conditional: bool = False, covariates: int = 0,
+                 missing_indicator: bool = False) -> None:
         super().__init__()
         self.dim, self.lags = dim, list(lags or [])
         self.num_steps, self.conditional, self.covariates = num_steps, conditional, covariates
-        self.emb_dim = emb_dim
-        c_in = dim * (1 + len(self.lags)) + (2 * dim if conditional else 0) + covariates
+        self.emb_dim, self.missing_indicator = emb_dim, bool(missing_indicator)
+        c_in = dim * (1 + len(self.lags)) * (2 if missing_indicator else 1) \
+            + (2 * dim if conditional else 0) + covariates
         self.inp = nn.Linear(c_in, hidden)
         self.emb = nn.Sequential(nn.Linear(emb_dim, 4 * emb_dim), nn.SiLU(),
                                  nn.Linear(4 * emb_dim, emb_dim), nn.SiLU())
@@ -160,11 +167,27 @@ class TSDiffBackbone(nn.Module):
             full = torch.cat([past[:, -max_lag:].to(x), x], 1)
             length = x.shape[1]
             feats += [full[:, max_lag - lag: max_lag - lag + length] for lag in self.lags]
+        if self.missing_indicator:
+            feats += self._observed_channels(state, x)
         if self.conditional:
             feats.append(state["cond"].to(x))
         if self.covariates:
             feats.append(state["covariates"].to(x))
         return torch.cat(feats, -1)
+
+    def _observed_channels(self, state: dict[str, Tensor], x: Tensor) -> list[Tensor]:
+        """The 0/1 masks of the value channels (window, then each lag)."""
+        obs = state.get("observed")
+        obs = torch.ones_like(x) if obs is None else obs.to(x).expand_as(x)
+        out = [obs]
+        if self.lags:
+            max_lag, length = max(self.lags), x.shape[1]
+            past = state.get("past_observed")
+            past = x.new_ones(x.shape[0], max_lag, x.shape[2]) if past is None else \
+                past[:, -max_lag:].to(x)
+            full = torch.cat([past, obs], 1)
+            out += [full[:, max_lag - lag: max_lag - lag + length] for lag in self.lags]
+        return out
 
     def forward(self, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
         h = self.inp(self.features(state))

@@ -31,10 +31,13 @@ def synthesize(model, data, n: int, *, sampler: str = "ancestral", steps: int | 
         b = min(batch_size, n - s0)
         idx = torch.randint(len(data.train_set), (b,), generator=torch.Generator().manual_seed(
             seed + s0))
-        past = torch.stack([data.train_set[int(i)]["past"] for i in idx]).to(model.device)
+        items = [data.train_set[int(i)] for i in idx]
+        past = torch.stack([it["past"] for it in items]).to(model.device)
+        past_obs = torch.stack([it["past_observed"] for it in items]).to(model.device)
         if not model.lags:
-            past = past[:, :0]
-        tmpl = {"x": torch.zeros(b, model.length, model.dim, device=model.device), "past": past}
+            past, past_obs = past[:, :0], past_obs[:, :0]
+        tmpl = {"x": torch.zeros(b, model.length, model.dim, device=model.device), "past": past,
+                "past_observed": past_obs}
         out.append(model.sample(template=tmpl, sampler=sampler, steps=steps, generator=gen)["x"]
                    .cpu())
     return torch.cat(out).numpy()
