@@ -28,10 +28,21 @@ def test_community_small_matches_gdss_recipe(tmp_path):
     dm = D.CommunitySmall(root=str(tmp_path / "cs"))
     dm.setup()
     assert (len(dm.train_data), len(dm.test_data)) == (80, 20)
-    cached = list((tmp_path / "cs").glob("*.json"))
-    assert len(cached) == 1
-    back = D.read_graph_list(cached[0])
+    entry = tmp_path / "cs" / "community_small_100_seed0"
+    assert sorted(p.name for p in entry.iterdir()) == ["MANIFEST.json", "graphs.json"]
+    back = D.read_graph_list(entry / "graphs.json")
     assert all(nx.utils.graphs_equal(a, b) for a, b in zip(back[:20], dm.test_graphs()))
+
+
+def test_community_small_cache_altered_is_rebuilt_not_trusted(tmp_path):
+    D.CommunitySmall(root=str(tmp_path)).setup()
+    path = tmp_path / "community_small_100_seed0" / "graphs.json"
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])  # a torn write from an older version, or tampering
+    dm = D.CommunitySmall(root=str(tmp_path))
+    with pytest.warns(UserWarning, match="graphs.json has size"):
+        dm.setup()
+    assert path.read_text() == good and len(dm.train_data) == 80
 
 
 def test_grid_graphs():
@@ -50,6 +61,8 @@ def _write_planetoid(path, adjacency):
 
 def test_ego_small_reads_citeseer_planetoid_file(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    monkeypatch.setattr(D.EgoSmall, "SHA256", None)  # a small file in the real format
+    monkeypatch.setattr(D.EgoSmall, "SIZE", None)
     big = nx.connected_watts_strogatz_graph(300, 4, 0.1, seed=1)
     folder = tmp_path / "ego_small"
     folder.mkdir()
@@ -59,6 +72,14 @@ def test_ego_small_reads_citeseer_planetoid_file(tmp_path, monkeypatch):
     dm.setup()
     assert len(dm.train_data) + len(dm.test_data) == 50
     assert all(4 <= n <= 18 for n in dm.node_counts())
+
+
+def test_citeseer_file_is_checked_against_the_published_checksum(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    (tmp_path / "ego_small").mkdir()
+    _write_planetoid(tmp_path / "ego_small" / "ind.citeseer.graph", {0: [1], 1: [0]})
+    with pytest.raises(D.DatasetUnavailableError, match=r"ind.citeseer.graph: size \d+ != 61987"):
+        D.EgoSmall(source="citeseer").setup()
 
 
 def test_planetoid_reader_refuses_code(tmp_path):
@@ -86,18 +107,113 @@ def _write_tu(folder, graphs):
     (folder / "ENZYMES_graph_indicator.txt").write_text("\n".join(map(str, ind)) + "\n")
     (folder / "ENZYMES_A.txt").write_text("\n".join(f"{a}, {b}" for a, b in edges) + "\n")
     (folder / "ENZYMES_node_labels.txt").write_text("\n".join(map(str, labels)) + "\n")
+    (folder / "ENZYMES_graph_labels.txt").write_text("\n".join("1" for _ in graphs) + "\n")
+    (folder / "ENZYMES_node_attributes.txt").write_text(
+        "\n".join("0.5, -1.25e1" for _ in ind) + "\n")
+
+
+ENZ_GRAPHS = [nx.cycle_graph(12), nx.path_graph(5), nx.complete_graph(10)]
+
+
+def _write_tu_zip(zpath, graphs, tmp):
+    """A TU zip as TU Dortmund ships it: ENZYMES/ENZYMES_*.txt plus a README."""
+    import zipfile
+
+    _write_tu(tmp / "ENZYMES", graphs)
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted((tmp / "ENZYMES").iterdir()):
+            zf.write(f, f"ENZYMES/{f.name}")
+        zf.writestr("ENZYMES/README.txt", "ENZYMES")
 
 
 def test_enzymes_tu_format(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
-    graphs = [nx.cycle_graph(12), nx.path_graph(5), nx.complete_graph(10)]
-    _write_tu(tmp_path / "enzymes" / "ENZYMES", graphs)
-    read = G.read_tu_graphs(tmp_path / "enzymes" / "ENZYMES")
-    assert len(read) == 2  # the 5-node graph is below GraphRNN's 10-node minimum
-    assert nx.is_isomorphic(read[0], graphs[0]) and nx.is_isomorphic(read[1], graphs[2])
-    dm = D.Enzymes(test_split=0.5)
-    dm.setup()
+    _write_tu(tmp_path / "E", ENZ_GRAPHS)
+    with pytest.warns(UserWarning, match=r"kept 2 of 3 graphs.* 1 graphs outside 10..1000"):
+        read = G.read_tu_graphs(tmp_path / "E")
+    # the 5-node graph is below GraphRNN's 10-node minimum
+    assert nx.is_isomorphic(read[0], ENZ_GRAPHS[0]) and nx.is_isomorphic(read[1], ENZ_GRAPHS[2])
+    dm = D.Enzymes(test_split=0.5, folder=str(tmp_path / "E"))
+    with pytest.warns(UserWarning, match="kept 2 of 3"):
+        dm.setup()
     assert sorted(dm.node_counts() + [d.num_nodes for d in dm.test_data]) == [10, 12]
+    assert not (tmp_path / "enzymes" / "ENZYMES").exists()  # a user's folder is only read
+
+
+def test_enzymes_zip_unpacks_into_a_verified_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    (tmp_path / "enzymes").mkdir()
+    _write_tu_zip(tmp_path / "enzymes" / "ENZYMES.zip", ENZ_GRAPHS, tmp_path / "src")
+    dm = D.Enzymes(test_split=0.5)
+    with pytest.warns(UserWarning, match="kept 2 of 3"):
+        dm.setup()
+    entry = tmp_path / "enzymes" / "ENZYMES"
+    manifest = json.loads((entry / "MANIFEST.json").read_text())
+    assert {f["path"] for f in manifest["files"]} == {
+        f"ENZYMES_{k}.txt" for k in ("A", "graph_indicator", "graph_labels", "node_labels",
+                                     "node_attributes")}
+    # a truncated file in the entry (an old killed extraction): found, rebuilt from the zip
+    a = entry / "ENZYMES_A.txt"
+    full = a.read_text()
+    a.write_text(full[: len(full) // 3])
+    with pytest.warns(UserWarning, match="ENZYMES_A.txt has size .* rebuilding"):
+        D.Enzymes(test_split=0.5).setup()
+    assert a.read_text() == full
+
+
+def test_enzymes_extraction_killed_midway_leaves_no_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    (tmp_path / "enzymes").mkdir()
+    _write_tu_zip(tmp_path / "enzymes" / "ENZYMES.zip", ENZ_GRAPHS, tmp_path / "src")
+    calls = []
+
+    def killed(src, dst, *args, **kwargs):  # the process dies while copying the second file
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+
+    import shutil
+
+    real = shutil.copyfileobj
+    monkeypatch.setattr(shutil, "copyfileobj", killed)
+    with pytest.raises(KeyboardInterrupt):
+        D.Enzymes(test_split=0.5).setup()
+    assert not (tmp_path / "enzymes" / "ENZYMES").exists()
+    assert [p.name for p in (tmp_path / "enzymes").iterdir()] == ["ENZYMES.zip"]
+    monkeypatch.setattr(shutil, "copyfileobj", real)
+    with pytest.warns(UserWarning, match="kept 2 of 3"):
+        D.Enzymes(test_split=0.5).setup()
+
+
+def test_enzymes_inconsistent_zip_is_never_installed(tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    (tmp_path / "enzymes").mkdir()
+    _write_tu(tmp_path / "src" / "ENZYMES", ENZ_GRAPHS)
+    (tmp_path / "src" / "ENZYMES" / "ENZYMES_graph_labels.txt").write_text("1\n1\n")
+    with zipfile.ZipFile(tmp_path / "enzymes" / "ENZYMES.zip", "w") as zf:
+        for f in (tmp_path / "src" / "ENZYMES").iterdir():
+            zf.write(f, f"ENZYMES/{f.name}")
+    with pytest.raises(ValueError, match=r"ENZYMES.zip!ENZYMES/ENZYMES_graph_labels.txt: ends "
+                                         r"after line 2; expected 3 lines"):
+        D.Enzymes().setup()
+    assert not (tmp_path / "enzymes" / "ENZYMES").exists()
+
+
+def test_gdss_pickled_graph_lists_load_with_the_allow_list():
+    """GDSS's own data/<name>.pkl (read-only shared copy) load; ENZYMES.pkl holds subgraph views."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[3] / "shared" / "data" / "gdss" / "data"
+    if not (folder / "community_small.pkl").is_file():
+        pytest.skip(f"GDSS's data files are not at {folder}")
+    assert [g.number_of_nodes() for g in G.read_graph_pickle(folder / "community_small.pkl")
+            ][:1] and len(G.read_graph_pickle(folder / "community_small.pkl")) == 100
+    dm = D.GraphFile(path=str(folder / "ego_small.pkl"), max_nodes=18, max_feat=17)
+    dm.setup()
+    assert (len(dm.train_data), len(dm.test_data)) == (160, 40)
 
 
 def test_tu_bad_line_names_file_and_line(tmp_path):
@@ -105,6 +221,15 @@ def test_tu_bad_line_names_file_and_line(tmp_path):
     (tmp_path / "E" / "ENZYMES_A.txt").write_text("1, 2\n2, x\n")
     with pytest.raises(ValueError, match=r"ENZYMES_A.txt:2"):
         G.read_tu_graphs(tmp_path / "E")
+
+
+def test_tu_self_loops_are_removed_and_counted(tmp_path):
+    _write_tu(tmp_path / "E", [nx.cycle_graph(12)])
+    with open(tmp_path / "E" / "ENZYMES_A.txt", "a") as fh:
+        fh.write("3, 3\n")
+    with pytest.warns(UserWarning, match="kept 1 of 1 graphs .*1 self-loop lines"):
+        (g,) = G.read_tu_graphs(tmp_path / "E")
+    assert nx.number_of_selfloops(g) == 0 and g.number_of_edges() == 12
 
 
 QM9_SMILES = ["C", "CC", "CO", "C#N", "OC=O", "CC(C)=O", "c1ccccc1", "CCl", "CCCCCCCCCC"]
@@ -119,9 +244,12 @@ def _write_qm9(folder):
 
 def test_qm9_csv_and_index_json(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    monkeypatch.setattr(D.QM9, "IDX_SHA256", None)  # a small index in the real format
     _write_qm9(tmp_path / "qm9")
     dm = D.QM9(source="csv")
-    dm.setup()
+    with pytest.warns(UserWarning, match=r"qm9.csv: dropped 2 of 7 train rows, kept 5: 2 outside "
+                                         r"qm9's rules.*\(rows 7, 8\)"):
+        dm.setup()
     # CCl (Cl) and the 10-carbon chain break QM9's rules; rows 1 and 4 are the test set
     assert dm.test_smiles() == ["CC", "O=CO"]
     assert set(dm.train_smiles()) == {"C", "CO", "C#N", "CC(C)=O", "C1=CC=CC=C1"}
@@ -129,6 +257,34 @@ def test_qm9_csv_and_index_json(tmp_path, monkeypatch):
     st = D.to_dense_state(d, 9)
     assert st["x"].shape[-1] == 4 and set(st["adj"].unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
     assert torch.equal(st["x"].sum(-1), st["mask"])
+
+
+def test_qm9_unparsable_rows_are_counted_or_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    monkeypatch.setattr(D.QM9, "IDX_SHA256", None)
+    _write_qm9(tmp_path / "qm9")
+    csv = tmp_path / "qm9" / "qm9.csv"
+    lines = csv.read_text().splitlines()
+    lines[3] = "2,C1CC,C1CC,0.1"  # row 2: an unclosed ring
+    lines += ["9,,,0.1", "10,c1cccc1,x,0.1"]  # row 9: empty; row 10: aromatic 5-ring, no Kekule form
+    csv.write_text("\n".join(lines) + "\n")
+    dm = D.QM9(source="csv")
+    with pytest.warns(UserWarning) as record:
+        dm.setup()
+    text = " | ".join(str(w.message) for w in record)
+    assert "dropped 5 of 9 train rows, kept 4: 3 unparsable SMILES (rows 2, 9, 10)" in text
+    assert len(dm.train_items) == 4
+    with pytest.raises(ValueError, match=r"qm9.csv: row 2 \(line 4\), column 'SMILES1': RDKit "
+                                         r"cannot parse the SMILES 'C1CC' \(strict=True"):
+        D.QM9(source="csv", strict=True).setup()
+
+
+def test_qm9_index_is_pinned_to_gdss_original(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    _write_qm9(tmp_path / "qm9")
+    with pytest.raises(D.DatasetUnavailableError,
+                       match=r"valid_idx_qm9.json: checksum mismatch \(expected sha256 889fd232"):
+        D.QM9(source="csv").setup()
 
 
 def test_zinc_index_list_and_bad_column(tmp_path):
@@ -141,7 +297,13 @@ def test_zinc_index_list_and_bad_column(tmp_path):
     with pytest.raises(ValueError, match="no column 'SMILES1'"):
         D.read_molecule_csv(csv, idx, "SMILES1")
     idx.write_text("[7]")
-    with pytest.raises(ValueError, match="valid_idx_zinc250k.json: index 7 out of range"):
+    with pytest.raises(ValueError, match="valid_idx_zinc250k.json: index 7 .entry 0. out of range"):
+        D.read_molecule_csv(csv, idx, "smiles")
+    idx.write_text("[-1, 2]")
+    with pytest.raises(ValueError, match="index -1 .entry 0. out of range; expected 0..2"):
+        D.read_molecule_csv(csv, idx, "smiles")
+    idx.write_text("[2, 0, 2]")
+    with pytest.raises(ValueError, match=r"index 2 \(entry 2\) repeated"):
         D.read_molecule_csv(csv, idx, "smiles")
 
 

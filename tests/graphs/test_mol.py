@@ -76,5 +76,22 @@ def test_invalid_without_correction_returns_none():
 
 
 def test_bad_atom_raises():
-    with pytest.raises(ValueError, match="atom Cl not in"):
+    with pytest.raises(ValueError, match=r"atom Cl \(index 1\) not in the featurizer.s atom types"):
         M.mol_to_dense(Chem.MolFromSmiles("CCl"), M.QM9_ATOMS, 9)
+
+
+@pytest.mark.parametrize(("smiles", "kind", "detail"), [
+    ("", "unparsable", "empty SMILES"),
+    ("C1CC", "unparsable", "cannot parse"),
+    ("CCS", "rules", "has atom S; expected only the atom types"),
+    ("CCCCCCCCCC", "rules", "10 heavy atoms; expected at most max_nodes=9"),
+    ("C.O", "rules", "2 fragments"),
+])
+def test_screen_names_why_a_row_is_dropped(smiles, kind, detail):
+    mol, got_kind, got_detail = M.screen(smiles, M.QM9_ATOMS, 9)
+    assert mol is None and got_kind == kind and detail in got_detail
+
+
+def test_screen_keeps_a_kekulized_molecule():
+    mol, kind, detail = M.screen("c1ccccc1O", M.QM9_ATOMS, 9)
+    assert (kind, detail) == ("", "") and not any(b.GetIsAromatic() for b in mol.GetBonds())

@@ -10,6 +10,7 @@ from domaindiff_graphs.data import (
     CommunitySmall,
     EgoSmall,
     Enzymes,
+    GraphFile,
     Grid,
     ZINC250k,
 )
@@ -18,7 +19,7 @@ from domaindiff_graphs.networks import GDSSNetwork, ScoreNetworkA, ScoreNetworkX
 
 __version__ = "0.1.0"
 
-DATAMODULES: list[type] = [CommunitySmall, EgoSmall, Grid, Enzymes, QM9, ZINC250k]
+DATAMODULES: list[type] = [CommunitySmall, EgoSmall, Grid, Enzymes, GraphFile, QM9, ZINC250k]
 MODELS: list[type] = [GraphDiffusion]
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Enzymes",
     "GDSSNetwork",
     "GraphDiffusion",
+    "GraphFile",
     "Grid",
     "ScoreNetworkA",
     "ScoreNetworkX",

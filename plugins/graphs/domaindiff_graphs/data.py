@@ -9,16 +9,28 @@ batched by PyG's DataLoader. :func:`to_dense_state` turns a batch into the dense
 Datasets (GDSS settings): community-small (generated), ego-small (Citeseer planetoid files or an
 offline synthetic source), grid (generated), ENZYMES (TU format), QM9 and ZINC250k (the
 reference CSV + test-index JSON, or the offline NCI molecules RDKit ships filtered to each
-dataset's rules). Generic graphs use one-hot degree features; the first 20% of the list is test.
+dataset's rules), or any graph list file (GDSS's pickled ``data/<name>.pkl``, read without running
+code, or a JSON edge list). Generic graphs use one-hot degree features; the first 20% of the list is
+test.
+
+Nothing bad passes silently: every graph is checked (1..max_nodes nodes, undirected, no
+self-loops, edges between existing nodes, finite features) and errors name the file, the graph or
+line and what was expected; molecule rows that do not parse or break the dataset's rules are
+counted in a warning (or refused with ``strict=True``). Cached files (generated graphs, the
+unpacked ENZYMES zip) are built in a temporary directory and moved in as a unit with a manifest of
+sizes and checksums that is verified on every use (:func:`domaindiff.data.build_cache_entry`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import shutil
+import warnings
 import zipfile
+from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import networkx as nx
 import numpy as np
@@ -28,7 +40,12 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
-from domaindiff.data import DatasetUnavailableError, DomainDataModule, atomic_write_text
+from domaindiff.data import (
+    DatasetUnavailableError,
+    DomainDataModule,
+    atomic_write_text,
+    build_cache_entry,
+)
 from domaindiff_graphs import graphs as G
 
 
@@ -165,17 +182,23 @@ class GraphDataModule(DomainDataModule):
         for what, items in (("train", train), ("test", test)):
             if not items:
                 raise ValueError(f"{type(self).__name__}: the {what} split is empty")
-            too_big = [i for i in items if self._size(i) > self.max_nodes]
-            if too_big:
-                raise ValueError(f"{type(self).__name__}: a {what} graph has {self._size(too_big[0])}"
-                                 f" nodes > max_nodes={self.max_nodes}")
+            for k, item in enumerate(items):
+                self.check_item(item, f"{type(self).__name__}: {what} graph {k}")
+        train_data = [self._checked_data(i, f"train graph {k}") for k, i in enumerate(train)]
+        test_data = [self._checked_data(i, f"test graph {k}") for k, i in enumerate(test)]
         self.train_items, self.test_items = train, test
-        self.train_data = [self.to_data(i) for i in train]
-        self.test_data = [self.to_data(i) for i in test]
+        self.train_data, self.test_data = train_data, test_data
 
-    @staticmethod
-    def _size(item) -> int:
-        return item.number_of_nodes() if isinstance(item, nx.Graph) else item.GetNumAtoms()
+    def check_item(self, item, where: str) -> None:
+        """Refuse an item the model cannot take (see :func:`graphs.check_graph`)."""
+        G.check_graph(item, where, self.max_nodes)
+
+    def _checked_data(self, item, where: str) -> Data:
+        data = self.to_data(item)
+        if not torch.isfinite(data.x).all():
+            raise ValueError(f"{type(self).__name__}: {where}: node features contain NaN or inf; "
+                             "expected finite values")
+        return data
 
     def node_counts(self) -> list[int]:
         """Node counts of the training graphs (sampling draws sizes from them)."""
@@ -227,13 +250,15 @@ class CommunitySmall(GraphDataModule):
         self.num_graphs = num_graphs
 
     def load_items(self):
-        path = self.cache_dir / f"community_small_{self.num_graphs}_seed{self.seed}.json"
-        if path.is_file():
-            graphs = read_graph_list(path)
-        else:
-            graphs = G.community_small_graphs(self.num_graphs, self.seed)
-            write_graph_list(graphs, path)
-        return self.split(graphs)
+        """The generated graphs, cached as a verified entry ``community_small_<n>_seed<s>/``."""
+        def build(tmp: Path) -> None:
+            write_graph_list(G.community_small_graphs(self.num_graphs, self.seed),
+                             tmp / "graphs.json")
+
+        entry = build_cache_entry(
+            self.cache_dir / f"community_small_{self.num_graphs}_seed{self.seed}", build,
+            description=f"community-small: {self.num_graphs} graphs, seed {self.seed}")
+        return self.split(read_graph_list(entry / "graphs.json"))
 
 
 class Grid(GraphDataModule):
@@ -262,6 +287,11 @@ class EgoSmall(GraphDataModule):
 
     name = "ego_small"
     URL = "https://github.com/kimiyoung/planetoid/raw/master/data/ind.citeseer.graph"
+    #: Planetoid publishes no checksum; these are of the file in the authors' repository
+    #: (kimiyoung/planetoid, data/ind.citeseer.graph, git blob a01dca66, commit af6abf46). The
+    #: file is also read with an allow-list unpickler and checked to be an adjacency dict.
+    SHA256 = "d79a4ef9d3e7169aee8946145f6b7306e35bc79bffad26346cfb94e10e9912a7"
+    SIZE = 61987
 
     def __init__(self, source: str = "citeseer", num_graphs: int = 200, max_nodes: int = 18,
                  max_feat: int = 17, test_split: float = 0.2, root: str | None = None,
@@ -273,7 +303,8 @@ class EgoSmall(GraphDataModule):
 
     def load_items(self):
         if self.source == "citeseer":
-            path = self.download(self.URL, "ind.citeseer.graph",
+            path = self.download(self.URL, "ind.citeseer.graph", sha256=self.SHA256,
+                                 size=self.SIZE,
                                  manual=f"copy the Planetoid file ind.citeseer.graph into "
                                         f"{self.cache_dir}")
             big = G.read_planetoid_graph(path)
@@ -284,30 +315,116 @@ class EgoSmall(GraphDataModule):
 
 
 class Enzymes(GraphDataModule):
-    """ENZYMES from the TU format (587 graphs with 10-125 nodes).
+    """ENZYMES from the TU format (587 of its 600 graphs have 10-125 nodes: GraphRNN/GDSS's set).
 
-    Files ``ENZYMES/ENZYMES_A.txt`` and ``ENZYMES/ENZYMES_graph_indicator.txt`` are read from the
-    cache dir; when absent, the TU zip is downloaded (online) and unpacked.
+    By default the TU zip ``ENZYMES.zip`` (downloaded when online, or copied by hand into the cache
+    dir) is unpacked into the cache entry ``ENZYMES/``, built in a temporary directory, checked
+    with :func:`graphs.read_tu_graphs` and moved in as a unit with a manifest of sizes and sha256
+    that is verified on every use: a killed extraction leaves no entry, a truncated or altered
+    file is found and the entry rebuilt (with a warning). TU Dortmund publishes no checksum for
+    ENZYMES.zip, so the download itself is not checksummed; the data are verified by the manifest
+    after extraction and by the consistency checks of the TU files (line counts per node and per
+    graph, node ids, symmetric edges).
+
+    Args:
+        folder: a directory holding the unpacked TU text files (``ENZYMES_A.txt``...) to read
+            directly instead of the cache entry; it is only read, never modified.
+        **kwargs: see :class:`GraphDataModule`.
     """
 
     name = "enzymes"
     URL = "https://www.chrsmrrs.com/graphkerneldatasets/ENZYMES.zip"
+    # No SHA256: TU Dortmund publishes none for its zips (see the class docstring).
 
     def __init__(self, max_nodes: int = 125, max_feat: int = 10, test_split: float = 0.2,
                  root: str | None = None, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, folder: str | None = None) -> None:
         super().__init__(max_nodes, max_feat, test_split, root, batch_size, num_workers, seed)
+        self.folder = Path(folder) if folder else None
 
     def load_items(self):
-        folder = self.cache_dir / "ENZYMES"
-        if not (folder / "ENZYMES_A.txt").is_file():
-            zpath = self.download(self.URL, "ENZYMES.zip",
-                                  manual=f"unzip the TU ENZYMES files into {folder}")
-            with zipfile.ZipFile(zpath) as zf:
-                zf.extractall(self.cache_dir)
-        graphs = G.read_tu_graphs(folder, "ENZYMES")
+        if self.folder is not None:
+            graphs = G.read_tu_graphs(self.folder, "ENZYMES")
+        else:
+            graphs = G.read_tu_graphs(self.tu_entry(), "ENZYMES")
         order = np.random.default_rng(self.seed).permutation(len(graphs))
         return self.split([graphs[i] for i in order])
+
+    def tu_entry(self) -> Path:
+        """The verified cache entry of the unpacked TU files (built from the zip if needed)."""
+        def build(tmp: Path) -> None:
+            zpath = self.download(self.URL, "ENZYMES.zip",
+                                  manual=f"copy the TU file ENZYMES.zip into {self.cache_dir}, or "
+                                         "pass folder=<directory of the unpacked TU files>")
+            extract_tu_zip(zpath, "ENZYMES", tmp)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    G.read_tu_graphs(tmp, "ENZYMES")  # never install inconsistent files
+            except (ValueError, FileNotFoundError) as err:
+                raise ValueError(str(err).replace(str(tmp), f"{zpath}!ENZYMES")) from None
+
+        return build_cache_entry(self.cache_dir / "ENZYMES", build,
+                                 description=f"ENZYMES TU text files unpacked from {self.URL}")
+
+
+class GraphFile(GraphDataModule):
+    """Generic graphs from a file: GDSS's pickled list (``data/<name>.pkl``) or a JSON edge list.
+
+    A ``.pkl`` is read by :func:`graphs.read_graph_pickle`, an allow-list unpickler that refuses
+    anything but networkx graphs, builtin containers and numpy data (a pickle naming any other
+    class or function could run code); a ``.json`` by :func:`read_graph_list`. Every graph is
+    checked (undirected, simple, 1..max_nodes nodes, no self-loops, finite attributes). GDSS's
+    split: the first ``test_split`` of the list, in file order, is the test set.
+
+    Args:
+        path: the graph list file (``.pkl``/``.pickle`` or ``.json``).
+        **kwargs: see :class:`GraphDataModule`.
+    """
+
+    name = "graph_file"
+
+    def __init__(self, path: str, max_nodes: int = 20, max_feat: int = 10,
+                 test_split: float = 0.2, root: str | None = None, batch_size: int = 128,
+                 num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(max_nodes, max_feat, test_split, root, batch_size, num_workers, seed)
+        self.path = Path(path)
+
+    def load_items(self):
+        suffix = self.path.suffix.lower()
+        if suffix in (".pkl", ".pickle"):
+            graphs = G.read_graph_pickle(self.path, self.max_nodes)
+        elif suffix == ".json":
+            graphs = read_graph_list(self.path, self.max_nodes)
+        else:
+            raise ValueError(f"path: {self.path} has the suffix {suffix!r}; expected .pkl (GDSS's "
+                             "pickled graph list) or .json (an edge list)")
+        return self.split([nx.convert_node_labels_to_integers(g) for g in graphs])
+
+
+def extract_tu_zip(zpath: str | Path, name: str, dest: str | Path) -> None:
+    """Unpack the ``<name>_*.txt`` files of a TU zip flat into ``dest``.
+
+    Only file names are kept (no directories from the archive, so no path escapes ``dest``);
+    zipfile checks each member's CRC while reading.
+
+    Raises:
+        ValueError: not a zip, a corrupt member, or no ``<name>_*.txt`` in it (the zip is named).
+    """
+    zpath, dest = Path(zpath), Path(dest)
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()
+                       and PurePosixPath(m.filename).name.startswith(f"{name}_")
+                       and m.filename.endswith(".txt")]
+            if not members:
+                raise ValueError(f"{zpath}: no {name}_*.txt files in the zip; expected the TU "
+                                 f"{name} dataset")
+            for m in members:
+                with zf.open(m) as src, open(dest / PurePosixPath(m.filename).name, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as err:
+        raise ValueError(f"{zpath}: not a readable zip ({err}); delete it and retry") from err
 
 
 class MoleculeDataModule(GraphDataModule):
@@ -318,7 +435,14 @@ class MoleculeDataModule(GraphDataModule):
             dir, downloaded when online) or "nci" (offline: the NCI molecules RDKit ships,
             filtered to this dataset's rules, fixed 10% test split).
         max_train: optional cap on training molecules (quick runs).
+        strict: refuse (``ValueError`` naming the file and row) any CSV row whose SMILES does not
+            parse or breaks the dataset's rules; by default such rows are dropped and counted in a
+            warning naming the file, the counts and the first rows.
         **kwargs: see :class:`GraphDataModule`.
+
+    The CSVs are GDSS's (``data/qm9.csv``, ``data/zinc250k.csv``); no checksum is published for
+    them (and none is pinned): every row is parsed and checked, drops are reported. The test-index
+    JSONs are pinned to the sha256 of GDSS's originals (``IDX_SHA256``).
     """
 
     is_molecule = True
@@ -326,16 +450,19 @@ class MoleculeDataModule(GraphDataModule):
     smiles_col = "SMILES1"
     CSV_URL = ""
     IDX_URL = ""
+    IDX_SHA256: str | None = None
+    #: the first rows named in a report of dropped rows
+    REPORT_ROWS = 5
 
     def __init__(self, source: str = "csv", max_nodes: int = 9, max_train: int | None = None,
                  root: str | None = None, batch_size: int = 1024, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, strict: bool = False) -> None:
         self.atom_types = _M().atom_types_for(self.dataset)
         super().__init__(max_nodes, len(self.atom_types), 0.1, root, batch_size, num_workers,
                          seed)
         if source not in ("csv", "nci"):
             raise ValueError(f"source: unknown {source!r}; use 'csv' or 'nci'")
-        self.source, self.max_train = source, max_train
+        self.source, self.max_train, self.strict = source, max_train, strict
 
     def to_data(self, item) -> Data:
         return mol_to_data(item, self.atom_types, self.max_nodes)
@@ -343,11 +470,51 @@ class MoleculeDataModule(GraphDataModule):
     def as_graph(self, item) -> nx.Graph:
         return mol_to_nx(item)
 
-    def _keep(self, smiles: str):
-        mol = _M().kekulized(smiles)
-        if mol is None or not _M().fits(mol, self.atom_types, self.max_nodes):
-            return None
-        return mol
+    def check_item(self, item, where: str) -> None:
+        n = item.GetNumAtoms()
+        if not 1 <= n <= self.max_nodes:
+            raise ValueError(f"{where}: molecule has {n} atoms; expected 1..max_nodes="
+                             f"{self.max_nodes}")
+
+    def rules(self) -> str:
+        """This dataset's rules, in words (for reports)."""
+        return (f"{self.name}'s rules: one molecule of <= {self.max_nodes} heavy atoms of "
+                f"{', '.join(self.atom_types)}")
+
+    def molecules(self, rows: Sequence[tuple[int, str]], path: Path, what: str) -> list:
+        """Parse ``(row, smiles)`` pairs of ``path``; drops are reported (or refused if strict).
+
+        Rows are 0-based data rows, as in the test-index JSON (file line = row + 2).
+        """
+        kept, dropped = [], defaultdict(list)
+        for row, smiles in rows:
+            mol, kind, detail = _M().screen(smiles, self.atom_types, self.max_nodes)
+            if mol is not None:
+                kept.append(mol)
+                continue
+            if self.strict:
+                raise ValueError(f"{path}: row {row} (line {row + 2}), column "
+                                 f"{self.smiles_col!r}: {detail} (strict=True; expected a "
+                                 f"parsable SMILES within {self.rules()})")
+            dropped[kind].append(row)
+        if dropped:
+            warnings.warn(self._drop_report(path, what, len(rows), len(kept), dropped),
+                          stacklevel=2)
+        return kept
+
+    def _drop_report(self, path: Path, what: str, total: int, kept: int,
+                     dropped: dict[str, list[int]]) -> str:
+        parts = []
+        for kind, label in (("unparsable", "unparsable SMILES"),
+                            ("rules", f"outside {self.rules()}")):
+            rows = dropped.get(kind, [])
+            if rows:
+                first = ", ".join(map(str, rows[: self.REPORT_ROWS]))
+                more = ", ..." if len(rows) > self.REPORT_ROWS else ""
+                parts.append(f"{len(rows)} {label} (rows {first}{more})")
+        return (f"{path}: dropped {total - kept} of {total} {what} rows, kept {kept}: "
+                f"{'; '.join(parts)}. Rows are 0-based data rows; pass strict=True to refuse "
+                "them instead")
 
     def load_items(self):
         if self.source == "nci":
@@ -360,14 +527,16 @@ class MoleculeDataModule(GraphDataModule):
 
     def load_csv(self):
         """Read the reference CSV and test-index JSON (see :func:`read_molecule_csv`)."""
+        # no published checksum for GDSS's CSVs: every row is parsed and checked instead
         csv = self.download(self.CSV_URL, f"{self.dataset}.csv",
                             manual=f"copy {self.dataset}.csv (GDSS data/) into {self.cache_dir}")
         idx = self.download(self.IDX_URL, f"valid_idx_{self.dataset}.json",
-                            manual=f"copy valid_idx_{self.dataset}.json into {self.cache_dir}")
-        train_smi, test_smi = read_molecule_csv(csv, idx, self.smiles_col)
-        train = [m for m in map(self._keep, train_smi) if m is not None]
-        test = [m for m in map(self._keep, test_smi) if m is not None]
-        return train, test
+                            sha256=self.IDX_SHA256,
+                            manual=f"copy GDSS's valid_idx_{self.dataset}.json (data/) into "
+                                   f"{self.cache_dir}")
+        train_rows, test_rows = read_molecule_rows(csv, idx, self.smiles_col)
+        return (self.molecules(train_rows, csv, "train"),
+                self.molecules(test_rows, csv, f"test ({idx.name})"))
 
     def train_smiles(self) -> list[str]:
         """Canonical SMILES of the training molecules (novelty reference)."""
@@ -392,11 +561,14 @@ class QM9(MoleculeDataModule):
     smiles_col = "SMILES1"
     CSV_URL = "https://raw.githubusercontent.com/harryjo97/GDSS/master/data/qm9.csv"
     IDX_URL = "https://raw.githubusercontent.com/harryjo97/GDSS/master/data/valid_idx_qm9.json"
+    #: sha256 of GDSS's data/valid_idx_qm9.json (git blob 7823322e)
+    IDX_SHA256 = "889fd232a33d8a2c00f057c807b119e72abd5baa48f6fab93e8d8b7a79340f4d"
 
     def __init__(self, source: str = "csv", max_nodes: int = 9, max_train: int | None = None,
                  root: str | None = None, batch_size: int = 1024, num_workers: int = 0,
-                 seed: int = 0) -> None:
-        super().__init__(source, max_nodes, max_train, root, batch_size, num_workers, seed)
+                 seed: int = 0, strict: bool = False) -> None:
+        super().__init__(source, max_nodes, max_train, root, batch_size, num_workers, seed,
+                         strict)
 
 
 class ZINC250k(MoleculeDataModule):
@@ -408,11 +580,14 @@ class ZINC250k(MoleculeDataModule):
     CSV_URL = "https://raw.githubusercontent.com/harryjo97/GDSS/master/data/zinc250k.csv"
     IDX_URL = ("https://raw.githubusercontent.com/harryjo97/GDSS/master/data/"
                "valid_idx_zinc250k.json")
+    #: sha256 of GDSS's data/valid_idx_zinc250k.json (git blob b4b45d15)
+    IDX_SHA256 = "cf1af3a8588c947493ff0a2b60178db6726e9a4dbb445235b149cd3bbe6831df"
 
     def __init__(self, source: str = "csv", max_nodes: int = 38, max_train: int | None = None,
                  root: str | None = None, batch_size: int = 1024, num_workers: int = 0,
-                 seed: int = 0) -> None:
-        super().__init__(source, max_nodes, max_train, root, batch_size, num_workers, seed)
+                 seed: int = 0, strict: bool = False) -> None:
+        super().__init__(source, max_nodes, max_train, root, batch_size, num_workers, seed,
+                         strict)
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -426,43 +601,87 @@ def write_graph_list(graphs: Sequence[nx.Graph], path: str | Path) -> None:
     atomic_write_text(path, json.dumps(payload))
 
 
-def read_graph_list(path: str | Path) -> list[nx.Graph]:
-    """Read graphs written by :func:`write_graph_list` (errors name the file and entry)."""
+def read_graph_list(path: str | Path, max_nodes: int | None = None) -> list[nx.Graph]:
+    """Read graphs written by :func:`write_graph_list`, checking every entry.
+
+    Raises:
+        ValueError: not a JSON list, an entry without ``num_nodes``/``edges``, a graph with 0
+            nodes, an edge to a node that does not exist, a self-loop or more than ``max_nodes``
+            nodes: the file, the entry (and edge) and what was expected are named.
+    """
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a JSON graph list ({err})") from err
-    out = []
-    for k, item in enumerate(payload):
-        if not isinstance(item, dict) or "num_nodes" not in item or "edges" not in item:
-            raise ValueError(f"{path}: entry {k} needs 'num_nodes' and 'edges'")
-        g = nx.Graph()
-        g.add_nodes_from(range(int(item["num_nodes"])))
-        g.add_edges_from((int(u), int(v)) for u, v in item["edges"])
-        out.append(g)
-    return out
+    if not isinstance(payload, list):
+        raise ValueError(f"{path}: expected a JSON list of graphs, got {type(payload).__name__}")
+    return [_graph_entry(item, f"{path}: entry {k}", max_nodes) for k, item in enumerate(payload)]
+
+
+def _graph_entry(item: object, where: str, max_nodes: int | None) -> nx.Graph:
+    """One ``{"num_nodes": n, "edges": [[u, v], ...]}`` entry as a checked graph."""
+    if not isinstance(item, dict) or "num_nodes" not in item or "edges" not in item:
+        raise ValueError(f"{where}: needs 'num_nodes' and 'edges'")
+    n = item["num_nodes"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{where}: num_nodes = {n!r}; expected an integer >= 1")
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    for j, edge in enumerate(item["edges"]):
+        if not (isinstance(edge, list) and len(edge) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in edge)):
+            raise ValueError(f"{where}: edge {j} = {edge!r}; expected a pair of node ids")
+        bad = [v for v in edge if not 0 <= v < n]
+        if bad:
+            raise ValueError(f"{where}: edge {j} {edge} names node {bad[0]}, which does not exist; "
+                             f"expected node ids 0..{n - 1} (num_nodes={n})")
+        g.add_edge(*edge)
+    return G.check_graph(g, where, max_nodes)
 
 
 def read_molecule_csv(csv_path: str | Path, idx_path: str | Path, smiles_col: str
                       ) -> tuple[list[str], list[str]]:
+    """The train and test SMILES of the reference CSV (see :func:`read_molecule_rows`)."""
+    train, test = read_molecule_rows(csv_path, idx_path, smiles_col)
+    return [s for _, s in train], [s for _, s in test]
+
+
+def read_molecule_rows(csv_path: str | Path, idx_path: str | Path, smiles_col: str
+                       ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """Split the reference CSV by its test-index JSON (GDSS ``load_smiles``).
 
     The JSON is either ``{"valid_idxs": ["007278", ...]}`` (QM9) or a list of ints (ZINC250k);
     indices are 0-based row numbers of the CSV.
 
+    Returns:
+        ``(row, smiles)`` pairs of the train and of the test rows (an empty cell is ``""``).
+
     Raises:
-        ValueError: missing SMILES column, malformed JSON or an index out of range (named).
+        ValueError: unreadable CSV, missing SMILES column, malformed JSON, a repeated index or an
+            index out of range (the file and the index named).
     """
     import pandas as pd
 
     csv_path, idx_path = Path(csv_path), Path(idx_path)
-    df = pd.read_csv(csv_path)
+    try:
+        df = pd.read_csv(csv_path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{csv_path}: not a readable CSV ({err})") from err
     if smiles_col not in df.columns:
         raise ValueError(f"{csv_path}: no column {smiles_col!r} (columns: {list(df.columns)})")
+    test_idx = _test_indices(idx_path, csv_path, len(df))
+    smiles = ["" if pd.isna(s) else str(s).strip() for s in df[smiles_col]]
+    test_set = set(test_idx)
+    train = [(i, s) for i, s in enumerate(smiles) if i not in test_set]
+    return train, [(i, smiles[i]) for i in test_idx]
+
+
+def _test_indices(idx_path: Path, csv_path: Path, num_rows: int) -> list[int]:
+    """The sorted 0-based test rows of a GDSS index JSON, each once and within the CSV."""
     try:
         raw = json.loads(idx_path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{idx_path}: not JSON ({err})") from err
     if isinstance(raw, dict):
         if "valid_idxs" not in raw:
@@ -471,16 +690,19 @@ def read_molecule_csv(csv_path: str | Path, idx_path: str | Path, smiles_col: st
     if not isinstance(raw, list):
         raise ValueError(f"{idx_path}: expected a list of indices")
     try:
-        test_idx = sorted({int(i) for i in raw})
+        idx = [int(i) for i in raw]
     except (TypeError, ValueError) as err:
         raise ValueError(f"{idx_path}: indices must be integers ({err})") from err
-    if test_idx and (test_idx[0] < 0 or test_idx[-1] >= len(df)):
-        raise ValueError(f"{idx_path}: index {test_idx[-1]} out of range for {len(df)} rows of "
-                         f"{csv_path}")
-    smiles = [str(s).strip() for s in df[smiles_col]]
-    test_set = set(test_idx)
-    train = [s for i, s in enumerate(smiles) if i not in test_set]
-    return train, [smiles[i] for i in test_idx]
+    seen: set[int] = set()
+    for k, i in enumerate(idx):
+        if not 0 <= i < num_rows:
+            raise ValueError(f"{idx_path}: index {i} (entry {k}) out of range; expected 0.."
+                             f"{num_rows - 1} for the {num_rows} rows of {csv_path}")
+        if i in seen:
+            raise ValueError(f"{idx_path}: index {i} (entry {k}) repeated; expected each test row "
+                             "once")
+        seen.add(i)
+    return sorted(idx)
 
 
 @functools.lru_cache(maxsize=2)
@@ -533,7 +755,7 @@ def mol_to_nx(mol) -> nx.Graph:
     return g
 
 
-DATAMODULES = [CommunitySmall, EgoSmall, Grid, Enzymes, QM9, ZINC250k]
+DATAMODULES = [CommunitySmall, EgoSmall, Grid, Enzymes, GraphFile, QM9, ZINC250k]
 
 __all__ = [
     "DATAMODULES",
@@ -541,6 +763,7 @@ __all__ = [
     "EgoSmall",
     "Enzymes",
     "GraphDataModule",
+    "GraphFile",
     "Grid",
     "MoleculeDataModule",
     "QM9",

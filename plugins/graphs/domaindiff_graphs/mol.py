@@ -68,8 +68,9 @@ def mol_to_dense(mol: Chem.Mol, atom_types: Sequence[str], max_atoms: int
     x = torch.zeros(max_atoms, len(atom_types))
     for a in mol.GetAtoms():
         if a.GetSymbol() not in atom_types:
-            raise ValueError(f"molecule {Chem.MolToSmiles(mol)}: atom {a.GetSymbol()} not in "
-                             f"{list(atom_types)}")
+            raise ValueError(f"molecule {Chem.MolToSmiles(mol)}: atom {a.GetSymbol()} (index "
+                             f"{a.GetIdx()}) not in the featurizer's atom types "
+                             f"{list(atom_types)}; expected one of them")
         x[a.GetIdx(), atom_types.index(a.GetSymbol())] = 1.0
     adj = torch.zeros(max_atoms, max_atoms)
     for b in mol.GetBonds():
@@ -214,3 +215,35 @@ def decode_molecules(x: Tensor, adj: Tensor, mask: Tensor | None, atom_types: Se
         valid_wo.append(bool(ok) and mol.GetNumAtoms() > 0)
         mols.append(largest_fragment(fixed) if (correct or ok) else None)
     return mols, valid_wo
+
+
+def screen(smiles: str, atom_types: Sequence[str], max_atoms: int
+           ) -> tuple[Chem.Mol | None, str, str]:
+    """Parse a dataset row's SMILES and check it against the dataset's rules.
+
+    Returns:
+        ``(mol, "", "")`` for a kept molecule (kekulized), else ``(None, kind, detail)`` with
+        ``kind`` "unparsable" (empty, RDKit cannot parse or kekulize it) or "rules" (an atom
+        outside ``atom_types``, more than ``max_atoms`` heavy atoms, or several fragments) and a
+        one-line ``detail``.
+    """
+    if not smiles.strip():
+        return None, "unparsable", "empty SMILES"
+    if Chem.MolFromSmiles(smiles) is None:
+        return None, "unparsable", f"RDKit cannot parse the SMILES {smiles!r}"
+    mol = kekulized(smiles)
+    if mol is None:
+        return None, "unparsable", f"RDKit cannot kekulize the SMILES {smiles!r}"
+    unknown = sorted({a.GetSymbol() for a in mol.GetAtoms()} - set(atom_types))
+    if unknown:
+        return None, "rules", (f"{smiles!r} has atom {unknown[0]}; expected only the atom types "
+                               f"{list(atom_types)}")
+    if mol.GetNumAtoms() > max_atoms:
+        return None, "rules", (f"{smiles!r} has {mol.GetNumAtoms()} heavy atoms; expected at most "
+                               f"max_nodes={max_atoms}")
+    if mol.GetNumAtoms() == 0:
+        return None, "unparsable", f"{smiles!r} has no atoms"
+    frags = len(Chem.GetMolFrags(mol))
+    if frags != 1:
+        return None, "rules", f"{smiles!r} has {frags} fragments; expected one molecule"
+    return mol, "", ""
