@@ -9,18 +9,189 @@
 
 ``DOMAINDIFF_THREADS=n`` sets torch's intra-op thread count for every command (on a shared
 machine one thread per job is often several times faster than torch's default of all cores).
+
+A bad input (a typo in a class, process, sampler or option name, an out-of-range setting, a
+missing or refused checkpoint) ends the command with one line ``error: ...`` on stderr and exit
+code 2. ``DOMAINDIFF_DEBUG=1`` shows the full traceback instead (for the Hydra eval apps
+``HYDRA_FULL_ERROR=1`` does too).
+
+Checkpoints are read with ``torch.load(weights_only=True)`` and may only name a DiffusionModule
+subclass exported by domaindiff or an installed plugin (see :mod:`domaindiff.checkpoint`);
+``--trust-checkpoint`` (eval apps: ``trust_checkpoint=true``) allows full unpickling of a file you
+trust, never building any other class.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_BATCH_SIZE = 256
+
+#: where an exception raised inside these packages is a wrapper of the user's real error
+_WRAPPERS = tuple(f"{os.sep}{name}{os.sep}" for name in
+                  ("jsonargparse", "lightning", "lightning_utilities", "omegaconf", "hydra",
+                   "pytorch_lightning")) + (f"{os.sep}argparse.py",)
+
+
+def debug_enabled() -> bool:
+    """Whether ``DOMAINDIFF_DEBUG`` asks for full tracebacks instead of one-line errors."""
+    return os.environ.get("DOMAINDIFF_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a bad input (as opposed to a bug) when they reach the CLI."""
+    from domaindiff.checkpoint import CheckpointError
+
+    types: list[type[BaseException]] = [ValueError, KeyError, TypeError, OSError,
+                                        argparse.ArgumentError, CheckpointError]
+    try:
+        from domaindiff.data import DatasetUnavailableError
+
+        types.append(DatasetUnavailableError)
+    except ImportError:  # pragma: no cover - lightning missing
+        pass
+    try:
+        from omegaconf.errors import OmegaConfBaseException
+
+        types.append(OmegaConfBaseException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it wraps) reports a bad input."""
+    kinds = _user_error_types()
+    return any(isinstance(e, kinds) for e in _chain(err))
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from, outermost first."""
+    out: list[BaseException] = []
+    cur: BaseException | None = err
+    while cur is not None and all(cur is not e for e in out):
+        out.append(cur)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return out
+
+
+def _raised_in_wrapper(err: BaseException) -> bool:
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return any(part in tb.tb_frame.f_code.co_filename for part in _WRAPPERS)
+
+
+def _text(err: BaseException, name_type: bool = True) -> str:
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        text = err.args[0]
+    else:
+        text = str(err)
+    if name_type and not isinstance(err, (ValueError, argparse.ArgumentError)) and \
+            type(err).__name__ not in ("CheckpointError", "DatasetUnavailableError") and \
+            "Error" in type(err).__name__ and not text.startswith(type(err).__name__):
+        text = f"{type(err).__name__}: {text}"
+    return text
+
+
+def _is_omegaconf(err: BaseException) -> bool:
+    return type(err).__module__.startswith("omegaconf")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def error_message(err: BaseException) -> str:
+    """The one line that tells the user what was wrong with their input.
+
+    LightningCLI (jsonargparse) and Hydra wrap the error a class raised while it was built in
+    several layers of "does not validate against any of the Union subtypes"; the useful message
+    is the first one raised outside those libraries (e.g. ``unknown sampler 'ddimm'; available:
+    ...``), prefixed with the class it came from. Failing that, the innermost message, prefixed
+    with the config key jsonargparse reported.
+    """
+    chain = _chain(err)
+    kinds = _user_error_types()
+    joined = "\n".join(str(e) for e in chain)
+    class_path = re.search(r"class_path[=:]? ?'([\w.]+)'", joined)
+    own = next((e for e in chain if isinstance(e, kinds) and not _raised_in_wrapper(e)), None)
+    if own is not None:
+        # omegaconf appends "full_key: ... object_type=..." lines: the first line says it all
+        text = _text(own).strip().splitlines()[0] if _is_omegaconf(own) else _one_line(_text(own))
+        if class_path and own is not chain[0] and class_path.group(1) not in text:
+            text = f"{class_path.group(1)}: {text}"
+        return text
+    text = _one_line(_text(chain[-1], name_type=False))
+    key = re.search(r'Parser key "([^"]+)"', joined)
+    where = f"--{key.group(1)}" if key else ""
+    if class_path:
+        where = f"{where} ({class_path.group(1)})" if where else class_path.group(1)
+    return f"{where}: {text}" if where and where not in text else text
+
+
+def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate an evaluation app's task function: a bad input ends it with one line and exit 2.
+
+    Put it under ``@hydra.main``. With ``DOMAINDIFF_DEBUG=1`` or ``HYDRA_FULL_ERROR=1`` the
+    exception propagates to Hydra unchanged (full traceback); errors that are not about the input
+    (bugs) always do.
+    """
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except Exception as err:
+            full = os.environ.get("HYDRA_FULL_ERROR", "").strip() not in ("", "0")
+            if full or debug_enabled() or not is_user_error(err):
+                raise
+            print(f"error: {error_message(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def check_counts(cfg: Any, positive: Iterable[str] = (), nonnegative: Iterable[str] = (),
+                 optional: Iterable[str] = ()) -> None:
+    """Refuse config values that must be counts (``steps=0`` is not "the default").
+
+    Args:
+        cfg: a mapping (Hydra's DictConfig).
+        positive: keys that must be integers >= 1.
+        nonnegative: keys that must be integers >= 0.
+        optional: keys (of either list) that may also be null.
+
+    Keys the config does not hold are skipped.
+
+    Raises:
+        ValueError: naming the key, its value and what was expected.
+    """
+    optional = set(optional)
+    for keys, low, what in ((positive, 1, "a positive integer"),
+                            (nonnegative, 0, "an integer >= 0")):
+        for key in keys:
+            if key not in cfg:  # a setting this config does not have
+                continue
+            value = cfg.get(key)
+            if value is None and key in optional:
+                continue
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+            if not ok:
+                null = " or null" if key in optional else ""
+                raise ValueError(f"{key}={value!r}: expected {what}{null}")
 
 
 def set_threads_from_env() -> int | None:
@@ -62,10 +233,92 @@ def _cmd_plugins(argv: Sequence[str]) -> int:
     return 0
 
 
+#: keyword arguments of ``DiffusionModule.sample`` and of every sampler that are not options
+_NOT_OPTIONS = frozenset({"guidance", "callback", "generator", "progress", "prior", "template",
+                          "sampler", "steps", "use_ema", "batch", "n"})
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _option_kind(param: inspect.Parameter) -> str | None:
+    """``"bool"``, ``"int"``, ``"float"``, ``"str"`` or None (anything) for a sampler option."""
+    ann = param.annotation
+    if isinstance(ann, str) and ann in ("bool", "int", "float", "str"):
+        return ann
+    if isinstance(ann, type) and ann in (bool, int, float, str):
+        return ann.__name__
+    default = param.default
+    for kind in (bool, int, float, str):
+        if type(default) is kind:
+            return kind.__name__
+    return None
+
+
+def _convert_option(sampler: str, key: str, value: str, kind: str | None) -> Any:
+    """Convert ``--option key=value`` to the type the sampler's default has."""
+    expected = {"bool": "true or false", "int": "an integer", "float": "a number",
+                "str": "a string"}
+    try:
+        if kind == "bool":
+            if value.strip().lower() in _TRUE + _FALSE:
+                return value.strip().lower() in _TRUE
+            raise ValueError(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str":
+            return value
+    except ValueError:
+        raise ValueError(f"--option {key}={value}: sampler {sampler!r} expects "
+                         f"{expected[kind or 'str']} for {key!r}") from None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def sampler_options(sampler: str, items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` items against the keyword options of sampler ``sampler``.
+
+    Raises:
+        ValueError: unknown sampler, malformed item, an option the sampler does not take (the
+            message lists those it takes) or a value of the wrong type.
+    """
+    from domaindiff.samplers import get_sampler
+
+    params = inspect.signature(get_sampler(sampler)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = {n: p for n, p in params.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in _NOT_OPTIONS}
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        if key not in accepted and (key in _NOT_OPTIONS or not takes_any):
+            names = ", ".join(sorted(accepted)) or "none"
+            raise ValueError(f"--option {key}: sampler {sampler!r} has no option {key!r}; "
+                             f"accepted: {names}")
+        param = accepted.get(key)
+        options[key] = _convert_option(sampler, key, value,
+                                       _option_kind(param) if param is not None else None)
+    return options
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a directory; give a file name, e.g. "
+                         f"{out / 'samples.pt'}")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {out}: {parent} is a file, not a directory")
+
+
 def _cmd_sample(argv: Sequence[str]) -> int:
     import torch
 
-    from domaindiff.module import CheckpointError, load_checkpoint
+    from domaindiff.checkpoint import load_checkpoint
 
     parser = argparse.ArgumentParser(prog="domaindiff sample",
                                      description="Load a checkpoint and write samples.")
@@ -73,50 +326,43 @@ def _cmd_sample(argv: Sequence[str]) -> int:
     parser.add_argument("--sampler", default=None, help="sampler name (default: the model's)")
     parser.add_argument("--steps", type=int, default=None, help="network evaluations")
     parser.add_argument("--n", type=int, default=64, help="number of samples")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per batch")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"samples drawn at once (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--out", default="samples.pt", help="output file (.pt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="sampler option, e.g. --option eta=1.0 (repeatable)")
+                        help="sampler option, e.g. --option eta=1.0 (repeatable; checked against "
+                             "the sampler's keyword arguments)")
     parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow full unpickling of a checkpoint you trust")
+                        help="allow full unpickling of a checkpoint you trust (it can run code); "
+                             "the class it names must still be an exported DiffusionModule")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"--n must be >= 1, got {args.n}")
-    if args.steps is not None and args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
-    options = {}
-    for item in args.option:
-        if "=" not in item:
-            parser.error(f"--option {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        try:
-            options[k] = json.loads(v)
-        except json.JSONDecodeError:
-            options[k] = v
-    try:
-        model = load_checkpoint(args.ckpt, trust=args.trust_checkpoint)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    for flag, value in (("--n", args.n), ("--steps", args.steps),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    out = Path(args.out)
+    _check_out(out)
+    if args.sampler is not None:
+        options = sampler_options(args.sampler, args.option)
+    model = load_checkpoint(args.ckpt, trust=args.trust_checkpoint)
+    sampler = args.sampler or model.default_sampler
+    if args.sampler is None:
+        options = sampler_options(sampler, args.option)
     gen = torch.Generator().manual_seed(args.seed)
-    bs = args.batch_size or args.n
     chunks = []
     done = 0
     while done < args.n:
-        k = min(bs, args.n - done)
-        try:
-            chunks.append(model.sample(k, sampler=args.sampler, steps=args.steps, generator=gen,
-                                       progress=not args.no_progress, **options))
-        except (ValueError, TypeError) as err:
-            print(f"error: sampling failed: {err}", file=sys.stderr)
-            return 2
+        k = min(args.batch_size, args.n - done)
+        chunks.append({key: v.cpu() for key, v in model.sample(
+            k, sampler=sampler, steps=args.steps, generator=gen,
+            progress=not args.no_progress, **options).items()})
         done += k
     samples = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    model.save_samples(samples, args.out)
-    print(f"wrote {args.n} samples to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save_samples(samples, out)
+    print(f"wrote {args.n} samples to {out}")
     return 0
 
 
@@ -136,13 +382,23 @@ def _quote_override(arg: str) -> str:
 
 
 def _cmd_eval(argv: Sequence[str]) -> int:
-    from domaindiff.plugins import discover, get_plugin
+    from domaindiff.plugins import get_plugin
 
     if not argv or argv[0].startswith("-"):
-        names = ", ".join(sorted(discover()))
-        print(f"usage: domaindiff eval <plugin> [key=value ...] [--multirun]\nplugins: {names}",
-              file=sys.stderr)
-        return 2
+        from importlib.metadata import entry_points
+
+        from domaindiff.plugins import GROUP
+
+        names = ", ".join(sorted(ep.name for ep in entry_points(group=GROUP)))
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print("usage: domaindiff eval <plugin> [key=value ...] [--multirun]\n"
+              f"plugins: {names}\n"
+              "`domaindiff eval <plugin> --help` shows the plugin's settings (a Hydra app).",
+              file=sys.stdout if asked else sys.stderr)
+        if argv and not asked:
+            print(f"error: unknown option {argv[0]!r}; give a plugin name first",
+                  file=sys.stderr)
+        return 0 if asked else 2
     name, rest = argv[0], [_quote_override(a) for a in argv[1:]]
     # Hydra's parser takes the overrides as one positional list: put flags first
     rest = [a for a in rest if a.startswith("-")] + [a for a in rest if not a.startswith("-")]
@@ -179,32 +435,28 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
         if not info.ok:
             print(f"warning: plugin {info.name!r} failed to import: {info.error}",
                   file=sys.stderr)
-    return LightningCLI(
-        DiffusionModule,
-        DomainDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-        args=list(argv) if argv is not None else None,
-        run=run,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``domaindiff`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        print("\nusage: domaindiff {fit,validate,test,predict,sample,eval,plugins} ...")
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
+    old_argv = sys.argv
+    if argv is not None:  # LightningCLI warns when it is given both sys.argv and args
+        sys.argv = ["domaindiff"]
     try:
-        set_threads_from_env()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return LightningCLI(
+            DiffusionModule,
+            DomainDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            # parse errors are raised (main prints one line), not printed with the whole usage
+            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            args=list(argv) if argv is not None else None,
+            run=run,
+        )
+    finally:
+        sys.argv = old_argv
+
+
+def _dispatch(cmd: str, rest: list[str]) -> int:
+    set_threads_from_env()
     if cmd == "plugins":
         return _cmd_plugins(rest)
     if cmd == "sample":
@@ -217,6 +469,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: unknown command {cmd!r}; use fit, validate, test, predict, sample, eval or "
           "plugins", file=sys.stderr)
     return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``domaindiff`` command.
+
+    Returns:
+        The exit code: 0, or 2 for a bad input (one ``error:`` line on stderr; set
+        ``DOMAINDIFF_DEBUG=1`` for the traceback).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\nusage: domaindiff {fit,validate,test,predict,sample,eval,plugins} ...")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    try:
+        return _dispatch(cmd, rest)
+    except Exception as err:
+        if debug_enabled() or not is_user_error(err):
+            raise
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def get_sampler(name: str) -> Callable:
 
         aliased.__name__ = f"sample_{name}"
         aliased.__doc__ = fn.__doc__
+        aliased.__wrapped__ = fn  # inspect.signature shows the options (domaindiff sample checks)
         return aliased
     raise ValueError(f"unknown sampler {name!r}; available: {sorted(SAMPLERS) + sorted(aliases)}")
 

@@ -16,15 +16,28 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from domaindiff.cli import check_counts, report_errors
 from domaindiff.data import atomic_write_text
 from domaindiff.likelihood import log_likelihood
 from domaindiff.module import load_checkpoint
+from domaindiff.samplers import get_sampler
 from domaindiff.toy.data import make_mixture
 from domaindiff.toy.metrics import energy_distance, sliced_wasserstein
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Refuse bad settings before any work: the counts and the sampler name.
+
+    Raises:
+        ValueError: naming the setting and what was expected.
+    """
+    check_counts(cfg, positive=("steps", "num_samples"), nonnegative=("nll_samples", "seed"))
+    get_sampler(str(cfg.sampler))
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Sample from the checkpoint, compare with exact mixture samples, write JSON and PNG."""
+    check_config(cfg)
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
     hp = dict(model.hparams)
     # the training data's mixture is recorded by the demo config; default ring8
@@ -73,8 +86,9 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="eval")
+@report_errors
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``domaindiff eval toy ...``)."""
+    """Hydra entry point (``domaindiff eval toy ...``); a bad setting ends it with one line."""
     evaluate(cfg)
 
 

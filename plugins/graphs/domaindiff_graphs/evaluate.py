@@ -22,8 +22,10 @@ import networkx as nx
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from domaindiff.cli import check_counts, report_errors
 from domaindiff.data import atomic_write_text
 from domaindiff.module import load_checkpoint
+from domaindiff.samplers import get_sampler
 from domaindiff_graphs import data as D
 from domaindiff_graphs.metrics import graph_metrics, molecule_metrics
 
@@ -150,6 +152,10 @@ def _plain(value) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Load the checkpoint, sample, compute metrics, write JSON and PNG into ``cfg.out_dir``."""
+    check_counts(cfg, positive=("steps", "num_samples", "batch_size", "threads"),
+                 nonnegative=("nll_graphs", "seed"), optional=("steps", "num_samples", "threads"))
+    if cfg.get("sampler") is not None:
+        get_sampler(str(cfg.sampler))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
@@ -178,6 +184,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="eval")
+@report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (``domaindiff eval graphs ...``)."""
     evaluate(cfg)

@@ -19,6 +19,7 @@ import hydra
 import numpy as np
 import torch
 
+from domaindiff.cli import check_counts, report_errors
 from domaindiff.data import atomic_write, atomic_write_text
 
 from .metrics import ensemble_metrics, segmentation_metrics
@@ -175,6 +176,9 @@ def run(cfg: Any) -> dict[str, Any]:
     from domaindiff.module import load_checkpoint
     if cfg.ckpt in (None, "???"):
         raise ValueError("eval: set ckpt=path/to/checkpoint.ckpt")
+    check_counts(cfg, positive=("steps", "num_samples", "batch_size", "max_images", "threads",
+                                "size"),
+                 nonnegative=("num_overlays", "seed"), optional=("threads", "size"))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     from .model import checkpoint_image_size
@@ -203,6 +207,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="eval")
+@report_errors
 def main(cfg: Any) -> None:
     """Hydra entry point (config ``conf/eval.yaml``)."""
     run(cfg)

@@ -19,6 +19,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from domaindiff.cli import check_counts, report_errors
 from domaindiff.data import atomic_write_text
 from domaindiff.module import load_checkpoint
 from domaindiff_timeseries.baselines import deepar, gluonts_seasonal_naive
@@ -66,6 +67,10 @@ def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_len
 
 def evaluate(cfg: DictConfig) -> dict:
     """Forecast the test windows with each method, score them, write JSON and PNG."""
+    check_counts(cfg, positive=("steps", "num_samples", "num_test_windows", "inner_steps",
+                                "anomaly_steps", "anomaly_samples"),
+                 nonnegative=("deepar_epochs", "tstr_samples", "tstr_deepar_epochs",
+                              "plot_windows", "seed"))
     methods = list(cfg.methods)
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -179,6 +184,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="eval")
+@report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (``domaindiff eval timeseries ...``)."""
     evaluate(cfg)

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from domaindiff.cli import check_counts, report_errors
 from domaindiff.data import atomic_write_text
 from domaindiff.module import load_checkpoint
 from domaindiff_trajectories.data import ETHUCY, MD17, NBody
@@ -230,6 +231,8 @@ def test_split(cfg: DictConfig):
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate the checkpoint on the test split; write the metrics JSON and a PNG."""
+    check_counts(cfg, positive=("steps", "k", "num_items", "batch_size"),
+                 nonnegative=("plots", "seed"))
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
     model.eval()
     test = test_split(cfg)
@@ -279,6 +282,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="eval")
+@report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (``domaindiff eval trajectories ...``)."""
     evaluate(cfg)
