@@ -257,3 +257,15 @@ def test_eth_ucy_from_raw_text_prepared_once_into_an_entry(tmp_path, monkeypatch
     shutil.rmtree(tmp_path / "eth_ucy" / "raw")
     _write_raw_eth(tmp_path / "eth_ucy", "hotel", shift=1.0)
     assert ETHUCY("hotel").data_dir() != entry
+
+
+def test_diverged_simulation_is_refused_and_leaves_no_entry(tmp_path, monkeypatch):
+    import domaindiff_trajectories.nbody as nb
+
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    monkeypatch.setattr(nb, "_forces", lambda system, loc, *a: np.full_like(loc, np.nan))
+    with pytest.raises(ValueError, match=r"charged simulation \(seed 0, dt 0.001\) diverged"):
+        _tiny_nbody().prepare_data()
+    assert list((tmp_path / "nbody").iterdir()) == []
+    with pytest.raises(ValueError, match="length must be >= 200, got 100"):
+        simulate("charged", 2, length=100, sample_freq=100)

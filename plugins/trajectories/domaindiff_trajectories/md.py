@@ -45,6 +45,9 @@ def simulate_md17_standin(molecule: str, steps: int = 20000, record_every: int =
 
     if molecule not in MD17_SMILES:
         raise ValueError(f"molecule: unknown {molecule!r}; choose one of {sorted(MD17_SMILES)}")
+    if steps < 1 or record_every < 1 or steps < record_every:
+        raise ValueError(f"steps and record_every must be >= 1 with steps >= record_every, got "
+                         f"steps={steps}, record_every={record_every}")
     mol = Chem.AddHs(Chem.MolFromSmiles(MD17_SMILES[molecule]))
     if AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
         raise RuntimeError(f"RDKit could not embed {molecule}")
@@ -79,4 +82,8 @@ def simulate_md17_standin(molecule: str, steps: int = 20000, record_every: int =
             rs.append(x.copy())
             fs.append(f.copy())
             es.append(ff.CalcEnergy(x.ravel().tolist()))
-    return {"R": np.stack(rs), "z": z, "E": np.array(es), "F": np.stack(fs)}
+    out = {"R": np.stack(rs), "z": z, "E": np.array(es), "F": np.stack(fs)}
+    if not np.isfinite(out["R"]).all():
+        raise ValueError(f"MD of {molecule} (seed {seed}, dt {dt_fs} fs) diverged to NaN or "
+                                 "inf; use a smaller dt_fs")
+    return out

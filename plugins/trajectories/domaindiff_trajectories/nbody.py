@@ -63,8 +63,14 @@ def simulate(system: str, num_sims: int, n_bodies: int | None = None, length: in
     """
     if system not in SYSTEMS:
         raise ValueError(f"system: unknown {system!r}; choose one of {SYSTEMS}")
-    if num_sims < 1 or length < sample_freq or sample_freq < 1:
-        raise ValueError("need num_sims >= 1 and length >= sample_freq >= 1")
+    for arg, value, low in (("num_sims", num_sims, 1), ("sample_freq", sample_freq, 1),
+                            ("length", length, 2 * sample_freq), ("dim", dim, 1)):
+        if value < low:
+            raise ValueError(f"{arg} must be >= {low}, got {value}"
+                             + (f" (two frames of sample_freq={sample_freq} steps)"
+                                if arg == "length" else ""))
+    if not dt > 0:
+        raise ValueError(f"dt must be > 0, got {dt}")
     n = n_bodies or DEFAULT_BODIES[system]
     rng = np.random.default_rng(seed)
     eye = np.eye(n, dtype=bool)
@@ -102,5 +108,8 @@ def simulate(system: str, num_sims: int, n_bodies: int | None = None, length: in
         if step % sample_freq == 0 and k < frames:
             locs[:, k], vels[:, k] = loc, vel
             k += 1
+    if not (np.isfinite(locs).all() and np.isfinite(vels).all()):
+        raise ValueError(f"{system} simulation (seed {seed}, dt {dt}) diverged to NaN or "
+                                 "inf; use a smaller dt or a lower max_force")
     return {"loc": locs.transpose(0, 1, 3, 2).copy(), "vel": vels.transpose(0, 1, 3, 2).copy(),
             "edges": edges, "charges": charges}
