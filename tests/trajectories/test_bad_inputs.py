@@ -175,7 +175,7 @@ CATALOGUE: list[BadInput] = [
              lambda t: raised(ValueError, lambda: MD17(every=0))),
     BadInput("traj-nbody-nan-loc", f"{NBODY_CALL}  # loc_train has a NaN",
              rf"loc_train_{SUFFIX}\.npy: 1 non-finite values \(NaN or inf\), the first at "
-             r"trajectory 1, frame 2, dim 0",
+             r"trajectory 1, frame 2, dim 0, body 3",
              lambda t: _nbody(t, _nan_loc)),
     BadInput("traj-nbody-inf-vel", f"{NBODY_CALL}  # vel_train has an inf",
              rf"vel_train_{SUFFIX}\.npy: 1 non-finite values",

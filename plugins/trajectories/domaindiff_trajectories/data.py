@@ -72,7 +72,7 @@ def check_finite(array: np.ndarray, where: str, axes: tuple[str, ...]) -> None:
         first = np.argwhere(bad)[0]
         at = ", ".join(f"{name} {i}" for name, i in zip(axes, first, strict=False))
         raise ValueError(f"{where}: {int(bad.sum())} non-finite values (NaN or inf), the first "
-                         f"at {at}; coordinates must be finite")
+                         f"at {at}; values must be finite")
 
 
 class TrajectoryDataset(Dataset):
@@ -140,8 +140,9 @@ def load_nbody_split(directory: str | Path, split: str, suffix: str) -> dict[str
         if not path.is_file():
             raise FileNotFoundError(f"N-body file {path} is missing")
         out[key] = load_npy(path)
-        check_finite(out[key], str(path), ("trajectory", "frame", "dim") if key in ("loc", "vel")
-                     else ("trajectory", "body"))
+        axes = ("trajectory", "frame", "dim", "body") if key in ("loc", "vel") else \
+            ("trajectory", "body")
+        check_finite(out[key], str(path), axes)
     loc = out["loc"]
     if loc.ndim != 4 or loc.shape[2] not in (2, 3):
         raise ValueError(f"{directory / f'loc_{split}_{suffix}.npy'}: expected shape "
