@@ -151,3 +151,86 @@ def test_bad_arguments():
         TimeSeriesData(dataset="file")
     with pytest.raises(ValueError, match="lags must be positive"):
         TimeSeriesData(lags=[0])
+
+
+def _gappy_series(n: int = 240, gaps=((50, 53), (120, 121))) -> np.ndarray:
+    t = np.arange(n)
+    s = (10 + np.sin(2 * np.pi * t / 24)).astype(np.float32)[:, None]
+    for a, b in gaps:
+        s[a:b] = np.nan
+    return s
+
+
+def test_missing_values_are_reported_and_marked_unobserved_never_zero(tmp_path):
+    from domaindiff_timeseries.data import MissingValuesWarning
+
+    s = _gappy_series()
+    p = tmp_path / "gaps.jsonl"
+    write_jsonl([s], p)  # NaN is written as JSON NaN and read back as missing
+    dm = TimeSeriesData(dataset="file", path=str(p), context_length=48, prediction_length=24,
+                        lags=[24], num_test_windows=1, batch_size=8, batches_per_epoch=8)
+    with pytest.warns(MissingValuesWarning, match=r"gaps.jsonl: 4 of 240 values missing "
+                                                  r"\(1.7%\) in 1 series; treated as unobserved"):
+        dm.setup()
+    seen_gap = 0
+    for i in range(len(dm.train_set)):
+        b = {k: v.numpy() for k, v in dm.train_set[i].items()}
+        obs, x = b["observed"][:, 0], b["x"][:, 0]
+        assert np.isfinite(x).all() and np.isfinite(b["past"]).all()
+        if (obs == 0).any():
+            seen_gap += 1
+            # the placeholder is the last observed value before the gap, never 0
+            j = int(np.flatnonzero(obs == 0)[0])
+            assert x[j] != 0 and x[j] == pytest.approx(x[j - 1]) if j else True
+        # the scale is the mean |value| of the observed context only
+        win = (x * b["scale"][0])[:48][obs[:48] > 0]
+        assert b["scale"][0] == pytest.approx(np.abs(win).mean(), rel=1e-5)
+    assert seen_gap > 0
+    # each batch's mask equals the source's missing positions: locate the window by its values
+    w = make_window(s, 80, 48, 24, 24)
+    np.testing.assert_array_equal(w["observed"][:, 0], np.isfinite(s[8:80, 0]))
+    # the window starts at step 8: 16 lag steps lie before the series (padding, unobserved)
+    np.testing.assert_array_equal(w["past_observed"][:, 0], np.r_[np.zeros(16), np.ones(8)])
+    assert np.isnan(w["target"][42:45, 0]).all()  # the target keeps the gap as NaN
+    np.testing.assert_allclose(w["x"][42:45, 0] * w["scale"][0], s[49, 0])
+    # lags of missing steps are marked missing
+    w2 = make_window(s, 100, 48, 24, 24)
+    np.testing.assert_array_equal(w2["past_observed"][:, 0], np.isfinite(s[4:28, 0]))
+    w3 = make_window(s, 146, 48, 24, 24)
+    np.testing.assert_array_equal(w3["past_observed"][:, 0], np.isfinite(s[50:74, 0]))
+    assert w3["past_observed"][:3].sum() == 0
+
+
+def test_windows_without_observed_context_are_skipped_with_a_count(tmp_path):
+    from domaindiff_timeseries.data import MissingValuesWarning, observed_context_ends
+
+    s = _gappy_series(300, gaps=((60, 130),))  # a 70-step gap: contexts of 48 inside it
+    c, h = 48, 24
+    ends = observed_context_ends(s, c, h)
+    starts = ends - c - h
+    # hand count: a window is skipped when its whole context lies in [60, 130)
+    skipped = [st for st in range(300 - c - h + 1) if 60 <= st and st + c <= 130]
+    assert len(skipped) == 23 and set(skipped).isdisjoint(starts)
+    assert len(ends) + len(skipped) == 300 - c - h + 1
+    p = tmp_path / "gap.jsonl"
+    write_jsonl([s], p)
+    dm = TimeSeriesData(dataset="file", path=str(p), context_length=c, prediction_length=h,
+                        lags=[], num_test_windows=1, batch_size=16, batches_per_epoch=4)
+    with pytest.warns(MissingValuesWarning, match=r"gap.jsonl: 23 training windows have no "
+                                                  r"observed value in their context; skipped"):
+        dm.setup()
+    for i in range(len(dm.train_set)):
+        assert dm.train_set[i]["observed"][:c].sum() > 0
+
+
+def test_complete_series_keep_the_original_window_stream():
+    dm = TimeSeriesData(batch_size=4, batches_per_epoch=2, context_length=48,
+                        prediction_length=24, lags=[24], seed=3)
+    dm.setup()
+    series = dm.train_series[0]
+    for idx in range(len(dm.train_set)):
+        rng = np.random.default_rng((3, 0, idx))
+        rng.choice(1, p=[1.0])
+        end = int(rng.integers(72, len(series) + 1))
+        want = make_window(series, end, 48, 24, 24)["x"]
+        np.testing.assert_array_equal(dm.train_set[idx]["x"].numpy(), want)

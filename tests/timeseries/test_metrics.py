@@ -92,3 +92,70 @@ def test_deepar_baseline_keeps_windows_and_channels_apart():
     assert np.isfinite(out).all()
     ratio = np.median(np.abs(out[..., 1])) / np.median(np.abs(out[..., 0]))
     assert 100 < ratio < 10000
+
+
+def test_seasonal_error_uses_only_observed_pairs():
+    from domaindiff_timeseries.metrics import seasonal_error
+
+    h = np.array([1.0, np.nan, 3.0, 4.0, np.nan, 8.0])
+    # season 2: pairs (1, 3) -> 2, (nan, 4) and (3, nan) skipped, (4, 8) -> 4: mean 3
+    # (filling the gaps with 0 gave (2 + 4 + 3 + 4) / 4 = 3.25)
+    assert seasonal_error(h, 2) == pytest.approx(3.0)
+    assert np.isnan(seasonal_error(np.array([1.0, np.nan, np.nan, np.nan]), 2))
+
+
+def test_mase_with_missing_values_hand_case():
+    # history 0, 1, nan, 3 (season 1): observed pairs (0, 1) -> 1 and nothing else with the nan;
+    # pair (nan, 3) skipped: seasonal error 1. Target 4, nan, 6 against median 5, 5, 5:
+    # |4-5|, |6-5| over the 2 observed steps -> 1; MASE = 1 / 1
+    samples = np.full((1, 3, 3), 5.0)
+    target = np.array([[4.0, np.nan, 6.0]])
+    hist = [np.array([0.0, 1.0, np.nan, 3.0])]
+    out = forecast_metrics(samples, target, hist, season=1)
+    assert out["MASE"] == pytest.approx(1.0)
+    # ND: sum |y - med| / sum |y| over observed = 2 / 10; CRPS of a point forecast: per level
+    # 2 (q * 1 + (1 - q) * 1) / 10 = 0.2
+    assert out["ND"] == pytest.approx(0.2)
+    assert out["CRPS"] == pytest.approx(0.2)
+    assert out["NRMSE"] == pytest.approx(1.0 / 5.0)
+    # the 0-filled version is what the old code computed: a different MASE
+    filled = forecast_metrics(samples, np.nan_to_num(target), [np.nan_to_num(hist[0])], 1)
+    assert filled["MASE"] != pytest.approx(1.0)
+
+
+def test_metrics_with_missing_values_match_gluonts_evaluator():
+    rng = np.random.default_rng(3)
+    w, s, h, t = 4, 40, 12, 60
+    histories = [rng.gamma(2.0, 3.0, size=t + 5 * k) for k in range(w)]
+    for k, hist in enumerate(histories):
+        hist[rng.choice(len(hist), 8 + k, replace=False)] = np.nan
+    target = rng.gamma(2.0, 3.0, size=(w, h))
+    samples = target[:, None] + rng.normal(0, 2.0, size=(w, s, h))
+    target[0, [1, 5]] = np.nan
+    target[2, 7] = np.nan
+    ours = forecast_metrics(samples, target, histories, season=24)
+    ref = _gluonts_eval(samples, target, histories, 24)
+    assert ref["num_masked_target_values"] == 3
+    for ours_key, ref_key in (("CRPS", "mean_wQuantileLoss"), ("ND", "ND"), ("NRMSE", "NRMSE"),
+                              ("MASE", "MASE")):
+        assert ours[ours_key] == pytest.approx(ref[ref_key], rel=1e-9), ours_key
+
+
+def test_seasonal_naive_fills_a_missing_last_season_value_from_an_earlier_season():
+    hist = np.arange(1.0, 13.0)  # 3 seasons of 4
+    hist[-3] = np.nan  # phase 1 of the last season missing: take 6 (one season back)
+    out = seasonal_naive([{"history": hist}], 4, season=4)[0, 0, :, 0]
+    np.testing.assert_allclose(out, [9.0, 6.0, 11.0, 12.0])
+    from domaindiff_timeseries.baselines import gluonts_seasonal_naive
+
+    ref = gluonts_seasonal_naive([{"history": hist}], 4, "h", 4)[0, 0, :, 0]
+    np.testing.assert_allclose(ref, [9.0, 6.0, 11.0, 12.0])
+
+
+def test_infinite_targets_and_nan_forecasts_are_refused():
+    with pytest.raises(ValueError, match="infinite"):
+        crps(np.ones((1, 2, 3)), np.array([[1.0, np.inf, 1.0]]))
+    with pytest.raises(ValueError, match="samples hold NaN"):
+        crps(np.full((1, 2, 3), np.nan), np.ones((1, 3)))
+    with pytest.raises(ValueError, match="every target value is missing"):
+        crps(np.ones((1, 2, 3)), np.full((1, 3), np.nan))

@@ -230,3 +230,86 @@ def test_deepar_tstr_runs_on_windows():
     synth = np.stack([series[s: s + 56] / 10 for s in range(0, 400, 7)])
     score = deepar_score(synth, tests, 48, epochs=1, num_samples=5, batches_per_epoch=3)
     assert np.isfinite(score) and 0 <= score < 1
+
+
+def _tiny_tsdiff(**kw):
+    torch.manual_seed(0)
+    model = TSDiff(dim=1, context_length=12, prediction_length=4, lags=[4], hidden=8,
+                   num_blocks=1, emb_dim=8, d_state=4, **kw)
+    torch.nn.init.normal_(model.network.head[-1].weight, std=0.5)  # a non-zero prediction
+    return model
+
+
+def _gappy_batch():
+    from domaindiff_timeseries.data import make_window
+
+    t = np.arange(80)
+    s = (10 + np.sin(2 * np.pi * t / 8)).astype(np.float32)[:, None]
+    s[30:33] = np.nan  # in the contexts of the windows ending at 40, 44 and (step 32) 48
+    s[45] = np.nan  # in the horizon of the window ending at 48
+    wins = [make_window(s, e, 12, 4, 4) for e in (40, 44, 48, 70)]
+    return {k: torch.as_tensor(np.stack([w[k] for w in wins])) for k in wins[0]
+            if k != "target"}, wins
+
+
+def test_loss_counts_only_observed_positions_hand_computed():
+    from domaindiff.losses import sample_time
+
+    model = _tiny_tsdiff()
+    batch, _ = _gappy_batch()
+    state = model.batch_to_state(batch)
+    obs = state["observed"]
+    assert (obs == 0).sum() == 3 + 3 + 2
+    model._gen = torch.Generator().manual_seed(7)
+    loss = model.loss(state)
+    # by hand: the same times and noise, squared eps error averaged over observed entries only
+    gen = torch.Generator().manual_seed(7)
+    proc = model.processes["x"]
+    t = sample_time(4, proc, "uniform", gen)
+    eps = torch.randn(state["x"].shape, generator=gen)
+    xt = proc.alpha(t)[:, None, None] * state["x"] + proc.sigma(t)[:, None, None] * eps
+    pred = model.network({**state, "x": xt}, t)["x"]
+    per = ((pred - eps) ** 2 * obs).sum((1, 2)) / obs.sum((1, 2))
+    assert loss.item() == pytest.approx(per.mean().item(), rel=1e-6)
+    # counting the placeholders as data would give another value
+    full = ((pred - eps) ** 2).mean((1, 2)).mean()
+    assert abs(full.item() - loss.item()) > 1e-6
+    # a complete batch: exactly the core's loss
+    done = {**state, "observed": torch.ones_like(obs)}
+    model._gen = torch.Generator().manual_seed(7)
+    from domaindiff.module import DiffusionModule
+
+    a = model.loss(done)
+    model._gen = torch.Generator().manual_seed(7)
+    assert a.item() == DiffusionModule.loss(model, done).item()
+
+
+def test_missing_indicator_tells_the_network_which_inputs_are_placeholders():
+    model = _tiny_tsdiff()
+    batch, _ = _gappy_batch()
+    state = model.batch_to_state(batch)
+    t = torch.full((4,), 0.5)
+    net = model.network
+    a = net(state, t)["x"]
+    b = net({**state, "observed": torch.ones_like(state["observed"])}, t)["x"]
+    assert not torch.allclose(a[:3], b[:3])  # windows with gaps: the mask is an input
+    torch.testing.assert_close(a[3], b[3])  # the complete window: no change
+    plain = _tiny_tsdiff(missing_indicator=False)
+    assert plain.network.inp.in_features == 2 and net.inp.in_features == 4
+
+
+def test_forecast_treats_missing_context_values_as_unknown():
+    model = _tiny_tsdiff()
+    _, wins = _gappy_batch()
+    a = forecast(model, wins, 2, sampler="ddim", steps=3, seed=1)
+    assert a.shape == (4, 2, 4, 1) and np.isfinite(a).all()
+    # any value hidden behind a missing position changes nothing: it is not an observation
+    moved = [dict(w) for w in wins]
+    for w in moved:
+        w["target"] = np.where(w["observed"] > 0, w["target"], 1e6).astype(np.float32)
+    b = forecast(model, moved, 2, sampler="ddim", steps=3, seed=1)
+    np.testing.assert_array_equal(a, b)
+    # the guidance mask excludes them: a mask that (wrongly) observed them moves the forecast
+    forced = [dict(w, observed=np.ones_like(w["observed"])) for w in moved]
+    c = forecast(model, forced, 2, sampler="ddim", steps=3, seed=1)
+    assert not np.allclose(a[:3], c[:3])
