@@ -333,3 +333,31 @@ def test_dense_round_trip():
     assert pyg.num_graphs == 2 and pyg.edge_index.shape[1] == 2 * (3 + 6)
     # one-hot degree features
     assert torch.equal(st["x"][0, :4].argmax(-1), torch.tensor([1, 2, 2, 1]))
+
+
+def test_graph_pickles_with_cached_views_and_subgraphs_round_trip(tmp_path):
+    """What networkx really pickles: cached .nodes/.edges/.degree/.adj views, frozen subgraphs."""
+    g = nx.karate_club_graph()
+    _ = (g.nodes, g.edges, g.degree, g.adj, g.nodes(data=True), g.edges(data=True))
+    nx.set_node_attributes(g, {v: float(v) / 3 for v in g}, "feat")
+    sub = g.subgraph(range(10))  # a frozen SubGraph view, as GDSS's ENZYMES.pkl holds
+    multi = nx.MultiGraph([(0, 1), (0, 1)])
+    path = tmp_path / "graphs.pkl"
+    path.write_bytes(pickle.dumps([g, sub]))
+    back = G.read_graph_pickle(path)
+    assert [b.number_of_edges() for b in back] == [g.number_of_edges(), sub.number_of_edges()]
+    assert back[0].nodes[5]["feat"] == 5 / 3
+    path.write_bytes(pickle.dumps([multi]))
+    with pytest.raises(ValueError, match="graph 0: is a MultiGraph with parallel edges"):
+        G.read_graph_pickle(path)
+
+
+def test_graph_pickle_refuses_builtins_that_run_code(tmp_path):
+    """Allowed modules are not enough: builtins.eval / getattr are refused by name."""
+    path = tmp_path / "graphs.pkl"
+    for payload, name in ((b"cbuiltins\neval\n(S'1+1'\ntR.", "builtins.eval"),
+                          (b"cbuiltins\ngetattr\n(cbuiltins\ndict\nS'keys'\ntR.", "builtins.getattr"),
+                          (b"cnetworkx.classes.graph\nnx\n.", "networkx.classes.graph.nx")):
+        path.write_bytes(payload)
+        with pytest.raises(ValueError, match=f"refusing to unpickle {name}"):
+            G.read_graph_pickle(path)

@@ -213,6 +213,12 @@ _NX_CLASSES = {
         "hide_multiedges", "show_nodes", "show_diedges", "show_edges", "show_multidiedges",
         "show_multiedges"),
     "networkx.classes.function": ("frozen",),
+    "networkx.classes.reportviews": (  # cached on a graph once .nodes/.edges/.degree are read
+        "NodeView", "NodeDataView", "DiDegreeView", "DegreeView", "OutDegreeView",
+        "InDegreeView", "MultiDegreeView", "DiMultiDegreeView", "OutMultiDegreeView",
+        "InMultiDegreeView", "OutEdgeDataView", "EdgeDataView", "InEdgeDataView",
+        "OutMultiEdgeDataView", "MultiEdgeDataView", "InMultiEdgeDataView", "OutEdgeView",
+        "EdgeView", "InEdgeView", "OutMultiEdgeView", "MultiEdgeView", "InMultiEdgeView"),
 }
 
 
@@ -238,6 +244,10 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
     return allowed
 
 
+class RefusedPickleError(pickle.UnpicklingError):
+    """A pickle names a global outside the allow-list (it could run code)."""
+
+
 class _GraphListUnpickler(pickle.Unpickler):
     """An allow-list unpickler: networkx graph classes, plain builtins and numpy data, nothing else.
 
@@ -248,7 +258,7 @@ class _GraphListUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         found = _allowed_globals().get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(
+            raise RefusedPickleError(
                 f"refusing to unpickle {module}.{name}: a graph list may only hold networkx "
                 "graphs, builtin containers/numbers and numpy scalars/arrays")
         return found
@@ -271,10 +281,10 @@ def read_graph_pickle(path: str | Path, max_nodes: int | None = None) -> list[nx
     try:
         with open(path, "rb") as fh:
             raw = _GraphListUnpickler(fh).load()
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path}: {err}") from err
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            ImportError) as err:
+    except RefusedPickleError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, ImportError, MemoryError) as err:
         raise ValueError(f"{path}: not a readable pickled graph list (truncated or corrupt: "
                          f"{type(err).__name__}: {err})") from err
     if not isinstance(raw, list | tuple):
