@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -28,8 +27,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-
-_log = logging.getLogger(__name__)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -168,6 +165,10 @@ def copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> None:
 
 class CacheError(DatasetUnavailableError):
     """A cache entry is incomplete or corrupt (missing manifest, missing, short or altered file)."""
+
+
+class CacheWarning(UserWarning):
+    """A broken cache entry was found and is being rebuilt (the message names it and the fault)."""
 
 
 #: name of the manifest file inside a cache entry
@@ -327,9 +328,7 @@ def build_cache_entry(path: str | os.PathLike, build: Callable[[Path], None], *,
             verify_cache_entry(path)
             return path
         except CacheError as err:
-            message = f"{err}; rebuilding"
-            warnings.warn(message, stacklevel=2)
-            _log.warning(message)
+            warnings.warn(f"{err}; rebuilding", CacheWarning, stacklevel=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(path)
     tmp = _hidden_sibling(path, _TMP_TAG)
@@ -387,6 +386,34 @@ class DomainDataModule(L.LightningDataModule):
         if not path.is_absolute():
             path = self.cache_dir / path
         return build_cache_entry(path, build, description=description)
+
+    def train_loader(self, dataset: Any, *, shuffle: bool = True, drop_last: bool = False,
+                     loader_cls: type | None = None, **kwargs: Any) -> Any:
+        """The train DataLoader: order seeded by ``(seed, epoch)``, resumable mid-epoch.
+
+        A run resumed from a checkpoint starts at the first batch the checkpointed run had not
+        trained on (see :mod:`domaindiff.resume`). ``loader_cls`` defaults to torch's DataLoader
+        (pass PyG's for graphs); ``kwargs`` go to it.
+        """
+        from domaindiff.resume import make_train_loader
+
+        position, self._resume_position = getattr(self, "_resume_position", None), None
+        extra = {"loader_cls": loader_cls} if loader_cls is not None else {}
+        return make_train_loader(dataset, batch_size=self.batch_size, seed=self.seed,
+                                 trainer=self.trainer, position=position, shuffle=shuffle,
+                                 drop_last=drop_last, num_workers=self.num_workers,
+                                 **extra, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The train loader's position (epoch, batches done), saved in every checkpoint."""
+        from domaindiff.resume import loader_position
+
+        pos = loader_position(self.trainer) if self.trainer is not None else None
+        return {"train_position": pos} if pos is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the train loader at the checkpoint's position (used by the next loader)."""
+        self._resume_position = state_dict.get("train_position")
 
     atomic_write = staticmethod(atomic_write)
     atomic_save = staticmethod(atomic_save)

@@ -12,13 +12,16 @@ validation metrics through torchmetrics (so DDP syncs them) and sample files wri
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
@@ -34,6 +37,40 @@ from domaindiff.processes import GaussianProcess
 from domaindiff.samplers import get_sampler
 
 State = dict[str, Tensor]
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed that depends on every part (splitmix64 finaliser, chained).
+
+    Nearby inputs (``step`` and ``step + 1``) give unrelated seeds, so streams seeded from
+    ``(seed, rank, step)`` do not overlap in any useful sense.
+    """
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & _MASK64)) & _MASK64
+        h = (h + 0x9E3779B97F4A7C15) & _MASK64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
+        h ^= h >> 31
+    return h >> 1
+
+
+def seed_global_rngs(seed: int) -> None:
+    """Seed torch (CPU and every CUDA device), NumPy's and Python's global generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (1 << 32))
+    random.seed(seed)
+
+
+def share_of(total: int, world_size: int, rank: int) -> int:
+    """Rank ``rank``'s share of ``total`` items split over ``world_size`` processes.
+
+    The shares differ by at most one and sum to ``total`` exactly.
+    """
+    base, extra = divmod(int(total), max(1, int(world_size)))
+    return base + (1 if rank < extra else 0)
 
 
 def ema_with_warmup(decay: float):
@@ -83,7 +120,8 @@ class DiffusionModule(L.LightningModule):
         ema_decay: EMA decay of the weights (0 disables EMA: the raw weights are used).
         sampler: default sampler name for :meth:`sample` and validation.
         sampling_steps: default number of network evaluations.
-        num_val_samples: samples drawn at each validation epoch for the metrics (0: none).
+        num_val_samples: samples drawn at each validation epoch for the metrics, in total over
+            all processes (each rank draws its share; 0: none).
         lr_gamma: ExponentialLR factor per epoch (None: constant).
         seed: base seed of the per-rank noise generators.
     """
@@ -121,6 +159,9 @@ class DiffusionModule(L.LightningModule):
         self.num_val_samples = num_val_samples
         self.seed = seed
         self._gen: torch.Generator | None = None
+        self._eval_gen: torch.Generator | None = None
+        self._train_batches = 0  # training batches done (seeds each batch's randomness)
+        self._val_drawn = 0  # validation samples drawn by this rank in the current epoch
         self.val_metrics = self.configure_metrics()
 
     # --- hooks for plugins -----------------------------------------------------------------------
@@ -158,16 +199,51 @@ class DiffusionModule(L.LightningModule):
         atomic_save({k: v.detach().cpu() for k, v in samples.items()}, path)
 
     # --- core behaviour --------------------------------------------------------------------------
-    @property
-    def generator(self) -> torch.Generator:
-        """This rank's noise generator: seeded by ``seed + global_rank`` so ranks differ."""
+    def _rank(self) -> int:
+        return self.global_rank if self._trainer is not None else 0
+
+    def _gen_device(self) -> torch.device:
         dev = torch.device(self.device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
+        return dev
+
+    def _evaluating(self) -> bool:
+        """Whether a trainer runs validation, testing or prediction (not a training step)."""
+        trainer = self._trainer
+        return trainer is not None and not getattr(trainer, "training", True) and any(
+            getattr(trainer, k, False) for k in ("validating", "sanity_checking", "testing",
+                                                 "predicting"))
+
+    @property
+    def generator(self) -> torch.Generator:
+        """This rank's noise generator.
+
+        Training noise comes from a generator seeded by ``seed + 7919 * global_rank`` and reseeded
+        from ``(seed, rank, batch)`` before every training batch, so a run resumed from any
+        checkpoint draws exactly the noise of the uninterrupted run. Validation, testing and
+        prediction under a trainer use a separate generator (seeded from ``(seed, rank,
+        global_step)`` at each epoch start), so they never change the training noise.
+        """
+        dev = self._gen_device()
+        if self._evaluating():
+            if self._eval_gen is None or self._eval_gen.device != dev:
+                self._eval_gen = torch.Generator(device=dev).manual_seed(self._eval_seed())
+            return self._eval_gen
         if self._gen is None or self._gen.device != dev:
-            rank = self.global_rank if self._trainer is not None else 0
-            self._gen = torch.Generator(device=dev).manual_seed(self.seed + 7919 * rank)
+            self._gen = torch.Generator(device=dev).manual_seed(self.seed + 7919 * self._rank())
         return self._gen
+
+    def _eval_seed(self) -> int:
+        step = self.trainer.global_step if self._trainer is not None else 0
+        return mix_seed(self.seed, self._rank(), step, 1)
+
+    def _reseed_eval(self) -> None:
+        self._eval_gen = torch.Generator(device=self._gen_device()).manual_seed(self._eval_seed())
+
+    def batch_seed(self, batch_index: int) -> int:
+        """Seed of training batch ``batch_index`` (counted over the whole run) on this rank."""
+        return mix_seed(self.seed, self._rank(), batch_index)
 
     def denoiser(self, use_ema: bool = True) -> _Denoiser:
         """The network as a denoiser (EMA weights by default)."""
@@ -190,9 +266,38 @@ class DiffusionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed this batch's randomness from ``(seed, rank, batch count)``.
+
+        The training-noise generator and the global torch / NumPy / Python generators (dropout and
+        the like) are reseeded, so the randomness of a batch depends on nothing but its place in
+        the run: a resumed run repeats the uninterrupted one exactly.
+        """
+        seed = self.batch_seed(self._train_batches)
+        self.generator.manual_seed(seed)
+        seed_global_rngs(mix_seed(seed, 2))
+        self._train_batches += 1
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step the optimizer, then the EMA weights (before any checkpoint of this step)."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema_network is not None:
             self.ema_network.update_parameters(self.network)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_drawn = 0
+        self._reseed_eval()
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def on_predict_epoch_start(self) -> None:
+        self._reseed_eval()
+
+    def val_sample_share(self) -> int:
+        """Validation samples this rank draws: its share of ``num_val_samples`` over all ranks."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return share_of(self.num_val_samples, world, self._rank())
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         state = self.batch_to_state(batch)
@@ -200,11 +305,15 @@ class DiffusionModule(L.LightningModule):
         loss = self.loss(state, net)
         bs = next(iter(state[k] for k in self.processes)).shape[0]
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=bs)
-        if self.val_metrics is not None and self.num_val_samples > 0 and batch_idx == 0:
-            n = min(self.num_val_samples, bs)
+        if self.val_metrics is None or self.num_val_samples <= 0:
+            return
+        n = min(self.val_sample_share() - self._val_drawn, bs)
+        if n > 0:
             samples = self.sample(n, batch=batch, generator=self.generator)
             self.update_metrics(self.val_metrics, samples, batch)
-            self.log_dict(self.val_metrics, batch_size=n)
+            self._val_drawn += n
+        if batch_idx == 0:  # every rank logs (torchmetrics syncs the states at epoch end)
+            self.log_dict(self.val_metrics, batch_size=max(n, 1))
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
@@ -276,7 +385,79 @@ class DiffusionModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         cls = type(self)
-        checkpoint["domaindiff"] = {"class_path": f"{cls.__module__}.{cls.__qualname__}"}
+        checkpoint["domaindiff"] = {"class_path": f"{cls.__module__}.{cls.__qualname__}",
+                                    "train_batches": int(self._train_batches)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume the batch count that seeds each training batch's randomness."""
+        meta = checkpoint.get("domaindiff")
+        if isinstance(meta, dict) and isinstance(meta.get("train_batches"), int):
+            self._train_batches = meta["train_batches"]
+        else:
+            rank_zero_warn("checkpoint has no 'domaindiff.train_batches' (written by an older "
+                           "version): the resumed run's noise is seeded from the global step and "
+                           "will not repeat the uninterrupted run exactly")
+            self._train_batches = int(checkpoint.get("global_step", 0))
+
+    def configure_callbacks(self) -> list:
+        """Add a :class:`LastCheckpoint` unless the trainer already saves a ``last.ckpt``.
+
+        The trainer's own checkpoint callbacks are kept (returned again, because Lightning
+        replaces trainer callbacks of the same type). Nothing is added when checkpointing is
+        disabled (``enable_checkpointing: false`` and no checkpoint callback).
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return []
+        ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        if not ckpts or any(c.save_last for c in ckpts):
+            return []
+        return [*ckpts, LastCheckpoint()]
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` every ``every_n_train_steps`` optimizer steps and when any fit ends.
+
+    A run stopped by ``max_steps``, ``max_time`` or ``max_epochs`` before its first validation
+    still leaves a checkpoint to resume from (``domaindiff fit ... --ckpt_path .../last.ckpt``).
+    ``last.ckpt`` is overwritten in place (atomically by Lightning's checkpoint IO), never
+    versioned, so it is always the newest state. Other arguments are ModelCheckpoint's
+    (``save_top_k`` defaults to 0: only ``last.ckpt``).
+
+    Args:
+        dirpath: directory (default: the logger's ``checkpoints`` folder, as ModelCheckpoint).
+        every_n_train_steps: step interval.
+        **kwargs: further ``ModelCheckpoint`` arguments.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 1000,
+                 **kwargs: Any) -> None:
+        if every_n_train_steps < 1:
+            raise ValueError(f"LastCheckpoint: every_n_train_steps must be >= 1, got "
+                             f"{every_n_train_steps}")
+        kwargs.setdefault("save_top_k", 0)
+        kwargs.setdefault("enable_version_counter", False)
+        kwargs["save_last"] = True
+        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Save at the interval, and at the batch after which the run stops.
+
+        A stop by ``max_steps`` or ``max_time`` (``trainer.should_stop``) is saved here, where
+        the loops' counters say "inside the epoch": Lightning's own end-of-fit state counts the
+        interrupted epoch as finished, and a run resumed from it would start a new epoch early.
+        """
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        max_steps = trainer.max_steps if trainer.max_steps is not None else -1
+        stopping = trainer.should_stop or (max_steps >= 0 and trainer.global_step >= max_steps)
+        if stopping and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save ``last.ckpt`` at the final step, unless it was just saved."""
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class SampleWriter(BasePredictionWriter):

@@ -72,8 +72,7 @@ class GaussianMixtureData(DomainDataModule):
         self.val_set = TensorDataset(self.mixture.sample(self.num_val, gen))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers, drop_last=True)
+        return self.train_loader(self.train_set, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.num_val, num_workers=self.num_workers)
