@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,23 +123,35 @@ def _name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _unpickler_reason(err: BaseException) -> tuple[bool, str]:
+    """Whether a weights-only failure is a pickled object (not bad bytes), and the short reason."""
+    text = str(err).replace("\x1b[1m", "").replace("\x1b[0m", "")
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return True, found.group(1)
+    after = text.split("WeightsUnpickler error:", 1)[-1]
+    lines = [ln.strip() for ln in after.splitlines() if ln.strip()]
+    return False, lines[0][:200] if lines else ""
+
+
 def _read(path: Path, trust: bool, map_location: str) -> Any:
     """``torch.load`` with ``weights_only=True`` (full unpickling only with ``trust``)."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower() and "weights_only" not in str(err):
-            raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or "
-                                  f"corrupt?): {_first_line(err)}") from err
+        is_object, reason = _unpickler_reason(err)
         if not trust:
+            if not is_object:
+                raise CheckpointError(f"checkpoint {path} is not a readable torch file (corrupt, "
+                                      f"truncated or not a checkpoint: {reason})") from err
             raise CheckpointError(
-                f"checkpoint {path} cannot be read with weights_only=True: it holds pickled "
-                f"Python objects ({_first_line(err)}); if you trust its source, pass trust=True "
+                f"checkpoint {path} holds a pickled Python object ({reason}) that "
+                "weights_only=True refuses; if you trust its source, pass trust=True "
                 "(CLI: --trust-checkpoint)") from err
     except Exception as err:  # noqa: BLE001 - torch raises several types for a bad file
-        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or "
-                              f"not a checkpoint?): {type(err).__name__}: {_first_line(err)}") \
-            from err
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file (corrupt, "
+                              f"truncated or not a checkpoint: {type(err).__name__}: "
+                              f"{_first_line(err)})") from err
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # noqa: BLE001

@@ -48,6 +48,10 @@ def debug_enabled() -> bool:
     return os.environ.get("DOMAINDIFF_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _hydra_full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR", "").strip() not in ("", "0")
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that describe a bad input (as opposed to a bug) when they reach the CLI."""
     from domaindiff.checkpoint import CheckpointError
@@ -155,8 +159,7 @@ def report_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return task(*args, **kwargs)
         except Exception as err:
-            full = os.environ.get("HYDRA_FULL_ERROR", "").strip() not in ("", "0")
-            if full or debug_enabled() or not is_user_error(err):
+            if _hydra_full_error() or debug_enabled() or not is_user_error(err):
                 raise
             print(f"error: {error_message(err)}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -487,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(cmd, rest)
     except Exception as err:
-        if debug_enabled() or not is_user_error(err):
+        if debug_enabled() or (cmd == "eval" and _hydra_full_error()) or not is_user_error(err):
             raise
         print(f"error: {error_message(err)}", file=sys.stderr)
         return 2
