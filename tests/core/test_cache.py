@@ -11,6 +11,7 @@ import pytest
 from domaindiff.data import (
     MANIFEST,
     CacheError,
+    CacheWarning,
     DatasetUnavailableError,
     DomainDataModule,
     build_cache_entry,
@@ -71,7 +72,7 @@ def test_truncated_file_is_detected_and_rebuilt_with_a_warning(tmp_path):
         fh.truncate(1203)
     with pytest.raises(CacheError, match=r"entry.*a\.bin has size 1203 != 40960"):
         verify_cache_entry(entry)
-    with pytest.warns(UserWarning, match=r"a\.bin has size 1203 != 40960.*rebuilding"):
+    with pytest.warns(CacheWarning, match=r"a\.bin has size 1203 != 40960.*rebuilding"):
         build_cache_entry(entry, build)
     assert build.calls == 2 and (entry / "a.bin").stat().st_size == 40960
     verify_cache_entry(entry)
