@@ -97,6 +97,14 @@ def _eth_txt(tmp: Path, text: str) -> str:
     return raised(ERRORS, lambda: ETHUCY("zara1", root=str(tmp)).setup("fit"))
 
 
+def _eth_txt_short(tmp: Path) -> str:
+    for split in ("train", "test"):
+        d = tmp / "raw" / "zara1" / split
+        d.mkdir(parents=True)
+        (d / "crowds_zara01.txt").write_text("".join(f"{10 * f} 1 0.5 1.0\n" for f in range(12)))
+    return raised(ERRORS, lambda: ETHUCY("zara1", root=str(tmp)).setup("fit"))
+
+
 def _cli_md17_short(tmp: Path) -> str:
     np.savez(tmp / "md17_toy.npz", R=_frames(50), z=Z)
     return cli_message(["fit", "--config", str(CONF / "md17_aspirin.yaml"),
@@ -209,6 +217,12 @@ CATALOGUE: list[BadInput] = [
     BadInput("traj-ethucy-txt-duplicate", "ETHUCY('zara1', root=DIR).setup()  # agent twice",
              r"crowds_zara01\.txt, line 21: agent 1 appears twice in frame 190",
              lambda t: _eth_txt(t, "190\t1\t5.0\t1.0\n")),
+    BadInput("traj-ethucy-txt-no-window", "ETHUCY('zara1', root=DIR).setup()  # 12 frames only",
+             r"crowds_zara01\.txt: no 20-frame window in which an agent is present in every frame",
+             _eth_txt_short),
+    BadInput("traj-nbody-edges-shape", f"{NBODY_CALL}  # edges_train of shape (2, 5)",
+             rf"edges_train_{SUFFIX}\.npy: expected shape \(2, 5, 5\) \(n, N, N\), got \(2, 5\)",
+             lambda t: _nbody(t, lambda f: np.save(f["edges"], np.zeros((2, 5))))),
     BadInput("traj-ethucy-no-files", "ETHUCY('eth', root=EMPTY_DIR).setup()",
              r"eth_data_train\.npy is missing, and no raw text files in .*raw/eth",
              lambda t: raised(ERRORS, lambda: ETHUCY("eth", root=str(t)).setup("fit"))),
