@@ -82,6 +82,17 @@ def test_citeseer_file_is_checked_against_the_published_checksum(tmp_path, monke
         D.EgoSmall(source="citeseer").setup()
 
 
+def test_planetoid_self_loops_are_removed_and_counted(tmp_path):
+    path = tmp_path / "ind.citeseer.graph"
+    _write_planetoid(path, {0: [1, 0], 1: [0, 2], 2: [1, 2]})
+    with pytest.warns(UserWarning, match="removed 2 self-loops of 3 nodes"):
+        g = G.read_planetoid_graph(path)
+    assert sorted(g.edges()) == [(0, 1), (1, 2)]
+    _write_planetoid(path, {0: [1], 1: "0"})
+    with pytest.raises(ValueError, match="node 1: expected an integer id with a list"):
+        G.read_planetoid_graph(path)
+
+
 def test_planetoid_reader_refuses_code(tmp_path):
     path = tmp_path / "ind.bad.graph"
 

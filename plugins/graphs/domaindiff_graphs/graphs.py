@@ -110,24 +110,34 @@ class _PlanetoidUnpickler(pickle.Unpickler):
 def read_planetoid_graph(path: str | Path) -> nx.Graph:
     """Read a planetoid ``ind.<name>.graph`` file (a pickled ``{node: [neighbours]}`` dict).
 
-    Only dicts, lists and ints are unpickled; anything else raises. Self loops are dropped.
+    Only dicts, lists and ints are unpickled; anything else raises. Self-loops are removed (the
+    model's adjacency has an empty diagonal) and counted in a warning.
 
     Raises:
-        ValueError: the file is not an adjacency dict (the message names the file).
+        ValueError: the file is not an adjacency dict of integer node ids (file and node named).
     """
     path = Path(path)
     try:
         raw = _PlanetoidUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
         raise ValueError(f"{path}: not a planetoid graph file ({err})") from err
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a dict of adjacency lists, got {type(raw).__name__}")
-    g = nx.Graph()
+    g, loops = nx.Graph(), 0
     for u, nbrs in raw.items():
-        g.add_node(int(u))
+        if not isinstance(u, int) or not isinstance(nbrs, list | set) \
+                or not all(isinstance(v, int) for v in nbrs):
+            raise ValueError(f"{path}: node {u!r}: expected an integer id with a list of integer "
+                             f"neighbours, got {type(nbrs).__name__}")
+        g.add_node(u)
         for v in nbrs:
-            if int(v) != int(u):
-                g.add_edge(int(u), int(v))
+            if v == u:
+                loops += 1
+            else:
+                g.add_edge(u, v)
+    if loops:
+        warnings.warn(f"{path}: removed {loops} self-loops of {g.number_of_nodes()} nodes (the "
+                      "model's adjacency has an empty diagonal)", stacklevel=2)
     return g
 
 

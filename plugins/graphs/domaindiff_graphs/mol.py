@@ -229,10 +229,12 @@ def screen(smiles: str, atom_types: Sequence[str], max_atoms: int
     """
     if not smiles.strip():
         return None, "unparsable", "empty SMILES"
-    if Chem.MolFromSmiles(smiles) is None:
-        return None, "unparsable", f"RDKit cannot parse the SMILES {smiles!r}"
-    mol = kekulized(smiles)
+    mol = Chem.MolFromSmiles(smiles)
     if mol is None:
+        return None, "unparsable", f"RDKit cannot parse the SMILES {smiles!r}"
+    try:
+        Chem.Kekulize(mol, clearAromaticFlags=True)
+    except Exception:  # noqa: BLE001 - RDKit raises its own types
         return None, "unparsable", f"RDKit cannot kekulize the SMILES {smiles!r}"
     unknown = sorted({a.GetSymbol() for a in mol.GetAtoms()} - set(atom_types))
     if unknown:
