@@ -77,14 +77,24 @@ def _same_freq(a: str, b: str) -> bool:
     return to_offset(a) == to_offset(b)
 
 
+#: seasonality of the frequencies this plugin always had (daily: the weekly cycle)
+OWN_SEASONALITY = {"h": 24, "H": 24, "B": 5, "D": 7}
+
+
 def seasonality(freq: str) -> int:
-    """Seasonality of a frequency as GluonTS's ``get_seasonality`` gives it (24 for hourly)."""
+    """Seasonality of a frequency: 24 hourly, 5 business-daily, 7 daily, else GluonTS's.
+
+    Other aliases (``"W"``, ``"MS"``, ``"QS"`` ...) follow GluonTS's ``get_seasonality``
+    (monthly 12, quarterly 4, weekly and yearly 1).
+    """
+    if freq in OWN_SEASONALITY:
+        return OWN_SEASONALITY[freq]
     try:
         from gluonts.time_feature import get_seasonality
 
         return int(get_seasonality(freq))
     except Exception:  # noqa: BLE001 - gluonts missing or an alias it does not map
-        return {"h": 24, "H": 24, "B": 5, "D": 7}.get(freq, 1)
+        return 1
 
 
 def check_series(series: list[np.ndarray], source: str, ids: list | None = None,
@@ -250,7 +260,8 @@ def _read_record(rec, where: str, freq: str | None, covariates: bool) -> tuple:
     return tgt, cov, start
 
 
-def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = None
+def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = None,
+               item_ids: list | None = None
                ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Read a GluonTS JSON-lines file (one ``{"start": ..., "target": [...]}`` per line).
 
@@ -263,6 +274,7 @@ def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = No
         path: the file.
         covariates: also return the covariates.
         freq: the data's frequency (only used to give the timestamp of a bad value).
+        item_ids: if given, receives each record's ``item_id`` (None where it has none).
 
     Returns:
         list of ``(T, D)`` float32 arrays; with ``covariates`` also a list of ``(T, C)`` arrays
@@ -285,6 +297,8 @@ def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = No
             item = rec.get("item_id") if isinstance(rec, dict) else None
             where = f"{path}:{i}: " + (f"item {item!r}: " if item is not None else "")
             tgt, cov, _ = _read_record(rec, where, freq, covariates)
+            if item_ids is not None:
+                item_ids.append(item)
             out.append(tgt)
             covs.append(cov)
     if not out:
@@ -578,6 +592,10 @@ class _RandomWindows(Dataset):
         self.p_series = w / w.sum()
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s windows (the train sampler calls this before each epoch)."""
+        self.epoch = int(epoch)
+
     def __len__(self) -> int:
         return self.size
 
@@ -692,7 +710,8 @@ class TimeSeriesData(DomainDataModule):
         if not p.is_file():
             raise FileNotFoundError(f"path: {p} does not exist")
         if p.suffix in (".json", ".jsonl"):
-            return read_jsonl(p, covariates=True, freq=self.freq_option)
+            self._ids = []
+            return read_jsonl(p, covariates=True, freq=self.freq_option, item_ids=self._ids)
         if p.suffix not in (".csv", ".txt", ".tsv"):
             raise ValueError(f"path: {p}: unknown file type {p.suffix!r} (use GluonTS JSON lines "
                              ".jsonl/.json or a wide .csv)")
@@ -845,9 +864,8 @@ class TimeSeriesData(DomainDataModule):
         return val
 
     def train_dataloader(self) -> DataLoader:
-        self.train_set.epoch = self.trainer.current_epoch if self.trainer else 0
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers, drop_last=True)
+        # windows are random per (seed, epoch, index); the sampler sets the epoch and resumes
+        return self.train_loader(self.train_set, shuffle=False, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=max(1, min(len(self.val_set), 256)))
