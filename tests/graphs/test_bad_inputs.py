@@ -278,7 +278,14 @@ CATALOGUE: list[BadInput] = [
              _json([{"num_nodes": 0, "edges": []}] + _cycles(4))),
     BadInput("graphs-file-unknown-suffix", "GraphFile(path='graphs.txt').setup()",
              r"path: \S*graphs.txt has the suffix '.txt'; expected .pkl",
-             lambda tmp: raised(ERRORS, lambda: GraphFile(path=str(tmp / "graphs.txt")).setup())),
+             lambda tmp: (tmp / "graphs.txt").write_text("0 1\n") and raised(
+                 ERRORS, lambda: GraphFile(path=str(tmp / "graphs.txt")).setup())),
+    BadInput("graphs-file-missing", "GraphFile(path='nowhere.pkl').setup()",
+             r"path: \S*nowhere.pkl: no such graph list file",
+             lambda tmp: raised(ERRORS, lambda: GraphFile(path=str(tmp / "nowhere.pkl")).setup())),
+    BadInput("graphs-tu-binary-file", f"{ENZ}  # ENZYMES_node_labels.txt is binary garbage",
+             r"ENZYMES_node_labels.txt: not a text file .*; expected node labels, one per line",
+             _tu(lambda f: f["node_labels"].write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe"))),
     BadInput("graphs-qm9-unparsable-strict", "QM9(source='csv', strict=True).setup()",
              r"qm9.csv: row 5 \(line 7\), column 'SMILES1': RDKit cannot parse the SMILES 'C1CC' "
              r"\(strict=True", _qm9(QM9_ROWS[:5] + ["C1CC"] + QM9_ROWS[5:])),

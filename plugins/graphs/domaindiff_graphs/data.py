@@ -221,9 +221,7 @@ class GraphDataModule(DomainDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.train_data, batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return self.train_loader(self.train_data, loader_cls=DataLoader)  # resumable order
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
@@ -391,6 +389,8 @@ class GraphFile(GraphDataModule):
         self.path = Path(path)
 
     def load_items(self):
+        if not self.path.is_file():
+            raise FileNotFoundError(f"path: {self.path}: no such graph list file")
         suffix = self.path.suffix.lower()
         if suffix in (".pkl", ".pickle"):
             graphs = G.read_graph_pickle(self.path, self.max_nodes)

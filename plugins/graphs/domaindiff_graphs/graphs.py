@@ -309,7 +309,10 @@ def _lines(path: Path, what: str) -> list[str]:
     """The lines of a TU text file; trailing blank lines are dropped, inner ones refused."""
     if not path.is_file():
         raise FileNotFoundError(f"TU dataset: missing {what} file {path}")
-    lines = path.read_text().rstrip().splitlines()
+    try:
+        lines = path.read_text().rstrip().splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err}); expected {what}, one per line") from None
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             raise ValueError(f"{path}:{lineno}: empty line; expected {what} on every line")
