@@ -286,9 +286,7 @@ class _SegDataModule(DomainDataModule):
         return self._sets[split]
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.dataset("train"), batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers, generator=g, drop_last=False)
+        return self.train_loader(self.dataset("train"))  # resumable (seed, epoch) order
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("val"), batch_size=self.batch_size,

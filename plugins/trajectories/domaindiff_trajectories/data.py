@@ -256,9 +256,8 @@ class NBody(DomainDataModule):
         self.train_set, self.val_set, self.test_set = (self.dataset(s) for s in SPLITS)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers, drop_last=len(self.train_set) >
-                          self.batch_size)
+        return self.train_loader(self.train_set,  # resumable order
+                                 drop_last=len(self.train_set) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
@@ -445,8 +444,7 @@ class MD17(DomainDataModule):
         self.train_set, self.val_set, self.test_set = (self.sets[s] for s in SPLITS)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers)
+        return self.train_loader(self.train_set)  # resumable order
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
@@ -659,8 +657,7 @@ class ETHUCY(DomainDataModule):
         self.train_set, self.val_set, self.test_set = sets["train"], sets["test"], sets["test"]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers)
+        return self.train_loader(self.train_set)  # resumable order
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
