@@ -85,3 +85,68 @@ def write_echonet(root, rng, size=16, splits=("TRAIN", "TRAIN", "VAL", "TEST")):
                 for y in (size // 4, size // 2, 3 * size // 4):
                     w.writerow([r["FileName"] + ".avi", size // 4, y, size * 11 // 16, y, frame])
     return written
+
+
+#: MetaImage ElementType of each numpy dtype the helpers write
+MET_TYPES = {np.dtype(np.int8): "MET_CHAR", np.dtype(np.uint8): "MET_UCHAR",
+             np.dtype(np.int16): "MET_SHORT", np.dtype(np.uint16): "MET_USHORT",
+             np.dtype(np.int32): "MET_INT", np.dtype(np.uint32): "MET_UINT",
+             np.dtype(np.float32): "MET_FLOAT", np.dtype(np.float64): "MET_DOUBLE"}
+
+
+def write_mhd(path, arr, drop=(), **fields):
+    """A 2-D array as a CAMUS-style ``.mhd`` header and little-endian ``.raw``, written by hand.
+
+    The header has the fields (and order) of the CAMUS release; ``fields`` replace values
+    (``DimSize="16 25 1"``) and ``drop`` removes fields, so that tests can spoil one of them.
+
+    Returns:
+        The ``.raw`` path.
+    """
+    arr = np.ascontiguousarray(arr)
+    h, w = arr.shape
+    raw = path.with_suffix(".raw")
+    header = {"ObjectType": "Image", "NDims": "3", "BinaryData": "True",
+              "BinaryDataByteOrderMSB": "False", "CompressedData": "False",
+              "TransformMatrix": "1 0 0 0 1 0 0 0 1", "Offset": "0 0 0",
+              "CenterOfRotation": "0 0 0", "AnatomicalOrientation": "RAI",
+              "ElementSpacing": "0.308 0.154 1", "DimSize": f"{w} {h} 1",
+              "ElementType": MET_TYPES[arr.dtype], "ElementDataFile": raw.name}
+    header.update(fields)
+    header["ElementDataFile"] = header.pop("ElementDataFile")  # MetaIO: always the last field
+    for key in drop:
+        header.pop(key)
+    path.write_text("".join(f"{k} = {v}\n" for k, v in header.items()))
+    raw.write_bytes(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+    return raw
+
+
+def truncate(path, keep):
+    """Keep the first ``keep`` bytes of ``path`` (a download or copy cut short)."""
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def set_csv_cell(path, line, column, value):
+    """Set ``column`` of the CSV row on file line ``line`` (the header is line 1) to ``value``."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows[line - 1][rows[0].index(column)] = value
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+
+
+def drop_csv_column(path, column):
+    """Remove ``column`` from a CSV file."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    k = rows[0].index(column)
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([r[:k] + r[k + 1:] for r in rows])
+
+
+def drop_csv_lines(path, lines):
+    """Remove the given file lines (1-based; the header is line 1) from a CSV file."""
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([r for n, r in enumerate(rows, 1) if n not in set(lines)])

@@ -7,6 +7,8 @@ Every dataset yields ``{"image": (1, H, W) float in [0, 1], "mask": (1, H, W) fl
 from __future__ import annotations
 
 import csv
+import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ LV_LABEL = 1
 CAMUS_VIEWS = ("2CH", "4CH")
 CAMUS_PHASES = ("ED", "ES")
 CAMUS_SPLITS = {"train": "training", "val": "validation", "test": "testing"}
+CAMUS_LABELS = (0, 1, 2, 3)
 
 
 # ------------------------------------------------------------------------------------ synthetic
@@ -114,10 +117,126 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.nda
 
 
 # ------------------------------------------------------------------------------------ CAMUS
+#: MetaImage element types a CAMUS header may name, and their sizes in bytes
+MET_TYPES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
+             "MET_UINT": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
+             "MET_DOUBLE": 8}
+_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, zlib.error)
+
+
+def _header_ints(path: Path, line: int, key: str, value: str, n: int | None = None) -> list[int]:
+    """Positive integers of a header field (``n`` of them if given)."""
+    try:
+        out = [int(v) for v in value.split()]
+    except ValueError:
+        out = []
+    if not out or any(v < 1 for v in out) or (n is not None and len(out) != n):
+        what = f"{n} positive integers" if n else "positive integers"
+        raise ValueError(f"{path} line {line}: {key} = {value!r}; expected {what}")
+    return out
+
+
+def read_mhd_header(path: str | Path) -> dict[str, str]:
+    """Read a MetaImage (``.mhd``) header and check it against its data file.
+
+    Required fields: ``NDims``, ``DimSize`` (``NDims`` positive integers), ``ElementType`` (one of
+    :data:`MET_TYPES`) and ``ElementDataFile`` (a file next to the header, or ``LOCAL``). For
+    uncompressed binary data the data file's size must be exactly ``prod(DimSize) x element
+    size`` (plus ``HeaderSize``).
+
+    Args:
+        path: the ``.mhd`` file.
+
+    Returns:
+        The header fields, ``key -> value`` (strings).
+
+    Raises:
+        FileNotFoundError: the header or its data file is missing (both are named).
+        ValueError: a malformed, incomplete or unsupported header, or a data file of the wrong
+            size (a truncated ``.raw``), naming the file, line and field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CAMUS file not found: {path}")
+    fields: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    offset = 0
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            offset += len(raw)
+            text = raw.decode("latin-1").strip()
+            if not text:
+                continue
+            key, sep, value = text.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"{path} line {number}: {text[:60]!r} is not 'Key = Value' "
+                                 "(expected a MetaImage header)")
+            fields[key.strip()] = value.strip()
+            lines[key.strip()] = number
+            if key.strip() == "ElementDataFile":  # the last field; LOCAL data follows
+                break
+    for key in ("NDims", "DimSize", "ElementType", "ElementDataFile"):
+        if key not in fields:
+            raise ValueError(f"{path}: MetaImage header has no {key} field")
+    dims = _header_ints(path, lines["DimSize"], "DimSize", fields["DimSize"])
+    (ndims,) = _header_ints(path, lines["NDims"], "NDims", fields["NDims"], 1)
+    if ndims != len(dims):
+        raise ValueError(f"{path} line {lines['DimSize']}: DimSize has {len(dims)} values but "
+                         f"NDims = {ndims}")
+    etype = fields["ElementType"]
+    if etype not in MET_TYPES:
+        raise ValueError(f"{path} line {lines['ElementType']}: unsupported ElementType "
+                         f"{etype!r}; expected one of {sorted(MET_TYPES)}")
+    channels = fields.get("ElementNumberOfChannels", "1")
+    if channels != "1":
+        raise ValueError(f"{path} line {lines['ElementNumberOfChannels']}: "
+                         f"ElementNumberOfChannels = {channels}; expected 1 (a grey-level image)")
+    _check_mhd_data(path, fields, lines, dims, offset)
+    return fields
+
+
+def _check_mhd_data(path: Path, fields: dict[str, str], lines: dict[str, int],
+                    dims: list[int], offset: int) -> None:
+    """The data file a header names exists and, if binary and uncompressed, has the right size."""
+    name = fields["ElementDataFile"]
+    if name.upper() in ("LIST",) or "%" in name or " " in name.strip():
+        raise ValueError(f"{path} line {lines['ElementDataFile']}: ElementDataFile = {name!r}; "
+                         "expected one data file (LIST and file patterns are not supported)")
+    local = name.upper() == "LOCAL"
+    data = path if local else path.parent / name
+    if not data.is_file():
+        raise FileNotFoundError(f"{path}: its ElementDataFile {name!r} is missing (expected "
+                                f"{data} next to the header)")
+    if fields.get("CompressedData", "False").lower() == "true":
+        return
+    if fields.get("BinaryData", "True").lower() == "false":
+        return
+    expected = int(np.prod(dims)) * MET_TYPES[fields["ElementType"]]
+    skip = offset if local else 0
+    header = fields.get("HeaderSize", "0")
+    try:
+        header_size = int(header)
+    except ValueError:
+        raise ValueError(f"{path} line {lines['HeaderSize']}: HeaderSize = {header!r}; expected "
+                         "an integer") from None
+    actual = data.stat().st_size - skip
+    ok = actual >= expected if header_size == -1 else actual == expected + max(header_size, 0)
+    if not ok:
+        dim_text = " ".join(map(str, dims))
+        raise ValueError(f"{data}: {actual} bytes of image data, expected "
+                         f"{expected + max(header_size, 0)} (DimSize {dim_text} x "
+                         f"{fields['ElementType']} in {path.name}); truncated file or wrong header")
+
+
 def read_camus_image(path: str | Path) -> np.ndarray:
     """Read one CAMUS 2-D image or label as ``(H, W)``; ``.mhd`` via SimpleITK, ``.nii.gz`` via nibabel.
 
     SimpleITK gives ``(1, H, W)`` or ``(H, W)``; nibabel gives ``(W, H[, 1])`` and is transposed.
+    A ``.mhd`` header is checked first (see :func:`read_mhd_header`).
+
+    Raises:
+        FileNotFoundError: the file (or the ``.raw`` its header names) is missing.
+        ValueError: an unknown format, an unreadable or truncated file, or not a 2-D image.
     """
     path = Path(path)
     if not path.exists():
@@ -125,32 +244,141 @@ def read_camus_image(path: str | Path) -> np.ndarray:
     name = path.name
     if name.endswith(".mhd"):
         import SimpleITK as sitk
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        read_mhd_header(path)
+        try:
+            arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        except RuntimeError as err:
+            reason = " ".join(str(err).split())[-200:]
+            raise ValueError(f"{path}: SimpleITK cannot read it ({reason})") from None
+        transpose = False
     elif name.endswith(".nii.gz") or name.endswith(".nii"):
         import nibabel as nib
-        arr = np.asarray(nib.load(str(path)).dataobj)
-        arr = np.squeeze(arr)
-        if arr.ndim != 2:
-            raise ValueError(f"{path}: expected a 2-D image, got shape {arr.shape}")
-        return arr.T
+        from nibabel.filebasedimages import ImageFileError
+        try:
+            arr = np.asarray(nib.load(str(path)).dataobj)
+        except (*_READ_ERRORS, ImageFileError) as err:
+            reason = str(err).replace(f'"{path}"', "it").replace(f"'{path}'", "it")
+            raise ValueError(f"{path}: not a readable NIfTI file ({type(err).__name__}: "
+                             f"{reason}); truncated or corrupt?") from None
+        transpose = True
     else:
         raise ValueError(f"{path}: unknown CAMUS format (expected .mhd or .nii.gz)")
     arr = np.squeeze(arr)
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D image, got shape {arr.shape}")
+    return arr.T if transpose else arr
+
+
+def check_camus_label(label: np.ndarray, path: str | Path) -> np.ndarray:
+    """A CAMUS label map as ``uint8``, refusing any value outside {0, 1, 2, 3}.
+
+    CAMUS labels are 0 background, 1 LV cavity, 2 myocardium, 3 left atrium. A map with other
+    values (a 0/255 mask, a float map, another label convention) would silently give empty or
+    wrong LV masks, so it is refused.
+
+    Raises:
+        ValueError: naming the file, the offending values and how many pixels have them.
+    """
+    arr = np.asarray(label)
+    values = np.unique(arr)
+    bad = values[~np.isin(values, CAMUS_LABELS)]
+    if bad.size:
+        count = int(np.count_nonzero(~np.isin(arr, CAMUS_LABELS)))
+        shown = ", ".join(f"{v:g}" for v in bad[:5].tolist()) + (", ..." if bad.size > 5 else "")
+        raise ValueError(f"{path}: label values must be integers in {{0, 1, 2, 3}} (background, "
+                         f"LV cavity, myocardium, atrium); found {shown} in {count} pixel(s)")
+    return arr.astype(np.uint8)
+
+
+def check_finite_image(image: np.ndarray, path: str | Path) -> np.ndarray:
+    """``image`` as float32, refusing NaN or infinite pixels (named with their count)."""
+    arr = np.asarray(image, np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"{path}: {bad} pixel value(s) are NaN or infinite; expected finite "
+                         "intensities")
     return arr
 
 
-def camus_split(root: str | Path, split: str) -> list[str]:
-    """Patient names of a CAMUS split from ``subgroup_{training,validation,testing}.txt``."""
-    if split not in CAMUS_SPLITS:
-        raise ValueError(f"split must be one of {sorted(CAMUS_SPLITS)}, got {split!r}")
+def _choices(arg: str, values: Sequence[str] | str | None, allowed: Sequence[str]) -> list[str]:
+    """Validated list of CAMUS views or phases (``None``: all of ``allowed``)."""
+    if values is None:
+        return list(allowed)
+    vals = [values] if isinstance(values, str) else list(values)
+    if not vals:
+        raise ValueError(f"{arg}: empty; expected some of {list(allowed)} (or leave it unset)")
+    for v in vals:
+        if v not in allowed:
+            raise ValueError(f"{arg}: unknown CAMUS {arg.rstrip('s')} {v!r}; expected one of "
+                             f"{list(allowed)}")
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"{arg}: {vals} lists a value twice")
+    return vals
+
+
+def _split_file(root: Path, split: str) -> Path:
+    """The one ``subgroup_<split>.txt`` under ``root``."""
     fname = f"subgroup_{CAMUS_SPLITS[split]}.txt"
-    hits = sorted(Path(root).rglob(fname))
+    hits = sorted(root.rglob(fname))
     if not hits:
         raise FileNotFoundError(f"CAMUS split file {fname} not found under {root}")
-    names = [ln.strip() for ln in hits[0].read_text().splitlines() if ln.strip()]
-    return names
+    if len(hits) > 1:
+        raise ValueError(f"CAMUS: {len(hits)} split files {fname} under {root} ({hits[0]}, "
+                         f"{hits[1]}); keep exactly one")
+    return hits[0]
+
+
+def _split_entries(path: Path) -> list[tuple[int, str]]:
+    """``(line, patient)`` of a split file; refuses duplicates, path-like names and empty files."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start}); "
+                         "expected one patient name per line") from None
+    entries: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"{path} line {number}: {name!r} is not a patient folder name")
+        if name in seen:
+            raise ValueError(f"{path} line {number}: patient {name!r} already listed on line "
+                             f"{seen[name]}")
+        seen[name] = number
+        entries.append((number, name))
+    if not entries:
+        raise ValueError(f"{path}: no patients listed (expected one patient name per line)")
+    return entries
+
+
+def _camus_split_entries(root: Path, split: str) -> tuple[Path, list[tuple[int, str]]]:
+    """The split file of ``split`` and its entries; a patient in two splits is refused."""
+    if split not in CAMUS_SPLITS:
+        raise ValueError(f"split must be one of {sorted(CAMUS_SPLITS)}, got {split!r}")
+    path = _split_file(root, split)
+    entries = _split_entries(path)
+    mine = {name: number for number, name in entries}
+    for other in CAMUS_SPLITS:
+        if other == split or not list(root.rglob(f"subgroup_{CAMUS_SPLITS[other]}.txt")):
+            continue
+        other_path = _split_file(root, other)
+        for number, name in _split_entries(other_path):
+            if name in mine:
+                raise ValueError(f"{path} line {mine[name]}: patient {name!r} is also in "
+                                 f"{other_path} line {number} (a patient belongs to one split)")
+    return path, entries
+
+
+def camus_split(root: str | Path, split: str) -> list[str]:
+    """Patient names of a CAMUS split from ``subgroup_{training,validation,testing}.txt``.
+
+    Raises:
+        ValueError: an unknown split, an empty split file, a patient listed twice or in two splits.
+        FileNotFoundError: no split file.
+    """
+    return [name for _, name in _camus_split_entries(Path(root), split)[1]]
 
 
 def _camus_file(root: Path, patient: str, stem: str) -> Path:
@@ -164,33 +392,60 @@ def _camus_file(root: Path, patient: str, stem: str) -> Path:
     return hits[0]
 
 
+def _camus_pair(root: Path, patient: str, stem: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``(image, label)`` of one CAMUS view and phase (``where`` names the split line)."""
+    try:
+        img_path = _camus_file(root, patient, stem)
+        lab_path = _camus_file(root, patient, stem + "_gt")
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{where}: patient {patient!r}: {err}") from None
+    img = check_finite_image(read_camus_image(img_path), img_path)
+    lab = check_camus_label(read_camus_image(lab_path), lab_path)
+    if img.shape != lab.shape:
+        raise ValueError(f"{lab_path}: label shape {lab.shape} differs from the image's "
+                         f"{img.shape} ({img_path.name}); expected the same (H, W)")
+    return img, lab
+
+
 def load_camus(root: str | Path, split: str, size: int = 64,
-               views: Sequence[str] = CAMUS_VIEWS, phases: Sequence[str] = CAMUS_PHASES
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a CAMUS split as ``(images, masks)`` arrays ``(N, 1, size, size)``; mask = label 1."""
+               views: Sequence[str] | None = CAMUS_VIEWS,
+               phases: Sequence[str] | None = CAMUS_PHASES) -> tuple[np.ndarray, np.ndarray]:
+    """Load a CAMUS split as ``(images, masks)`` arrays ``(N, 1, size, size)``; mask = label 1.
+
+    Every image and label is checked (see :func:`read_mhd_header`, :func:`check_camus_label`,
+    :func:`check_finite_image`); any bad file stops the load with a message naming it.
+    """
     root = Path(root)
+    views = _choices("views", views, CAMUS_VIEWS)
+    phases = _choices("phases", phases, CAMUS_PHASES)
+    _check_size(size)
+    split_path, entries = _camus_split_entries(root, split)
     imgs, masks = [], []
-    for patient in camus_split(root, split):
+    for number, patient in entries:
         for view in views:
-            if view not in CAMUS_VIEWS:
-                raise ValueError(f"CAMUS view must be one of {CAMUS_VIEWS}, got {view!r}")
             for phase in phases:
-                if phase not in CAMUS_PHASES:
-                    raise ValueError(f"CAMUS phase must be one of {CAMUS_PHASES}, got {phase!r}")
-                stem = f"{patient}_{view}_{phase}"
-                img = read_camus_image(_camus_file(root, patient, stem)).astype(np.float32)
-                lab = read_camus_image(_camus_file(root, patient, stem + "_gt"))
-                if img.shape != lab.shape:
-                    raise ValueError(f"CAMUS {stem}: image {img.shape} and label {lab.shape} differ")
+                img, lab = _camus_pair(root, patient, f"{patient}_{view}_{phase}",
+                                       f"{split_path} line {number}")
                 img, lab = resize_pair(img, lab, size)
                 imgs.append(img[None])
                 masks.append((lab == LV_LABEL).astype(np.float32)[None])
-    if not imgs:
-        raise ValueError(f"CAMUS split {split!r} under {root} is empty")
     return np.stack(imgs), np.stack(masks)
 
 
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size: expected a positive integer image side, got {size!r}")
+
+
 # ------------------------------------------------------------------------------------ EchoNet
+ECHONET_SPLITS = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
+_TRACE_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
+
+
+class SkippedVideosWarning(UserWarning):
+    """FileList rows of the split that have no tracings (EchoNet's own loader drops them too)."""
+
+
 def echonet_mask(x1: Sequence[float], y1: Sequence[float], x2: Sequence[float],
                  y2: Sequence[float], height: int, width: int) -> np.ndarray:
     """Rasterize one EchoNet tracing: polygon of ``X1[1:] + reversed(X2[1:])`` (row 0 = long axis)."""
@@ -205,66 +460,172 @@ def echonet_mask(x1: Sequence[float], y1: Sequence[float], x2: Sequence[float],
 
 
 def read_avi_frames(path: str | Path) -> np.ndarray:
-    """All frames of an AVI as a grey ``(T, H, W)`` uint8 array (PyAV)."""
+    """All frames of an AVI as a grey ``(T, H, W)`` uint8 array (PyAV).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be decoded or holds no frames (named).
+    """
     import av
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"EchoNet video not found: {path}")
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    try:
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot decode the video ({type(err).__name__}: {err})") \
+            from None
     if not frames:
         raise ValueError(f"{path}: no video frames")
     return np.stack(frames)
+
+
+def _csv_rows(path: Path, need: Sequence[str]):
+    """``(line, row)`` of a CSV file whose header has the columns ``need``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"EchoNet file not found: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in need if c not in header]
+            if missing:
+                raise ValueError(f"{path} line 1: missing column(s) {missing}; expected a header "
+                                 f"with {list(need)}")
+            for row in reader:
+                yield reader.line_num, row
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} line {reader.line_num}: not valid CSV ({err})") from None
+
+
+def echonet_split_names(flist: str | Path, split: str) -> list[str]:
+    """Video names (without ``.avi``) of ``split`` in an EchoNet ``FileList.csv``.
+
+    Every row is checked: a non-empty ``FileName`` listed once, and a ``Split`` of TRAIN, VAL
+    or TEST (any case).
+
+    Raises:
+        ValueError: naming the file, line, column and value.
+    """
+    flist = Path(flist)
+    if split not in ECHONET_SPLITS:
+        raise ValueError(f"split must be one of {sorted(ECHONET_SPLITS)}, got {split!r}")
+    want, allowed = ECHONET_SPLITS[split], sorted(set(ECHONET_SPLITS.values()))
+    names, seen = [], {}
+    for line, row in _csv_rows(flist, ("FileName", "Split")):
+        name = (row.get("FileName") or "").strip()
+        value = (row.get("Split") or "").strip()
+        if not name:
+            raise ValueError(f"{flist} line {line}: empty FileName")
+        if not value:
+            raise ValueError(f"{flist} line {line}: empty Split for {name}; expected one of "
+                             f"{allowed}")
+        if value.upper() not in allowed:
+            raise ValueError(f"{flist} line {line}: Split {value!r} for {name}; expected one of "
+                             f"{allowed}")
+        stem = Path(name).stem
+        if stem in seen:
+            raise ValueError(f"{flist} line {line}: {name} already listed on line {seen[stem]}")
+        seen[stem] = line
+        if value.upper() == want:
+            names.append(stem)
+    if not seen:
+        raise ValueError(f"{flist}: no rows after the header")
+    return names
+
+
+def _number(path: Path, line: int, key: str, text: str | None) -> float:
+    try:
+        value = float(text) if text is not None else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise ValueError(f"{path} line {line}: {key} {text!r} is not a finite number (expected a "
+                         "pixel coordinate)")
+    return value
+
+
+def read_tracings(path: str | Path) -> dict[str, dict[int, tuple[int, list[tuple[float, ...]]]]]:
+    """An EchoNet ``VolumeTracings.csv`` as ``{video: {frame: (first line, [(X1, Y1, X2, Y2)])}}``.
+
+    Raises:
+        ValueError: a missing column, a non-numeric or non-finite coordinate, a Frame that is not
+            a non-negative integer, or a tracing with fewer than 4 rows, naming the line.
+    """
+    path = Path(path)
+    traces: dict[str, dict[int, tuple[int, list[tuple[float, ...]]]]] = {}
+    for line, row in _csv_rows(path, _TRACE_COLUMNS):
+        name = Path((row.get("FileName") or "").strip()).stem
+        if not name:
+            raise ValueError(f"{path} line {line}: empty FileName")
+        coords = tuple(_number(path, line, k, row.get(k)) for k in ("X1", "Y1", "X2", "Y2"))
+        frame_text = (row.get("Frame") or "").strip()
+        if not frame_text.isdigit():
+            raise ValueError(f"{path} line {line}: Frame {row.get('Frame')!r} of {name}; expected "
+                             "a non-negative integer frame index")
+        frames = traces.setdefault(name, {})
+        frames.setdefault(int(frame_text), (line, []))[1].append(coords)
+    for name, frames in traces.items():
+        for frame, (line, rows) in frames.items():
+            if len(rows) < 4:
+                raise ValueError(f"{path} line {line}: {name} frame {frame} has {len(rows)} "
+                                 "tracing row(s); expected at least 4 (long axis + 3 chords)")
+    return traces
 
 
 def load_echonet(root: str | Path, split: str, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Traced ED/ES frames of an EchoNet-Dynamic split as ``(images, masks)`` ``(N, 1, size, size)``.
 
     Reads ``FileList.csv`` (FileName, Split), ``VolumeTracings.csv`` (FileName, X1, Y1, X2, Y2,
-    Frame) and ``Videos/<FileName>.avi``.
+    Frame) and ``Videos/<FileName>.avi``. A video of the split that is missing is an error (with
+    the count); videos of the split without tracings are skipped with a
+    :class:`SkippedVideosWarning` that gives their count (as EchoNet's own loader drops them).
     """
     root = Path(root)
-    split_up = {"train": "TRAIN", "val": "VAL", "test": "TEST"}.get(split)
-    if split_up is None:
-        raise ValueError(f"split must be train/val/test, got {split!r}")
+    if split not in ECHONET_SPLITS:
+        raise ValueError(f"split must be one of {sorted(ECHONET_SPLITS)}, got {split!r}")
+    _check_size(size)
     flist, tracings = root / "FileList.csv", root / "VolumeTracings.csv"
     for p in (flist, tracings):
         if not p.exists():
             raise FileNotFoundError(f"EchoNet file not found: {p}")
-    with flist.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for col in ("FileName", "Split"):
-        if rows and col not in rows[0]:
-            raise ValueError(f"{flist}: missing column {col!r}")
-    names = [Path(r["FileName"]).stem for r in rows if r["Split"].upper() == split_up]
-    traces: dict[str, dict[int, list[tuple[float, float, float, float]]]] = {}
-    with tracings.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{tracings}: missing columns {missing}")
-        for r in reader:
-            d = traces.setdefault(Path(r["FileName"]).stem, {})
-            d.setdefault(int(r["Frame"]), []).append(
-                (float(r["X1"]), float(r["Y1"]), float(r["X2"]), float(r["Y2"])))
+    names = echonet_split_names(flist, split)
+    traces = read_tracings(tracings)
+    videos = root / "Videos"
+    missing = [n for n in names if not (videos / f"{n}.avi").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{videos}: {len(missing)} of the {len(names)} "
+                                f"{ECHONET_SPLITS[split]} videos listed in {flist} are missing "
+                                f"(first: {missing[0]}.avi)")
+    untraced = [n for n in names if n not in traces]
+    if untraced:
+        warnings.warn(f"{tracings}: {len(untraced)} of the {len(names)} "
+                      f"{ECHONET_SPLITS[split]} videos in {flist} have no tracings and are "
+                      f"skipped (first: {untraced[0]})", SkippedVideosWarning, stacklevel=2)
     imgs, masks = [], []
     for name in names:
-        if name not in traces:
-            continue
-        video = read_avi_frames(root / "Videos" / f"{name}.avi")
-        for frame, rows_ in sorted(traces[name].items()):
-            if frame >= len(video):
-                raise ValueError(f"{tracings}: {name} frame {frame} beyond {len(video)} frames")
-            arr = np.asarray(rows_)
-            img = video[frame].astype(np.float32)
-            lab = echonet_mask(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], *img.shape)
-            img, lab = resize_pair(img, lab.astype(np.uint8), size)
-            imgs.append(img[None])
-            masks.append(lab.astype(np.float32)[None])
+        if name in traces:
+            for img, lab in _traced_frames(videos / f"{name}.avi", traces[name], tracings, name):
+                img, lab = resize_pair(img, lab.astype(np.uint8), size)
+                imgs.append(img[None])
+                masks.append(lab.astype(np.float32)[None])
     if not imgs:
         raise ValueError(f"EchoNet split {split!r} under {root} has no traced videos")
     return np.stack(imgs), np.stack(masks)
+
+
+def _traced_frames(video_path: Path, frames: dict[int, tuple[int, list[tuple[float, ...]]]],
+                   tracings: Path, name: str):
+    """``(image, mask)`` of each traced frame of one video; a frame it lacks is an error."""
+    video = read_avi_frames(video_path)
+    for frame, (line, rows) in sorted(frames.items()):
+        if frame >= len(video):
+            raise ValueError(f"{tracings} line {line}: {name} Frame {frame} does not exist "
+                             f"({video_path} has {len(video)} frames, 0-{len(video) - 1})")
+        arr = np.asarray(rows)
+        img = video[frame].astype(np.float32)
+        yield img, echonet_mask(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], *img.shape)
 
 
 # ------------------------------------------------------------------------------------ DataModules
@@ -282,6 +643,8 @@ class _SegDataModule(DomainDataModule):
 
     def dataset(self, split: str) -> SegmentationArrays:
         """The dataset of ``split`` (train/val/test)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be one of ['test', 'train', 'val'], got {split!r}")
         self.setup()
         return self._sets[split]
 
@@ -317,6 +680,8 @@ class SyntheticEcho(_SegDataModule):
                  size: int = 64, root: str | None = None, batch_size: int = 16,
                  num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(root, batch_size, num_workers, seed)
+        if size < 16:
+            raise ValueError(f"size: the synthetic generator needs size >= 16, got {size}")
         for arg, v in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if v < 1:
                 raise ValueError(f"{arg} must be >= 1, got {v}")
@@ -356,9 +721,10 @@ class CAMUS(_SegDataModule):
                  views: list[str] | None = None, phases: list[str] | None = None,
                  batch_size: int = 8, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(root, batch_size, num_workers, seed)
+        _check_size(size)
         self.size = size
-        self.views = list(views or CAMUS_VIEWS)
-        self.phases = list(phases or CAMUS_PHASES)
+        self.views = _choices("views", views, CAMUS_VIEWS)
+        self.phases = _choices("phases", phases, CAMUS_PHASES)
 
     def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         return load_camus(self.cache_dir, split, self.size, self.views, self.phases)
@@ -380,6 +746,7 @@ class EchoNetDynamic(_SegDataModule):
     def __init__(self, root: str | None = None, size: int = 112, batch_size: int = 8,
                  num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(root, batch_size, num_workers, seed)
+        _check_size(size)
         self.size = size
 
     def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
