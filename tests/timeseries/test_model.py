@@ -313,3 +313,19 @@ def test_forecast_treats_missing_context_values_as_unknown():
     forced = [dict(w, observed=np.ones_like(w["observed"])) for w in moved]
     c = forecast(model, forced, 2, sampler="ddim", steps=3, seed=1)
     assert not np.allclose(a[:3], c[:3])
+
+
+def test_anomaly_scores_skip_missing_steps():
+    from domaindiff_timeseries.anomaly import series_scores
+
+    model = TSDiff(dim=1, context_length=24, prediction_length=8, lags=[], hidden=8,
+                   num_blocks=1, emb_dim=8, d_state=4)
+    model.network = _GaussianEps(model.processes["x"])
+    model.ema_network = None
+    rng = np.random.default_rng(0)
+    y = (rng.normal(size=(96, 1)) * 0.3 + 1.0).astype(np.float32)
+    y[80] += 4.0
+    y[70:73] = np.nan  # missing: neither known to the inpainting nor scored
+    s = series_scores(model, y, 64, stride=8, steps=10, num_samples=2, record_last=3)
+    assert np.isnan(s[6:9]).all() and np.isfinite(np.delete(s, [6, 7, 8])).all()
+    assert int(np.nanargmax(s)) == 16

@@ -65,38 +65,49 @@ def imputation_scores(model, windows: Sequence[dict], *, mask: str = "grating",
         record_last: denoising steps (the last ones) whose estimates enter the score.
         seed: noise and mask seed.
         **options: sampler options (e.g. ``eta``).
+
+    Missing steps (``observed`` 0) are never given to the inpainting as known values nor scored:
+    their score is NaN (never flagged).
     """
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     x = torch.as_tensor(np.stack([w["x"] for w in windows]), dtype=torch.float32)
     past = torch.as_tensor(np.stack([w["past"] for w in windows]), dtype=torch.float32)
+    obs = torch.as_tensor(np.stack([w.get("observed", np.ones_like(w["x"])) for w in windows]),
+                          dtype=torch.float32)
+    past_obs = torch.as_tensor(np.stack([w.get("past_observed", np.ones_like(w["past"]))
+                                         for w in windows]), dtype=torch.float32)
     n_w, length, d = x.shape
+    obs_r = obs.repeat_interleave(num_samples, 0)
+    seen = (obs_r.sum(-1) > 0).float()  # (B, L): steps with an observed channel
     scores = torch.zeros(n_w, length)
     record_last = max(1, min(record_last, steps))
     for half in range(2):
         masks = torch.as_tensor(np.stack([complementary_masks(length, mask, grating_width, rng)
                                           [half] for _ in range(n_w)]))  # (W, L)
-        known = masks[:, :, None].expand(-1, -1, d).repeat_interleave(num_samples, 0)
+        known = masks[:, :, None].expand(-1, -1, d).repeat_interleave(num_samples, 0) * obs_r
         y = x.repeat_interleave(num_samples, 0)
-        tmpl = {"x": torch.zeros_like(y), "past": past.repeat_interleave(num_samples, 0)}
+        tmpl = {"x": torch.zeros_like(y), "past": past.repeat_interleave(num_samples, 0),
+                "past_observed": past_obs.repeat_interleave(num_samples, 0)}
         if not model.lags:
-            tmpl["past"] = y.new_zeros(len(y), 0, d)
+            tmpl["past"] = tmpl["past_observed"] = y.new_zeros(len(y), 0, d)
         errs = []
 
         def record(info, y=y, errs=errs):
             if info["i"] >= steps - record_last:
-                e = (info["denoised"]["x"] - y).abs().mean(-1)  # (B, L)
-                errs.append(e)
+                err = (info["denoised"]["x"] - y).abs() * obs_r.to(y.device)
+                errs.append(err.sum(-1) / obs_r.to(y.device).sum(-1).clamp_min(1))  # (B, L)
 
         guide = Inpainting({"x": y.to(model.device)}, {"x": known.to(model.device)})
         model.sample(template={k: v.to(model.device) for k, v in tmpl.items()},
                      sampler=sampler, steps=steps, guidance=guide, generator=gen,
                      callback=record, **options)
         e = torch.stack(errs).cpu()  # (R, B, L)
-        hidden = (1 - masks).repeat_interleave(num_samples, 0)  # (B, L)
+        hidden = (1 - masks).repeat_interleave(num_samples, 0) * seen  # (B, L)
         med = (e * hidden).sum(-1, keepdim=True) / hidden.sum(-1, keepdim=True).clamp_min(1)
         e = (e / med.clamp_min(1e-8)).mean(0) * hidden  # normalised, averaged over steps
         scores += e.reshape(n_w, num_samples, length).mean(1)
+    scores[obs.sum(-1) == 0] = float("nan")
     return scores.numpy()
 
 
@@ -125,9 +136,10 @@ def series_scores(model, series: np.ndarray, start: int, *, stride: int = 24,
     total = np.zeros(len(series))
     count = np.zeros(len(series))
     for e, s in zip(ends, sc):
-        total[e - length: e] += s
-        count[e - length: e] += 1
-    out = total / np.maximum(count, 1)
+        ok = ~np.isnan(s)
+        total[e - length: e][ok] += s[ok]
+        count[e - length: e][ok] += 1
+    out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     return out[start:]
 
 
