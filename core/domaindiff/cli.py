@@ -114,7 +114,10 @@ def _is_omegaconf(err: BaseException) -> bool:
     return type(err).__module__.startswith("omegaconf")
 
 
-def _one_line(text: str) -> str:
+def _one_line(err: BaseException, name_type: bool = True) -> str:
+    text = _text(err, name_type).strip()
+    if _is_omegaconf(err):  # omegaconf appends "full_key: ... object_type=..." lines
+        return text.splitlines()[0] if text else ""
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
@@ -133,12 +136,11 @@ def error_message(err: BaseException) -> str:
     class_path = re.search(r"class_path[=:]? ?'([\w.]+)'", joined)
     own = next((e for e in chain if isinstance(e, kinds) and not _raised_in_wrapper(e)), None)
     if own is not None:
-        # omegaconf appends "full_key: ... object_type=..." lines: the first line says it all
-        text = _text(own).strip().splitlines()[0] if _is_omegaconf(own) else _one_line(_text(own))
+        text = _one_line(own)
         if class_path and own is not chain[0] and class_path.group(1) not in text:
             text = f"{class_path.group(1)}: {text}"
         return text
-    text = _one_line(_text(chain[-1], name_type=False))
+    text = _one_line(chain[-1], name_type=False)
     key = re.search(r'Parser key "([^"]+)"', joined)
     where = f"--{key.group(1)}" if key else ""
     if class_path:
@@ -344,7 +346,7 @@ def _cmd_sample(argv: Sequence[str]) -> int:
     for flag, value in (("--n", args.n), ("--steps", args.steps),
                         ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
-            parser.error(f"{flag} must be >= 1, got {value}")
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     out = Path(args.out)
     _check_out(out)
     if args.sampler is not None:

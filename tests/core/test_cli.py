@@ -201,3 +201,66 @@ def test_threads_from_environment(monkeypatch):
         assert set_threads_from_env() is None
     finally:
         torch.set_num_threads(before)
+
+
+def test_sample_draws_in_batches_by_default(trained, tmp_path, monkeypatch):
+    from domaindiff.cli import DEFAULT_BATCH_SIZE
+    from domaindiff.toy.model import ToyDiffusion
+
+    sizes, seen = [], {}
+    original = ToyDiffusion.sample
+
+    def spy(self, n=None, **kw):
+        sizes.append(n)
+        seen.update(kw)
+        return original(self, n, **kw)
+
+    monkeypatch.setattr(ToyDiffusion, "sample", spy)
+    _, ckpt = trained
+    out = tmp_path / "s.pt"
+    n = DEFAULT_BATCH_SIZE + 44
+    res = _call(["sample", "--ckpt", str(ckpt), "--sampler", "ddim", "--steps", "2", "--n", str(n),
+                 "--option", "eta=1", "--out", str(out), "--no-progress"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sizes == [DEFAULT_BATCH_SIZE, 44]  # never all n at once
+    assert seen["eta"] == 1.0 and isinstance(seen["eta"], float)  # typed by the sampler's default
+    assert torch.load(out, weights_only=True)["x"].shape == (n, 2)
+
+
+def test_eval_help_exits_0_and_lists_plugins(capsys):
+    for flag in ("--help", "-h"):
+        assert main(["eval", flag]) == 0
+        out = capsys.readouterr().out
+        assert "usage: domaindiff eval <plugin>" in out and "toy" in out
+    assert main(["eval"]) == 2  # no plugin named: a usage error
+
+
+def test_eval_plugin_help_is_the_hydra_help(tmp_path):
+    res = _call(["eval", "toy", "--help"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "powered by Hydra" in res.stdout and "steps: 20" in res.stdout
+
+
+def test_debug_variables_give_the_full_traceback(tmp_path, monkeypatch):
+    """DOMAINDIFF_DEBUG=1 (any command) and HYDRA_FULL_ERROR=1 (eval) let the exception through."""
+    monkeypatch.setenv("DOMAINDIFF_DEBUG", "1")
+    with pytest.raises(ValueError, match="unknown sampler 'ddimm'"):
+        main(["fit", "--config", str(CONF / "toy_fit.yaml"), "--model.init_args.sampler", "ddimm"])
+    with pytest.raises(CheckpointError, match="no such file"):
+        main(["sample", "--ckpt", str(tmp_path / "missing.ckpt")])
+    monkeypatch.delenv("DOMAINDIFF_DEBUG")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(CheckpointError, match="no such file"):
+        main(["eval", "toy", f"ckpt={tmp_path / 'missing.ckpt'}", f"out_dir={tmp_path}"])
+
+
+def test_eval_app_run_directly_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    """The Hydra app itself (``python -m domaindiff.toy.evaluate ...``), without the CLI."""
+    from domaindiff.toy import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["evaluate", "ckpt=missing.ckpt", f"out_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as info:
+        evaluate.main()
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: checkpoint missing.ckpt: no such file"
