@@ -329,3 +329,29 @@ def test_anomaly_scores_skip_missing_steps():
     s = series_scores(model, y, 64, stride=8, steps=10, num_samples=2, record_last=3)
     assert np.isnan(s[6:9]).all() and np.isfinite(np.delete(s, [6, 7, 8])).all()
     assert int(np.nanargmax(s)) == 16
+
+
+def test_fit_and_eval_on_a_series_with_gaps(tmp_path):
+    from domaindiff.cli import lightning_cli
+    from domaindiff_timeseries.data import MissingValuesWarning
+    from domaindiff_timeseries.evaluate import evaluate
+
+    t = np.arange(300)
+    s = 10 + np.sin(2 * math.pi * t / 8) + 0.1 * np.random.default_rng(0).normal(size=300)
+    s[[40, 41, 42, 150, 290]] = np.nan  # step 290 lies in a test horizon: scored as unobserved
+    path = tmp_path / "gaps.jsonl"
+    write_jsonl([s], path)
+    with pytest.warns(MissingValuesWarning, match="5 of 300 values missing"):
+        cli = lightning_cli(["fit", "--config", str(_tiny_config(tmp_path, path))])
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    cfg = OmegaConf.load(
+        __import__("domaindiff_timeseries").__path__[0] + "/conf/eval.yaml")
+    cfg = OmegaConf.merge(cfg, {"ckpt": ckpt, "dataset": "file", "path": str(path),
+                                "num_test_windows": 2, "sampler": "ddim", "steps": 2,
+                                "num_samples": 3, "out_dir": str(tmp_path / "ev"),
+                                "methods": ["tsdiff_q", "seasonal_naive"], "plot_windows": 1,
+                                "tstr_samples": 8, "anomaly": False})
+    del cfg["hydra"]
+    res = evaluate(cfg)["forecasting"]
+    for m in ("tsdiff_q", "seasonal_naive"):
+        assert all(np.isfinite(v) for k, v in res[m].items() if k in ("CRPS", "ND", "MASE")), res
