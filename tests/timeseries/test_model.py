@@ -355,3 +355,19 @@ def test_fit_and_eval_on_a_series_with_gaps(tmp_path):
     res = evaluate(cfg)["forecasting"]
     for m in ("tsdiff_q", "seasonal_naive"):
         assert all(np.isfinite(v) for k, v in res[m].items() if k in ("CRPS", "ND", "MASE")), res
+
+
+def test_checkpoint_from_before_the_missing_indicator_still_loads():
+    old = TSDiff(dim=1, context_length=12, prediction_length=4, lags=[4], hidden=8,
+                 num_blocks=1, emb_dim=8, d_state=4, missing_indicator=False)
+    hp = {k: v for k, v in old.hparams.items() if k != "missing_indicator"}
+    new = TSDiff(**hp)
+    assert new.network.missing_indicator
+    new.load_state_dict(old.state_dict())
+    assert not new.network.missing_indicator and not new.hparams["missing_indicator"]
+    state = {"x": torch.randn(2, 16, 1), "past": torch.randn(2, 4, 1)}
+    t = torch.full((2,), 0.3)
+    torch.testing.assert_close(new.denoiser()(state, t)["x"], old.denoiser()(state, t)["x"])
+    # a genuinely wrong checkpoint still fails
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        TSDiff(**{**hp, "hidden": 16}).load_state_dict(old.state_dict())

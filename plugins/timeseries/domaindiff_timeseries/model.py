@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 
 from domaindiff.losses import sample_time, weight
-from domaindiff.module import DiffusionModule
+from domaindiff.module import DiffusionModule, ema_with_warmup
 from domaindiff.parametrization import check, from_x0_eps
 from domaindiff.processes import DiscreteDDPM, bcast
 from domaindiff_timeseries.networks import TSDiffBackbone
@@ -78,6 +79,32 @@ class TSDiff(DiffusionModule):
     def length(self) -> int:
         """Window length ``context + prediction``."""
         return self.context_length + self.prediction_length
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights; a checkpoint from before ``missing_indicator`` loads without it.
+
+        Such a checkpoint has no ``missing_indicator`` hyper-parameter (so the default, True, is
+        built) and an input layer without the mask channels: the network is rebuilt without them.
+        """
+        w = state_dict.get("network.inp.weight")
+        net = self.network
+        if w is not None and getattr(net, "missing_indicator", False):
+            plain = net.inp.in_features - self.dim * (1 + len(self.lags))
+            if w.dim() == 2 and w.shape[1] == plain:
+                self._without_missing_indicator()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _without_missing_indicator(self) -> None:
+        hp = self.hparams
+        self.network = TSDiffBackbone(self.dim, self.lags, hp["hidden"], hp["num_blocks"],
+                                      hp["emb_dim"], hp["d_state"], hp["num_steps"],
+                                      conditional=self.conditional, covariates=self.covariates,
+                                      missing_indicator=False).to(self.device)
+        if self.ema_network is not None:
+            self.ema_network = AveragedModel(self.network, use_buffers=True,
+                                             multi_avg_fn=ema_with_warmup(self.ema_decay))
+            self.ema_network.requires_grad_(False)
+        hp["missing_indicator"] = False
 
     def batch_to_state(self, batch: Any) -> dict[str, Tensor]:
         state = {"x": batch["x"].float()}
