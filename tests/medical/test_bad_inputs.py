@@ -11,12 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from domaindiff_medical.data import (
     CAMUS,
     EchoNetDynamic,
     SkippedVideosWarning,
     read_camus_image,
+)
+from domaindiff_medical.metrics import (
+    ensemble_metrics,
+    expected_calibration_error,
+    segmentation_metrics,
 )
 from tests.catalogue import BadInput, assert_refused, cli_message, raised
 
@@ -214,6 +220,19 @@ def _cli_echonet_split(tmp: Path) -> str:
     return _cli("echonet.yaml", root, tmp)
 
 
+# ------------------------------------------------------------------------------------ metrics
+def _masks() -> torch.Tensor:
+    m = torch.zeros(2, 1, 8, 8)
+    m[:, :, 2:6, 2:6] = 1
+    return m
+
+
+def _nan_pred() -> torch.Tensor:
+    pred = _masks()
+    pred[0, 0, 3, 3] = float("nan")  # would count as background after `pred > 0.5`
+    return pred
+
+
 LABEL_MSG = r"patient0001_2CH_ED_gt\.mhd: label values must be integers in \{0, 1, 2, 3\}"
 
 CATALOGUE: list[BadInput] = [
@@ -308,6 +327,18 @@ CATALOGUE: list[BadInput] = [
              r"\(first: 0X0001\.avi\)", _video_missing),
     BadInput("medical-echonet-corrupt-video", f"{ECHO_CALL}  # Videos/0X0000.avi is garbage",
              r"0X0000\.avi: cannot decode the video", _video_corrupt),
+    BadInput("medical-metrics-nan-prediction", "segmentation_metrics(pred_with_nan, target)",
+             r"pred: 1 value\(s\) are NaN or infinite",
+             lambda t: raised(ValueError, lambda: segmentation_metrics(_nan_pred(), _masks()))),
+    BadInput("medical-metrics-zero-spacing", "segmentation_metrics(pred, target, spacing=0)",
+             r"spacing: expected one positive number or \(row, col\) positive numbers, got 0",
+             lambda t: raised(ValueError, lambda: segmentation_metrics(_masks(), _masks(), 0))),
+    BadInput("medical-metrics-ece-zero-bins", "expected_calibration_error(prob, target, bins=0)",
+             r"bins: expected a positive integer, got 0",
+             lambda t: raised(ValueError, lambda: expected_calibration_error(_masks(), _masks(), 0))),
+    BadInput("medical-metrics-ensemble-shape", "ensemble_metrics(samples_without_K_axis, target)",
+             r"samples \(2, 1, 8, 8\) must be \(K, B, 1, H, W\)",
+             lambda t: raised(ValueError, lambda: ensemble_metrics(_masks(), _masks()))),
     BadInput("medical-cli-camus-label-mask", f"{FIT_CAMUS} --data.init_args.root=DIR  # 0/255 _gt",
              r"^error: .*" + LABEL_MSG + r".*found 255", _cli_camus_label, max_lines=1),
     BadInput("medical-cli-echonet-empty-split",

@@ -9,6 +9,7 @@ calibration error of the fused probability, and the generalized energy distance 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -16,11 +17,30 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceD
 from torch import Tensor
 
 
+def _check_finite(name: str, x: Tensor) -> None:
+    """Refuse NaN or infinite entries (a NaN would silently count as background)."""
+    bad = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
+    if bad:
+        raise ValueError(f"{name}: {bad} value(s) are NaN or infinite; expected masks or "
+                         "probabilities in [0, 1]")
+
+
 def _check(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 1:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be "
                          "(B, 1, H, W)")
+    _check_finite("pred", pred)
+    _check_finite("target", target)
     return (pred > 0.5).float(), (target > 0.5).float()
+
+
+def _spacing(spacing: float | Sequence[float]) -> list[float]:
+    """``spacing`` as (row, col), refusing non-positive or non-finite values."""
+    sp = [float(spacing)] * 2 if isinstance(spacing, (int, float)) else [float(s) for s in spacing]
+    if len(sp) != 2 or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise ValueError(f"spacing: expected one positive number or (row, col) positive numbers, "
+                         f"got {spacing!r}")
+    return sp
 
 
 def segmentation_metrics(pred: Tensor, target: Tensor,
@@ -37,7 +57,7 @@ def segmentation_metrics(pred: Tensor, target: Tensor,
         mask is empty.
     """
     p, t = _check(pred, target)
-    sp = [float(spacing)] * 2 if isinstance(spacing, (int, float)) else [float(s) for s in spacing]
+    sp = _spacing(spacing)
     dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(p, t)
     iou = MeanIoU(include_background=True, reduction="none", ignore_empty=False)(p, t)
     hd = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(
@@ -50,6 +70,16 @@ def segmentation_metrics(pred: Tensor, target: Tensor,
 
 def expected_calibration_error(prob: Tensor, target: Tensor, bins: int = 10) -> Tensor:
     """Pixel-wise ECE: ``sum_b |B_b|/n * |mean(target in b) - mean(prob in b)|`` on equal bins."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins: expected a positive integer, got {bins!r}")
+    if prob.numel() != target.numel():
+        raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} must have "
+                         "the same number of pixels")
+    _check_finite("prob", prob)
+    _check_finite("target", target)
+    if prob.numel() and (prob.min() < -1e-6 or prob.max() > 1 + 1e-6):
+        raise ValueError(f"prob: values in [{float(prob.min()):g}, {float(prob.max()):g}]; "
+                         "expected probabilities in [0, 1]")
     p, t = prob.flatten().float(), (target.flatten() > 0.5).float()
     idx = torch.clamp((p * bins).long(), max=bins - 1)
     ece = torch.zeros((), dtype=torch.float64)
@@ -67,6 +97,13 @@ def _iou_distance(a: Tensor, b: Tensor) -> Tensor:
     return 1 - iou[:, 0]
 
 
+def _check_samples(samples: Tensor, target: Tensor) -> None:
+    if samples.ndim != 5 or samples.shape[0] < 1 or samples.shape[1:] != target.shape:
+        raise ValueError(f"samples {tuple(samples.shape)} must be (K, B, 1, H, W) with K >= 1 and "
+                         f"(B, 1, H, W) = target {tuple(target.shape)}")
+    _check_finite("samples", samples)
+
+
 def generalized_energy_distance(samples: Tensor, target: Tensor) -> Tensor:
     """Per-image GED with ``d = 1 - IoU``: ``2 E d(S, Y) - E d(S, S') - E d(Y, Y')``.
 
@@ -74,6 +111,7 @@ def generalized_energy_distance(samples: Tensor, target: Tensor) -> Tensor:
         samples: ``(K, B, 1, H, W)`` binary samples.
         target: ``(B, 1, H, W)``, a single annotation (so ``E d(Y, Y') = 0``).
     """
+    _check_samples(samples, target)
     k = samples.shape[0]
     cross = torch.stack([_iou_distance(samples[a], target) for a in range(k)]).mean(0)
     if k > 1:
@@ -92,6 +130,7 @@ def ensemble_metrics(samples: Tensor, target: Tensor, bins: int = 10) -> dict[st
         ``variance`` (mean per-pixel variance, (B,)), ``ece`` (of the mean probability, scalar)
         and ``ged`` ((B,)).
     """
+    _check_samples(samples, target)
     var = samples.var(0, unbiased=False).flatten(1).mean(1)
     ece = expected_calibration_error(samples.mean(0), target, bins)
     ged = generalized_energy_distance((samples > 0.5).float(), target)
