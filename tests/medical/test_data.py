@@ -39,8 +39,8 @@ def test_synthetic_datamodule_caches(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 1, 32, 32) and batch["mask"].shape == (2, 1, 32, 32)
     assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
-    files = sorted((tmp_path / "data" / "medical").glob("*.npz"))
-    assert len(files) == 3
+    entries = sorted((tmp_path / "data" / "medical").glob("synthetic_*"))
+    assert len(entries) == 3 and all((e / "MANIFEST.json").is_file() for e in entries)
     tr, te = dm.dataset("train").images, dm.dataset("test").images
     assert not torch.equal(tr[:2], te[:2])
     with pytest.raises(ValueError, match="num_val"):
@@ -102,3 +102,14 @@ def test_echonet_roundtrip(tmp_path):
     assert np.array_equal(m.astype(bool), expected)
     with pytest.raises(FileNotFoundError, match="FileList.csv"):
         EchoNetDynamic(root=str(tmp_path / "nowhere")).dataset("train")
+
+
+def test_synthetic_cache_damage_is_rebuilt_not_trusted(tmp_path):
+    dm = SyntheticEcho(num_train=3, num_val=1, num_test=1, size=16, batch_size=2)
+    first = dm.dataset("train").images.clone()
+    npz = next((tmp_path / "data" / "medical").glob("synthetic_train_*")) / "arrays.npz"
+    npz.write_bytes(npz.read_bytes()[:100])  # a damaged cache file
+    again = SyntheticEcho(num_train=3, num_val=1, num_test=1, size=16, batch_size=2)
+    with pytest.warns(UserWarning, match=r"arrays\.npz has size 100 .*rebuilding"):
+        images = again.dataset("train").images
+    assert torch.equal(images, first)

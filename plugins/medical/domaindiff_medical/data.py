@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
-from domaindiff.data import DomainDataModule, atomic_savez
+from domaindiff.data import DomainDataModule
 
 LV_LABEL = 1
 CAMUS_VIEWS = ("2CH", "4CH")
@@ -661,7 +661,11 @@ class _SegDataModule(DomainDataModule):
 
 
 class SyntheticEcho(_SegDataModule):
-    """Offline default: synthetic echocardiograms (cached as npz under ``$DOMAINDIFF_DATA``).
+    """Offline default: synthetic echocardiograms, cached under ``$DOMAINDIFF_DATA``.
+
+    Each split is one verified cache entry (an npz and its manifest, see
+    :func:`domaindiff.data.build_cache_entry`): a killed build is never read, a damaged file is
+    rebuilt with a warning.
 
     Args:
         num_train: training images.
@@ -691,15 +695,18 @@ class SyntheticEcho(_SegDataModule):
     def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         n = self.counts[split]
         offset = {"train": 0, "val": 10_000_000, "test": 20_000_000}[split] + 1000 * self.seed
-        path = self.cache_dir / f"synthetic_{split}_n{n}_s{self.size}_seed{self.seed}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                return z["images"], z["masks"]
-        pairs = [synthetic_echo(offset + k, self.size) for k in range(n)]
-        images = np.stack([p[0] for p in pairs])[:, None]
-        masks = np.stack([(p[1] == LV_LABEL) for p in pairs])[:, None].astype(np.float32)
-        atomic_savez(path, images=images, masks=masks)
-        return images, masks
+
+        def build(tmp: Path) -> None:
+            pairs = [synthetic_echo(offset + k, self.size) for k in range(n)]
+            images = np.stack([p[0] for p in pairs])[:, None]
+            masks = np.stack([(p[1] == LV_LABEL) for p in pairs])[:, None].astype(np.float32)
+            np.savez(tmp / "arrays.npz", images=images, masks=masks)
+
+        entry = self.cache_entry(f"synthetic_{split}_n{n}_s{self.size}_seed{self.seed}", build,
+                                 description=f"synthetic echo {split}: {n} images of "
+                                             f"{self.size}x{self.size}, seeds from {offset}")
+        with np.load(entry / "arrays.npz") as z:
+            return z["images"], z["masks"]
 
 
 class CAMUS(_SegDataModule):
