@@ -141,15 +141,17 @@ def test_metrics_with_missing_values_match_gluonts_evaluator():
         assert ours[ours_key] == pytest.approx(ref[ref_key], rel=1e-9), ours_key
 
 
-def test_seasonal_naive_fills_a_missing_last_season_value_from_an_earlier_season():
-    hist = np.arange(1.0, 13.0)  # 3 seasons of 4
-    hist[-3] = np.nan  # phase 1 of the last season missing: take 6 (one season back)
-    out = seasonal_naive([{"history": hist}], 4, season=4)[0, 0, :, 0]
-    np.testing.assert_allclose(out, [9.0, 6.0, 11.0, 12.0])
+def test_seasonal_naive_imputes_missing_history_like_gluonts():
     from domaindiff_timeseries.baselines import gluonts_seasonal_naive
 
-    ref = gluonts_seasonal_naive([{"history": hist}], 4, "h", 4)[0, 0, :, 0]
-    np.testing.assert_allclose(ref, [9.0, 6.0, 11.0, 12.0])
+    hist = np.arange(1.0, 13.0)  # 3 seasons of 4
+    hist[-3] = np.nan  # phase 1 of the last season missing: the last value before it, 9
+    hist[0] = np.nan  # a leading gap: the first observed value
+    out = seasonal_naive([{"history": hist}], 6, season=4)[0, 0, :, 0]
+    np.testing.assert_allclose(out, [9.0, 9.0, 11.0, 12.0, 9.0, 9.0])
+    ref = gluonts_seasonal_naive([{"history": hist}], 6, "h", 4)[0, 0, :, 0]
+    np.testing.assert_allclose(ref, out)
+    assert np.isfinite(out).all()
 
 
 def test_infinite_targets_and_nan_forecasts_are_refused():

@@ -127,27 +127,17 @@ def seasonal_naive(windows: list[dict], prediction_length: int, season: int = 24
     """Seasonal-naive point forecasts as one-sample forecasts ``(W, 1, H, D)``.
 
     ``y_{T+k} = y_{T+k-m}`` (repeating the last season), the GluonTS ``SeasonalNaivePredictor``.
-    A missing (NaN) value of the last season is replaced by the latest observed value at the same
-    phase of an earlier season, else by the latest observed value of the channel.
+    Missing (NaN) history values are first imputed with the last observed value before them (the
+    first observed one at the start), as GluonTS's ``LastValueImputation``, the predictor's
+    default, does.
     """
+    from domaindiff_timeseries.data import fill_missing
+
     out = []
     for w in windows:
         hist = np.asarray(w["history"], np.float64)
-        hist = hist[:, None] if hist.ndim == 1 else hist
+        hist = fill_missing(hist[:, None] if hist.ndim == 1 else hist)
         m = season if len(hist) >= season else 1
         idx = len(hist) - m + np.arange(prediction_length) % m
-        out.append(np.stack([_seasonal_pick(hist[:, j], idx, m) for j in range(hist.shape[1])],
-                            -1))
+        out.append(hist[idx])
     return np.stack(out)[:, None].astype(np.float32)
-
-
-def _seasonal_pick(h: np.ndarray, idx: np.ndarray, m: int) -> np.ndarray:
-    """``h[idx]``, each missing entry replaced by the nearest earlier observed one ``k m`` back."""
-    out = h[idx].copy()
-    observed = np.flatnonzero(~np.isnan(h))
-    for k in np.flatnonzero(np.isnan(out)):
-        j = int(idx[k])
-        while j >= 0 and np.isnan(h[j]):
-            j -= m
-        out[k] = h[j] if j >= 0 else (h[observed[-1]] if observed.size else np.nan)
-    return out
