@@ -8,6 +8,7 @@ Gaussian process written so that it stays finite at both ends (for EDM it is EDM
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -126,9 +127,10 @@ class _InRange:
     time. Any other request outside the interval raises, so clamping never changes the solution.
     """
 
-    def __init__(self, func: Callable, lo: float, hi: float, method: str, probe: bool) -> None:
+    def __init__(self, func: Callable, lo: float, hi: float, method: str, probe: bool,
+                 rounding: float = 0.0) -> None:
         self.func, self.lo, self.hi, self.method = func, lo, hi, method
-        self.tol = 1e-9 * max(abs(lo), abs(hi), hi - lo)
+        self.tol = 1e-9 * max(abs(lo), abs(hi), hi - lo) + 2 * rounding
         self.probe_call = 1 if probe else -1
         self.calls = 0
         self.clamped = 0
@@ -178,7 +180,8 @@ def odeint_in_range(func: Callable[[float, Any], Any], y0: Any, t0: float, t1: f
     if method not in names:
         raise ValueError(f"method: unknown ODE solver {method!r}; expected one of {names}")
     for arg, val in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
+        if not (isinstance(val, numbers.Real) and not isinstance(val, bool)
+                and math.isfinite(val) and val > 0):
             raise ValueError(f"{arg}: expected a positive number, got {val!r}")
     if options is not None and not isinstance(options, Mapping):
         raise ValueError(f"options: expected a mapping of torchdiffeq options, got {options!r}")
@@ -196,8 +199,10 @@ def odeint_in_range(func: Callable[[float, Any], Any], y0: Any, t0: float, t1: f
         opts["step_t"] = steps.to(first.device)
         if len(jumps):
             opts["jump_t"] = jumps.to(first.device)
+    # the span in a float32 state's dtype is off by up to an ulp (0.999 -> 0.99900001)
+    rounding = max(abs(float(t_span[0]) - t0), abs(end - t1))
     guard = _InRange(func, min(t0, t1), max(t0, t1), method,
-                     probe=adaptive and opts.get("first_step") is None)
+                     probe=adaptive and opts.get("first_step") is None, rounding=rounding)
     return odeint(guard, y0, t_span, rtol=rtol, atol=atol, method=method, options=opts or None)
 
 
