@@ -86,6 +86,8 @@ def record_init_args(module: DiffusionModule) -> None:
     if outer is None or outer is base_frame:
         return
     info = inspect.getargvalues(outer)
+    if info.varargs and info.locals.get(info.varargs):
+        return  # positional extras cannot be replayed by name: let loading refuse instead
     args = {name: info.locals[name] for name in info.args[1:] if name in info.locals}
     if info.keywords:
         args.update(info.locals.get(info.keywords) or {})
@@ -134,7 +136,10 @@ def _unpickler_reason(err: BaseException) -> tuple[bool, str]:
     return False, lines[0][:200] if lines else ""
 
 
-def _read(path: Path, trust: bool, map_location: str) -> Any:
+_TRUST_HINT = "if you trust its source, pass trust=True (CLI: --trust-checkpoint)"
+
+
+def _read(path: Path, trust: bool, map_location: str, hint: str = _TRUST_HINT) -> Any:
     """``torch.load`` with ``weights_only=True`` (full unpickling only with ``trust``)."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -146,8 +151,7 @@ def _read(path: Path, trust: bool, map_location: str) -> Any:
                                       f"truncated or not a checkpoint: {reason})") from err
             raise CheckpointError(
                 f"checkpoint {path} holds a pickled Python object ({reason}) that "
-                "weights_only=True refuses; if you trust its source, pass trust=True "
-                "(CLI: --trust-checkpoint)") from err
+                f"weights_only=True refuses; {hint}") from err
     except Exception as err:  # noqa: BLE001 - torch raises several types for a bad file
         raise CheckpointError(f"checkpoint {path} is not a readable torch file (corrupt, "
                               f"truncated or not a checkpoint: {type(err).__name__}: "
@@ -270,3 +274,37 @@ def load_export(path: str | Path, map_location: str = "cpu") -> DiffusionModule:
         model.ema_network.module.load_state_dict(data["network"])
     model.eval()
     return model
+
+
+#: ``ckpt_path`` values Lightning resolves itself
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
+def check_resume_checkpoint(path: str | Path) -> None:
+    """Vet a ``--ckpt_path`` before LightningCLI reads it (it applies the file's hyper-parameters).
+
+    LightningCLI loads the file to copy its ``hyper_parameters`` into the model's config, taking
+    the model class from their ``_class_path`` when present; a remote (``http``) checkpoint is
+    unpickled fully by Lightning. So: the file must exist, be a file, read with
+    ``weights_only=True``, and any class it names must be an exported DiffusionModule.
+
+    Raises:
+        CheckpointError: naming the file and what is wrong.
+    """
+    text = str(path)
+    if text in LIGHTNING_CKPT_NAMES or text.startswith("registry:"):
+        return
+    if "://" in text:
+        raise CheckpointError(f"checkpoint {text}: remote checkpoints are refused (Lightning "
+                              "unpickles them fully); download the file and pass its path")
+    path = Path(path)
+    _check_path(path)
+    ckpt = _read(path, False, "cpu", hint="Lightning resumes only weights-only checkpoints")
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path}: not a Lightning checkpoint (not a dict)")
+    hparams = ckpt.get("hyper_parameters") or {}
+    if isinstance(hparams, Mapping) and "_class_path" in hparams:
+        resolve_class(hparams["_class_path"], path)
+    meta = ckpt.get("domaindiff")
+    if isinstance(meta, Mapping) and "class_path" in meta:
+        resolve_class(meta["class_path"], path)

@@ -432,6 +432,18 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
     """Run (or build, with ``run=False``) the LightningCLI over every installed plugin."""
     from lightning.pytorch.cli import LightningCLI
 
+    from domaindiff.checkpoint import check_resume_checkpoint
+
+    class DomainDiffCLI(LightningCLI):
+        """LightningCLI that vets ``--ckpt_path`` before Lightning reads its hyper-parameters."""
+
+        def _parse_ckpt_path(self) -> None:
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt_path:
+                check_resume_checkpoint(ckpt_path)
+            super()._parse_ckpt_path()
+
     from domaindiff.data import DomainDataModule
     from domaindiff.module import DiffusionModule
     from domaindiff.plugins import discover
@@ -441,10 +453,12 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
             print(f"warning: plugin {info.name!r} failed to import: {info.error}",
                   file=sys.stderr)
     old_argv = sys.argv
-    if argv is not None:  # LightningCLI warns when it is given both sys.argv and args
+    # LightningCLI warns when it is given both sys.argv and args; but keep a real command line:
+    # Lightning's DDP launcher starts the other ranks with sys.argv
+    if argv is not None and list(sys.argv[1:]) != list(argv):
         sys.argv = ["domaindiff"]
     try:
-        return LightningCLI(
+        return DomainDiffCLI(
             DiffusionModule,
             DomainDataModule,
             subclass_mode_model=True,

@@ -110,6 +110,20 @@ def test_class_path_is_never_imported(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_fit_ckpt_path_naming_a_module_does_not_import_it(tmp_path, monkeypatch):
+    """LightningCLI copies a --ckpt_path's hyper_parameters (and their _class_path) into the config."""
+    (tmp_path / "dd_evil_cli_xyz.py").write_text("open(__file__ + '.imported', 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = _toy_state()
+    state["hyper_parameters"]["_class_path"] = "dd_evil_cli_xyz.Evil"
+    torch.save(state, tmp_path / "resume.ckpt")
+    msg = cli_message(["fit", "--config", str(Path(__file__).parents[1] / "conf/toy_fit.yaml"),
+                       "--ckpt_path", str(tmp_path / "resume.ckpt")], cwd=tmp_path)
+    assert "refusing class 'dd_evil_cli_xyz.Evil'" in msg and "resume.ckpt" in msg
+    assert "dd_evil_cli_xyz" not in sys.modules
+    assert not (tmp_path / "dd_evil_cli_xyz.py.imported").exists()
+
+
 def test_non_diffusion_module_classes_are_refused(tmp_path):
     ckpt = _hostile(tmp_path / "linear.ckpt", "torch.nn.Linear", in_features=2, out_features=2)
     with pytest.raises(CheckpointError, match="refusing class 'torch.nn.Linear'"):
