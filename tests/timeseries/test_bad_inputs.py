@@ -192,6 +192,34 @@ def _gluonts_infinity(tmp: Path) -> str:
         repo.get_dataset = real
 
 
+def _dataframe_as_dataset(tmp: Path) -> str:
+    df = pd.DataFrame({"a": _values()}, index=_hours())
+    return raised(ERRORS, lambda: TimeSeriesData(dataset=df))
+
+
+def _zero_test_windows(tmp: Path) -> str:
+    return raised(ERRORS, lambda: TimeSeriesData(dataset="taylor", num_test_windows=0))
+
+
+def _jsonl_mixed_channels(tmp: Path) -> str:
+    p = _jsonl(tmp, [{"start": "2021-01-01", "target": _values()},
+                     {"start": "2021-01-01", "target": [_values(), _values()], "item_id": "mv"}])
+    return raised(ERRORS, _setup(p))
+
+
+def _csv_no_time_column(tmp: Path) -> str:
+    p = tmp / "wide.csv"
+    pd.DataFrame({"a": _values(), "b": _values(level=20.0)}).to_csv(p, index=False)
+    return raised(ERRORS, _setup(p))
+
+
+def _jsonl_missing_covariate(tmp: Path) -> str:
+    cov: list = [float(t % 24) for t in range(N)]
+    cov[9] = None
+    p = _jsonl(tmp, [{"start": "2021-01-01", "target": _values(), "feat_dynamic_real": [cov]}])
+    return raised(ERRORS, _setup(p, covariates="file"))
+
+
 def _config(tmp: Path, data: dict) -> Path:
     cfg = {
         "trainer": {"max_steps": 1, "accelerator": "cpu", "logger": False,
@@ -280,6 +308,21 @@ CATALOGUE: list[BadInput] = [
     BadInput("ts-unknown-file-type",
              'TimeSeriesData(dataset="file", path="series.parquet").setup()',
              r"series\.parquet: unknown file type '\.parquet'", _unknown_file_type),
+    BadInput("ts-dataframe-as-dataset", "TimeSeriesData(dataset=df)",
+             r"dataset: expected a name .* got a DataFrame; write your series with "
+             r"write_jsonl", _dataframe_as_dataset),
+    BadInput("ts-zero-test-windows", "TimeSeriesData(num_test_windows=0)",
+             r"num_test_windows must be an integer >= 1, got 0", _zero_test_windows),
+    BadInput("ts-jsonl-mixed-channels", 'TimeSeriesData(dataset="file", path="s.jsonl").setup()',
+             r"s\.jsonl: series 'mv' \(index 1\) has 2 channels, series 0 has 1",
+             _jsonl_mixed_channels),
+    BadInput("ts-csv-no-time-column", 'TimeSeriesData(dataset="file", path="wide.csv").setup()',
+             r"wide\.csv:3: the first column \('a'\) must be the time index \(timestamps or "
+             r"step numbers\), got 10\.70", _csv_no_time_column),
+    BadInput("ts-jsonl-missing-covariate",
+             'TimeSeriesData(dataset="file", path="s.jsonl", covariates="file").setup()',
+             r"s\.jsonl:1: field 'feat_dynamic_real' holds NaN or infinite values",
+             _jsonl_missing_covariate),
     BadInput("ts-cli-unknown-dataset", "domaindiff fit --config fit.yaml  # dataset: taylour",
              r"dataset: unknown 'taylour'; use 'taylor', 'file' or one of \[.*'solar_nips'",
              _cli_unknown_dataset),

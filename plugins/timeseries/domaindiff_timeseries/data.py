@@ -415,6 +415,12 @@ def _check_index(index, path: Path, freq: str | None) -> str | None:
             return None  # labels, not timestamps: rows are consecutive steps
     if not (isinstance(idx, pd.DatetimeIndex) or pd.api.types.is_numeric_dtype(idx)):
         return None
+    if not isinstance(idx, pd.DatetimeIndex):
+        raw = np.asarray(idx, np.float64)
+        if not np.all(np.isfinite(raw) & (raw == np.round(raw))):
+            i = int(np.flatnonzero(~(np.isfinite(raw) & (raw == np.round(raw))))[0])
+            raise ValueError(f"{path}:{i + 2}: the first column ({index.name!r}) must be the time "
+                             f"index (timestamps or step numbers), got {index[i]}")
     vals = pd.Series(idx)
     dup = np.flatnonzero(vals.duplicated().to_numpy())
     if dup.size:
@@ -654,7 +660,9 @@ class TimeSeriesData(DomainDataModule):
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if not isinstance(dataset, str):
             raise ValueError(f"dataset: expected a name ('taylor', 'file' or one of "
-                             f"{sorted(DATASETS)}), got a {type(dataset).__name__}")
+                             f"{sorted(DATASETS)}), got a {type(dataset).__name__}; write your "
+                             "series with write_jsonl(...) or DataFrame.to_csv(...) and pass "
+                             "dataset='file', path=...")
         if dataset == OFFLINE:
             own, c, p, default_lags = "h", 336, 24, HOURLY_LAGS[:7]
         elif dataset == "file":
@@ -679,8 +687,10 @@ class TimeSeriesData(DomainDataModule):
         self.lags = sorted(int(x) for x in (default_lags if lags is None else lags))
         if any(x < 1 for x in self.lags):
             raise ValueError(f"lags must be positive, got {self.lags}")
-        if num_test_windows < 1 or batches_per_epoch < 1:
-            raise ValueError("num_test_windows and batches_per_epoch must be >= 1")
+        for name, v in (("num_test_windows", num_test_windows),
+                        ("batches_per_epoch", batches_per_epoch)):
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         self.num_test_windows, self.batches_per_epoch = num_test_windows, batches_per_epoch
         self.max_lag = max(self.lags, default=0)
         if covariates not in (None, "time", "file", "file+time"):
@@ -757,6 +767,12 @@ class TimeSeriesData(DomainDataModule):
             else:
                 full, file_cov = self._read_file()
             check_series(full, self.source, getattr(self, "_ids", None))
+            dims = sorted({s.shape[1] for s in full})
+            if len(dims) > 1:
+                i = next(i for i, s in enumerate(full) if s.shape[1] != full[0].shape[1])
+                raise ValueError(f"{self.source}: series {_series_name(i, getattr(self, '_ids', None))}"
+                                 f" has {full[i].shape[1]} channels, series 0 has "
+                                 f"{full[0].shape[1]} (every series needs the same number)")
             full, file_cov = self._drop_short(full, file_cov,
                                               self.context_length + h * (k + 1))
             report_missing(full, self.source)
