@@ -319,6 +319,10 @@ CATALOGUE: list[BadInput] = [
              f"{ECHO_CALL}  # tracings of 0X0000 frame 9 (5 frames)",
              r"VolumeTracings\.csv line 6: 0X0000 Frame 9 does not exist \(.*0X0000\.avi has 5 "
              r"frames, 0-4\)", _frame_beyond),
+    BadInput("medical-echonet-tracing-outside-frame",
+             f"{ECHO_CALL}  # VolumeTracings.csv line 3: X2 = 130 (16x16 video)",
+             r"VolumeTracings\.csv line 2: 0X0000 frame 1: X2 = 130 is outside the 16x16 frame "
+             r"of 0X0000\.avi", lambda t: _tracing_cell(t, "X2", "130")),
     BadInput("medical-echonet-short-tracing", f"{ECHO_CALL}  # a traced frame with 3 rows",
              r"VolumeTracings\.csv line 2: 0X0000 frame 1 has 3 tracing row\(s\); expected at "
              r"least 4", _short_tracing),

@@ -625,7 +625,25 @@ def _traced_frames(video_path: Path, frames: dict[int, tuple[int, list[tuple[flo
                              f"({video_path} has {len(video)} frames, 0-{len(video) - 1})")
         arr = np.asarray(rows)
         img = video[frame].astype(np.float32)
+        _check_in_frame(arr, img.shape, f"{tracings} line {line}: {name} frame {frame}",
+                        video_path)
         yield img, echonet_mask(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], *img.shape)
+
+
+def _check_in_frame(coords: np.ndarray, shape: tuple[int, int], where: str,
+                    video_path: Path) -> None:
+    """Tracing coordinates ``(X1, Y1, X2, Y2)`` must lie in the frame (1 pixel of slack).
+
+    Coordinates in another scale (e.g. of the original recording) would otherwise be clipped
+    into a wrong mask.
+    """
+    h, w = shape
+    for col, key, size in ((0, "X1", w), (1, "Y1", h), (2, "X2", w), (3, "Y2", h)):
+        vals = coords[:, col]
+        bad = vals[(vals < -1) | (vals > size)]
+        if bad.size:
+            raise ValueError(f"{where}: {key} = {bad[0]:g} is outside the {w}x{h} frame of "
+                             f"{video_path.name} (expected 0 to {size})")
 
 
 # ------------------------------------------------------------------------------------ DataModules
