@@ -3,6 +3,10 @@
 A plugin is a package registered as ``<name> = "<package>"``; importing it registers its
 DataModules and DiffusionModule subclasses (so LightningCLI resolves their short names). A plugin
 that fails to import is recorded with its error and never breaks the others.
+
+A plugin lists its DiffusionModule subclasses in ``MODELS``: that list is the allow-list of the
+classes a checkpoint may name (:func:`exported_models`, used by
+:func:`domaindiff.checkpoint.load_checkpoint`); a model missing from it cannot be loaded.
 """
 
 from __future__ import annotations

@@ -264,3 +264,18 @@ def test_eval_app_run_directly_exits_2_with_one_line(tmp_path, monkeypatch, caps
         evaluate.main()
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: checkpoint missing.ckpt: no such file"
+
+
+@pytest.mark.parametrize("plugin", ["graphs", "timeseries", "trajectories", "medical"])
+def test_every_eval_app_refuses_bad_settings_in_one_line(plugin, tmp_path):
+    """Each plugin's Hydra app: steps=0 is refused (it used to run the default), and so is a
+    missing checkpoint, each with one line and exit code 2 instead of Hydra's traceback."""
+    pytest.importorskip(f"domaindiff_{plugin}.evaluate")
+    for args, want in (([f"ckpt={tmp_path / 'missing.ckpt'}"], "missing.ckpt: no such file"),
+                       ([f"ckpt={tmp_path / 'missing.ckpt'}", "steps=0"], "steps=0: expected a "
+                                                                          "positive integer")):
+        res = _call(["eval", plugin, *args, f"out_dir={tmp_path}"], cwd=tmp_path)
+        assert res.returncode == 2, res.stderr[-2000:]
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "warn" not in ln.lower()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], \
+            res.stderr[-2000:]
