@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import lightning as L
-import torch
+import contextlib
+import io
+import os
+from pathlib import Path
 
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from domaindiff.cli import main
 from domaindiff.module import LastCheckpoint, load_checkpoint
 from domaindiff.resume import ResumableSampler
 from domaindiff.toy import GaussianMixtureData, ToyDiffusion
@@ -55,3 +63,72 @@ def test_sampler_order_is_a_function_of_seed_and_epoch_and_skips_once():
     shards = [list(ResumableSampler(data, num_replicas=2, rank=r, seed=1, epoch=2))
               for r in (0, 1)]
     assert sorted(shards[0] + shards[1]) == data
+
+
+# --- the command line: every shipped config leaves last.ckpt, the README's resume line works ---
+ROOT = Path(__file__).resolve().parents[2]
+TOY_DEMO = ROOT / "core" / "domaindiff" / "toy" / "conf" / "demo.yaml"
+TINY = ["--data.init_args.num_train=64", "--data.init_args.num_val=16",
+        "--data.init_args.batch_size=16", "--model.init_args.hidden=16",
+        "--model.init_args.depth=1", "--model.init_args.num_val_samples=8",
+        "--model.init_args.sampling_steps=2", "--trainer.enable_progress_bar=false",
+        "--trainer.check_val_every_n_epoch=1000"]
+
+
+def _cli(args: list[str], cwd: Path) -> None:
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert main(args) == 0
+    finally:
+        os.chdir(old)
+
+
+def _shipped_configs() -> list[Path]:
+    confs = [*ROOT.glob("plugins/*/domaindiff_*/conf/*.yaml"), TOY_DEMO,
+             ROOT / "tests" / "conf" / "toy_fit.yaml"]
+    return sorted(p for p in confs if p.name != "eval.yaml")
+
+
+@pytest.mark.parametrize("config", _shipped_configs(), ids=lambda p: f"{p.parent.parent.name}/"
+                         f"{p.name}")
+def test_every_shipped_config_writes_last_ckpt_at_an_interval(config):
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    last = [c for c in trainer.get("callbacks", [])
+            if c["class_path"] == "domaindiff.module.LastCheckpoint"]
+    assert len(last) == 1, f"{config}: no domaindiff.module.LastCheckpoint callback"
+    cb = LastCheckpoint(**last[0].get("init_args", {}))
+    assert cb.save_last and cb._every_n_train_steps >= 1
+
+
+def test_readme_resume_line_repeats_the_uninterrupted_run(tmp_path):
+    """``domaindiff fit --config C --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt``."""
+    full, run = tmp_path / "full", tmp_path / "run"
+    full.mkdir(), run.mkdir()
+    _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=6"], full)
+    _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=3"], run)
+    last = run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=6",
+          "--ckpt_path", "lightning_logs/version_0/checkpoints/last.ckpt"], run)
+    a = torch.load(full / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
+                   weights_only=True)
+    b = torch.load(run / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt",
+                   weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+
+
+def test_a_run_stopped_by_max_time_leaves_last_ckpt(tmp_path):
+    _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_epochs=100000",
+          "--trainer.max_time=00:00:00:01"], tmp_path)
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] > 0
+    # written at the batch where the run stopped, so a resume continues inside that epoch
+    epoch = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]
+    assert epoch["started"] > epoch["processed"]
+    assert int(ckpt["state_dict"]["ema_network.n_averaged"]) == ckpt["global_step"]
