@@ -29,7 +29,9 @@ def _items(samples: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndar
     if np.isinf(target).any():
         raise ValueError("target holds infinite values (missing values must be NaN)")
     if not np.isfinite(samples).all():
-        raise ValueError("samples hold NaN or infinite values")
+        bad = int((~np.isfinite(samples)).sum())
+        raise ValueError(f"samples hold NaN or infinite values ({bad} of {samples.size}): the "
+                         "forecaster diverged or was given NaN inputs")
     if samples.ndim == 3:
         samples, target = samples[..., None], target[..., None]
     if samples.ndim != 4 or target.shape != (samples.shape[0], *samples.shape[2:]):
