@@ -139,7 +139,7 @@ class _InRange:
         tf = float(t)
         inside = self.lo - self.tol <= tf <= self.hi + self.tol
         if not inside and self.calls != self.probe_call:
-            raise RuntimeError(f"ODE solver {self.method!r} asked for t={tf!r} outside the "
+            raise ValueError(f"ODE solver {self.method!r} asked for t={tf!r} outside the "
                                f"process's time range [{self.lo}, {self.hi}]; use an adaptive "
                                f"solver ({', '.join(_ADAPTIVE_RK)}) or a fixed step size")
         self.calls += 1
@@ -172,7 +172,8 @@ def odeint_in_range(func: Callable[[float, Any], Any], y0: Any, t0: float, t1: f
         The solution at ``[t0, t1]`` as ``odeint`` returns it (leading dimension 2).
 
     Raises:
-        ValueError: for an unknown method, non-positive tolerances or non-mapping options.
+        ValueError: for an unknown method, non-positive tolerances or non-mapping options, and
+            when the solver asks for a time outside ``[t0, t1]`` (e.g. a user's fixed grid).
     """
     from torchdiffeq import odeint
 
