@@ -140,8 +140,8 @@ class _InRange:
         inside = self.lo - self.tol <= tf <= self.hi + self.tol
         if not inside and self.calls != self.probe_call:
             raise ValueError(f"ODE solver {self.method!r} asked for t={tf!r} outside the "
-                               f"process's time range [{self.lo}, {self.hi}]; use an adaptive "
-                               f"solver ({', '.join(_ADAPTIVE_RK)}) or a fixed step size")
+                             f"process's time range [{self.lo}, {self.hi}]; use an adaptive "
+                             f"solver ({', '.join(_ADAPTIVE_RK)}) or a fixed step size")
         self.calls += 1
         tc = min(max(tf, self.lo), self.hi)
         self.clamped += int(not inside)
