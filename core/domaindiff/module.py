@@ -279,8 +279,16 @@ class DiffusionModule(L.LightningModule):
         self._train_batches += 1
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """Step the optimizer, then the EMA weights (before any checkpoint of this step)."""
+        """Step the optimizer, then the EMA weights (before any checkpoint of this step).
+
+        Lightning calls callbacks' ``on_train_batch_end`` (where ``ModelCheckpoint`` saves)
+        before the module's, so an EMA update there would be missing from that step's checkpoint.
+        """
         super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """One EMA update of the averaged weights from the current ones (no-op without EMA)."""
         if self.ema_network is not None:
             self.ema_network.update_parameters(self.network)
 

@@ -81,8 +81,8 @@ def test_module_sample_and_ema(tmp_path):
     before = [p.clone() for p in model.ema_network.parameters()]
     for p in model.network.parameters():
         p.data.add_(1.0)
-    model.on_train_batch_end(None, None, 0)  # first update copies
-    model.on_train_batch_end(None, None, 1)  # then averages
+    model.update_ema()  # first update copies
+    model.update_ema()  # then averages
     after = list(model.ema_network.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after))
     with pytest.raises(ValueError, match="unknown sampler"):
