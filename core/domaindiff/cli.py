@@ -455,7 +455,8 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
     old_argv = sys.argv
     # LightningCLI warns when it is given both sys.argv and args; but keep a real command line:
     # Lightning's DDP launcher starts the other ranks with sys.argv
-    if argv is not None and list(sys.argv[1:]) != list(argv):
+    from_command_line = argv is not None and list(sys.argv[1:]) == list(argv)
+    if argv is not None and not from_command_line:
         sys.argv = ["domaindiff"]
     try:
         return DomainDiffCLI(
@@ -467,7 +468,7 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
             parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
-            args=list(argv) if argv is not None else None,
+            args=None if argv is None or from_command_line else list(argv),
             run=run,
         )
     finally:
