@@ -123,5 +123,26 @@ def make_train_loader(dataset: Dataset, *, batch_size: int, seed: int, trainer: 
     # the loader's own generator only seeds worker processes: make it a function of the epoch
     gen = torch.Generator().manual_seed(_mix(seed, epoch))
     sampler.loader_generator = gen
-    return loader_cls(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                      generator=gen, **kwargs)
+    loader = loader_cls(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                        generator=gen, **kwargs)
+    _mark_resumable(loader)
+    return loader
+
+
+def _mark_resumable(loader: DataLoader) -> None:
+    """Tell Lightning the loader resumes (else it warns that a mid-epoch resume is unreliable).
+
+    The position itself travels in the DataModule's state (:func:`loader_position`): counting
+    batches in the loader would be off by Lightning's prefetch. The loader's own state records
+    the sampler's epoch, for information.
+    """
+    sampler = loader.sampler
+
+    def state_dict() -> dict[str, int]:
+        return {"sampler_epoch": int(sampler.epoch)}
+
+    def load_state_dict(state: dict[str, Any]) -> None:  # the DataModule restores the position
+        del state
+
+    loader.state_dict = state_dict
+    loader.load_state_dict = load_state_dict
