@@ -74,18 +74,24 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def is_user_error(err: BaseException) -> bool:
-    """Whether ``err`` (or an exception it wraps) reports a bad input."""
+    """Whether ``err`` reports a bad input, or is a library's wrapper of an error that does.
+
+    Only explicit causes (``raise ... from``) count: an exception that merely happened while
+    another was being handled is not thereby about the input.
+    """
     kinds = _user_error_types()
-    return any(isinstance(e, kinds) for e in _chain(err))
+    chain = _chain(err)
+    return isinstance(err, kinds) or (_raised_in_wrapper(err) and
+                                      any(isinstance(e, kinds) for e in chain[1:]))
 
 
 def _chain(err: BaseException) -> list[BaseException]:
-    """``err`` and the exceptions it was raised from, outermost first."""
+    """``err`` and the exceptions it was explicitly raised from, outermost first."""
     out: list[BaseException] = []
     cur: BaseException | None = err
     while cur is not None and all(cur is not e for e in out):
         out.append(cur)
-        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+        cur = cur.__cause__
     return out
 
 

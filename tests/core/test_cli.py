@@ -279,3 +279,23 @@ def test_every_eval_app_refuses_bad_settings_in_one_line(plugin, tmp_path):
         lines = [ln for ln in res.stderr.splitlines() if ln.strip() and "warn" not in ln.lower()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], \
             res.stderr[-2000:]
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    """Only bad inputs become one line: a bug raised while handling a KeyError propagates."""
+    import domaindiff.cli as cli
+
+    def broken(cmd, rest):
+        try:
+            {}["missing"]
+        except KeyError:
+            return None.attribute  # a bug, with a KeyError as its implicit context
+
+    monkeypatch.setattr(cli, "_dispatch", broken)
+    with pytest.raises(AttributeError):
+        cli.main(["plugins"])
+    monkeypatch.setattr(cli, "_dispatch", lambda cmd, rest: int("x"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli.main(["plugins"]) == 2
+    assert err.getvalue() == "error: invalid literal for int() with base 10: 'x'\n"
