@@ -8,6 +8,12 @@ the hooks that know its data: :meth:`batch_to_state`, :meth:`sample_template`, :
 What the base class provides: the denoising loss, EMA weights (used for validation, sampling and
 export), :meth:`sample` with any registered sampler, per-rank noise generators under DDP,
 validation metrics through torchmetrics (so DDP syncs them) and sample files written on rank 0.
+
+Resuming is exact: the EMA update is part of the optimizer step (so every checkpoint holds it),
+each training batch's randomness is seeded from ``(seed, rank, batch count)`` (the count is in
+the checkpoint), validation draws from its own generator, and the train loaders of
+:class:`~domaindiff.data.DomainDataModule` resume mid-epoch (:mod:`domaindiff.resume`). A
+:class:`LastCheckpoint` is added to any fit that does not already write ``last.ckpt``.
 """
 
 from __future__ import annotations
