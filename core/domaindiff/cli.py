@@ -6,6 +6,8 @@
 - ``domaindiff sample --ckpt C --sampler S --steps N --n K --out F``: load a checkpoint, write samples.
 - ``domaindiff eval <plugin> key=value ...``: the plugin's evaluation script (a Hydra app).
 - ``domaindiff plugins``: installed plugins, versions, DataModules, models, import errors.
+- ``domaindiff <plugin> ...``: a plugin's own subcommands (``<package>.commands.main(argv)``),
+  e.g. ``domaindiff graphs import-gdss IN OUT``; the core's command names take precedence.
 
 ``DOMAINDIFF_THREADS=n`` sets torch's intra-op thread count for every command (on a shared
 machine one thread per job is often several times faster than torch's default of all cores).
@@ -481,6 +483,41 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
         sys.argv = old_argv
 
 
+CORE_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "eval", "plugins")
+
+
+def _cmd_plugin(name: str, argv: Sequence[str]) -> int:
+    """``domaindiff <plugin> ...``: run ``<plugin package>.commands.main(argv)``.
+
+    Only that plugin is imported. A plugin without a ``commands`` module is an error (one line).
+    """
+    import importlib
+
+    from domaindiff.plugins import get_plugin
+
+    try:
+        target = get_plugin(name).__name__
+    except (KeyError, ImportError) as err:
+        print(f"error: {_text(err, name_type=False)}", file=sys.stderr)
+        return 2
+    module_name = f"{target}.commands"
+    try:
+        commands = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise ValueError(f"plugin {name!r} has no subcommands (no module {module_name}); "
+                         f"see `domaindiff --help`") from None
+    entry = getattr(commands, "main", None)
+    if not callable(entry):
+        raise ValueError(f"plugin {name!r}: {module_name} has no main(argv) function")
+    try:
+        code = entry(list(argv))
+    except SystemExit as ex:  # an argparse-based main exits on --help and on bad arguments
+        code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 2)
+    return int(code or 0)
+
+
 def _dispatch(cmd: str, rest: list[str]) -> int:
     set_threads_from_env()
     if cmd == "plugins":
@@ -492,9 +529,35 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
     if cmd in LIGHTNING_COMMANDS:
         lightning_cli([cmd, *rest])
         return 0
-    print(f"error: unknown command {cmd!r}; use fit, validate, test, predict, sample, eval or "
-          "plugins", file=sys.stderr)
+    from domaindiff.plugins import registered
+
+    if cmd in registered():
+        return _cmd_plugin(cmd, rest)
+    extra = sorted(_plugin_command_names())
+    print(f"error: unknown command {cmd!r}; use fit, validate, test, predict, sample, eval, "
+          f"plugins{''.join(', ' + n for n in extra)}", file=sys.stderr)
     return 2
+
+
+def _plugin_command_names() -> list[str]:
+    """Plugins that offer subcommands, not shadowed by a core command."""
+    from domaindiff.plugins import plugin_commands
+
+    return [n for n in plugin_commands() if n not in CORE_COMMANDS]
+
+
+def _print_help() -> None:
+    """The ``--help`` text: this module's docstring and the plugins' subcommands (none imported)."""
+    from domaindiff.plugins import plugin_commands
+
+    print(__doc__.strip())
+    extra = {n: d for n, d in plugin_commands().items() if n not in CORE_COMMANDS}
+    names = ",".join((*CORE_COMMANDS, *extra))
+    print(f"\nusage: domaindiff {{{names}}} ...")
+    if extra:
+        print("\nplugin subcommands (`domaindiff <plugin> --help` for each):")
+        for name, summary in extra.items():
+            print(f"  {name:14s} {summary}".rstrip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -506,8 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        print("\nusage: domaindiff {fit,validate,test,predict,sample,eval,plugins} ...")
+        _print_help()
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     try:

@@ -11,10 +11,13 @@ classes a checkpoint may name (:func:`exported_models`, used by
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import traceback
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points, version
+from importlib.metadata import EntryPoint, entry_points, version
+from pathlib import Path
 from types import ModuleType
 
 GROUP = "domaindiff.plugins"
@@ -118,6 +121,56 @@ def exported_models(class_path: str | None = None) -> dict[str, type]:
         if class_path is not None and class_path in allowed:
             break
     return allowed
+
+
+def registered() -> dict[str, EntryPoint]:
+    """``{name: entry point}`` of the installed plugins, from metadata only (nothing imported)."""
+    return {ep.name: ep for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name)}
+
+
+def package_dirs(target: str) -> list[Path]:
+    """The directories of package ``target`` found without importing it (its parents may be).
+
+    Returns an empty list when the package cannot be found or is a plain module.
+    """
+    try:
+        spec = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(p) for p in spec.submodule_search_locations]
+
+
+def submodule_file(target: str, name: str) -> Path | None:
+    """The source file of ``<target>.<name>`` (``name.py`` or ``name/__init__.py``), not imported."""
+    for folder in package_dirs(target):
+        for candidate in (folder / f"{name}.py", folder / name / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def summary_of(path: Path) -> str:
+    """The first line of a module's docstring, read without importing it ("" if none)."""
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return ""
+    return doc.strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+def plugin_commands() -> dict[str, str]:
+    """``{plugin name: one-line summary}`` of the plugins that ship a ``commands`` module.
+
+    Found from the entry-point metadata and the package's files: no plugin is imported.
+    """
+    found: dict[str, str] = {}
+    for name, ep in registered().items():
+        path = submodule_file(ep.value, "commands")
+        if path is not None:
+            found[name] = summary_of(path)
+    return found
 
 
 def get_plugin(name: str) -> ModuleType:
