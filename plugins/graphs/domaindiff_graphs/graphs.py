@@ -26,73 +26,104 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+#: GDSS's community-small: ``num_communities`` and ``max_nodes`` drawn per graph from these lists
+COMMUNITY_SMALL_PARAMS = {"num_communities": [2], "max_nodes": list(range(12, 21))}
+#: GDSS's grid: ``m`` and ``n`` drawn per graph from these lists
+GRID_PARAMS = {"m": list(range(10, 20)), "n": list(range(10, 20))}
 
-def community_graph(num_nodes: int, rng: np.random.Generator, num_communities: int = 2,
-                    p_intra: float = 0.7, p_inter: float = 0.05) -> nx.Graph:
-    """One community graph (GraphRNN/GDSS ``n_community``).
 
-    ``num_nodes // num_communities`` nodes per community, G(n, p_intra) inside; between each
-    pair of communities every node pair is bridged with probability
-    ``p_inter * 2 / ((k - 1) * size)``, and one bridge is forced if none was drawn.
+def community_graph(num_communities: int, max_nodes: int, rs: np.random.RandomState,
+                    p_inter: float = 0.05, p_intra: float = 0.7) -> nx.Graph:
+    """One community graph exactly as GDSS's ``n_community`` draws it (from Niu et al., 2020).
+
+    ``max_nodes // num_communities`` nodes per community; community ``i`` is
+    ``gnp_random_graph(size, p_intra, seed=i)``, so all graphs of one size share their community
+    edges. Between each pair of communities (taken as the connected components of their disjoint
+    union, in networkx's order) every node pair is bridged when ``rs.random_sample()`` falls below
+    ``p_inter * 2 / ((num_communities - 1) * size)``, in node order; if no bridge was drawn the
+    first nodes of the two are joined.
 
     Args:
-        num_nodes: total nodes (rounded down to a multiple of ``num_communities``).
-        rng: numpy random generator.
-        num_communities: number of communities.
-        p_intra: edge probability inside a community.
+        num_communities: number of communities (>= 2).
+        max_nodes: total nodes before rounding down to a multiple of ``num_communities``.
+        rs: the legacy numpy generator that draws the bridges (GDSS uses the global one).
         p_inter: expected inter-community connection parameter.
+        p_intra: edge probability inside a community.
+
+    Raises:
+        ValueError: fewer than two communities.
     """
     if num_communities < 2:
         raise ValueError(f"num_communities must be >= 2, got {num_communities}")
-    size = num_nodes // num_communities
-    parts = [nx.gnp_random_graph(size, p_intra, seed=int(rng.integers(2**31)))
-             for _ in range(num_communities)]
-    g = nx.disjoint_union_all(parts)
+    size = max_nodes // num_communities
+    g = nx.disjoint_union_all([nx.gnp_random_graph(size, p_intra, seed=i)
+                               for i in range(num_communities)])
     p_bridge = p_inter * 2 / ((num_communities - 1) * size)
-    blocks = [list(range(i * size, (i + 1) * size)) for i in range(num_communities)]
-    for i in range(num_communities):
-        for j in range(i + 1, num_communities):
-            bridged = False
-            for u in blocks[i]:
-                for v in blocks[j]:
-                    if rng.random() < p_bridge:
-                        g.add_edge(u, v)
-                        bridged = True
-            if not bridged:
-                g.add_edge(blocks[i][0], blocks[j][0])
+    blocks = [list(g.subgraph(c).nodes()) for c in nx.connected_components(g)]
+    for i, nodes1 in enumerate(blocks):
+        for nodes2 in blocks[i + 1:]:
+            draws = rs.random_sample(len(nodes1) * len(nodes2)).reshape(len(nodes1), len(nodes2))
+            hits = np.argwhere(draws < p_bridge)
+            g.add_edges_from((nodes1[a], nodes2[b]) for a, b in hits)
+            if not len(hits):
+                g.add_edge(nodes1[0], nodes2[0])
     return g
 
 
 def community_small_graphs(num_graphs: int = 100, seed: int = 0) -> list[nx.Graph]:
-    """GDSS's community-small: two communities, 12-20 nodes in total, p 0.7 / 0.05."""
-    rng = np.random.default_rng(seed)
-    return [community_graph(int(rng.integers(12, 21)), rng) for _ in range(num_graphs)]
+    """GDSS's community-small, drawn as its ``gen_graph_list`` does with ``np.random.seed(seed)``.
 
-
-def grid_graphs(seed: int = 0, low: int = 10, high: int = 20) -> list[nx.Graph]:
-    """GDSS's grid: ``grid_2d_graph(m, n)`` for m, n in ``[low, high)``, shuffled with ``seed``."""
-    graphs = [nx.convert_node_labels_to_integers(nx.grid_2d_graph(m, n))
-              for m in range(low, high) for n in range(low, high)]
-    order = np.random.default_rng(seed).permutation(len(graphs))
-    return [graphs[i] for i in order]
-
-
-def ego_graphs(g: nx.Graph, num_graphs: int = 200, min_nodes: int = 4, max_nodes: int = 20,
-               radius: int = 1, seed: int = 0) -> list[nx.Graph]:
-    """Radius-``radius`` ego networks of the largest component of ``g`` (GraphRNN's ego-small).
-
-    Ego nets with ``min_nodes..max_nodes`` nodes are kept, shuffled with ``seed`` and the first
-    ``num_graphs`` returned.
+    Per graph: ``num_communities`` then ``max_nodes`` are drawn with ``choice`` from
+    :data:`COMMUNITY_SMALL_PARAMS` (2 communities, 12-20 nodes, so 12, 14, ..., 20 after
+    rounding), then :func:`community_graph` draws the bridges, all from one legacy
+    ``RandomState(seed)``. GDSS ran its generator unseeded, so its file matches no seed in the
+    sizes and bridges, but every community equals GDSS's exactly (``gnp_random_graph(size, 0.7,
+    seed=i)``).
     """
-    giant = g.subgraph(max(nx.connected_components(g), key=len)).copy()
+    rs = np.random.RandomState(seed)
+    out = []
+    for _ in range(num_graphs):
+        params = {k: int(rs.choice(v)) for k, v in COMMUNITY_SMALL_PARAMS.items()}
+        out.append(community_graph(params["num_communities"], params["max_nodes"], rs))
+    return out
+
+
+def grid_graphs(num_graphs: int = 100, seed: int = 0) -> list[nx.Graph]:
+    """GDSS's grid: ``grid_2d_graph(m, n)`` with m, then n drawn by ``choice`` from 10..19.
+
+    As GDSS's ``gen_graph_list`` with ``np.random.seed(seed)``: pairs are drawn with replacement
+    (GDSS's file holds 66 distinct pairs among its 100 graphs), nodes numbered row by row
+    (``convert_node_labels_to_integers``).
+    """
+    rs = np.random.RandomState(seed)
+    out = []
+    for _ in range(num_graphs):
+        params = {k: int(rs.choice(v)) for k, v in GRID_PARAMS.items()}
+        out.append(nx.convert_node_labels_to_integers(nx.grid_2d_graph(**params)))
+    return out
+
+
+def ego_graphs(g: nx.Graph, num_graphs: int | None = 200, min_nodes: int = 4,
+               max_nodes: int = 18, radius: int = 1) -> list[nx.Graph]:
+    """GDSS's ego-small: the first ``num_graphs`` radius-``radius`` ego nets of ``g``'s giant.
+
+    As GDSS's ``citeseer_ego`` (radius 1, 4..18 nodes, first 200): the largest connected
+    component is renumbered 0..n-1 in its node order, the ego net of every node taken in that
+    order, those with ``min_nodes..max_nodes`` nodes kept (self-loops removed) and the first
+    ``num_graphs`` returned (None: all). Node ids are those of the renumbered component, in
+    networkx's order, as in GDSS's ``ego_small.pkl``.
+    """
+    giant = max((g.subgraph(c) for c in nx.connected_components(g)), key=len)
     giant = nx.convert_node_labels_to_integers(giant)
     out = []
     for v in range(giant.number_of_nodes()):
         ego = nx.ego_graph(giant, v, radius=radius)
         if min_nodes <= ego.number_of_nodes() <= max_nodes:
-            out.append(nx.convert_node_labels_to_integers(ego))
-    order = np.random.default_rng(seed).permutation(len(out))
-    return [out[i] for i in order[:num_graphs]]
+            ego.remove_edges_from(list(nx.selfloop_edges(ego)))
+            out.append(ego)
+            if num_graphs is not None and len(out) == num_graphs:
+                break
+    return out
 
 
 class _PlanetoidUnpickler(pickle.Unpickler):
@@ -129,7 +160,8 @@ def read_planetoid_graph(path: str | Path) -> nx.Graph:
                 or not all(isinstance(v, int) for v in nbrs):
             raise ValueError(f"{path}: node {u!r}: expected an integer id with a list of integer "
                              f"neighbours, got {type(nbrs).__name__}")
-        g.add_node(u)
+    g.add_nodes_from(raw)  # every key first, as nx.from_dict_of_lists (GDSS): fixes node order
+    for u, nbrs in raw.items():
         for v in nbrs:
             if v == u:
                 loops += 1
