@@ -1,12 +1,13 @@
 """Conditioning at sampling time, without retraining.
 
-A guidance object plugs into every Gaussian sampler through two optional hooks:
+Every Gaussian sampler talks to guidance through the :class:`Guidance` protocol's two hooks:
 
 - ``predict(model, x, t) -> (x0_hat, eps_hat)`` changes the model's prediction (energy /
   reconstruction guidance); ``model.raw_predict`` gives the unguided one;
-- ``after_step(x, t_next, procs, generator, final) -> x`` changes the state after each step
-  (replacement / inpainting).
+- ``after_step(x, t_prev, t, procs, generator, final) -> x`` changes the state after each step
+  from ``t_prev`` to ``t`` (replacement / inpainting, TSDiff's DDPM self-guidance).
 
+Subclass :class:`Guidance` and override the hooks you need: the others default to "no change".
 :class:`ClassifierFreeGuidance` is a denoiser wrapper instead (it needs two network calls).
 :class:`Compose` chains several guidances.
 """
@@ -14,16 +15,76 @@ A guidance object plugs into every Gaussian sampler through two optional hooks:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from domaindiff.processes import bcast
+from domaindiff.processes import GaussianProcess, bcast
 
 State = dict[str, Tensor]
+Prediction = tuple[State, State]
 
 
-class Inpainting:
+class GuidedModel(Protocol):
+    """What a guidance hook sees of the sampler's model (see :class:`domaindiff.samplers.base.Model`).
+
+    Attributes:
+        procs: the process of each diffused key.
+    """
+
+    procs: dict[str, GaussianProcess]
+
+    def raw_predict(self, x: State, t: Tensor) -> Prediction:
+        """The unguided prediction ``(x0_hat, eps_hat)`` at the ``(B,)`` times ``t``."""
+        ...
+
+
+@runtime_checkable
+class Guidance(Protocol):
+    """The interface every sampler calls; subclass it and override the hooks you need.
+
+    The defaults change nothing, so a guidance that only edits predictions (or only edits the
+    state after each step) overrides just that hook.
+    """
+
+    def predict(self, model: GuidedModel, x: State, t: Tensor) -> Prediction:
+        """The (guided) prediction ``(x0_hat, eps_hat)`` at the ``(B,)`` times ``t``.
+
+        Args:
+            model: the sampler's model; ``model.raw_predict(x, t)`` is the unguided prediction.
+            x: the current state.
+            t: ``(B,)`` times.
+        """
+        return model.raw_predict(x, t)
+
+    def after_step(self, x: State, t_prev: Tensor, t: Tensor,
+                   procs: Mapping[str, GaussianProcess], generator: torch.Generator | None,
+                   final: bool = False) -> State:
+        """The state after a sampler step from ``t_prev`` to ``t`` (both ``(B,)`` tensors).
+
+        Args:
+            x: the state the sampler produced at ``t``.
+            t_prev: the time the step started from.
+            t: the time the step arrived at.
+            procs: the process of each diffused key.
+            generator: the sampler's random generator.
+            final: whether this was the last step (``x`` is the returned sample).
+        """
+        return x
+
+
+def check_guidance(guidance: object) -> Guidance:
+    """``guidance`` as a :class:`Guidance`, or a TypeError naming the missing hook."""
+    if isinstance(guidance, Guidance):
+        return guidance
+    missing = [h for h in ("predict", "after_step") if not callable(getattr(guidance, h, None))]
+    raise TypeError(f"guidance: {type(guidance).__name__} lacks the hook(s) {missing}; subclass "
+                    "domaindiff.guidance.Guidance (its defaults leave the prediction and the "
+                    "state unchanged)")
+
+
+class Inpainting(Guidance):
     """Replacement guidance: keep the known entries consistent with an observation.
 
     After every step the known entries of each listed component are replaced by the observation
@@ -41,7 +102,10 @@ class Inpainting:
             raise ValueError(f"observed and known must name the same components; differ in {missing}")
         self.observed, self.known = dict(observed), dict(known)
 
-    def after_step(self, x: State, t: Tensor, procs, generator, final: bool = False) -> State:
+    def after_step(self, x: State, t_prev: Tensor, t: Tensor,
+                   procs: Mapping[str, GaussianProcess], generator: torch.Generator | None,
+                   final: bool = False) -> State:
+        """Replace the known entries by the observation noised to ``t`` (itself when final)."""
         x = dict(x)
         for k, y in self.observed.items():
             if k not in procs:
@@ -57,12 +121,16 @@ class Inpainting:
         return x
 
 
-class EnergyGuidance:
+class EnergyGuidance(Guidance):
     """Steer sampling down an energy of the predicted clean sample.
 
     ``eps <- eps + scale * sigma(t) * grad_x E(x0_hat(x_t, t))``, i.e. the score is shifted by
     ``-scale * grad E``: this samples (approximately) from ``p(x) exp(-scale E(x))``. TSDiff's
     self-guidance and DPS are instances.
+
+    Nested in :class:`Compose` after another prediction hook, the gradient flows through the
+    earlier hook's prediction (its own shift is a constant there, as in DPS), so two energy
+    guidances composed guide by the sum of their energies.
 
     Args:
         energy: ``energy(x0_hat_state, t) -> (B,)`` energies (differentiable).
@@ -78,18 +146,27 @@ class EnergyGuidance:
         """Extra per-sample factor on the gradient (1 here; DPS normalises)."""
         return torch.ones_like(residual)
 
-    def predict(self, model, x: State, t: Tensor) -> tuple[State, State]:
+    def predict(self, model: GuidedModel, x: State, t: Tensor) -> Prediction:
+        """The prediction with ``eps`` shifted by ``scale * sigma * grad_x E(x0_hat)``."""
         keys = list(self.keys or model.procs)
+        # an enclosing guidance differentiating through this prediction (Compose) passes a
+        # state that already requires grad: keep its graph instead of cutting it
+        nested = any(x[k].requires_grad for k in keys)
         with torch.enable_grad():
             xg = dict(x)
             for k in keys:
-                xg[k] = x[k].detach().requires_grad_(True)
+                if not x[k].requires_grad:
+                    xg[k] = x[k].detach().requires_grad_(True)
             x0, eps = model.raw_predict(xg, t)
             e = self.energy({**xg, **x0}, t)
-            grads = torch.autograd.grad(e.sum(), [xg[k] for k in keys], allow_unused=True)
+            grads = torch.autograd.grad(e.sum(), [xg[k] for k in keys], allow_unused=True,
+                                        retain_graph=nested)
         factor = self.grad_scale(e.detach())
-        x0 = {k: v.detach() for k, v in x0.items()}
-        eps = {k: v.detach() for k, v in eps.items()}
+        if not nested:
+            x0 = {k: v.detach() for k, v in x0.items()}
+            eps = {k: v.detach() for k, v in eps.items()}
+        else:
+            x0, eps = dict(x0), dict(eps)
         for k, g in zip(keys, grads):
             if g is None:
                 continue
@@ -126,6 +203,7 @@ class ReconstructionGuidance(EnergyGuidance):
         super().__init__(energy, scale, keys)
 
     def grad_scale(self, residual: Tensor) -> Tensor:
+        """``1 / |y - A(x0_hat)|`` with ``normalize`` (DPS), else 1."""
         if not self.normalize:
             return torch.ones_like(residual)
         return 1.0 / residual.clamp_min(1e-12).sqrt()
@@ -145,13 +223,14 @@ class ClassifierFreeGuidance:
         null_cond: the "no condition" value (tensor or scalar broadcast to the condition).
     """
 
-    def __init__(self, denoiser, scale: float, cond_key: str, null_cond: Tensor | float = 0.0
-                 ) -> None:
+    def __init__(self, denoiser: Callable[[State, Tensor], Any], scale: float, cond_key: str,
+                 null_cond: Tensor | float = 0.0) -> None:
         self.denoiser, self.scale, self.cond_key, self.null_cond = (denoiser, float(scale),
                                                                     cond_key, null_cond)
         self.parametrization = getattr(denoiser, "parametrization", "eps")
 
-    def __call__(self, state: State, t: Tensor):
+    def __call__(self, state: State, t: Tensor) -> Tensor | State:
+        """The guided prediction, in the denoiser's own form (tensor or per-key dict)."""
         if self.cond_key not in state:
             raise KeyError(f"ClassifierFreeGuidance: the state has no condition {self.cond_key!r}")
         cond = self.denoiser(state, t)
@@ -163,22 +242,43 @@ class ClassifierFreeGuidance:
         return {k: uncond[k] + self.scale * (cond[k] - uncond[k]) for k in cond}
 
 
-class Compose:
-    """Apply several guidances: prediction hooks nest, step hooks run in order."""
+class _Chained:
+    """A model whose "raw" prediction is another guidance's prediction (for :class:`Compose`)."""
 
-    def __init__(self, *guidances) -> None:
-        self.guidances = guidances
+    def __init__(self, model: GuidedModel, guidance: Guidance) -> None:
+        self.model, self.guidance, self.procs = model, guidance, model.procs
 
-    def predict(self, model, x: State, t: Tensor) -> tuple[State, State]:
-        preds = [g for g in self.guidances if hasattr(g, "predict")]
-        if not preds:
+    def raw_predict(self, x: State, t: Tensor) -> Prediction:
+        return self.guidance.predict(self.model, x, t)
+
+
+class Compose(Guidance):
+    """Apply several guidances in order.
+
+    Prediction hooks compose: the second guidance sees the first one's prediction as its
+    ``model.raw_predict``, the third the second's, and so on (a guidance without a prediction hook
+    passes the prediction through). Step hooks run in order, each on the previous one's state.
+
+    Args:
+        *guidances: :class:`Guidance` objects, applied first to last.
+    """
+
+    def __init__(self, *guidances: Guidance) -> None:
+        self.guidances = tuple(check_guidance(g) for g in guidances)
+
+    def predict(self, model: GuidedModel, x: State, t: Tensor) -> Prediction:
+        """The last guidance's prediction on top of all the earlier ones."""
+        inner = model
+        for g in self.guidances[:-1]:
+            inner = _Chained(inner, g)
+        if not self.guidances:
             return model.raw_predict(x, t)
-        if len(preds) > 1:
-            raise ValueError("Compose supports one prediction-changing guidance at a time")
-        return preds[0].predict(model, x, t)
+        return self.guidances[-1].predict(inner, x, t)
 
-    def after_step(self, x: State, t: Tensor, procs, generator, final: bool = False) -> State:
+    def after_step(self, x: State, t_prev: Tensor, t: Tensor,
+                   procs: Mapping[str, GaussianProcess], generator: torch.Generator | None,
+                   final: bool = False) -> State:
+        """Each guidance's step hook in turn."""
         for g in self.guidances:
-            if hasattr(g, "after_step"):
-                x = g.after_step(x, t, procs, generator, final=final)
+            x = g.after_step(x, t_prev, t, procs, generator, final=final)
         return x

@@ -11,29 +11,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
 
-from domaindiff.samplers.base import Model, as_processes, combine
+from domaindiff.processes import GaussianProcess
+from domaindiff.samplers.base import Denoiser, Model, Processes, State, as_processes, combine
 from domaindiff.samplers.ode import odeint_in_range
 
 
-def _basis(x: Tensor, cols: Tensor, p, state) -> Tensor:
+class LogLikelihood(TypedDict):
+    """What :func:`log_likelihood` returns (a plain dict at run time)."""
+
+    logp: Tensor  #: ``(B,)`` log-density in nats
+    bpd: Tensor  #: ``(B,)`` bits per dimension
+    prior_logp: Tensor  #: ``(B,)`` log-density of the prior at ``x_T``
+    nfe: int  #: network evaluations the ODE solve used
+
+
+def _basis(x: Tensor, cols: Tensor, p: GaussianProcess, state: State) -> Tensor:
     """Projected unit vectors ``P e_i`` for the flat coordinates ``cols``: ``(len(cols), *x.shape)``."""
     e = torch.zeros(len(cols), x.shape[0], x[0].numel(), dtype=x.dtype, device=x.device)
     e[torch.arange(len(cols), device=x.device), :, cols] = 1.0
     return torch.stack([p.space.project(ei.reshape(x.shape), state) for ei in e])
 
 
-def _divergence_exact(v: dict, x: dict, procs, state, chunk: int = 64) -> Tensor:
+def _divergence_exact(v: State, x: State, procs: Mapping[str, GaussianProcess], state: State,
+                      chunk: int = 64) -> Tensor:
     """Trace of each component's projected Jacobian, one vector-Jacobian product per coordinate.
 
     The products for ``chunk`` coordinates at a time go through one batched backward pass
     (``is_grads_batched``); a network whose operations do not support batched gradients falls
     back to one backward pass per coordinate, with the same result.
     """
-    total = 0.0
+    parts: list[Tensor] = []  # (B,) per chunk of coordinates
     for k, p in procs.items():
         batch, n = x[k].shape[0], x[k][0].numel()
         for start in range(0, n, chunk):
@@ -46,21 +58,25 @@ def _divergence_exact(v: dict, x: dict, procs, state, chunk: int = 64) -> Tensor
                 g = torch.stack([torch.autograd.grad(v[k], x[k], grad_outputs=b,
                                                      retain_graph=True)[0] for b in basis])
             g = g.reshape(len(cols), batch, n)
-            total = total + g[torch.arange(len(cols), device=g.device), :, cols].sum(0)
-    return total
+            parts.append(g[torch.arange(len(cols), device=g.device), :, cols].sum(0))
+    return torch.stack(parts).sum(0)
 
 
-def _divergence_hutchinson(v: dict, x: dict, noise: dict) -> Tensor:
+def _divergence_hutchinson(v: State, x: State, noise: State) -> Tensor:
+    """Hutchinson's estimate ``noise^T J noise`` of the divergence, ``(B,)``."""
     keys = list(noise)
     grads = torch.autograd.grad([v[k] for k in keys], [x[k] for k in keys],
                                 grad_outputs=[noise[k] for k in keys], retain_graph=True)
-    return sum((g * noise[k]).reshape(g.shape[0], -1).sum(1) for k, g in zip(keys, grads))
+    return torch.stack([(g * noise[k]).reshape(g.shape[0], -1).sum(1)
+                        for k, g in zip(keys, grads)]).sum(0)
 
 
-def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exact: bool = True,
-                   hutchinson_samples: int = 1, rtol: float = 1e-5, atol: float = 1e-5,
-                   method: str = "dopri5", generator: torch.Generator | None = None,
-                   options: Mapping | None = None, chunk: int = 64) -> dict[str, Tensor]:
+def log_likelihood(denoiser: Denoiser, process: Processes, x0: Tensor | Mapping[str, Tensor], *,
+                   exact: bool = True, hutchinson_samples: int = 1, rtol: float = 1e-5,
+                   atol: float = 1e-5, method: str = "dopri5",
+                   generator: torch.Generator | None = None,
+                   options: Mapping[str, Any] | None = None,
+                   chunk: int = 64) -> LogLikelihood:
     """Log-likelihood of data under the probability-flow ODE of a trained denoiser.
 
     Args:
@@ -86,8 +102,8 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    procs, single = as_processes(process)
-    if torch.is_tensor(x0):
+    procs, _ = as_processes(process)
+    if isinstance(x0, Tensor):
         if len(procs) != 1:
             raise ValueError("x0 is a tensor but the process has several components; pass a dict")
         state = {next(iter(procs)): x0}
@@ -96,14 +112,14 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
     keys = list(procs)
     model = Model(denoiser, procs)
     ref = next(iter(procs.values()))
-    probes = None
+    probes: list[State] = []
     if not exact:
         probes = [{k: p.space.project(torch.randn(state[k].shape, generator=generator,
                                                   dtype=state[k].dtype).to(state[k].device),
                                       state)
                    for k, p in procs.items()} for _ in range(hutchinson_samples)]
 
-    def func(t, ys):
+    def func(t: float, ys: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         xs, _ = ys[:-1], ys[-1]
         with torch.enable_grad():
             xg = {k: y.detach().requires_grad_(True) for k, y in zip(keys, xs)}
@@ -112,7 +128,8 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
             if exact:
                 div = _divergence_exact(v, xg, procs, cur, chunk)
             else:
-                div = sum(_divergence_hutchinson(v, xg, pr) for pr in probes) / len(probes)
+                div = torch.stack([_divergence_hutchinson(v, xg, pr)
+                                   for pr in probes]).mean(0)
         return (*[v[k].detach() for k in keys], div.detach())
 
     first = state[keys[0]]
@@ -123,8 +140,8 @@ def log_likelihood(denoiser, process, x0: Tensor | Mapping[str, Tensor], *, exac
     x_T = {k: y[-1] for k, y in zip(keys, ys[:-1])}
     delta = ys[-1][-1]
     end = combine(state, x_T)
-    prior = sum(p.prior_logp(x_T[k], end) for k, p in procs.items())
+    prior = torch.stack([p.prior_logp(x_T[k], end).to(delta) for k, p in procs.items()]).sum(0)
     logp = prior + delta
-    dims = sum(p.space.dim(state[k], state) for k, p in procs.items())
+    dims = torch.stack([p.space.dim(state[k], state).to(logp) for k, p in procs.items()]).sum(0)
     return {"logp": logp, "bpd": -logp / (dims * math.log(2)), "prior_logp": prior,
             "nfe": model.nfe}

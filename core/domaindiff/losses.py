@@ -16,19 +16,25 @@ Non-uniform weightings are expressed in the network's parametrization through th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from domaindiff.parametrization import check, eps_error_factor, from_x0_eps
 from domaindiff.processes import GaussianProcess, bcast
+from domaindiff.samplers.base import SINGLE_KEY, Processes, State, as_processes
+
+#: ``network(state_t, t) -> {key: prediction}`` (or one tensor for a single component)
+Network = Callable[[State, Tensor], Tensor | Mapping[str, Tensor]]
 
 WEIGHTINGS = ("uniform", "likelihood", "min_snr")
 TIME_SAMPLERS = ("uniform", "stratified", "lognormal")
 
 
 def sample_time(n: int, process: GaussianProcess, kind: str = "uniform",
-                generator: torch.Generator | None = None, device=None,
+                generator: torch.Generator | None = None,
+                device: torch.device | str | None = None,
                 p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
     """Training times in ``[t_min, T]``.
 
@@ -74,13 +80,29 @@ def weight(weighting: str, parametrization: str, t: Tensor, process: GaussianPro
     raise ValueError(f"weighting: unknown {weighting!r}; choose one of {WEIGHTINGS}")
 
 
-def denoising_loss(network: Callable[[dict, Tensor], Mapping[str, Tensor]],
-                   process: GaussianProcess | Mapping[str, GaussianProcess],
-                   x0: Tensor | Mapping[str, Tensor], *, parametrization: str | Mapping = "eps",
-                   weighting: str = "uniform", reduction: str = "mean", t: Tensor | None = None,
+def denoising_loss(network: Network, process: Processes, x0: Tensor | Mapping[str, Tensor], *,
+                   parametrization: str | Mapping[str, str] = "eps", weighting: str = "uniform",
+                   reduction: str = "mean", t: Tensor | None = None,
                    time_sampler: str = "uniform", generator: torch.Generator | None = None,
-                   min_snr_gamma: float = 5.0, return_parts: bool = False):
-    """Denoising score-matching loss for one batch; one ``t`` per sample shared by components.
+                   min_snr_gamma: float = 5.0) -> Tensor:
+    """Denoising score-matching loss for one batch: the sum of :func:`denoising_loss_parts`.
+
+    The arguments are those of :func:`denoising_loss_parts`.
+    """
+    total, _ = denoising_loss_parts(
+        network, process, x0, parametrization=parametrization, weighting=weighting,
+        reduction=reduction, t=t, time_sampler=time_sampler, generator=generator,
+        min_snr_gamma=min_snr_gamma)
+    return total
+
+
+def denoising_loss_parts(
+        network: Network, process: Processes, x0: Tensor | Mapping[str, Tensor], *,
+        parametrization: str | Mapping[str, str] = "eps", weighting: str = "uniform",
+        reduction: str = "mean", t: Tensor | None = None, time_sampler: str = "uniform",
+        generator: torch.Generator | None = None,
+        min_snr_gamma: float = 5.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """Denoising score-matching loss per component; one ``t`` per sample shared by components.
 
     Args:
         network: ``network(state_t, t) -> {key: prediction}`` (a tensor for one component).
@@ -94,14 +116,12 @@ def denoising_loss(network: Callable[[dict, Tensor], Mapping[str, Tensor]],
         time_sampler: see :func:`sample_time`.
         generator: random generator for times and noise.
         min_snr_gamma: gamma of ``min_snr``.
-        return_parts: also return the per-component losses.
 
     Returns:
-        The scalar loss (and a dict of per-component losses if ``return_parts``).
+        The scalar loss and the dict of per-component losses it sums.
     """
-    single = not isinstance(process, Mapping)
-    procs = {"x": process} if single else dict(process)
-    state = {"x": x0} if single else dict(x0)
+    procs, _ = as_processes(process)
+    state: State = {SINGLE_KEY: x0} if isinstance(x0, Tensor) else dict(x0)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction: unknown {reduction!r}; use 'mean' or 'sum'")
     kinds = parametrization if isinstance(parametrization, Mapping) else {
@@ -111,16 +131,16 @@ def denoising_loss(network: Callable[[dict, Tensor], Mapping[str, Tensor]],
     if t is None:
         t = sample_time(b, procs[ref_key], time_sampler, generator, state[ref_key].device)
     t = t.to(state[ref_key])
-    noisy, targets = dict(state), {}
+    noisy: State = dict(state)
+    targets: State = {}
     for k, p in procs.items():
         x = p.space.project(state[k], state)
         eps = p.space.noise(x, state, generator)
         noisy[k] = p.q_sample(x, t, eps)
         targets[k] = from_x0_eps(x, eps, check(kinds[k]), t, p)
-    out = network(noisy, t)
-    if torch.is_tensor(out):
-        out = {ref_key: out}
-    parts = {}
+    pred = network(noisy, t)
+    out = {ref_key: pred} if isinstance(pred, Tensor) else pred
+    parts: dict[str, Tensor] = {}
     total = torch.zeros((), device=t.device, dtype=t.dtype)
     for k, p in procs.items():
         err = p.space.project(out[k] - targets[k], noisy)
@@ -130,10 +150,11 @@ def denoising_loss(network: Callable[[dict, Tensor], Mapping[str, Tensor]],
         w = weight(weighting, kinds[k], t, p, min_snr_gamma)
         parts[k] = (bcast(w, per) * per).mean()
         total = total + parts[k]
-    return (total, parts) if return_parts else total
+    return total, parts
 
 
-def flow_matching_loss(network, process, x0, **kwargs):
+def flow_matching_loss(network: Network, process: Processes, x0: Tensor | Mapping[str, Tensor],
+                       **kwargs: Any) -> Tensor:
     """Flow matching: the uniform-weighted velocity loss (use with an :class:`Interpolant`)."""
     kwargs.setdefault("parametrization", "velocity")
     kwargs.setdefault("weighting", "uniform")

@@ -7,16 +7,22 @@ Time runs from ``t_min`` (data) to ``T`` (noise). Every Gaussian process here ha
 which is all the samplers need: the SDE drift ``f(t) = alpha'(t)/alpha(t)``, the squared
 diffusion ``g^2(t) = 2 sigma sigma' - 2 f sigma^2``, the half log-SNR ``lambda(t) = log(alpha/sigma)``
 and the probability-flow velocity ``alpha' x_0 + sigma' eps`` all follow from ``alpha`` and ``sigma``.
-Subclasses give ``alpha`` and ``sigma`` (and their derivatives where a closed form is handy).
+:class:`GaussianProcess` is an abstract base: subclasses give ``alpha`` and ``sigma`` (and their
+derivatives where a closed form is handy).
 
-:class:`Bernoulli` is the binary diffusion for 0/1 data (Echo-DND, BerDiff); it is discrete-time.
+:class:`Bernoulli` is the binary diffusion for 0/1 data (Echo-DND, BerDiff). Its marginals are not
+Gaussian and it is discrete-time, so it is deliberately *not* a :class:`GaussianProcess`: the
+Gaussian samplers refuse it and it has its own sampler
+(:func:`domaindiff.samplers.sample_bernoulli`).
 """
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,8 +42,11 @@ def _t(t: Tensor | float) -> Tensor:
     return torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t) else t
 
 
-class GaussianProcess:
-    """Base class of the processes with Gaussian marginals ``alpha(t) x0 + sigma(t) eps``.
+class GaussianProcess(abc.ABC):
+    """Abstract base of the processes with Gaussian marginals ``alpha(t) x0 + sigma(t) eps``.
+
+    A subclass must implement :meth:`alpha` and :meth:`sigma`; everything else (SDE, log-SNR,
+    derivatives, time grids, prior) follows from them and may be overridden with closed forms.
 
     Args:
         T: final time (noise end).
@@ -56,13 +65,13 @@ class GaussianProcess:
         self.space = space if space is not None else Plain()
 
     # --- to be provided by subclasses -------------------------------------------------------
+    @abc.abstractmethod
     def alpha(self, t: Tensor) -> Tensor:
         """Mean coefficient of the marginal."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sigma(self, t: Tensor) -> Tensor:
         """Standard deviation of the marginal."""
-        raise NotImplementedError
 
     @property
     def prior_std(self) -> float:
@@ -70,7 +79,7 @@ class GaussianProcess:
         return float(self.sigma(torch.tensor(self.T, dtype=torch.float64)))
 
     # --- derived quantities --------------------------------------------------------------------
-    def _derivative(self, fn, t: Tensor) -> Tensor:
+    def _derivative(self, fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
         with torch.enable_grad():
             tt = t.detach().to(torch.float64).requires_grad_(True)
             out = fn(tt)
@@ -606,13 +615,13 @@ class Bernoulli:
         return f"Bernoulli(num_steps={self.num_steps})"
 
 
-PROCESSES: dict[str, type] = {
+PROCESSES: dict[str, type[GaussianProcess]] = {
     "vp": VP, "subvp": SubVP, "ve": VE, "ddpm": DiscreteDDPM, "edm": EDM,
     "interpolant": Interpolant,
 }
 
 
-def make_process(name: str, space: Space | None = None, **kwargs) -> GaussianProcess:
+def make_process(name: str, space: Space | None = None, **kwargs: Any) -> GaussianProcess:
     """Build a Gaussian process by short name with keyword settings.
 
     Names: ``vp``, ``subvp``, ``ve``, ``ddpm``, ``edm``, ``interpolant``; a bad name or setting

@@ -5,13 +5,15 @@ from domaindiff.guidance import (
     ClassifierFreeGuidance,
     Compose,
     EnergyGuidance,
+    Guidance,
     Inpainting,
     ReconstructionGuidance,
 )
 from domaindiff.losses import denoising_loss, flow_matching_loss, sample_time
 from domaindiff.parametrization import convert
 from domaindiff.processes import VP, Interpolant
-from domaindiff.samplers import get_sampler
+from domaindiff.samplers import SAMPLERS, get_sampler
+from domaindiff.samplers.base import Model
 from domaindiff.toy.mixtures import ExactDenoiser, GaussianMixture
 
 MIX = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), torch.tensor([0.2, 0.2]))
@@ -73,6 +75,112 @@ def test_compose_runs_step_hooks():
     g = Compose(Inpainting({"x": torch.ones(4, 2)}, {"x": torch.ones(4, 2)}))
     out = get_sampler("ddim")(ExactDenoiser(MIX, VP()), VP(), (4, 2), 5, guidance=g)
     assert torch.equal(out, torch.ones(4, 2))
+
+
+class AddToEps(Guidance):
+    """A prediction hook: ``eps + c`` (x0 left alone: enough to see the order of composition)."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def predict(self, model, x, t):
+        x0, eps = model.raw_predict(x, t)
+        return x0, {k: v + self.c for k, v in eps.items()}
+
+
+class ScaleEps(AddToEps):
+    def predict(self, model, x, t):
+        x0, eps = model.raw_predict(x, t)
+        return x0, {k: v * self.c for k, v in eps.items()}
+
+
+class _Then:
+    """``outer`` applied on top of ``inner``: the sequence, written out by hand."""
+
+    def __init__(self, model, inner):
+        self.model, self.inner, self.procs = model, inner, model.procs
+
+    def raw_predict(self, x, t):
+        return self.inner.predict(self.model, x, t)
+
+
+def _model(den=None):
+    proc = VP()
+    return Model(den or (lambda s, t: {"x": 0.5 * s["x"]}), {"x": proc})
+
+
+def test_compose_of_two_prediction_hooks_is_applying_them_in_sequence():
+    model, x, t = _model(), {"x": torch.randn(3, 2)}, torch.full((3,), 0.4)
+    a, b = AddToEps(1.0), ScaleEps(2.0)
+    _, raw = model.raw_predict(x, t)
+    _, ab = Compose(a, b).predict(model, x, t)  # raised "one prediction-changing guidance" before
+    _, ba = Compose(b, a).predict(model, x, t)
+    torch.testing.assert_close(ab["x"], (raw["x"] + 1.0) * 2.0)
+    torch.testing.assert_close(ba["x"], raw["x"] * 2.0 + 1.0)
+    _, seq = b.predict(_Then(model, a), x, t)
+    torch.testing.assert_close(ab["x"], seq["x"])
+    # a step-only guidance in the chain passes the prediction through
+    inp = Inpainting({"x": torch.zeros(3, 2)}, {"x": torch.zeros(3, 2)})
+    _, mixed = Compose(a, inp, b).predict(model, x, t)
+    torch.testing.assert_close(mixed["x"], ab["x"])
+
+
+def test_compose_of_two_energy_guidances_guides_by_the_summed_energy():
+    """The second energy's gradient flows through the first one's prediction (DPS-style)."""
+    model, x, t = _model(), {"x": torch.randn(4, 2)}, torch.full((4,), 0.3)
+    w1, w2 = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
+    g1 = EnergyGuidance(lambda s, t: s["x"] @ w1, scale=0.7)
+    g2 = EnergyGuidance(lambda s, t: s["x"] @ w2, scale=0.7)
+    both = EnergyGuidance(lambda s, t: s["x"] @ (w1 + w2), scale=0.7)
+    x0c, epsc = Compose(g1, g2).predict(model, x, t)
+    x0s, epss = both.predict(model, x, t)
+    torch.testing.assert_close(epsc["x"], epss["x"])
+    torch.testing.assert_close(x0c["x"], x0s["x"])
+    assert not epsc["x"].requires_grad and not x.get("x").requires_grad
+    _, raw = model.raw_predict(x, t)
+    assert not torch.allclose(epsc["x"], g1.predict(model, x, t)[1]["x"])  # g2 did something
+    assert not torch.allclose(epsc["x"], raw["x"])
+
+
+class RecordSteps(Guidance):
+    def __init__(self):
+        self.seen = []
+
+    def after_step(self, x, t_prev, t, procs, generator, final=False):
+        assert t_prev.shape == t.shape == (x["x"].shape[0],)
+        self.seen.append((float(t_prev[0]), float(t[0]), final))
+        return x
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_after_step_receives_the_previous_and_the_new_time(name):
+    proc = VP()
+    rec = RecordSteps()
+    steps = 6
+    get_sampler(name)(lambda s, t: torch.zeros_like(s["x"]), proc, (2, 2), steps,
+                      guidance=rec, generator=torch.Generator().manual_seed(0))
+    seen = rec.seen
+    assert seen, name
+    assert seen[0][0] == pytest.approx(proc.T), name  # the first step starts at T
+    for (p0, t0, f0), (p1, _, _) in zip(seen, seen[1:]):
+        assert p1 == pytest.approx(t0) and not f0, name  # each step starts where the last ended
+    assert all(p > t for p, t, _ in seen), name  # time runs backwards
+    assert seen[-1][2] and seen[-1][1] == pytest.approx(0.0 if name in ("ancestral", "ddim")
+                                                        else proc.t_min), name
+
+
+def test_guidance_without_the_hooks_is_refused_clearly():
+    class OnlyAfterStep:  # duck-typed, not a Guidance: the missing hook is named
+        def after_step(self, x, t_prev, t, procs, generator, final=False):
+            return x
+
+    with pytest.raises(TypeError, match=r"OnlyAfterStep lacks the hook\(s\) \['predict'\]"):
+        get_sampler("ddim")(lambda s, t: torch.zeros_like(s["x"]), VP(), (2, 2), 3,
+                            guidance=OnlyAfterStep())
+    with pytest.raises(TypeError, match="subclass domaindiff.guidance.Guidance"):
+        Compose(object())
+    # a subclass overriding one hook gets the "no change" default for the other
+    assert isinstance(RecordSteps(), Guidance) and isinstance(Inpainting({}, {}), Guidance)
 
 
 def test_losses_are_consistent_across_parametrizations():

@@ -123,8 +123,9 @@ def test_sample_ode_takes_solver_options():
         calls.append(float(t[0]))
         return torch.zeros_like(x["x"])
 
-    sample_ode(den, proc, (2, 2), None, method="rk4", options={"step_size": 0.05})
-    assert len(calls) == 4 * 20 and sample_ode.nfe == 80  # rk4: 4 per step, 20 steps
+    info: dict = {}
+    sample_ode(den, proc, (2, 2), None, method="rk4", options={"step_size": 0.05}, info=info)
+    assert len(calls) == 4 * 20 and info["nfe"] == 80  # rk4: 4 per step, 20 steps
     assert min(calls) >= proc.t_min and max(calls) <= proc.T
     # a step_t/jump_t of the user's (lists, even the end point itself) is honoured, not duplicated
     calls.clear()

@@ -151,3 +151,34 @@ def test_with_t_min_copies_the_process():
     torch.testing.assert_close(q.alpha(torch.tensor([0.3])), p.alpha(torch.tensor([0.3])))
     with pytest.raises(ValueError, match="t_min"):
         p.with_t_min(1.5)
+
+
+def test_gaussian_process_is_an_abstract_base_and_bernoulli_is_outside_it():
+    with pytest.raises(TypeError, match="abstract"):
+        GaussianProcess()  # was instantiable: alpha/sigma raised only when first called
+
+    class NoSigma(GaussianProcess):
+        def alpha(self, t):
+            return torch.ones_like(t)
+
+    with pytest.raises(TypeError, match="sigma"):
+        NoSigma()
+
+    class Const(NoSigma):
+        def sigma(self, t):
+            return torch.full_like(t, 0.5)
+
+    assert float(Const().prior_std) == 0.5  # the two methods are all a subclass must give
+    assert all(isinstance(p, GaussianProcess) for p in PROCESSES)
+    assert not isinstance(Bernoulli(num_steps=4), GaussianProcess)
+    assert not issubclass(Bernoulli, GaussianProcess)
+
+
+def test_gaussian_samplers_refuse_the_bernoulli_process():
+    from domaindiff.samplers import get_sampler, sample_bernoulli
+
+    with pytest.raises(TypeError, match=r"process\['x'\]: expected a GaussianProcess, got "
+                                        r"Bernoulli; use sample_bernoulli"):
+        get_sampler("ddim")(lambda s, t: s["x"], Bernoulli(num_steps=4), (2, 2), 3)
+    with pytest.raises(TypeError, match="needs a Bernoulli process, got VP"):
+        sample_bernoulli(lambda s, t: s["x"], VP(), (2, 2), 3)

@@ -101,6 +101,41 @@ def test_steps_count_network_evaluations():
             assert len(calls) == steps - (steps % 2 if name == "pc" else 0), name
 
 
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_reports_its_nfe_the_same_way(name):
+    """``info["nfe"]`` is the number of network calls; each callback carries the running count."""
+    calls = []
+
+    def den(x, t):
+        calls.append(1)
+        return torch.zeros_like(x["x"])
+
+    info = {}
+    seen = []
+    get_sampler(name)(den, VP(), (3, 2), 7, info=info, callback=lambda d: seen.append(d["nfe"]),
+                      generator=torch.Generator().manual_seed(0))
+    assert info["nfe"] == len(calls) > 0, name
+    assert seen and seen[-1] == len(calls) and seen == sorted(seen), name
+    if name != "ode":  # adaptive: ignores steps
+        assert len(calls) <= 7, name
+
+
+def test_nfe_counts_guidance_evaluations_and_the_bernoulli_sampler():
+    from domaindiff.guidance import EnergyGuidance
+    from domaindiff.processes import Bernoulli
+    from domaindiff.samplers import sample_bernoulli
+
+    info = {}
+    guid = EnergyGuidance(lambda s, t: s["x"].sum(1))  # one (differentiated) call per step
+    get_sampler("ddim")(lambda x, t: 0.1 * x["x"], VP(), (2, 2), 5, guidance=guid, info=info)
+    assert info["nfe"] == 5
+    info.clear()
+    seen = []
+    sample_bernoulli(lambda s, t: torch.full_like(s["x"], 0.5), Bernoulli(num_steps=10), (2, 3), 4,
+                     info=info, callback=lambda d: seen.append(d["nfe"]))
+    assert info["nfe"] == 4 and seen == [1, 2, 3, 4]
+
+
 def test_time_points_convention():
     """n NFE: n+1 points from T; integrators end at t_min, posterior samplers at t = 0."""
     proc = VP()

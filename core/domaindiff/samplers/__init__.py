@@ -1,7 +1,7 @@
 """Samplers: one module per family, one signature for all.
 
     sample_<name>(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                  generator=None, progress=False, **options) -> state
+                  generator=None, progress=False, prior=None, info=None, **options) -> state
 
 ``steps`` counts network evaluations (NFE). The time-points convention, once: a first-order
 sampler with ``steps = n`` visits ``n + 1`` points ``T = t_0 > ... > t_n`` and evaluates the
@@ -11,11 +11,16 @@ posterior samplers (``ancestral``, ``ddim``) ``t_{n-1} = t_min`` and ``t_n = 0``
 last clean prediction), so that ``ancestral`` with ``n = N`` is exactly DDPM. Samplers that take
 several evaluations per step fit as many steps as the budget allows (see each docstring);
 ``ode`` is adaptive and ignores ``steps``.
+
+Every sampler reports the network evaluations it used the same way: a dict passed as ``info``
+receives ``info["nfe"]``, and each callback dict carries the running count under ``"nfe"``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 from domaindiff.samplers.bernoulli import sample_bernoulli
 from domaindiff.samplers.ddpm import sample_ancestral, sample_ddim
@@ -24,7 +29,7 @@ from domaindiff.samplers.dpm_solver import sample_dpm_solver, sample_dpm_solver_
 from domaindiff.samplers.ode import sample_euler, sample_heun, sample_ode
 from domaindiff.samplers.sde import sample_euler_maruyama, sample_pc
 
-SAMPLERS: dict[str, Callable] = {
+SAMPLERS: dict[str, Callable[..., Any]] = {
     "euler_maruyama": sample_euler_maruyama,
     "pc": sample_pc,
     "ancestral": sample_ancestral,
@@ -38,12 +43,12 @@ SAMPLERS: dict[str, Callable] = {
 }
 
 
-def register_sampler(name: str, fn: Callable) -> None:
+def register_sampler(name: str, fn: Callable[..., Any]) -> None:
     """Make a plugin's sampler available by name (e.g. GDSS's S4 solver)."""
     SAMPLERS[name] = fn
 
 
-def get_sampler(name: str) -> Callable:
+def get_sampler(name: str) -> Callable[..., Any]:
     """Look a sampler up by name (aliases: ``dpm_solver1/2/3``, ``ddpm``); clear error otherwise."""
     aliases = {"ddpm": ("ancestral", {}), "em": ("euler_maruyama", {}),
                "dpm_solver1": ("dpm_solver", {"order": 1}),
@@ -56,12 +61,12 @@ def get_sampler(name: str) -> Callable:
         base, kw = aliases[name]
         fn = SAMPLERS[base]
 
-        def aliased(*args, **kwargs):
+        # wraps sets __wrapped__: inspect.signature shows the options (domaindiff sample checks)
+        @functools.wraps(fn)
+        def aliased(*args: Any, **kwargs: Any) -> Any:
             return fn(*args, **{**kw, **kwargs})
 
-        aliased.__name__ = f"sample_{name}"
-        aliased.__doc__ = fn.__doc__
-        aliased.__wrapped__ = fn  # inspect.signature shows the options (domaindiff sample checks)
+        aliased.__name__ = aliased.__qualname__ = f"sample_{name}"
         return aliased
     raise ValueError(f"unknown sampler {name!r}; available: {sorted(SAMPLERS) + sorted(aliases)}")
 

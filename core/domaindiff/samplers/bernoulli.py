@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import torch
+from torch import Tensor
+
+from domaindiff.guidance import Guidance
 from domaindiff.processes import Bernoulli
-from domaindiff.samplers.base import emit, steps_iter
+from domaindiff.samplers.base import (
+    Callback,
+    CountingDenoiser,
+    Denoiser,
+    State,
+    emit,
+    report_nfe,
+    steps_iter,
+)
 
 
 def bernoulli_time_points(num_steps: int, steps: int) -> list[int]:
@@ -17,8 +30,12 @@ def bernoulli_time_points(num_steps: int, steps: int) -> list[int]:
     return [*pts, 0]
 
 
-def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, guidance=None,
-                     callback=None, generator=None, progress=False, key="x", threshold=None):
+def sample_bernoulli(
+        denoiser: Denoiser, process: Bernoulli, shape_or_template: Sequence[int] | Mapping[str, Tensor],
+        steps: int, *, guidance: Guidance | None = None, callback: Callback | None = None,
+        generator: torch.Generator | None = None, progress: bool = False,
+        info: dict[str, Any] | None = None, key: str = "x",
+        threshold: float | None = None) -> Tensor | State:
     """Sample binary data by walking the reverse chain ``p(x_j | x_i)`` (exact skip-step posterior).
 
     The denoiser returns the probability that the clean value is 1 (``x0_hat``), from the state
@@ -36,13 +53,19 @@ def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, 
         callback: per-step callback.
         generator: random generator.
         progress: show a progress bar.
+        info: if a dict, receives ``info["nfe"]``, the network evaluations used.
         key: the binary component's key.
         threshold: if given, binarise the final probabilities.
     """
     if guidance is not None:
         raise ValueError("guidance is not supported by the Bernoulli sampler")
-    single = not isinstance(shape_or_template, dict)
-    state = {key: torch.zeros(tuple(shape_or_template))} if single else dict(shape_or_template)
+    if not isinstance(process, Bernoulli):
+        raise TypeError(f"process: sample_bernoulli needs a Bernoulli process, got "
+                        f"{type(process).__name__}")
+    net = CountingDenoiser(denoiser)
+    single = not isinstance(shape_or_template, Mapping)
+    state: State = (dict(shape_or_template) if isinstance(shape_or_template, Mapping)
+                    else {key: torch.zeros(tuple(shape_or_template))})
     like = state[key]
     pts = bernoulli_time_points(process.num_steps, steps)
     gdev = generator.device if generator is not None else like.device
@@ -53,7 +76,7 @@ def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, 
     for n in steps_iter(len(pts) - 1, progress, "bernoulli"):
         i, j = pts[n], pts[n + 1]
         t = torch.full((b,), i / process.num_steps, device=like.device, dtype=like.dtype)
-        out = denoiser(state, t)
+        out = net(state, t)
         prob = (out[key] if isinstance(out, dict) else out).clamp(0.0, 1.0)
         if j == 0:
             state[key] = prob if threshold is None else (prob > threshold).to(like.dtype)
@@ -63,5 +86,6 @@ def sample_bernoulli(denoiser, process: Bernoulli, shape_or_template, steps, *, 
             r = torch.rand(post.shape, generator=generator, device=gdev,
                            dtype=post.dtype).to(post.device)
             state[key] = (r < post).to(like.dtype)
-        emit(callback, n, j / process.num_steps, state, {key: prob})
+        emit(callback, n, j / process.num_steps, state, {key: prob}, net.nfe)
+    report_nfe(info, net.nfe)
     return state[key] if single else state

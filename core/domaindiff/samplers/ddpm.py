@@ -10,19 +10,36 @@ exactly the DDPM sampler of Ho et al. (2020).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import torch
+from torch import Tensor
+
+from domaindiff.guidance import Guidance
+from domaindiff.processes import GaussianProcess
 from domaindiff.samplers.base import (
+    Callback,
+    Denoiser,
     Model,
+    Processes,
+    Sample,
+    Start,
     combine,
     emit,
     noise_like,
+    report_nfe,
     scalar,
     setup,
     steps_iter,
 )
 
+#: ``update(posterior coefficients, x_t, x0_hat, eps_hat, z) -> x_s``
+Update = Callable[[dict[str, float], Tensor, Tensor, Tensor, Tensor], Tensor]
 
-def ddpm_time_points(procs, steps: int, schedule: str | None = None) -> list[float]:
+
+def ddpm_time_points(procs: Mapping[str, GaussianProcess], steps: int,
+                     schedule: str | None = None) -> list[float]:
     """``steps`` evaluation times from ``T`` to ``t_min``, then 0."""
     if steps < 1:
         raise ValueError(f"steps: need at least 1 network evaluation, got {steps}")
@@ -31,7 +48,7 @@ def ddpm_time_points(procs, steps: int, schedule: str | None = None) -> list[flo
     return [*grid, 0.0]
 
 
-def _posterior(p, t: float, s: float):
+def _posterior(p: GaussianProcess, t: float, s: float) -> dict[str, float]:
     """Coefficients of ``q(x_s | x_t, x0) = N(c_xt x_t + c_x0 x0, var)``."""
     a_t, s_t = scalar(p, "alpha", t), scalar(p, "sigma", t)
     a_s, s_s = scalar(p, "alpha", s), scalar(p, "sigma", s)
@@ -46,8 +63,10 @@ def _posterior(p, t: float, s: float):
     }
 
 
-def _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-         schedule, update, name, prior=None):
+def _run(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int,
+         guidance: Guidance | None, callback: Callback | None,
+         generator: torch.Generator | None, progress: bool, schedule: str | None,
+         update: Update, name: str, prior: bool | None, info: dict[str, Any] | None) -> Sample:
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = ddpm_time_points(st.procs, steps, schedule)
@@ -61,39 +80,50 @@ def _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, 
             z = noise_like(x, st.procs, generator)
             upd = {k: update(_posterior(p, t, s), x[k], x0[k], eps[k], z[k])
                    for k, p in st.procs.items()}
-        x = model.after_step(combine(x, upd), s, generator, final=last)
-        emit(callback, i, s, x, x0)
+        x = model.after_step(combine(x, upd), t, s, generator, final=last)
+        emit(callback, i, s, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)
 
 
-def sample_ancestral(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                     generator=None, progress=False, prior=None, schedule=None):
+def sample_ancestral(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = None) -> Sample:
     """Ancestral sampling from the Gaussian posterior ``q(x_s | x_t, x0_hat)`` (DDPM).
 
     Works for any Gaussian process (the posterior of ``x_t = alpha x0 + sigma eps`` is exact for
-    every pair of times); ``steps`` network evaluations.
+    every pair of times); ``steps`` network evaluations. The common arguments are described in
+    :mod:`domaindiff.samplers.base`.
     """
 
-    def update(c, xt, x0, eps, z):
+    def update(c: dict[str, float], xt: Tensor, x0: Tensor, eps: Tensor, z: Tensor) -> Tensor:
         return c["c_xt"] * xt + c["c_x0"] * x0 + math.sqrt(c["var"]) * z
 
     return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-                schedule, update, "ancestral", prior)
+                schedule, update, "ancestral", prior, info)
 
 
-def sample_ddim(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                generator=None, progress=False, prior=None, eta=0.0, schedule=None):
+def sample_ddim(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        eta: float = 0.0, schedule: str | None = None) -> Sample:
     """DDIM (Song et al. 2021): ``x_s = a_s x0 + sqrt(s_s^2 - c^2) eps + c z``.
 
     ``c = eta * sqrt(posterior variance)``: ``eta = 0`` is deterministic, ``eta = 1`` is ancestral.
+    The common arguments are described in :mod:`domaindiff.samplers.base`.
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
 
-    def update(c, xt, x0, eps, z):
+    def update(c: dict[str, float], xt: Tensor, x0: Tensor, eps: Tensor, z: Tensor) -> Tensor:
         noise_std = eta * math.sqrt(c["var"])
         keep = math.sqrt(max(c["s_s"] ** 2 - noise_std**2, 0.0))
         return c["a_s"] * x0 + keep * eps + noise_std * z
 
     return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-                schedule, update, "ddim", prior)
+                schedule, update, "ddim", prior, info)

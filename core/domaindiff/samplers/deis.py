@@ -12,15 +12,34 @@ quadrature (no network evaluations). The first steps warm up with lower orders.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from domaindiff.samplers.base import Model, combine, emit, setup, steps_iter, time_points
+from domaindiff.guidance import Guidance
+from domaindiff.processes import GaussianProcess
+from domaindiff.samplers.base import (
+    Callback,
+    Denoiser,
+    Model,
+    Processes,
+    Sample,
+    Start,
+    State,
+    combine,
+    emit,
+    report_nfe,
+    setup,
+    steps_iter,
+    time_points,
+)
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
 
 
-def deis_coefficients(p, t0: float, t1: float, nodes: list[float]) -> list[float]:
+def deis_coefficients(p: GaussianProcess, t0: float, t1: float,
+                      nodes: list[float]) -> list[float]:
     """``int_{t0}^{t1} alpha(t1)/alpha(tau) k(tau) l_j(tau) dtau`` for the Lagrange basis on nodes."""
     tau = 0.5 * (t1 - t0) * _GL_NODES + 0.5 * (t1 + t0)
     w = 0.5 * (t1 - t0) * _GL_WEIGHTS
@@ -37,11 +56,16 @@ def deis_coefficients(p, t0: float, t1: float, nodes: list[float]) -> list[float
     return out
 
 
-def sample_deis(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                generator=None, progress=False, prior=None, order=3, schedule="logsnr"):
+def sample_deis(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        order: int = 3, schedule: str | None = "logsnr") -> Sample:
     """tAB-DEIS of the given order (1-4): ``steps`` evaluations on ``steps + 1`` points.
 
     Order 1 is DDIM (exactly, since the exponential integral of a constant ``eps`` is exact).
+    The common arguments are described in :mod:`domaindiff.samplers.base`.
     """
     if order not in (1, 2, 3, 4):
         raise ValueError(f"order must be 1..4, got {order}")
@@ -49,19 +73,21 @@ def sample_deis(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, steps, schedule)
     hist_t: list[float] = []
-    hist_eps: list[dict] = []
+    hist_eps: list[State] = []
     for i in steps_iter(steps, progress, f"deis{order}"):
         t, t_next = ts[i], ts[i + 1]
         x0, eps = model.predict(x, t)
         hist_t.insert(0, t)
         hist_eps.insert(0, eps)
         del hist_t[order:], hist_eps[order:]
-        upd = {}
+        upd: State = {}
         for k, p in st.procs.items():
             coeff = deis_coefficients(p, t, t_next, hist_t)
             ratio = float(p.alpha(torch.tensor(t_next, dtype=torch.float64))
                           / p.alpha(torch.tensor(t, dtype=torch.float64)))
-            upd[k] = ratio * x[k] + sum(c * e[k] for c, e in zip(coeff, hist_eps))
-        x = model.after_step(combine(x, upd), t_next, generator, final=i == steps - 1)
-        emit(callback, i, t_next, x, x0)
+            upd[k] = ratio * x[k] + sum(
+                (c * e[k] for c, e in zip(coeff, hist_eps)), torch.zeros_like(x[k]))
+        x = model.after_step(combine(x, upd), t, t_next, generator, final=i == steps - 1)
+        emit(callback, i, t_next, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)

@@ -9,14 +9,25 @@ time points, chosen uniformly in the first component's ``lambda``; each componen
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch import Tensor
 
+from domaindiff.guidance import Guidance
+from domaindiff.processes import GaussianProcess
 from domaindiff.samplers.base import (
+    Callback,
+    Denoiser,
     Model,
+    Processes,
+    Sample,
+    Start,
+    State,
     combine,
     emit,
     reference_process,
+    report_nfe,
     scalar,
     setup,
     steps_iter,
@@ -24,11 +35,11 @@ from domaindiff.samplers.base import (
 )
 
 
-def _lam(p, t: float) -> float:
+def _lam(p: GaussianProcess, t: float) -> float:
     return scalar(p, "lambda_", t)
 
 
-def _ratio(p, s: float, t: float) -> float:
+def _ratio(p: GaussianProcess, s: float, t: float) -> float:
     return scalar(p, "alpha", t) / scalar(p, "alpha", s)
 
 
@@ -42,13 +53,18 @@ def singlestep_orders(steps: int, order: int) -> list[int]:
     return [order] * k + ([r] if r else [])
 
 
-def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                      generator=None, progress=False, prior=None, order=3, schedule="logsnr"):
+def sample_dpm_solver(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        order: int = 3, schedule: str | None = "logsnr") -> Sample:
     """Singlestep DPM-Solver-1/2/3 (noise prediction form).
 
     ``steps // order`` steps of the given order and, if ``steps`` is not a multiple of ``order``,
     one final step of the remaining lower order: exactly ``steps`` evaluations. DPM-Solver-1 is
     DDIM. Intermediate points use ``r1 = 1/2`` (order 2) and ``r1, r2 = 1/3, 2/3`` (order 3).
+    The common arguments are described in :mod:`domaindiff.samplers.base`.
     """
     orders = singlestep_orders(steps, order)
     st = setup(process, shape_or_x_T, generator, prior)
@@ -67,17 +83,18 @@ def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, 
         h = {k: _lam(p, t) - _lam(p, s) for k, p in procs.items()}
         sig_t = {k: scalar(p, "sigma", t) for k, p in procs.items()}
 
-        def first(k, p, tt, s=s, x=x, eps_s=eps_s):  # DDIM / DPM-Solver-1 from s to tt
+        def first(k: str, p: GaussianProcess, tt: float, s: float = s, x: State = x,
+                  eps_s: State = eps_s) -> Tensor:  # DDIM / DPM-Solver-1 from s to tt
             hh = _lam(p, tt) - _lam(p, s)
             return _ratio(p, s, tt) * x[k] - scalar(p, "sigma", tt) * math.expm1(hh) * eps_s[k]
 
+        upd: State = {}
         if o == 1:
             upd = {k: first(k, p, t) for k, p in procs.items()}
         elif o == 2:
             s1 = t_at(s, t, 0.5)
             u = combine(x, {k: first(k, p, s1) for k, p in procs.items()})
             _, eps1 = model.predict(u, s1)
-            upd = {}
             for k, p in procs.items():
                 r1 = (_lam(p, s1) - _lam(p, s)) / h[k]
                 upd[k] = (first(k, p, t)
@@ -86,8 +103,8 @@ def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, 
             s1, s2 = t_at(s, t, 1 / 3), t_at(s, t, 2 / 3)
             u1 = combine(x, {k: first(k, p, s1) for k, p in procs.items()})
             _, eps1 = model.predict(u1, s1)
-            u2 = {}
-            r = {}
+            u2: State = {}
+            r: dict[str, tuple[float, float]] = {}
             for k, p in procs.items():
                 r1 = (_lam(p, s1) - _lam(p, s)) / h[k]
                 r2 = (_lam(p, s2) - _lam(p, s)) / h[k]
@@ -96,39 +113,44 @@ def sample_dpm_solver(denoiser, process, shape_or_x_T, steps, *, guidance=None, 
                 u2[k] = (first(k, p, s2) - scalar(p, "sigma", s2) * (r2 / r1) * phi
                          * (eps1[k] - eps_s[k]))
             _, eps2 = model.predict(combine(x, u2), s2)
-            upd = {}
             for k, p in procs.items():
                 phi2 = math.expm1(h[k]) / h[k] - 1
                 upd[k] = first(k, p, t) - sig_t[k] / r[k][1] * phi2 * (eps2[k] - eps_s[k])
-        x = model.after_step(combine(x, upd), t, generator, final=i == len(orders) - 1)
-        emit(callback, i, t, x, x0)
+        x = model.after_step(combine(x, upd), s, t, generator, final=i == len(orders) - 1)
+        emit(callback, i, t, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)
 
 
-def sample_dpm_solver_pp_2m(denoiser, process, shape_or_x_T, steps, *, guidance=None,
-                            callback=None, generator=None, progress=False, prior=None, schedule="logsnr",
-                            lower_order_final=True):
+def sample_dpm_solver_pp_2m(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = "logsnr", lower_order_final: bool = True) -> Sample:
     """DPM-Solver++(2M) (Lu et al. 2022b), data-prediction multistep, second order.
 
     ``steps`` evaluations on ``steps + 1`` points. The first step is first order (no history);
     with ``lower_order_final`` the last step is first order too when ``steps < 15``, as the
-    reference does for stability at few steps.
+    reference does for stability at few steps. The common arguments are described in
+    :mod:`domaindiff.samplers.base`.
     """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     procs = st.procs
     ts = time_points(procs, steps, schedule)
-    prev = None  # (x0 at previous point, lambda step of previous interval per key)
+    # (x0 at the previous point, lambda step of the previous interval per key)
+    prev: tuple[State, dict[str, float]] | None = None
     for i in steps_iter(steps, progress, "dpm_solver_pp_2m"):
         s, t = ts[i], ts[i + 1]
         x0, _ = model.predict(x, s)
         first_order = prev is None or (lower_order_final and steps < 15 and i == steps - 1)
-        upd = {}
-        h_now = {}
+        upd: State = {}
+        h_now: dict[str, float] = {}
         for k, p in procs.items():
             h = _lam(p, t) - _lam(p, s)
             h_now[k] = h
-            if first_order:
+            if first_order or prev is None:
                 d = x0[k]
             else:
                 r = prev[1][k] / h
@@ -136,6 +158,7 @@ def sample_dpm_solver_pp_2m(denoiser, process, shape_or_x_T, steps, *, guidance=
             sig_ratio = scalar(p, "sigma", t) / scalar(p, "sigma", s)
             upd[k] = sig_ratio * x[k] - scalar(p, "alpha", t) * math.expm1(-h) * d
         prev = (x0, h_now)
-        x = model.after_step(combine(x, upd), t, generator, final=i == steps - 1)
-        emit(callback, i, t, x, x0)
+        x = model.after_step(combine(x, upd), s, t, generator, final=i == steps - 1)
+        emit(callback, i, t, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)

@@ -15,12 +15,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from domaindiff.guidance import Guidance
 from domaindiff.samplers.base import (
+    Callback,
+    Denoiser,
     Model,
+    Processes,
+    Sample,
+    Start,
+    State,
     combine,
     emit,
     noise_like,
     reference_process,
+    report_nfe,
     scalar,
     setup,
     steps_iter,
@@ -28,9 +36,16 @@ from domaindiff.samplers.base import (
 )
 
 
-def sample_euler(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                 generator=None, progress=False, prior=None, schedule=None):
-    """Euler's method on the probability-flow ODE: ``steps`` evaluations, ``steps + 1`` points."""
+def sample_euler(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = None) -> Sample:
+    """Euler's method on the probability-flow ODE: ``steps`` evaluations, ``steps + 1`` points.
+
+    The common arguments are described in :mod:`domaindiff.samplers.base`.
+    """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, steps, schedule)
@@ -38,14 +53,20 @@ def sample_euler(denoiser, process, shape_or_x_T, steps, *, guidance=None, callb
         t, t_next = ts[i], ts[i + 1]
         v, x0 = model.velocity(x, t)
         x = model.after_step(combine(x, {k: x[k] + (t_next - t) * v[k] for k in st.procs}),
-                             t_next, generator, final=i == steps - 1)
-        emit(callback, i, t_next, x, x0)
+                             t, t_next, generator, final=i == steps - 1)
+        emit(callback, i, t_next, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)
 
 
-def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                generator=None, progress=False, prior=None, schedule="karras", rho=7.0, churn=0.0,
-                churn_tmin=0.0, churn_tmax=float("inf"), s_noise=1.0):
+def sample_heun(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = "karras", rho: float = 7.0, churn: float = 0.0,
+        churn_tmin: float = 0.0, churn_tmax: float = float("inf"),
+        s_noise: float = 1.0) -> Sample:
     """Heun's second-order method (EDM, Karras et al. 2022, Algorithm 2).
 
     ``K = (steps + 1) // 2`` intervals: each costs two evaluations except the last, which is an
@@ -61,6 +82,7 @@ def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
         generator: random generator.
         progress: show a progress bar.
         prior: draw ``x_T`` from the prior (default for shapes and dicts) or use the given one.
+        info: if a dict, receives ``info["nfe"]``, the network evaluations used.
         schedule: time grid ("karras" by default, with ``rho``).
         rho: Karras exponent.
         churn: EDM's ``S_churn`` (0: deterministic).
@@ -83,7 +105,7 @@ def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
             lam_hat = scalar(ref, "lambda_", t) - math.log1p(gamma)
             t_hat = min(float(ref.t_from_lambda(torch.tensor(lam_hat))), ref.T)
             z = noise_like(x, st.procs, generator)
-            upd = {}
+            upd: State = {}
             for k, p in st.procs.items():
                 r = scalar(p, "alpha", t_hat) / scalar(p, "alpha", t)
                 extra = max(scalar(p, "sigma", t_hat) ** 2 - (r * scalar(p, "sigma", t)) ** 2, 0.0)
@@ -97,8 +119,9 @@ def sample_heun(denoiser, process, shape_or_x_T, steps, *, guidance=None, callba
             x_new = combine(x, {k: x[k] + 0.5 * h * (v[k] + v2[k]) for k in st.procs})
         else:
             x_new = x_euler
-        x = model.after_step(x_new, t_next, generator, final=i == n - 1)
-        emit(callback, i, t_next, x, x0)
+        x = model.after_step(x_new, t, t_next, generator, final=i == n - 1)  # t: after churn
+        emit(callback, i, t_next, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)
 
 
@@ -207,14 +230,18 @@ def odeint_in_range(func: Callable[[float, Any], Any], y0: Any, t0: float, t1: f
     return odeint(guard, y0, t_span, rtol=rtol, atol=atol, method=method, options=opts or None)
 
 
-def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, callback=None,
-               generator=None, progress=False, prior=None, rtol=1e-5, atol=1e-5, method="dopri5",
-               options=None):
+def sample_ode(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None = None, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
+        options: Mapping[str, Any] | None = None) -> Sample:
     """Adaptive probability-flow ODE solve with torchdiffeq from ``T`` to ``t_min``.
 
     ``steps`` is ignored (the solver picks its own steps from ``rtol``/``atol``); the number of
-    evaluations it took is reported to ``callback`` as ``{"nfe": n}`` at the end and stored in
-    the ``nfe`` attribute of this function. The network is only ever evaluated at times in
+    evaluations it took is reported as every sampler reports it: ``callback``'s ``"nfe"`` (called
+    once, at the end) and ``info["nfe"]``. The network is only ever evaluated at times in
     ``[t_min, T]`` (see :func:`odeint_in_range`).
 
     Args:
@@ -227,6 +254,7 @@ def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, ca
         generator: random generator (prior draw).
         progress: show the number of evaluations.
         prior: draw ``x_T`` from the prior (default for shapes and dicts) or use the given one.
+        info: if a dict, receives ``info["nfe"]``, the network evaluations used.
         rtol: ODE relative tolerance.
         atol: ODE absolute tolerance.
         method: torchdiffeq method.
@@ -243,7 +271,7 @@ def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, ca
 
         bar = tqdm(desc="ode (nfe)", leave=False)
 
-    def func(t, ys):
+    def func(t: float, ys: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         state = combine(x, dict(zip(keys, ys)))
         v, _ = model.velocity(state, t)
         if bar is not None:
@@ -257,12 +285,8 @@ def sample_ode(denoiser, process, shape_or_x_T, steps=None, *, guidance=None, ca
     finally:
         if bar is not None:
             bar.close()
-    out = model.after_step(combine(x, {k: y[-1] for k, y in zip(keys, ys)}), ref.t_min,
-                           generator, final=True)
-    sample_ode.nfe = model.nfe
-    if callback is not None:
-        callback({"i": 0, "t": ref.t_min, "x": out, "denoised": None, "nfe": model.nfe})
+    out = model.after_step(combine(x, {k: y[-1] for k, y in zip(keys, ys)}), ref.T,
+                           ref.t_min, generator, final=True)
+    emit(callback, 0, ref.t_min, out, None, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(out)
-
-
-sample_ode.nfe = 0

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch import Tensor
 
+from domaindiff.guidance import Guidance
 from domaindiff.processes import VP, DiscreteDDPM, bcast
 from domaindiff.samplers.base import (
+    Callback,
+    Denoiser,
     Model,
+    Processes,
+    Sample,
+    Start,
+    State,
     combine,
     emit,
     noise_like,
+    report_nfe,
     setup,
     steps_iter,
     time_points,
 )
 
 
-def sample_euler_maruyama(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                          generator=None, progress=False, prior=None, schedule=None, denoise_final=True):
+def sample_euler_maruyama(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = None, denoise_final: bool = True) -> Sample:
     """Euler-Maruyama on the reverse SDE ``dx = [f x - g^2 score] dt + g dW``.
 
     ``steps`` evaluations on ``steps + 1`` time points; the last step returns the mean (no noise)
-    when ``denoise_final``.
+    when ``denoise_final``. The common arguments are described in :mod:`domaindiff.samplers.base`.
     """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
@@ -35,19 +49,20 @@ def sample_euler_maruyama(denoiser, process, shape_or_x_T, steps, *, guidance=No
         tt = model.time(t, x)
         z = noise_like(x, st.procs, generator)
         last = i == steps - 1
-        upd = {}
+        upd: State = {}
         for k, p in st.procs.items():
             drift, g = p.sde(x[k], tt)
             g = bcast(g, x[k])
             mean = x[k] - (drift - g**2 * score[k]) * dt
             upd[k] = mean if (last and denoise_final) else mean + g * math.sqrt(dt) * z[k]
-        x = model.after_step(combine(x, upd), t_next, generator, final=last)
-        emit(callback, i, t_next, x, x0)
+        x = model.after_step(combine(x, upd), t, t_next, generator, final=last)
+        emit(callback, i, t_next, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)
 
 
-def langevin_step(model: Model, x, t: float, snr: float, scale_eps: float,
-                  generator, dt: float):
+def langevin_step(model: Model, x: State, t: float, snr: float, scale_eps: float,
+                  generator: torch.Generator | None, dt: float) -> State:
     """One annealed Langevin correction at time ``t`` (Song et al. 2021), per component.
 
     The step size is ``2 a (snr |z| / |score|)^2`` with batch-mean norms as in the reference
@@ -57,7 +72,7 @@ def langevin_step(model: Model, x, t: float, snr: float, scale_eps: float,
     score, _ = model.score(x, t)
     z = noise_like(x, model.procs, generator)
     tt = model.time(t, x)
-    upd = {}
+    upd: State = {}
     for k, p in model.procs.items():
         s, zk = score[k], z[k]
         gnorm = s.reshape(s.shape[0], -1).norm(dim=-1).mean()
@@ -65,14 +80,19 @@ def langevin_step(model: Model, x, t: float, snr: float, scale_eps: float,
         a = 1.0
         if isinstance(p, (VP, DiscreteDDPM)):
             a = float((1 - p.g2(tt[:1]) * dt).clamp(0.0, 1.0))
-        step = 2 * a * (snr * znorm / gnorm.clamp_min(1e-12)) ** 2
+        step: Tensor = 2 * a * (snr * znorm / gnorm.clamp_min(1e-12)) ** 2
         upd[k] = x[k] + step * s + torch.sqrt(2 * step) * zk * scale_eps
     return combine(x, upd)
 
 
-def sample_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-              generator=None, progress=False, prior=None, predictor="reverse_diffusion", corrector="langevin",
-              snr=0.16, scale_eps=1.0, n_corrector=1, schedule=None, denoise_final=True):
+def sample_pc(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        predictor: str = "reverse_diffusion", corrector: str | None = "langevin",
+        snr: float = 0.16, scale_eps: float = 1.0, n_corrector: int = 1,
+        schedule: str | None = None, denoise_final: bool = True) -> Sample:
     """Predictor-corrector sampler: Langevin correction, then a predictor step, at each time.
 
     Args:
@@ -86,6 +106,7 @@ def sample_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback
         generator: random generator.
         progress: show a progress bar.
         prior: draw ``x_T`` from the prior (default for shapes and dicts) or use the given one.
+        info: if a dict, receives ``info["nfe"]``, the network evaluations used.
         predictor: "reverse_diffusion" (the discretised reverse of the forward transition) or
             "euler_maruyama".
         corrector: "langevin" or "none".
@@ -114,7 +135,7 @@ def sample_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback
         tt = model.time(t, x)
         z = noise_like(x, st.procs, generator)
         last = i == n - 1
-        upd = {}
+        upd: State = {}
         for k, p in st.procs.items():
             if predictor == "reverse_diffusion":
                 f, g = p.discretize(x[k], tt, torch.full_like(tt, dt))
@@ -127,6 +148,7 @@ def sample_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback
                 mean = x[k] - (drift - g**2 * score[k]) * dt
                 noise = g * math.sqrt(dt) * z[k]
             upd[k] = mean if (last and denoise_final) else mean + noise
-        x = model.after_step(combine(x, upd), t_next, generator, final=last)
-        emit(callback, i, t_next, x, x0)
+        x = model.after_step(combine(x, upd), t, t_next, generator, final=last)
+        emit(callback, i, t_next, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -34,8 +36,12 @@ class SampleDistance(Metric):
     """
 
     full_state_update = False
+    # states made by add_state (typed here: torchmetrics' __getattr__ is untyped); a DDP sync
+    # may turn a list state into one concatenated tensor, which compute() accepts
+    generated: list[Tensor]
+    reference: list[Tensor]
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_state("generated", default=[], dist_reduce_fx="cat")
         self.add_state("reference", default=[], dist_reduce_fx="cat")
@@ -47,17 +53,21 @@ class SampleDistance(Metric):
 
     def compute(self) -> Tensor:
         """Energy distance between all gathered samples."""
-        g = self.generated if torch.is_tensor(self.generated) else torch.cat(self.generated)
-        r = self.reference if torch.is_tensor(self.reference) else torch.cat(self.reference)
-        return energy_distance(g, r).float()
+        return energy_distance(_cat(self.generated), _cat(self.reference)).float()
+
+
+def _cat(state: list[Tensor] | Tensor) -> Tensor:
+    """A list state as one tensor (it already is one after a DDP sync)."""
+    return state if isinstance(state, Tensor) else torch.cat(state)
 
 
 class SampleCount(Metric):
     """Number of samples seen across all processes (checks DDP sync)."""
 
     full_state_update = False
+    n: Tensor  # made by add_state
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_state("n", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
