@@ -105,7 +105,7 @@ def sample_s4(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback
             xk = xk + bcast(p.g2(tt), xk) * s * dt
             mean, std = backward_transition(p, xk, th, tn)
             upd[k] = mean if (last and denoise_final) else mean + std * z2[k]
-        x = model.after_step(combine(x, upd), t_next, generator, final=last)
+        x = model.after_step(combine(x, upd), t, t_next, generator, final=last)
         emit(callback, i, t_next, x, x0)
     return st.finish(x)
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from domaindiff.guidance import Guidance
 from domaindiff_timeseries.data import mean_scale
 
 SCENARIOS = ("none", "random", "blackout_begin", "blackout_end")
@@ -91,7 +92,7 @@ def _per_sample(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
-class DDPMSelfGuidance:
+class DDPMSelfGuidance(Guidance):
     """TSDiff's DDPM self-guidance: after each ancestral step ``x <- x - s var_t grad_x E``.
 
     ``var_t`` is the posterior variance of the step just taken and ``E`` the energy of the
@@ -125,14 +126,11 @@ class DDPMSelfGuidance:
     def __init__(self, denoiser, process, energy, scale: float, safe: bool = True) -> None:
         self.denoiser, self.process, self.energy, self.scale = denoiser, process, energy, scale
         self.safe = safe
-        self._prev = float(process.T)
 
-    def after_step(self, x: dict[str, Tensor], t: Tensor, procs, generator,
+    def after_step(self, x: dict[str, Tensor], t_prev: Tensor, t: Tensor, procs, generator,
                    final: bool = False) -> dict[str, Tensor]:
-        s = float(t.reshape(-1)[0])
-        prev, self._prev = self._prev, s
+        s, prev = float(t.reshape(-1)[0]), float(t_prev.reshape(-1)[0])
         if final:
-            self._prev = float(self.process.T)
             return x
         p = self.process
         a_t, s_t = float(p.alpha(torch.tensor(prev))), float(p.sigma(torch.tensor(prev)))
@@ -151,7 +149,7 @@ class DDPMSelfGuidance:
         return {**x, "x": xs.detach() - _per_sample(rate, g) * g}
 
 
-class PredictionSelfGuidance:
+class PredictionSelfGuidance(Guidance):
     """Self-guidance on the model's prediction, for every core sampler (DDIM, DPM-Solver, ...).
 
     At each network evaluation the clean prediction is moved down the energy,
