@@ -16,10 +16,12 @@ from domaindiff_graphs.data import (
 )
 from domaindiff_graphs.model import GraphDiffusion
 from domaindiff_graphs.networks import GDSSNetwork, ScoreNetworkA, ScoreNetworkX, ScoreNetworkXGMH
+from domaindiff_graphs.user_data import UserGraphs, UserMolecules
 
 __version__ = "0.1.0"
 
-DATAMODULES: list[type] = [CommunitySmall, EgoSmall, Grid, Enzymes, GraphFile, QM9, ZINC250k]
+DATAMODULES: list[type] = [CommunitySmall, EgoSmall, Grid, Enzymes, GraphFile, QM9, ZINC250k,
+                           UserGraphs, UserMolecules]
 MODELS: list[type] = [GraphDiffusion]
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "ScoreNetworkA",
     "ScoreNetworkX",
     "ScoreNetworkXGMH",
+    "UserGraphs",
+    "UserMolecules",
     "ZINC250k",
     "__version__",
 ]

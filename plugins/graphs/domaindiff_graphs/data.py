@@ -576,14 +576,15 @@ class MoleculeDataModule(GraphDataModule):
         from rdkit import Chem
 
         self.setup()
-        return [Chem.MolToSmiles(m) for m in self.train_items]
+        # re-parsed: the items are kekulized, generated molecules are canonicalised aromatic
+        return [Chem.CanonSmiles(Chem.MolToSmiles(m)) for m in self.train_items]
 
     def test_smiles(self) -> list[str]:
         """Canonical SMILES of the test molecules."""
         from rdkit import Chem
 
         self.setup()
-        return [Chem.MolToSmiles(m) for m in self.test_items]
+        return [Chem.CanonSmiles(Chem.MolToSmiles(m)) for m in self.test_items]
 
 
 class QM9(MoleculeDataModule):

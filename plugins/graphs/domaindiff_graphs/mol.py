@@ -25,16 +25,40 @@ ZINC_ATOMS = ("C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 BOND_ORDERS = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}
 BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
 _PT = Chem.GetPeriodicTable()
+_ELEMENTS = frozenset(_PT.GetElementSymbol(z) for z in range(1, 119))
 
 
 def atom_types_for(name: str) -> tuple[str, ...]:
-    """Atom vocabulary of a molecule dataset (``qm9`` or ``zinc250k``)."""
+    """Atom vocabulary of a molecule dataset (``qm9``, ``zinc250k``) or a list ``"C,N,O,S"``.
+
+    A comma-separated list of element symbols is the vocabulary of your own molecules
+    (:class:`~domaindiff_graphs.user_data.UserMolecules`), in feature order.
+    """
     key = name.lower()
     if key == "qm9":
         return QM9_ATOMS
     if key in ("zinc250k", "zinc"):
         return ZINC_ATOMS
-    raise ValueError(f"unknown molecule dataset {name!r}: use 'qm9' or 'zinc250k'")
+    if "," in name or name.strip() in _ELEMENTS:
+        symbols = tuple(s.strip() for s in name.split(","))
+        bad = [s for s in symbols if s not in _ELEMENTS]
+        if bad or len(set(symbols)) != len(symbols):
+            what = f"{bad[0]!r} is not an element symbol" if bad else "a symbol is repeated"
+            raise ValueError(f"atom types {name!r}: {what}; expected distinct element symbols "
+                             "such as 'C,N,O,F'")
+        return symbols
+    raise ValueError(f"unknown molecule dataset {name!r}: use 'qm9', 'zinc250k' or a list of "
+                     "element symbols such as 'C,N,O,S'")
+
+
+def unsupported_bond(mol: Chem.Mol) -> str | None:
+    """The first bond that is not single, double or triple (after kekulization), in words."""
+    for b in mol.GetBonds():
+        if b.GetBondType() not in BOND_ORDERS:
+            return (f"bond {b.GetIdx()} ({b.GetBeginAtom().GetSymbol()}-"
+                    f"{b.GetEndAtom().GetSymbol()}) is {b.GetBondType()}; expected single, double "
+                    "or triple")
+    return None
 
 
 def kekulized(smiles: str) -> Chem.Mol | None:
@@ -52,7 +76,8 @@ def kekulized(smiles: str) -> Chem.Mol | None:
 def fits(mol: Chem.Mol, atom_types: Sequence[str], max_atoms: int) -> bool:
     """Whether a molecule is one fragment of at most ``max_atoms`` heavy atoms of ``atom_types``."""
     return (mol.GetNumAtoms() <= max_atoms and len(Chem.GetMolFrags(mol)) == 1
-            and all(a.GetSymbol() in atom_types for a in mol.GetAtoms()))
+            and all(a.GetSymbol() in atom_types for a in mol.GetAtoms())
+            and unsupported_bond(mol) is None)
 
 
 def mol_to_dense(mol: Chem.Mol, atom_types: Sequence[str], max_atoms: int
@@ -248,4 +273,7 @@ def screen(smiles: str, atom_types: Sequence[str], max_atoms: int
     frags = len(Chem.GetMolFrags(mol))
     if frags != 1:
         return None, "rules", f"{smiles!r} has {frags} fragments; expected one molecule"
+    bond = unsupported_bond(mol)
+    if bond is not None:  # dative, quadruple...: mol_to_dense cannot encode it
+        return None, "rules", f"{smiles!r}: {bond}"
     return mol, "", ""
