@@ -162,7 +162,7 @@ def test_after_step_receives_the_previous_and_the_new_time(name):
     seen = rec.seen
     assert seen, name
     assert seen[0][0] == pytest.approx(proc.T), name  # the first step starts at T
-    for (p0, t0, f0), (p1, _, _) in zip(seen, seen[1:]):
+    for (_, t0, f0), (p1, _, _) in zip(seen, seen[1:]):
         assert p1 == pytest.approx(t0) and not f0, name  # each step starts where the last ended
     assert all(p > t for p, t, _ in seen), name  # time runs backwards
     assert seen[-1][2] and seen[-1][1] == pytest.approx(0.0 if name in ("ancestral", "ddim")

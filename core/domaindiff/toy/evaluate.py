@@ -20,6 +20,7 @@ from domaindiff.cli import check_counts, report_errors
 from domaindiff.data import atomic_write_text
 from domaindiff.likelihood import log_likelihood
 from domaindiff.module import load_checkpoint
+from domaindiff.plotting import pyplot, save_figure
 from domaindiff.samplers import get_sampler
 from domaindiff.toy.data import make_mixture
 from domaindiff.toy.metrics import energy_distance, sliced_wasserstein
@@ -48,9 +49,11 @@ def evaluate(cfg: DictConfig) -> dict:
     samples = model.sample(int(cfg.num_samples), sampler=cfg.sampler, steps=int(cfg.steps),
                            generator=gen, progress=True)["x"]
     seconds = time.perf_counter() - t0
+    nfe = model.last_nfe  # network evaluations of the (single-batch) sampling call
     ref = mixture.sample(int(cfg.num_samples), gen)
     result = {
-        "sampler": cfg.sampler, "steps": int(cfg.steps), "num_samples": int(cfg.num_samples),
+        "sampler": cfg.sampler, "steps": int(cfg.steps), "nfe": nfe,
+        "num_samples": int(cfg.num_samples),
         "energy_distance": float(energy_distance(samples, ref)),
         "sliced_w2": float(sliced_wasserstein(samples, ref, generator=gen)),
         "seconds": seconds,
@@ -66,21 +69,14 @@ def evaluate(cfg: DictConfig) -> dict:
     stem = f"{cfg.sampler}_{int(cfg.steps)}"
     atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
     if samples.shape[1] >= 2:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, ax = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
         ax[0].scatter(ref[:, 0], ref[:, 1], s=2, alpha=0.5)
         ax[0].set_title("exact samples")
         ax[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="C1")
         ax[1].set_title(f"{cfg.sampler}, {int(cfg.steps)} NFE")
         fig.tight_layout()
-        tmp = out / f".samples_{stem}.png"
-        fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
-        tmp.replace(out / f"samples_{stem}.png")
+        save_figure(fig, out / f"samples_{stem}.png")
     print(json.dumps(result, indent=2))
     return result
 
