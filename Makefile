@@ -21,7 +21,7 @@ $(STAMP): core/pyproject.toml $(wildcard plugins/*/pyproject.toml) pyproject.tom
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e core $(foreach p,$(PLUGINS),-e "plugins/$(p)[test]") "pytest>=8" "ruff>=0.6"
+	$(PIP) install -q -e core $(foreach p,$(PLUGINS),-e "plugins/$(p)[test]") "pytest>=8" "ruff>=0.6" "mypy>=1.8"
 	$(VENV)/bin/domaindiff plugins
 	touch $@
 
@@ -46,6 +46,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check core plugins tests benchmarks
+	$(VENV)/bin/mypy core/domaindiff
 
 bench: install
 	$(PY) benchmarks/core_samplers.py
