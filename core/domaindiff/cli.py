@@ -55,23 +55,19 @@ def _hydra_full_error() -> bool:
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that describe a bad input (as opposed to a bug) when they reach the CLI."""
-    from domaindiff.checkpoint import CheckpointError
+    """Exceptions that describe a bad input (as opposed to a bug) when they reach the CLI.
 
+    The project's own error classes count only once their module is imported (an error of a
+    module never imported cannot have been raised), so a light command's error stays light.
+    """
     types: list[type[BaseException]] = [ValueError, KeyError, TypeError, OSError,
-                                        argparse.ArgumentError, CheckpointError]
-    try:
-        from domaindiff.data import DatasetUnavailableError
-
-        types.append(DatasetUnavailableError)
-    except ImportError:  # pragma: no cover - lightning missing
-        pass
-    try:
-        from omegaconf.errors import OmegaConfBaseException
-
-        types.append(OmegaConfBaseException)
-    except ImportError:  # pragma: no cover
-        pass
+                                        argparse.ArgumentError]
+    for module, name in (("domaindiff.checkpoint", "CheckpointError"),
+                         ("domaindiff.data", "DatasetUnavailableError"),
+                         ("omegaconf.errors", "OmegaConfBaseException")):
+        kind = getattr(sys.modules.get(module), name, None)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            types.append(kind)
     return tuple(types)
 
 
@@ -248,7 +244,7 @@ def _cmd_plugins(argv: Sequence[str]) -> int:
 
 #: keyword arguments of ``DiffusionModule.sample`` and of every sampler that are not options
 _NOT_OPTIONS = frozenset({"guidance", "callback", "generator", "progress", "prior", "template",
-                          "sampler", "steps", "use_ema", "batch", "n"})
+                          "info", "sampler", "steps", "use_ema", "batch", "n"})
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
@@ -379,6 +375,42 @@ def _cmd_sample(argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_configs(argv: Sequence[str]) -> int:
+    """``domaindiff configs [plugin | plugin:name]``: list the shipped configs, or print one."""
+    from domaindiff.plugins import all_configs, config_description, plugin_configs, registered, resolve_config
+
+    parser = argparse.ArgumentParser(
+        prog="domaindiff configs",
+        description="The configs the installed plugins ship, usable anywhere as "
+                    "`--config <plugin>:<name>` (no checkout needed).")
+    parser.add_argument("which", nargs="?", default=None, metavar="PLUGIN[:NAME]",
+                        help="a plugin (list its configs) or plugin:name (print that YAML)")
+    args = parser.parse_args(argv)
+    which = args.which
+    if which is not None and ":" in which:
+        try:
+            text = resolve_config(which).read_text(encoding="utf-8")
+        except ValueError as err:
+            raise ValueError(f"configs {err}") from None
+        print(text, end="")
+        return 0
+    if which is None:
+        configs = all_configs()
+    elif which in registered():
+        configs = {which: plugin_configs(which)}
+    else:
+        raise ValueError(f"configs {which}: no plugin named {which!r}; installed: "
+                         f"{', '.join(registered()) or 'none'}")
+    rows = [(f"{plugin}:{name}", str(path), config_description(path))
+            for plugin, named in configs.items() for name, path in named.items()]
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, path, description in rows:
+        print(f"{name:{width}s}  {description}\n{'':{width}s}  {path}")
+    if not rows:
+        print("no configs shipped" + (f" by plugin {which!r}" if which else ""))
+    return 0
+
+
 def _quote_override(arg: str) -> str:
     """Quote a Hydra override's value when it holds characters of the override grammar.
 
@@ -392,6 +424,30 @@ def _quote_override(arg: str) -> str:
     if any(c in value for c in "=:()"):
         return f"{key}='{value}'"
     return arg
+
+
+def _hydra_config_args(argv: Sequence[str]) -> list[str]:
+    """``--config plugin:name`` or ``--config FILE`` as Hydra's ``--config-path/--config-name``."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        value = None
+        if arg == "--config" and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            value, i = arg[len("--config="):], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        path = Path(_config_file(value)).resolve()
+        if not path.is_file():
+            raise ValueError(f"--config {value}: no such file; give <plugin>:<name> (see "
+                             "`domaindiff configs`) or the path of a YAML file")
+        out += [f"--config-path={path.parent}", f"--config-name={path.stem}"]
+    return out
 
 
 def _cmd_eval(argv: Sequence[str]) -> int:
@@ -412,7 +468,7 @@ def _cmd_eval(argv: Sequence[str]) -> int:
             print(f"error: unknown option {argv[0]!r}; give a plugin name first",
                   file=sys.stderr)
         return 0 if asked else 2
-    name, rest = argv[0], [_quote_override(a) for a in argv[1:]]
+    name, rest = argv[0], [_quote_override(a) for a in _hydra_config_args(argv[1:])]
     # Hydra's parser takes the overrides as one positional list: put flags first
     rest = [a for a in rest if a.startswith("-")] + [a for a in rest if not a.startswith("-")]
     try:
@@ -436,8 +492,145 @@ def _cmd_eval(argv: Sequence[str]) -> int:
     return 0
 
 
+def _config_file(value: str) -> str:
+    """``plugin:name`` as the path of that plugin's shipped config; any other value unchanged."""
+    from domaindiff.plugins import is_config_name, resolve_config
+
+    if is_config_name(value):
+        try:
+            return str(resolve_config(value))
+        except ValueError as err:
+            raise ValueError(f"--config {err}") from None
+    return value
+
+
+def resolve_config_args(argv: Sequence[str]) -> list[str]:
+    """Replace every ``--config plugin:name`` (``-c``, ``--config=``) by the shipped file's path."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            out += [arg, _config_file(args[i + 1])]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            arg = "--config=" + _config_file(arg[len("--config="):])
+        out.append(arg)
+        i += 1
+    return out
+
+
+#: LightningCLI arguments whose value names the model or data class
+_CLASS_ARGS = ("--model", "--data", "--model.class_path", "--data.class_path", "--model.help",
+               "--data.help")
+
+
+def _class_values(tree: Any, key: str | None = None) -> Iterable[str]:
+    """Class names in a parsed config: ``class_path`` values and ``model:``/``data:`` strings."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _class_values(v, str(k))
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _class_values(v, key)
+    elif isinstance(tree, str) and key in ("class_path", "model", "data"):
+        yield tree
+
+
+def _config_classes(path: str) -> list[str]:
+    """Class names a config file mentions ([] if it does not parse: LightningCLI reports that)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return list(_class_values(tree))
+
+
+def classes_named(argv: Sequence[str]) -> list[str]:
+    """The class names a LightningCLI command line names (its configs included), in order."""
+    args = list(argv)
+    names: list[str] = []
+    for i, arg in enumerate(args):
+        key, sep, value = arg.partition("=")
+        if not sep:
+            value = args[i + 1] if i + 1 < len(args) else ""
+        if key in ("--config", "-c") and value:
+            names += _config_classes(value)
+        elif key in _CLASS_ARGS and value and not value.startswith("-"):
+            if value.lstrip().startswith("{"):
+                import yaml
+
+                try:
+                    names += list(_class_values(yaml.safe_load(value), key.lstrip("-")))
+                except yaml.YAMLError:
+                    pass
+            else:
+                names.append(value)
+    return names
+
+
+def plugins_needed(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """Which plugins a LightningCLI command line needs, found without importing any.
+
+    Returns:
+        ``(plugins, short names no plugin's __init__ mentions)``, or None when the command names
+        no model or data class at all (then every plugin is imported, as ``--help`` needs).
+    """
+    from domaindiff.plugins import plugins_providing, registered
+
+    names = classes_named(argv)
+    targets = {ep.value: name for name, ep in registered().items()}
+    found: list[str] = []
+    unknown: list[str] = []
+    for name in names:
+        hits = plugins_providing(name)
+        if hits is None:
+            unknown.append(name)
+        found += [h for h in hits or [] if h not in found]
+    for arg in argv:  # any other dotted path into a plugin, e.g. a callback's class_path
+        for target, plugin in targets.items():
+            if plugin not in found and re.search(rf"(?<![\w.]){re.escape(target)}\.", arg):
+                found.append(plugin)
+    if not names and not found:
+        return None
+    return found, unknown
+
+
+def _import_plugins_for(argv: Sequence[str]) -> None:
+    """Import the plugins a LightningCLI command needs (all of them if it cannot be told)."""
+    from domaindiff.plugins import discover, find_short_name, load_plugin, loaded
+
+    needed = plugins_needed(argv)
+    if needed is None:
+        discover()
+    else:
+        plugins, unknown = needed
+        for name in plugins:
+            load_plugin(name)
+        for short in unknown:  # a short name no plugin's __init__ lists: search one by one
+            find_short_name(short)
+    for info in loaded().values():
+        if not info.ok:
+            print(f"warning: plugin {info.name!r} failed to import: {info.error}",
+                  file=sys.stderr)
+
+
 def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
-    """Run (or build, with ``run=False``) the LightningCLI over every installed plugin."""
+    """Run (or build, with ``run=False``) the LightningCLI over the plugins the command needs.
+
+    ``--config plugin:name`` anywhere in ``argv`` is the config that plugin ships. Only the
+    plugins that provide the classes the command line (and its configs) name are imported: a
+    dotted ``class_path`` selects the plugin whose package prefixes it, a short name the plugin
+    whose ``__init__.py`` lists it; a short name none lists makes the plugins import one by one
+    until one provides it; a command naming no class at all imports every plugin.
+    """
+    # names resolve before the heavy imports: a typo is reported at once
+    resolved = resolve_config_args(sys.argv[1:] if argv is None else argv)
     from lightning.pytorch.cli import LightningCLI
 
     from domaindiff.checkpoint import check_resume_checkpoint
@@ -454,18 +647,18 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
 
     from domaindiff.data import DomainDataModule
     from domaindiff.module import DiffusionModule
-    from domaindiff.plugins import discover
 
-    for info in discover().values():
-        if not info.ok:
-            print(f"warning: plugin {info.name!r} failed to import: {info.error}",
-                  file=sys.stderr)
     old_argv = sys.argv
     # LightningCLI warns when it is given both sys.argv and args; but keep a real command line:
     # Lightning's DDP launcher starts the other ranks with sys.argv
-    from_command_line = argv is not None and list(sys.argv[1:]) == list(argv)
-    if argv is not None and not from_command_line:
+    from_command_line = argv is None or list(sys.argv[1:]) == list(argv)
+    _import_plugins_for(resolved)
+    if from_command_line:
+        sys.argv = [old_argv[0], *resolved]
+        argv = None
+    else:
         sys.argv = ["domaindiff"]
+        argv = resolved
     try:
         return DomainDiffCLI(
             DiffusionModule,
@@ -476,14 +669,14 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
             parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
-            args=None if argv is None or from_command_line else list(argv),
+            args=argv,
             run=run,
         )
     finally:
         sys.argv = old_argv
 
 
-CORE_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "eval", "plugins")
+CORE_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "eval", "plugins", "configs")
 
 
 def _cmd_plugin(name: str, argv: Sequence[str]) -> int:
@@ -519,6 +712,8 @@ def _cmd_plugin(name: str, argv: Sequence[str]) -> int:
 
 
 def _dispatch(cmd: str, rest: list[str]) -> int:
+    if cmd == "configs":  # reads files only: no torch to configure
+        return _cmd_configs(rest)
     set_threads_from_env()
     if cmd == "plugins":
         return _cmd_plugins(rest)
@@ -534,8 +729,8 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
     if cmd in registered():
         return _cmd_plugin(cmd, rest)
     extra = sorted(_plugin_command_names())
-    print(f"error: unknown command {cmd!r}; use fit, validate, test, predict, sample, eval, "
-          f"plugins{''.join(', ' + n for n in extra)}", file=sys.stderr)
+    print(f"error: unknown command {cmd!r}; use {', '.join((*CORE_COMMANDS, *extra))}",
+          file=sys.stderr)
     return 2
 
 
