@@ -5,9 +5,20 @@
   discovery (``--model ToyDiffusion --data GaussianMixtureData``).
 - ``domaindiff sample --ckpt C --sampler S --steps N --n K --out F``: load a checkpoint, write samples.
 - ``domaindiff eval <plugin> key=value ...``: the plugin's evaluation script (a Hydra app).
-- ``domaindiff plugins``: installed plugins, versions, DataModules, models, import errors.
+- ``domaindiff plugins [NAME ...]``: installed plugins, versions, DataModules, models, import
+  errors (each plugin is imported to find out; name some to import only those).
+- ``domaindiff configs [PLUGIN | PLUGIN:NAME]``: the configs the plugins ship inside their
+  packages, each usable from any directory as ``--config PLUGIN:NAME`` (``fit``, ``validate``,
+  ``test``, ``predict`` and ``eval``), e.g. ``domaindiff fit --config graphs:community_small``;
+  ``domaindiff configs graphs:community_small`` prints the YAML (copy it to edit).
 - ``domaindiff <plugin> ...``: a plugin's own subcommands (``<package>.commands.main(argv)``),
   e.g. ``domaindiff graphs import-gdss IN OUT``; the core's command names take precedence.
+
+Plugins are found from their entry-point metadata and imported only when used: ``--help`` and
+``configs`` import none; ``fit`` imports the plugins whose classes its command line and configs
+name (a dotted ``class_path`` by its package; a short name such as ``--model GraphDiffusion`` by
+the plugin whose ``__init__.py`` lists it, else by importing plugins one by one until one has
+it); a command that names no class imports them all.
 
 ``DOMAINDIFF_THREADS=n`` sets torch's intra-op thread count for every command (on a shared
 machine one thread per job is often several times faster than torch's default of all cores).
@@ -221,13 +232,19 @@ def set_threads_from_env() -> int | None:
 
 
 def _cmd_plugins(argv: Sequence[str]) -> int:
-    from domaindiff.plugins import discover
+    from domaindiff.plugins import discover, load_plugin, registered
 
     parser = argparse.ArgumentParser(prog="domaindiff plugins",
                                      description="List installed domaindiff plugins.")
+    parser.add_argument("names", nargs="*", metavar="PLUGIN",
+                        help="import and list only these plugins (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    infos = discover()
+    unknown = [n for n in args.names if n not in registered()]
+    if unknown:
+        raise ValueError(f"plugins {unknown[0]}: no plugin named {unknown[0]!r}; installed: "
+                         f"{', '.join(registered()) or 'none'}")
+    infos = {n: load_plugin(n) for n in args.names} if args.names else discover()
     if args.json:
         print(json.dumps({n: {"target": i.target, "version": i.version, "ok": i.ok,
                               "datamodules": i.datamodules, "models": i.models,

@@ -249,3 +249,12 @@ def test_short_names_no_init_lists_are_found_by_importing_one_by_one(tmp_path, m
     assert set(plugins.loaded()) == {"a", "b"}  # stopped before toy
     for mod in (first, second):
         sys.modules.pop(mod, None)
+
+
+def test_plugins_with_names_imports_only_those(broken_plugin):
+    code, out, _ = _call(["plugins", "toy"])
+    assert code == 0 and out.startswith("toy") and "ToyDiffusion" in out
+    assert set(plugins.loaded()) == {"toy"} and not broken_plugin["marker"].exists()
+    code, out, err = _call(["plugins", "nope"])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "no plugin named 'nope'; installed: aaabroken, graphs" in err
