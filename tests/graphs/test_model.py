@@ -158,4 +158,103 @@ def test_evaluate_app_writes_json_and_png(tmp_path):
     assert out["num_samples"] == 6 and out["nfe"] == 4
     assert {"degree_mmd", "clustering_mmd", "orbit_mmd", "nll_bpd"} <= set(out)
     assert out["degree_mmd"] == pytest.approx(res["degree_mmd"])
-    assert (tmp_path / "ev" / "samples_community_small_dpm_solver_4.png").stat().st_size > 1000
+    ev = tmp_path / "ev"
+    stem = "samples_community_small_dpm_solver_4"
+    assert out["files"] == [f"{stem}.g6", f"{stem}.pt", f"{stem}.png"]
+    assert (ev / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the generated graphs, saved: graph6 round trip and PyG edge_index lists, one per sample
+    lines = (ev / f"{stem}.g6").read_bytes().splitlines()
+    graphs = [nx.from_graph6_bytes(line) for line in lines]
+    saved = torch.load(ev / f"{stem}.pt", weights_only=True)
+    assert len(graphs) == len(saved["edge_index"]) == len(saved["num_nodes"]) == 6
+    for g, ei, n in zip(graphs, saved["edge_index"], saved["num_nodes"]):
+        assert g.number_of_nodes() == n and ei.shape == (2, 2 * g.number_of_edges())
+        assert {tuple(sorted(e)) for e in ei.T.tolist()} == {tuple(sorted(e)) for e in g.edges()}
+    assert not list(ev.glob(".*"))  # no temporary files left behind
+
+
+def _eval_cfg(ckpt, out, **over):
+    cfg = {"ckpt": str(ckpt), "dataset": "community_small", "data_args": {},
+           "sampler": "dpm_solver", "steps": 3, "sampler_options": {}, "use_ema": None,
+           "num_samples": 5, "batch_size": 8, "seed": 0, "orbit": False, "nspdk": False,
+           "fcd": False, "nll_graphs": 0, "nll_exact": False, "nll_tol": 1e-3,
+           "out_dir": str(out), "trust_checkpoint": False}
+    return OmegaConf.create({**cfg, **over})
+
+
+def _fit_one_step(model, dm, tmp_path):
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, default_root_dir=tmp_path,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0)
+    trainer.fit(model, dm)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt
+
+
+def test_evaluate_app_on_your_own_molecules_writes_smiles_and_png(tmp_path):
+    from rdkit import Chem
+
+    from domaindiff_graphs import UserMolecules
+    from domaindiff_graphs.evaluate import evaluate
+
+    smiles = ["c1ccccc1O", "CCO", "OCC=O", "C1CC1", "NCC#N", "CCN", "O=C1CCCCC1", "CC(N)C=O"]
+    csv = tmp_path / "mols.csv"
+    csv.write_text("smi\n" + "\n".join(smiles) + "\n")
+    args = {"path": str(csv), "smiles_col": "smi", "test_split": 0.25}
+    dm = UserMolecules(**args, batch_size=4)
+    dm.setup()
+    model = _model(molecule=",".join(dm.atom_types), max_feat=len(dm.atom_types),
+                   max_nodes=dm.max_nodes)
+    ckpt = _fit_one_step(model, dm, tmp_path)
+    res = evaluate(_eval_cfg(ckpt, tmp_path / "ev", dataset="user_molecules", data_args=args,
+                             num_samples=5, nspdk=True))
+    stem = tmp_path / "ev" / "samples_user_molecules_dpm_solver_3"
+    rows = stem.with_suffix(".csv").read_text().splitlines()
+    assert rows[0] == "index,smiles" and len(rows) == 1 + 5
+    valid = [r.split(",", 1)[1] for r in rows[1:] if r.split(",", 1)[1]]
+    assert all(Chem.MolFromSmiles(s) is not None for s in valid)
+    assert stem.with_suffix(".txt").read_text().splitlines() == valid
+    assert res["validity"] == pytest.approx(len(valid) / 5)
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a checkpoint with other atom types is refused, not decoded into the wrong elements
+    from domaindiff_graphs.evaluate import check_model_fits
+
+    with pytest.raises(ValueError, match=r"atom types \['C', 'N', 'O', 'F'\] differ from "
+                                         r"UserMolecules's \['C', 'N', 'O'\]"):
+        check_model_fits(_model(molecule="C,N,O,F", max_feat=4, max_nodes=dm.max_nodes), dm)
+
+
+def test_evaluate_app_refuses_a_checkpoint_that_does_not_fit_the_data(tmp_path):
+    from domaindiff_graphs.evaluate import check_model_fits
+
+    dm = CommunitySmall(batch_size=4)
+    with pytest.raises(ValueError, match=r"max_feat=5 but CommunitySmall has 10 node features"):
+        check_model_fits(_model(max_feat=5), dm)
+    with pytest.raises(ValueError, match=r"the model generates molecules"):
+        check_model_fits(_model(molecule="C,N,O", max_feat=3), dm)
+    with pytest.raises(ValueError, match=r"max_nodes=12 but CommunitySmall needs 20"):
+        check_model_fits(_model(max_nodes=12), dm)
+
+
+def test_evaluate_app_on_your_own_graphs_keeps_their_isolated_nodes(tmp_path):
+    from domaindiff_graphs import UserGraphs
+    from domaindiff_graphs.evaluate import evaluate, evaluate_model
+
+    graphs = [nx.path_graph(n) for n in range(3, 13)]
+    for g in graphs[::2]:
+        g.add_node(g.number_of_nodes())  # isolated nodes are part of this data
+    path = tmp_path / "mine.g6"
+    path.write_bytes(b"".join(nx.to_graph6_bytes(g, header=False) for g in graphs))
+    dm = UserGraphs(path=str(path), batch_size=4)
+    ckpt = _fit_one_step(_model(max_nodes=13), dm, tmp_path)
+    model = load_checkpoint(ckpt)
+    _, samples, decoded = evaluate_model(model, dm, sampler="dpm_solver", steps=2, num_samples=4,
+                                         orbit=False)
+    sizes = samples["mask"].sum(-1).long().tolist()
+    assert [g.number_of_nodes() for g in decoded] == sizes
+    assert [g.number_of_nodes() for g in model.decode(samples)] != sizes  # GDSS decoding drops
+    res = evaluate(_eval_cfg(ckpt, tmp_path / "ev", dataset="user_graphs",
+                             data_args={"path": str(path)}, num_samples=3, steps=2))
+    lines = (tmp_path / "ev" / "samples_user_graphs_dpm_solver_2.g6").read_bytes().splitlines()
+    assert len(lines) == res["num_samples"] == 3

@@ -6,11 +6,24 @@
 Samples ``num_samples`` graphs (default: as many as the test set, as GDSS), computes degree /
 clustering / orbit MMD (generic graphs) or validity w/o correction, validity, uniqueness,
 novelty, NSPDK MMD and FCD (molecules), optionally the probability-flow log-likelihood of test
-graphs, and writes ``<out_dir>/metrics_<dataset>_<sampler>_<steps>.json`` and a PNG of samples.
+graphs, and writes into ``out_dir``, for ``<stem>`` = ``<dataset>_<sampler>_<steps>``:
+
+* ``samples_<stem>.g6`` (graph6, one generated graph per line) and ``samples_<stem>.pt``
+  (``{"edge_index": [...], "num_nodes": [...]}``, PyG convention, loads with
+  ``weights_only=True``), or for molecules ``samples_<stem>.csv`` (``index,smiles`` for every
+  sample, empty where decoding failed) and ``samples_<stem>.txt`` (the valid SMILES);
+* ``samples_<stem>.png``: a top row of test graphs / molecules, generated ones below, each panel
+  titled ``test k`` / ``generated k`` (molecules with their SMILES underneath);
+* ``metrics_<stem>.json`` last, listing those files under ``files``.
+
+Every file is written atomically. Your own data: ``dataset=user_graphs
++data_args.path=my_graphs.g6`` or ``dataset=user_molecules +data_args.path=mols.csv``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import time
@@ -23,14 +36,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from domaindiff.cli import check_counts, report_errors
-from domaindiff.data import atomic_write_text
+from domaindiff.data import atomic_save, atomic_write, atomic_write_text
 from domaindiff.module import load_checkpoint
 from domaindiff.samplers import get_sampler
 from domaindiff_graphs import data as D
 from domaindiff_graphs.metrics import graph_metrics, molecule_metrics
+from domaindiff_graphs.user_data import UserGraphs, UserMolecules
 
 DATASETS = {"community_small": D.CommunitySmall, "ego_small": D.EgoSmall, "grid": D.Grid,
-            "enzymes": D.Enzymes, "qm9": D.QM9, "zinc250k": D.ZINC250k}
+            "enzymes": D.Enzymes, "qm9": D.QM9, "zinc250k": D.ZINC250k,
+            "user_graphs": UserGraphs, "user_molecules": UserMolecules}
 
 
 def make_datamodule(name: str, args: dict[str, Any] | None = None) -> D.GraphDataModule:
@@ -60,42 +75,198 @@ def sample_graphs(model, num_samples: int, sampler: str | None, steps: int | Non
     return cat, seconds, nfe
 
 
-def plot_graphs(graphs: list[nx.Graph], path: Path, title: str, max_plots: int = 16) -> None:
-    """Draw up to ``max_plots`` graphs in a grid and save a PNG atomically."""
+# --- saved samples -------------------------------------------------------------------------
+
+#: ``format`` tag of the ``.pt`` file of generated graphs
+SAMPLES_FORMAT = "domaindiff_graphs.samples/1"
+
+
+def save_graphs(graphs: list[nx.Graph], stem: Path) -> list[Path]:
+    """Write generated graphs as graph6 (``<stem>.g6``) and as edge_index lists (``<stem>.pt``).
+
+    The graph6 file has one graph per line, nodes numbered as in the ``.pt`` file
+    (``networkx.read_graph6`` reads it back). The ``.pt`` file is a dict of plain tensors that
+    loads with ``torch.load(path, weights_only=True)``: ``edge_index`` (one ``(2, E)`` long
+    tensor per graph, both directions of every edge, as PyG), ``num_nodes`` (ints) and
+    ``format``; ``Data(edge_index=e, num_nodes=n)`` rebuilds PyG graphs. Both are written
+    atomically.
+    """
+    graphs = [nx.convert_node_labels_to_integers(g) for g in graphs]
+    g6 = "".join(nx.to_graph6_bytes(g, header=False).decode("ascii") for g in graphs)
+    edge_index = []
+    for g in graphs:
+        e = [(u, v) for u, v in g.edges()]
+        ei = torch.tensor(e + [(v, u) for u, v in e], dtype=torch.long).reshape(-1, 2).T
+        edge_index.append(ei.contiguous())
+    paths = [stem.with_suffix(".g6"), stem.with_suffix(".pt")]
+    atomic_write_text(paths[0], g6)
+    atomic_save({"format": SAMPLES_FORMAT, "edge_index": edge_index,
+                 "num_nodes": [g.number_of_nodes() for g in graphs]}, paths[1])
+    return paths
+
+
+def save_molecules(mols: list, stem: Path) -> list[Path]:
+    """Write generated molecules: ``<stem>.csv`` (every sample) and ``<stem>.txt`` (valid ones).
+
+    The CSV has the columns ``index,smiles``, one row per sample in sampling order, an empty
+    ``smiles`` where decoding failed; the text file has the canonical SMILES of the valid
+    molecules, one per line. Both are written atomically.
+    """
+    from rdkit import Chem
+
+    smiles = [Chem.MolToSmiles(m) if m is not None else "" for m in mols]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["index", "smiles"])
+    writer.writerows([k, s] for k, s in enumerate(smiles))
+    paths = [stem.with_suffix(".csv"), stem.with_suffix(".txt")]
+    atomic_write_text(paths[0], buf.getvalue())
+    atomic_write_text(paths[1], "".join(f"{s}\n" for s in smiles if s))
+    return paths
+
+
+# --- pictures ---------------------------------------------------------------------------------
+
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def _grid(rows: int, cols: int, cell: float = 2.6):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = min(max_plots, len(graphs))
-    cols = int(math.ceil(math.sqrt(k))) or 1
-    rows = int(math.ceil(k / cols)) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.6),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, g in zip(axes.flat, graphs[:k]):
-        nx.draw(g, pos=nx.spring_layout(g, seed=0), ax=ax, node_size=25, width=0.7)
-    fig.suptitle(title)
+    return fig, axes
+
+
+def _panels(test: list, generated: list, cols: int, max_plots: int) -> list[tuple[str, object]]:
+    """``(kind, item)`` cells: a first row of test items (when given), then generated ones."""
+    cells: list[tuple[str, object]] = []
+    if test:
+        row = [("test", t) for t in test[:cols]]
+        cells += row + [("", None)] * (cols - len(row))
+    room = max_plots - len(cells)
+    return cells + [("generated", g) for g in generated[:max(room, cols)]]
+
+
+def plot_graphs(graphs: list[nx.Graph], path: Path, title: str, max_plots: int = 16,
+                test_graphs: list[nx.Graph] | None = None, cols: int = 4) -> None:
+    """Save a PNG grid (atomically): a top row of test graphs, generated graphs below.
+
+    Each panel's title says which it is (``test 2`` / ``generated 5``) with its node and edge
+    counts; test graphs are drawn in blue, generated ones in orange.
+    """
+    cells = _panels(list(test_graphs or []), graphs, cols, max_plots)
+    rows = int(math.ceil(len(cells) / cols)) or 1
+    fig, axes = _grid(rows, cols)
+    count = {"test": 0, "generated": 0}
+    for ax, (kind, g) in zip(axes.flat, cells):
+        if g is None:
+            continue
+        count[kind] += 1
+        n = g.number_of_nodes()
+        nx.draw(g, pos=nx.spring_layout(g, seed=0), ax=ax, node_size=max(4.0, min(30.0, 900 / n)),
+                width=0.6, node_color="tab:blue" if kind == "test" else "tab:orange")
+        ax.set_title(f"{kind} {count[kind]}: {n} nodes, {g.number_of_edges()} edges", fontsize=8)
+        ax.axis("off")
+    if test_graphs:
+        title = f"{title} - top row: test graphs (blue), below: generated (orange)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
-def plot_molecules(mols: list, path: Path, max_plots: int = 16) -> None:
-    """RDKit grid drawing of up to ``max_plots`` molecules, saved atomically as PNG."""
-    from rdkit.Chem import Draw
+def _mol_picture(mol, size: int = 300):
+    """An RDKit drawing of one molecule with its SMILES underneath, as an RGB array.
 
-    mols = [m for m in mols if m is not None][:max_plots]
-    if not mols:
-        return
-    img = Draw.MolsToGridImage(mols, molsPerRow=4, subImgSize=(200, 200))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    img.save(str(tmp), format="PNG")
-    tmp.replace(path)
+    The bond length is capped, so small molecules are not blown up to fill the panel; a long
+    SMILES is wrapped over up to three lines.
+    """
+    import textwrap
+
+    import numpy as np
+    from PIL import Image
+    from rdkit import Chem
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    again = Chem.MolFromSmiles(Chem.MolToSmiles(mol))  # kekulized data items drawn aromatic
+    mol = again if again is not None else mol
+    lines = textwrap.wrap(Chem.MolToSmiles(mol), 26) or [""]
+    legend = "\n".join(lines[:2] + (["..."] if len(lines) > 2 else []))
+    drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
+    opts = drawer.drawOptions()
+    opts.fixedBondLength, opts.padding = 30, 0.08
+    opts.legendFontSize, opts.legendFraction = 18, 0.18
+    drawer.DrawMolecule(mol, legend=legend)
+    drawer.FinishDrawing()
+    return np.asarray(Image.open(io.BytesIO(drawer.GetDrawingText())).convert("RGB"))
+
+
+def plot_molecules(mols: list, path: Path, max_plots: int = 16, test_mols: list | None = None,
+                   title: str = "", cols: int = 4) -> None:
+    """Save a PNG grid of RDKit drawings (atomically), each with its SMILES underneath.
+
+    A top row shows test molecules (when given), generated molecules follow in sampling order;
+    a generated sample that did not decode is shown as ``invalid``.
+    """
+    cells = _panels(list(test_mols or []), mols, cols, max_plots)
+    rows = int(math.ceil(len(cells) / cols)) or 1
+    fig, axes = _grid(rows, cols, cell=2.9)
+    count = {"test": 0, "generated": 0}
+    for ax, (kind, m) in zip(axes.flat, cells):
+        if not kind:
+            continue
+        count[kind] += 1
+        ax.set_title(f"{kind} {count[kind]}", fontsize=9,
+                     color="tab:blue" if kind == "test" else "black")
+        if m is None:
+            ax.text(0.5, 0.5, "invalid\n(did not decode)", ha="center", va="center",
+                    fontsize=9, color="tab:red", transform=ax.transAxes)
+            continue
+        ax.imshow(_mol_picture(m))
+    heading = title or "molecules"
+    if test_mols:
+        heading += " - top row: test molecules, below: generated"
+    fig.suptitle(heading, fontsize=10)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def check_model_fits(model, dm: D.GraphDataModule) -> None:
+    """Refuse a checkpoint whose model cannot take the dataset (decoding would be wrong).
+
+    Raises:
+        ValueError: the model's atom types (molecules), feature size or ``max_nodes`` do not fit
+            the dataset's; both are named.
+    """
+    name = type(dm).__name__
+    if dm.is_molecule:
+        have = tuple(getattr(model, "atom_types", None) or ())
+        if have != tuple(dm.atom_types):
+            raise ValueError(f"ckpt: the model's atom types {list(have) or None} differ from "
+                             f"{name}'s {list(dm.atom_types)}; expected a checkpoint trained on "
+                             "this dataset (GraphDiffusion molecule=...)")
+    elif getattr(model, "atom_types", None) is not None:
+        raise ValueError(f"ckpt: the model generates molecules ({model.molecule}) but {name} "
+                         "holds generic graphs; expected a generic-graph checkpoint")
+    if int(model.max_feat) != int(dm.max_feat):
+        raise ValueError(f"ckpt: the model has max_feat={model.max_feat} but {name} has "
+                         f"{dm.max_feat} node features; expected them equal")
+    if int(model.max_nodes) < int(dm.max_nodes):
+        raise ValueError(f"ckpt: the model has max_nodes={model.max_nodes} but {name} needs "
+                         f"{dm.max_nodes}; expected a model at least that large")
 
 
 def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
@@ -111,6 +282,7 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
         The metrics dict, the dense samples and the decoded graphs / molecules.
     """
     dm.setup()
+    check_model_fits(model, dm)
     if model.node_count_hist.sum() == 0:
         model.set_node_counts(dm.node_counts())
     n = int(num_samples or len(dm.test_data))
@@ -130,6 +302,8 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
         decoded = mols
     else:
         decoded = model.decode(samples)
+        if getattr(dm, "keep_isolated", False):  # your graphs have isolated nodes: keep them too
+            decoded = D.dense_to_graphs(samples["adj"], samples["mask"], drop_isolated=False)
         res.update(graph_metrics(dm.test_graphs(), decoded, orbit=orbit))
     if nll_graphs > 0:
         from domaindiff_graphs.likelihood import graph_log_likelihood
@@ -152,7 +326,7 @@ def _plain(value) -> dict:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Load the checkpoint, sample, compute metrics, write JSON and PNG into ``cfg.out_dir``."""
-    check_counts(cfg, positive=("steps", "num_samples", "batch_size", "threads"),
+    check_counts(cfg, positive=("steps", "num_samples", "batch_size", "threads", "num_plots"),
                  nonnegative=("nll_graphs", "seed"), optional=("steps", "num_samples", "threads"))
     if cfg.get("sampler") is not None:
         get_sampler(str(cfg.sampler))
@@ -174,13 +348,33 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{cfg.dataset}_{res['sampler']}_{res['nfe']}"
+    written = write_outputs(dm, decoded, out / f"samples_{stem}",
+                            f"{cfg.dataset}: {res['sampler']}, {res['nfe']} NFE",
+                            save=bool(cfg.get("save_samples", True)),
+                            num_plots=int(cfg.get("num_plots", 16)))
+    res["files"] = [p.name for p in written]
+    # the JSON comes last: when it exists, the samples and pictures it names are complete
     atomic_write_text(out / f"metrics_{stem}.json", json.dumps(res, indent=2))
-    if dm.is_molecule:
-        plot_molecules(decoded, out / f"samples_{stem}.png")
-    else:
-        plot_graphs(decoded, out / f"samples_{stem}.png", f"{res['sampler']}, {res['nfe']} NFE")
     print(json.dumps(res, indent=2))
     return res
+
+
+def write_outputs(dm: D.GraphDataModule, decoded: list, stem: Path, title: str,
+                  save: bool = True, num_plots: int = 16) -> list[Path]:
+    """Save the generated graphs / molecules (when ``save``) and the PNG beside test items.
+
+    Returns:
+        The files written: ``<stem>.g6`` and ``<stem>.pt`` (graphs) or ``<stem>.csv`` and
+        ``<stem>.txt`` (molecules), then ``<stem>.png``.
+    """
+    png = stem.with_suffix(".png")
+    if dm.is_molecule:
+        written = save_molecules(decoded, stem) if save else []
+        plot_molecules(decoded, png, max_plots=num_plots, test_mols=dm.test_items, title=title)
+    else:
+        written = save_graphs(decoded, stem) if save else []
+        plot_graphs(decoded, png, title, max_plots=num_plots, test_graphs=dm.test_graphs())
+    return [*written, png]
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="eval")
