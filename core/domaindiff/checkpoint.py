@@ -94,8 +94,10 @@ def record_init_args(module: DiffusionModule) -> None:
     if args and _is_plain(args):
         # what save_hyperparameters(dict) does, without its walk over the callers' frames
         module._set_hparams(args)
-        module._hparams_name = "kwargs"
-        module._hparams_initial = copy.deepcopy(module._hparams)
+        # Lightning's HyperparametersMixin sets these without declaring them (nn.Module's
+        # __getattr__ types them Tensor | Module)
+        module._hparams_name = "kwargs"  # type: ignore[assignment]
+        module._hparams_initial = copy.deepcopy(module._hparams)  # type: ignore[assignment]
 
 
 def resolve_class(class_path: object, path: str | Path = "<checkpoint>") -> type:
@@ -172,7 +174,7 @@ def _first_line(err: BaseException) -> str:
     return ""
 
 
-def _required_args(cls: type) -> list[str]:
+def _required_args(cls: type[Any]) -> list[str]:
     """Names of the init parameters of ``cls`` (after ``self``), ``*args``/``**kwargs`` excluded."""
     try:
         params = inspect.signature(cls.__init__).parameters.values()

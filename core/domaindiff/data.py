@@ -87,7 +87,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """``np.savez`` atomically (``path`` should end in ``.npz``)."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: a **dict could be allow_pickle
     with atomic_write(path) as fh:
         fh.write(buf.getvalue())
 

@@ -423,7 +423,9 @@ class DiffusionModule(L.LightningModule):
         trainer = self._trainer
         if trainer is None:
             return []
-        ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        # Trainer.callbacks is set by Lightning's callback connector, undeclared on the class
+        ckpts = [c for c in trainer.callbacks  # type: ignore[attr-defined]
+                 if isinstance(c, ModelCheckpoint)]
         if not ckpts or any(c.save_last for c in ckpts):
             return []
         return [*ckpts, LastCheckpoint()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -136,7 +136,7 @@ def _mark_resumable(loader: DataLoader) -> None:
     batches in the loader would be off by Lightning's prefetch. The loader's own state records
     the sampler's epoch, for information.
     """
-    sampler = loader.sampler
+    sampler = cast(ResumableSampler, loader.sampler)  # made by make_train_loader
 
     def state_dict() -> dict[str, int]:
         return {"sampler_epoch": int(sampler.epoch)}
