@@ -238,6 +238,30 @@ def test_sdf_written_by_rdkit_with_aromatic_bonds_and_a_bad_record(tmp_path):
         assert all(b.GetBondTypeAsDouble() in (1.0, 2.0, 3.0) for b in m.GetBonds())
 
 
+def test_fit_molecules_through_the_cli(tmp_path):
+    from domaindiff.cli import lightning_cli
+
+    path = _csv(tmp_path)
+    with pytest.warns(UserWarning, match="skipped 6 of 14"):
+        cli = lightning_cli(["fit", "--model", "GraphDiffusion", "--data", "UserMolecules",
+                             f"--data.init_args.path={path}",
+                             "--data.init_args.smiles_col=canonical_smiles",
+                             "--data.init_args.test_split=0.25",
+                             "--model.init_args.molecule=C,N,O", "--model.init_args.max_feat=3",
+                             "--model.init_args.max_nodes=7",
+                             f"--trainer.default_root_dir={tmp_path}", *TINY])
+    assert cli.trainer.global_step == 1 and cli.model.atom_types == ("C", "N", "O")
+    # the vocabulary in another order would decode atoms as the wrong elements: refused
+    msg = cli_message(["fit", "--model", "GraphDiffusion", "--data", "UserMolecules",
+                       f"--data.init_args.path={path}",
+                       "--data.init_args.smiles_col=canonical_smiles",
+                       "--data.init_args.test_split=0.25", "--model.init_args.molecule=C,O,N",
+                       "--model.init_args.max_feat=3", f"--trainer.default_root_dir={tmp_path}",
+                       *TINY])
+    assert "atom types ['C', 'O', 'N'] != ['C', 'N', 'O']" in msg
+    assert "--model.init_args.molecule C,N,O" in msg and len(msg.strip().splitlines()) == 1
+
+
 def test_novelty_of_a_training_molecule_is_zero(tmp_path):
     from domaindiff_graphs.metrics import molecule_metrics
 
@@ -285,6 +309,16 @@ def _directed(tmp: Path) -> str:
     return _setup(graphs=[Data(edge_index=torch.tensor([[0, 1], [1, 2]]), num_nodes=3)])
 
 
+def _repeated(tmp: Path) -> str:
+    ei = torch.tensor([[0, 1, 0, 1], [1, 0, 1, 0]])
+    return _setup(graphs=[Data(edge_index=ei, num_nodes=2)])
+
+
+def _dummy(tmp: Path) -> str:
+    (tmp / "m.csv").write_text("smiles\n*CC\nCCO\n")
+    return raised(ValueError, lambda: UserMolecules(str(tmp / "m.csv"), strict=True).setup())
+
+
 def _too_big(tmp: Path) -> str:
     _write_g6(tmp / "g.g6", [nx.path_graph(4), nx.path_graph(30)])
     return _setup(path=str(tmp / "g.g6"), max_nodes=20)
@@ -315,6 +349,10 @@ CATALOGUE: list[BadInput] = [
              r"nope\.g6: no such graph file", lambda t: _setup(path=str(t / "nope.g6"))),
     BadInput("graphs-user-pyg-directed", "UserGraphs(graphs=[Data(edge_index=...)])",
              r"graphs\[0\]: edge_index is directed .*ToUndirected", _directed),
+    BadInput("graphs-user-pyg-repeated-edges", "UserGraphs(graphs=[Data(edge_index=...)])",
+             r"graphs\[0\]: edge_index repeats 2 edges; expected each edge once", _repeated),
+    BadInput("graphs-user-molecules-dummy-atom", "UserMolecules('m.csv', strict=True).setup()",
+             r"m\.csv: line 2: '\*CC' has a dummy atom", _dummy),
     BadInput("graphs-user-too-many-nodes", "UserGraphs(path='g.g6', max_nodes=20).setup()",
              r"g\.g6: graph 1 \(line 2\): has 30 nodes; expected at most max_nodes=20", _too_big),
     BadInput("graphs-user-missing-attribute", "UserGraphs(graphs=gs, node_features='w')",

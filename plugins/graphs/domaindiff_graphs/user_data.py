@@ -187,6 +187,11 @@ def pyg_to_graph(data: Any, where: str) -> nx.Graph:
         raise ValueError(f"{where}: edge_index is directed (an edge without its reverse); "
                          "expected an undirected graph (apply torch_geometric.transforms."
                          "ToUndirected() to the dataset)")
+    if ei.numel():
+        unique = torch.unique(ei, dim=1).shape[1]
+        if unique != ei.shape[1]:
+            raise ValueError(f"{where}: edge_index repeats {ei.shape[1] - unique} edges; expected "
+                             "each edge once per direction (torch_geometric.utils.coalesce)")
     attrs = ["x"] if getattr(data, "x", None) is not None else None
     return to_networkx(data, node_attrs=attrs, to_undirected=True, remove_self_loops=False)
 
@@ -441,7 +446,8 @@ def _reasons() -> dict[str, str]:
     return {"unparsable": "unparsable", "kekulize": "aromatic and not kekulizable",
             "sanitize": "rejected by RDKit (valence)", "bond": "with unsupported bonds",
             "atoms": "with atoms outside the vocabulary", "size": "with too many atoms",
-            "fragments": "of several fragments", "empty": "without atoms"}
+            "fragments": "of several fragments", "empty": "without atoms",
+            "dummy": "with dummy atoms (*)"}
 
 
 def parse_molecule(mol: Any, text: str = "") -> tuple[Any, str, str]:
@@ -468,6 +474,8 @@ def parse_molecule(mol: Any, text: str = "") -> tuple[Any, str, str]:
         return None, "kekulize", f"{text!r}: {str(err).strip()}"
     if mol.GetNumAtoms() == 0:
         return None, "empty", f"{text!r} has no atoms"
+    if any(a.GetAtomicNum() == 0 for a in mol.GetAtoms()):
+        return None, "dummy", f"{text!r} has a dummy atom '*'; expected elements only"
     from domaindiff_graphs.mol import unsupported_bond
 
     bond = unsupported_bond(mol)
@@ -497,6 +505,8 @@ class UserMolecules(_ChecksModel, MoleculeDataModule):
     triple (dative, quadruple, SDF "any"), atoms outside ``atom_types``, more than ``max_nodes``
     heavy atoms, or several fragments (salts); the skips are counted by reason in one warning
     naming the file and the first lines / records (``strict=True`` refuses the first instead).
+    As in GDSS, an atom is encoded by its element only: formal charges, explicit hydrogens and
+    stereochemistry are not part of the model's input.
 
     Args:
         path: the CSV / SMILES / SDF file.
