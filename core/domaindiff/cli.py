@@ -779,6 +779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0, or 2 for a bad input (one ``error:`` line on stderr; set
         ``DOMAINDIFF_DEBUG=1`` for the traceback).
     """
+    from domaindiff.quiet import quiet_third_party
+    quiet_third_party()  # hide third-party notices that are not about the user's data
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         _print_help()

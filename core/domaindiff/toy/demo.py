@@ -11,12 +11,14 @@ from pathlib import Path
 
 from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
+from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train briefly, then sample with two samplers and print the metrics."""
+    quiet_third_party()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_out/toy")
     parser.add_argument("--epochs", type=int, default=30)
@@ -24,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     cli = lightning_cli(["fit", "--config", str(CONF / "demo.yaml"),
                          f"--trainer.max_epochs={args.epochs}",
-                         f"--trainer.default_root_dir={out}"])
+                         f"--trainer.default_root_dir={out}",
+                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                         f"--trainer.logger.save_dir={out}"])
     ckpt = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback \
         .last_model_path
     print(f"checkpoint: {ckpt}")

@@ -21,6 +21,7 @@ import torch
 
 from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
+from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
 
@@ -32,13 +33,16 @@ def _fit(config: str, out: Path, epochs: int) -> str:
                          f"--trainer.check_val_every_n_epoch={epochs}",
                          "--trainer.enable_progress_bar=false",
                          "--model.init_args.num_val_samples=0",
-                         f"--trainer.default_root_dir={out}"])
+                         f"--trainer.default_root_dir={out}",
+                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                         f"--trainer.logger.save_dir={out}"])
     cb = cli.trainer.checkpoint_callback
     return cb.best_model_path or cb.last_model_path
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train briefly on the two offline datasets, evaluate, print metrics."""
+    quiet_third_party()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_out/graphs")
     parser.add_argument("--epochs", type=int, default=30, help="community-small epochs")

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from domaindiff.data import atomic_write_text
+from domaindiff.quiet import quiet_third_party
 
 from .data import SyntheticEcho
 from .evaluate import evaluate_model, write_overlays
@@ -62,6 +63,7 @@ def train(model: EchoDND, dm: SyntheticEcho, max_steps: int, max_seconds: float,
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the demo; returns the metrics dict it also writes to ``<out>/metrics.json``."""
+    quiet_third_party()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="demo_out/medical")
     ap.add_argument("--size", type=int, default=32)

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
+from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train briefly, forecast the 7 rolling test days, print CRPS of TSDiff-Q and seasonal naive."""
+    quiet_third_party()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_out/timeseries")
     parser.add_argument("--epochs", type=int, default=6)
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     cli = lightning_cli(["fit", "--config", str(CONF / "demo.yaml"),
                          f"--trainer.max_epochs={args.epochs}",
                          f"--trainer.default_root_dir={out}",
+                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                         f"--trainer.logger.save_dir={out}",
                          "--trainer.enable_progress_bar=false"])
     cb = cli.trainer.checkpoint_callback
     ckpt = cb.best_model_path or cb.last_model_path

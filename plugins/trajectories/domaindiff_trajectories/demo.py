@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from domaindiff.cli import lightning_cli
 from domaindiff.data import atomic_write_text
 from domaindiff.module import load_checkpoint
+from domaindiff.quiet import quiet_third_party
 from domaindiff_trajectories.evaluate import forecast_metrics, plot_forecasts
 
 CONF = Path(__file__).parent / "conf"
@@ -27,6 +28,7 @@ CONF = Path(__file__).parent / "conf"
 
 def main(argv: list[str] | None = None) -> int:
     """Train on a small charged split, forecast K samples per test trajectory, print ADE/FDE."""
+    quiet_third_party()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo_out/trajectories")
     parser.add_argument("--epochs", type=int, default=25)
@@ -41,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cli = lightning_cli(["fit", "--config", str(CONF / "demo.yaml"),
                          f"--trainer.max_epochs={args.epochs}",
-                         f"--trainer.default_root_dir={out}", *overrides])
+                         f"--trainer.default_root_dir={out}",
+                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                         f"--trainer.logger.save_dir={out}", *overrides])
     train_s = time.perf_counter() - t0
     ckpt = cli.trainer.checkpoint_callback.best_model_path or \
         cli.trainer.checkpoint_callback.last_model_path
