@@ -29,6 +29,7 @@ from __future__ import annotations
 import builtins
 import collections
 import hashlib
+import math
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -495,6 +496,109 @@ def gcn_reference(x: Tensor, adj: Tensor, weight: Tensor, bias: Tensor | None) -
     return out if bias is None else out + bias
 
 
+# GDSS's forward pass re-derived from its formulas on the raw (unrenamed) weights: an independent
+# check that the renamed weights in the plugin's networks compute the same function.
+
+
+def _ref_mlp(sd: Mapping[str, Tensor], prefix: str, x: Tensor, act) -> Tensor:
+    if f"{prefix}.linear.weight" in sd:
+        return x @ sd[f"{prefix}.linear.weight"].t() + sd[f"{prefix}.linear.bias"]
+    n = sum(1 for k in sd if k.startswith(f"{prefix}.linears.") and k.endswith(".weight"))
+    for i in range(n):
+        x = x @ sd[f"{prefix}.linears.{i}.weight"].t() + sd[f"{prefix}.linears.{i}.bias"]
+        x = act(x) if i < n - 1 else x
+    return x
+
+
+def _ref_gcn(sd: Mapping[str, Tensor], prefix: str, x: Tensor, adj: Tensor) -> Tensor:
+    return gcn_reference(x, adj, sd[f"{prefix}.weight"], sd.get(f"{prefix}.bias"))
+
+
+def _ref_mask_adj(adj: Tensor, flags: Tensor) -> Tensor:
+    m = flags[:, :, None] * flags[:, None, :]
+    return adj * (m[:, None] if adj.dim() == 4 else m)
+
+
+def _ref_attention_layer(sd, prefix, x, adjc, flags, attn_dim, num_heads, conv):
+    elu = torch.nn.functional.elu
+    values, atts = [], []
+    for c in range(adjc.shape[1]):
+        pre, a = f"{prefix}.attn.{c}", adjc[:, c]
+        if conv == "GCN":
+            q, k = _ref_gcn(sd, f"{pre}.gnn_q", x, a), _ref_gcn(sd, f"{pre}.gnn_k", x, a)
+        else:
+            q, k = _ref_mlp(sd, f"{pre}.gnn_q", x, torch.tanh), _ref_mlp(sd, f"{pre}.gnn_k", x,
+                                                                         torch.tanh)
+        v = _ref_gcn(sd, f"{pre}.gnn_v", x, a)
+        split = attn_dim // num_heads
+        q_, k_ = torch.cat(q.split(split, 2), 0), torch.cat(k.split(split, 2), 0)
+        att = torch.tanh(q_.bmm(k_.transpose(1, 2)) / math.sqrt(v.shape[-1]))
+        att = att.view(-1, *a.shape).mean(0)
+        values.append(v)
+        atts.append(((att + att.transpose(-1, -2)) / 2)[..., None])
+    x_out = torch.tanh(_ref_mlp(sd, f"{prefix}.multi_channel", torch.cat(values, -1), elu)
+                       * flags[..., None])
+    mlp_in = torch.cat([torch.cat(atts, -1), adjc.permute(0, 2, 3, 1)], -1)
+    out = _ref_mlp(sd, f"{prefix}.mlp", mlp_in, elu).permute(0, 3, 1, 2)
+    return x_out, _ref_mask_adj(out + out.transpose(-1, -2), flags)
+
+
+def _ref_powers(adj: Tensor, c: int) -> Tensor:
+    out, cur = [adj], adj
+    for _ in range(c - 1):
+        cur = torch.bmm(cur, adj)
+        out.append(cur)
+    return torch.stack(out, 1)
+
+
+def reference_outputs(ckpt: Mapping, x: Tensor, adj: Tensor, flags: Tensor,
+                      weights: str = "raw") -> dict[str, Tensor]:
+    """GDSS's ScoreNetworkX(/_GMH) and ScoreNetworkA outputs, computed from the raw GDSS weights.
+
+    Args:
+        ckpt: a checkpoint read by :func:`read_gdss_checkpoint`.
+        x: node features (B, N, F).
+        adj: adjacency (B, N, N).
+        flags: node flags (B, N).
+        weights: "raw" (the state dicts) or "ema" (the shadows, in parameter order).
+    """
+    elu = torch.nn.functional.elu
+    px, pa = ckpt["params_x"], ckpt["params_adj"]
+    sds = {}
+    for side in ("x", "adj"):
+        sd = ckpt[f"{side}_state_dict"]
+        if weights == "ema":
+            sd = dict(zip(sd, ckpt[f"ema_{side}"]["shadow_params"], strict=True))
+        sds[side] = {k[len("module."):] if k.startswith("module.") else k: v
+                     for k, v in sd.items()}
+    sx, sa = sds["x"], sds["adj"]
+    hs, h = [x], x
+    if px["model_type"] == "ScoreNetworkX":
+        for i in range(px["depth"]):
+            h = torch.tanh(_ref_gcn(sx, f"layers.{i}", h, adj))
+            hs.append(h)
+    else:
+        adjc = _ref_powers(adj, px["c_init"])
+        for i in range(px["depth"]):
+            h, adjc = _ref_attention_layer(sx, f"layers.{i}", h, adjc, flags,
+                                           px["nhid"] if i == 0 else px["adim"],
+                                           px["num_heads"], px["conv"])
+            h = torch.tanh(h)
+            hs.append(h)
+    out_x = _ref_mlp(sx, "final", torch.cat(hs, -1), elu) * flags[..., None]
+    adjc = _ref_powers(adj, pa["c_init"])
+    chans, h = [adjc], x
+    for i in range(pa["num_layers"]):
+        h, adjc = _ref_attention_layer(sa, f"layers.{i}", h, adjc, flags,
+                                       pa["nhid"] if i == 0 else pa["adim"], pa["num_heads"],
+                                       pa["conv"])
+        chans.append(adjc)
+    score = _ref_mlp(sa, "final", torch.cat(chans, 1).permute(0, 2, 3, 1), elu).squeeze(-1)
+    n = adj.shape[-1]
+    score = score * (1 - torch.eye(n, dtype=score.dtype))
+    return {"x": out_x, "adj": _ref_mask_adj(score, flags)}
+
+
 def random_inputs(model, batch: int = 3, seed: int = 0) -> dict[str, Tensor]:
     """Random (not sampled) node features, symmetric adjacencies and node masks for checks."""
     gen = torch.Generator().manual_seed(seed)
@@ -509,4 +613,5 @@ def random_inputs(model, batch: int = 3, seed: int = 0) -> dict[str, Tensor]:
 
 __all__ = ["GDSSImportError", "checkpoint_dict", "convert", "convert_state_dict", "gcn_reference",
            "hparams_from_gdss", "import_gdss", "random_inputs", "read_gdss_checkpoint",
+           "reference_outputs",
            "rename_key", "sampler_settings"]
