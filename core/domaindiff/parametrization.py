@@ -29,7 +29,7 @@ def check(name: str) -> str:
     return name
 
 
-def _coeffs(process: GaussianProcess, t: Tensor, x: Tensor):
+def _coeffs(process: GaussianProcess, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     a, s = bcast(process.alpha(t), x), bcast(process.sigma(t), x)
     return a, s
 
