@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import networkx as nx
 import pytest
@@ -12,7 +13,7 @@ import torch
 from rdkit import Chem
 from torch_geometric.data import Data, InMemoryDataset
 
-from domaindiff_graphs import UserGraphs, UserMolecules
+from domaindiff_graphs import GraphDiffusion, UserGraphs, UserMolecules
 from domaindiff_graphs import mol as M
 from tests.catalogue import BadInput, assert_refused, cli_message, raised
 
@@ -145,6 +146,11 @@ def test_cli_refuses_a_model_too_small_for_the_data_in_one_line(tmp_path):
                        f"--trainer.default_root_dir={tmp_path}", *TINY])
     assert "max_nodes=8 < 12" in msg and "--model.init_args.max_nodes 12" in msg
     assert "Traceback" not in msg and len(msg.strip().splitlines()) == 1
+    dm = UserGraphs(path=str(path))
+    dm.trainer = SimpleNamespace(lightning_module=GraphDiffusion(molecule="qm9", max_feat=4))
+    msg = raised(ValueError, dm.setup)
+    assert "the model generates molecules (molecule=qm9)" in msg
+    assert "--model.init_args.max_feat 10 --model.init_args.molecule null" in msg
 
 
 # --- UserMolecules ------------------------------------------------------------------------------

@@ -283,6 +283,9 @@ class _ChecksModel:
                 tuple(self.atom_types):
             wrong.append(f"atom types {list(getattr(model, 'atom_types', None) or [])} != "
                          f"{list(self.atom_types)}")
+        if "molecule" not in need and getattr(model, "atom_types", None) is not None:
+            wrong.append(f"the model generates molecules (molecule={model.molecule})")
+            need = {**need, "molecule": "null"}
         if wrong:
             flags = " ".join(f"--model.init_args.{k} {v}" for k, v in need.items())
             raise ValueError(f"{type(self).__name__}: the model does not fit the data: "
