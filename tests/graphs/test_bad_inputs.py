@@ -209,6 +209,20 @@ def _cli_enzymes(tmp: Path) -> str:
                         f"--trainer.default_root_dir={tmp}"], cwd=tmp)
 
 
+def _qm9pack(index: list[int], rows: str = "1,C\n2,N\n3,O\n") -> Callable[[Path], str]:
+    """A check: a tiny qm9pack table (three parts) and an index file, read as QM9 reads them."""
+    def check(tmp: Path) -> str:
+        from domaindiff_graphs.data import qm9pack_rows
+
+        (tmp / "qm9pack").mkdir()
+        for k, part in enumerate((rows, "", ""), 1):
+            (tmp / "qm9pack" / f"qm9_part{k}.csv").write_text("Index,SMILES\n" + part)
+        (tmp / "idx.json").write_text(json.dumps({"valid_idxs": [f"{i:06d}" for i in index]}))
+        return raised(ERRORS, lambda: qm9pack_rows(tmp / "qm9pack", tmp / "idx.json"))
+
+    return check
+
+
 ENZ = "Enzymes(folder=ENZYMES).setup()"
 CATALOGUE: list[BadInput] = [
     BadInput("graphs-tu-short-graph-labels", f"{ENZ}  # ENZYMES_graph_labels.txt cut short",
@@ -311,6 +325,16 @@ CATALOGUE: list[BadInput] = [
              "domaindiff_graphs/conf/enzymes.yaml --data.init_args.folder=ENZYMES",
              r"error: .*ENZYMES_graph_labels.txt: ends after line 1; expected 2 lines",
              _cli_enzymes),
+    BadInput("graphs-qm9pack-index-repeated", "QM9(source='qm9pack').setup()  # Index 2 twice",
+             r"qm9pack/qm9_part1.csv:4: Index 2 repeated; expected each molecule once",
+             _qm9pack([0], "1,C\n2,N\n2,O\n")),
+    BadInput("graphs-qm9pack-index-beyond-qm9", "QM9(valid_idx='idx.json').setup()  # row 133885",
+             r"idx.json: index 133885 \(entry 0\) out of range; expected 0..133884 for the "
+             r"133885 rows of the full QM9 table", _qm9pack([133885])),
+    BadInput("graphs-qm9-valid-idx-missing", "QM9(valid_idx='nope.json').setup()",
+             r"valid_idx: \S*nope.json: no such file; expected GDSS's valid_idx_qm9.json",
+             lambda tmp: raised(ERRORS, lambda: QM9(valid_idx=str(tmp / "nope.json"),
+                                                    root=str(tmp)).setup())),
 ]
 
 
