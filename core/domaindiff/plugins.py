@@ -133,7 +133,8 @@ def _models_of(module: ModuleType, target: str) -> dict[str, type]:
                 or cls is DiffusionModule:
             continue
         found[f"{cls.__module__}.{cls.__qualname__}"] = cls
-        if getattr(module, cls.__name__, None) is cls:
+        exposed: object = getattr(module, cls.__name__, None)  # typed: `is` would narrow cls
+        if exposed is cls:
             found[f"{target}.{cls.__name__}"] = cls
     return found
 
