@@ -268,11 +268,11 @@ class Compose(Guidance):
 
     def predict(self, model: GuidedModel, x: State, t: Tensor) -> Prediction:
         """The last guidance's prediction on top of all the earlier ones."""
+        if not self.guidances:
+            return model.raw_predict(x, t)
         inner = model
         for g in self.guidances[:-1]:
             inner = _Chained(inner, g)
-        if not self.guidances:
-            return model.raw_predict(x, t)
         return self.guidances[-1].predict(inner, x, t)
 
     def after_step(self, x: State, t_prev: Tensor, t: Tensor,

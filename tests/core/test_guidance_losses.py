@@ -119,6 +119,7 @@ def test_compose_of_two_prediction_hooks_is_applying_them_in_sequence():
     torch.testing.assert_close(ba["x"], raw["x"] * 2.0 + 1.0)
     _, seq = b.predict(_Then(model, a), x, t)
     torch.testing.assert_close(ab["x"], seq["x"])
+    torch.testing.assert_close(Compose().predict(model, x, t)[1]["x"], raw["x"])
     # a step-only guidance in the chain passes the prediction through
     inp = Inpainting({"x": torch.zeros(3, 2)}, {"x": torch.zeros(3, 2)})
     _, mixed = Compose(a, inp, b).predict(model, x, t)
