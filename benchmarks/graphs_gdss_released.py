@@ -63,9 +63,9 @@ def verify(model, src: Path, raw: dict, tmp: Path) -> dict:
     """Conversion checks: GCN layer by hand, the whole networks against GDSS's forward pass
     re-derived on the raw weights, and outputs identical after a checkpoint roundtrip."""
     inputs = random_inputs(model, batch=2, seed=1)
-    layer = model.network.net_x.layers[0]
-    w = raw["x_state_dict"]["layers.0.weight"]
-    b = raw["x_state_dict"]["layers.0.bias"]
+    layer = model.network.net_adj.layers[0].attn[0].v  # a dense GCN in every GDSS network
+    w = raw["adj_state_dict"]["layers.0.attn.0.gnn_v.weight"]
+    b = raw["adj_state_dict"]["layers.0.attn.0.gnn_v.bias"]
     with torch.no_grad():
         ours = layer(inputs["x"], inputs["adj"])
         hand = gcn_reference(inputs["x"], inputs["adj"], w, b)
@@ -84,6 +84,36 @@ def verify(model, src: Path, raw: dict, tmp: Path) -> dict:
             "roundtrip_identical": all(torch.equal(a[k], c[k]) for k in a)
             and all(torch.equal(ea[k], ec[k]) for k in ea),
             "sample_ema": bool(model.sample_ema), "source": src.name}
+
+
+def verify_all(gdss_dir: Path, out: Path) -> int:
+    """Convert every released checkpoint (molecules with GDSS's sampling configs) and verify it."""
+    import yaml
+
+    rows = {}
+    for src in sorted((gdss_dir / "checkpoints").glob("*/*.pth")):
+        raw = read_gdss_checkpoint(src)
+        sample_config = None
+        if "sampler" not in raw["model_config"]:
+            name = "qm9" if "qm9" in src.name.lower() else "zinc250k"
+            sample_config = yaml.safe_load((gdss_dir / "config" / f"sample_{name}.yaml")
+                                           .read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            dst = Path(tmp) / "m.ckpt"
+            model = import_gdss(src, dst, sample_config)
+            check = verify(model, src, raw, dst)
+        hp = model.hparams
+        check.update({"sampler": hp["sampler"], "nfe": hp["sampling_steps"],
+                      "sampler_options": hp["sampler_options"], "sde_x": hp["sde_x"],
+                      "sde_adj": hp["sde_adj"], "has_ema": "ema_x" in raw,
+                      "sample_config": None if sample_config is None else
+                      f"config/sample_{'qm9' if 'qm9' in src.name.lower() else 'zinc250k'}.yaml"})
+        rows[src.name] = check
+        print(src.name, check, flush=True)
+    atomic_write_text(out, json.dumps({"torch": torch.__version__, "checkpoints": rows},
+                                      indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
 
 
 def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
@@ -166,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "graphs_gdss_released_cpu.json")
+    ap.add_argument("--verify-only", action="store_true",
+                    help="only convert and verify every checkpoint under DIR/checkpoints")
     args = ap.parse_args(argv)
+    if args.verify_only:
+        return verify_all(args.gdss_dir, args.out.with_name("graphs_gdss_released_verify.json"))
     threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
     torch.set_num_threads(threads)
     result = {"machine": f"{platform.machine()} CPU, {threads} torch thread(s), shared 2-core "
