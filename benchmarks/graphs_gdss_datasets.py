@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     result: dict = {"machine": platform.platform(), "processor": platform.processor(),
-                    "settings": "DOMAINDIFF_THREADS as set; CPU only"}
+                    "settings": f"CPU only, DOMAINDIFF_THREADS={os.environ.get('DOMAINDIFF_THREADS')}"
+                                f", {os.cpu_count()} cores shared, seeds 0..{args.seeds - 1}"}
     result["community_small"] = community_small(gdss, args.seeds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
