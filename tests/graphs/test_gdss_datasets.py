@@ -305,6 +305,15 @@ def test_qm9_datamodule_reads_qm9pack_offline_kekulized(tmp_path, monkeypatch):
     assert Chem.MolToSmiles(Chem.MolFromSmiles(Chem.MolToSmiles(furan))) == "c1ccoc1"
 
 
+def test_qm9pack_strict_names_the_gdb_number(tmp_path, monkeypatch):
+    folder = _write_qm9pack(tmp_path / "pkg" / "data", TINY_QM9)
+    monkeypatch.setattr(D, "qm9pack_data_dir", lambda: folder)
+    idx = _write_idx(tmp_path / "idx.json", [1])
+    with pytest.raises(ValueError, match=r"data: row 11 \(GDB Index 12\), column 'SMILES': "
+                                         r"'CCCl' has atom Cl"):
+        D.QM9(valid_idx=str(idx), root=str(tmp_path / "c"), strict=True).setup()
+
+
 def test_qm9pack_bad_tables_are_refused_with_file_and_line(tmp_path, monkeypatch):
     folder = _write_qm9pack(tmp_path / "a", {1: "C", 2: "N", 3: "O"})
     good = (folder / "qm9_part2.csv").read_text()
