@@ -355,3 +355,29 @@ def test_refuses_any_other_global(tmp_path):
         zf.writestr("archive/data.pkl", pickle.dumps(eval, protocol=4))
     msg = raised(GDSSImportError, lambda: read_gdss_checkpoint(path))
     assert "builtins.eval" in msg and str(path) in msg
+
+
+def test_cli_node_counts_from_graph_list_and_sample_config(tmp_path, capsys):
+    import networkx as nx
+    import yaml
+
+    src = tmp_path / "q.pth"
+    write_fake_gdss(src)
+    graphs = [nx.path_graph(n) for n in (2, 2, 3, 4, 5, 6, 6, 6, 5, 4)]
+    pkl = tmp_path / "fake.pkl"
+    pkl.write_bytes(pickle.dumps(graphs))
+    conf = tmp_path / "sample.yaml"
+    conf.write_text(yaml.safe_dump({
+        "sampler": {"predictor": "S4", "corrector": "None", "snr": 0.2, "scale_eps": 0.9,
+                    "n_steps": 1},
+        "sample": {"use_ema": False, "noise_removal": True, "probability_flow": False,
+                   "eps": 1e-3, "seed": 1}}))
+    out = tmp_path / "m.ckpt"
+    assert commands.main(["import-gdss", str(src), str(out), "--graphs", str(pkl),
+                          "--sample-config", str(conf)]) == 0
+    assert "node counts from 8 training graphs" in capsys.readouterr().out
+    back = load_checkpoint(out)
+    # GDSS's split: the first 20% (2 graphs) are the test set, sizes come from the other 8
+    assert back.node_count_hist.tolist() == [0, 0, 0, 1, 2, 2, 3]
+    assert back.hparams["sampler"] == "s4" and back.hparams["sampling_steps"] == 1000
+    assert back.sampler_options["snr"] == 0.2 and back.sample_ema is False
