@@ -182,9 +182,26 @@ def fmt(row: dict, k: str) -> str:
     return f"{row[k]:.4f}±{row[k + '_std']:.4f}"
 
 
+def print_table(result: dict) -> None:
+    """The markdown table of a result (paper, reference code, then our rows)."""
+    print("\n| dataset | config | sampler | NFE | degree | clustering | orbit | s/graph | "
+          "within ref |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, entry in result["datasets"].items():
+        for label, vals in (("paper", entry["paper"]),
+                            ("GDSS code", entry["reference_code_3_seeds"])):
+            if vals:
+                print(f"| {name} | {label} | | | " + " | ".join(f"{vals[k]:.4f}" for k in METRICS)
+                      + " | | |")
+        for r in entry["rows"]:
+            print(f"| {name} | {r['config']} | {r['sampler']} | {r['nfe']} | "
+                  + " | ".join(fmt(r, k) for k in METRICS)
+                  + f" | {r['seconds_per_graph']:.3f} | {r.get('within_ref_spread', '')} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gdss-dir", required=True, type=Path,
+    ap.add_argument("--gdss-dir", type=Path,
                     help="a copy of the GDSS authors' files (checkpoints/, data/)")
     ap.add_argument("--datasets", nargs="+", default=["community_small", "ego_small"],
                     choices=sorted(CKPT))
@@ -198,7 +215,15 @@ def main(argv: list[str] | None = None) -> int:
                     default=ROOT / "benchmarks" / "results" / "graphs_gdss_released_cpu.json")
     ap.add_argument("--verify-only", action="store_true",
                     help="only convert and verify every checkpoint under DIR/checkpoints")
+    ap.add_argument("--table", nargs="+", type=Path, metavar="JSON",
+                    help="only print the table of results written earlier")
     args = ap.parse_args(argv)
+    if args.table:
+        for path in args.table:
+            print_table(json.loads(path.read_text()))
+        return 0
+    if args.gdss_dir is None:
+        ap.error("--gdss-dir is required")
     if args.verify_only:
         return verify_all(args.gdss_dir, args.out.with_name("graphs_gdss_released_verify.json"))
     threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
@@ -240,19 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["fewest_nfe_within_ref"] = {"config": best["config"], "nfe": best["nfe"],
                                               "reduction": ref["nfe"] / best["nfe"]}
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    print("\n| dataset | config | sampler | NFE | degree | clustering | orbit | s/graph | "
-          "within ref |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, entry in result["datasets"].items():
-        for label, vals in (("paper", entry["paper"]),
-                            ("GDSS code", entry["reference_code_3_seeds"])):
-            if vals:
-                print(f"| {name} | {label} | | | " + " | ".join(f"{vals[k]:.4f}" for k in METRICS)
-                      + " | | |")
-        for r in entry["rows"]:
-            print(f"| {name} | {r['config']} | {r['sampler']} | {r['nfe']} | "
-                  + " | ".join(fmt(r, k) for k in METRICS)
-                  + f" | {r['seconds_per_graph']:.3f} | {r.get('within_ref_spread', '')} |")
+    print_table(result)
     print(f"\nwrote {args.out}")
     return 0
 
