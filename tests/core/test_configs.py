@@ -146,3 +146,18 @@ def test_eval_takes_a_named_config(tmp_path, monkeypatch):
     assert yaml.safe_load(out)["sampler"] == "dpm_solver_pp_2m"
     code, _, err = _call(["eval", "toy", "--config", "toy:evall"])
     assert code == 2 and "available: demo, eval" in err and err.count("\n") == 1
+
+
+def test_every_pyproject_ships_the_conf_yaml_in_its_wheel():
+    import tomllib
+
+    root = Path(__file__).parents[2]
+    projects = [root / "core" / "pyproject.toml", *sorted(root.glob("plugins/*/pyproject.toml"))]
+    assert len(projects) == 5
+    for path in projects:
+        meta = tomllib.loads(path.read_text())
+        data = meta["tool"]["setuptools"]["package-data"]
+        assert "conf/*.yaml" in data.get("*", []), f"{path}: conf/*.yaml not in package-data"
+        include = meta["tool"]["setuptools"]["packages"]["find"]["include"]
+        for target in meta["project"]["entry-points"]["domaindiff.plugins"].values():
+            assert any(target.startswith(p.rstrip("*")) for p in include), path
