@@ -118,7 +118,8 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "cpus": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__,
-                    "DOMAINDIFF_THREADS": os.environ.get("DOMAINDIFF_THREADS", "1")},
+                    "DOMAINDIFF_THREADS": os.environ.get("DOMAINDIFF_THREADS", "1"),
+                    "load_average_1_5_15_at_end": list(os.getloadavg())},
         "rows": rows,
     }
     atomic_write_text(args.out, json.dumps(result, indent=2))
