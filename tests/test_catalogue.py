@@ -5,13 +5,17 @@ import importlib
 import pytest
 
 AREAS = ["core", "graphs", "timeseries", "trajectories", "medical"]
+EXTRA = {"graphs": ["tests.graphs.test_user_data"]}  # further catalogues of an area
 
 
 def _catalogue(area):
-    try:
-        return importlib.import_module(f"tests.{area}.test_bad_inputs").CATALOGUE
-    except ModuleNotFoundError as err:  # a plugin's test dependencies are missing
-        pytest.fail(f"tests/{area}/test_bad_inputs.py cannot be imported: {err}")
+    cases = []
+    for name in [f"tests.{area}.test_bad_inputs", *EXTRA.get(area, [])]:
+        try:
+            cases += importlib.import_module(name).CATALOGUE
+        except ModuleNotFoundError as err:  # a plugin's test dependencies are missing
+            pytest.fail(f"{name} cannot be imported: {err}")
+    return cases
 
 
 def test_catalogue_has_at_least_40_unique_entries_across_all_areas():

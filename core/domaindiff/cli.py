@@ -37,6 +37,7 @@ trust, never building any other class.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -788,6 +789,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     try:
         return _dispatch(cmd, rest)
+    except BrokenPipeError:  # output piped into a reader that stopped (`| head`): not an error
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         if debug_enabled() or (cmd == "eval" and _hydra_full_error()) or not is_user_error(err):
             raise

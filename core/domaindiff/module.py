@@ -476,6 +476,26 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+def fitted_checkpoint(trainer: L.Trainer) -> str:
+    """The checkpoint a finished fit should be evaluated from.
+
+    The best checkpoint of any monitoring ``ModelCheckpoint`` if one was saved, else the newest
+    ``last.ckpt`` (a run that never validated still has one: :class:`LastCheckpoint`).
+
+    Raises:
+        FileNotFoundError: the fit wrote no checkpoint (checkpointing disabled).
+    """
+    callbacks = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    for cb in callbacks:
+        if cb.best_model_path and Path(cb.best_model_path).is_file():
+            return cb.best_model_path
+    for cb in callbacks:
+        if cb.last_model_path and Path(cb.last_model_path).is_file():
+            return cb.last_model_path
+    raise FileNotFoundError("the fit wrote no checkpoint (is enable_checkpointing false, or did it "
+                            "stop before its first step?)")
+
+
 class SampleWriter(BasePredictionWriter):
     """Writes ``predict`` samples: gathered from all ranks, saved by rank 0 only (atomically).
 

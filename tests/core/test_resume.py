@@ -132,3 +132,24 @@ def test_a_run_stopped_by_max_time_leaves_last_ckpt(tmp_path):
     epoch = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]
     assert epoch["started"] > epoch["processed"]
     assert int(ckpt["state_dict"]["ema_network.n_averaged"]) == ckpt["global_step"]
+
+
+def test_fitted_checkpoint_falls_back_to_last_ckpt_when_no_validation_ran(tmp_path):
+    """The demos' choice of checkpoint: a plain ModelCheckpoint that never saved (no validation
+    yet) must not hide LastCheckpoint's last.ckpt (the trajectories demo crashed on it)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from domaindiff.module import fitted_checkpoint
+
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        check_val_every_n_epoch=1000, default_root_dir=tmp_path,
+                        callbacks=[ModelCheckpoint(), LastCheckpoint(every_n_train_steps=100)])
+    trainer.fit(_model(), datamodule=_data())
+    assert trainer.checkpoint_callback.best_model_path == ""  # the old lookup found nothing
+    path = fitted_checkpoint(trainer)
+    assert Path(path).name == "last.ckpt" and Path(path).is_file()
+    no_ckpt = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        fitted_checkpoint(no_ckpt)

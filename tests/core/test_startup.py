@@ -258,3 +258,20 @@ def test_plugins_with_names_imports_only_those(broken_plugin):
     code, out, err = _call(["plugins", "nope"])
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "no plugin named 'nope'; installed: aaabroken, graphs" in err
+
+
+
+def test_output_piped_into_head_is_not_an_error(monkeypatch, capsys):
+    """`domaindiff configs | head -1`: the reader stops early; exit 0, no error line."""
+    import io
+    import sys
+
+    from domaindiff.cli import main
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["configs"]) == 0
+    assert "error" not in capsys.readouterr().err

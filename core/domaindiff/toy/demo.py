@@ -11,6 +11,7 @@ from pathlib import Path
 
 from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
+from domaindiff.module import fitted_checkpoint
 from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
@@ -29,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"--trainer.default_root_dir={out}",
                          "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
                          f"--trainer.logger.save_dir={out}"])
-    ckpt = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback \
-        .last_model_path
+    ckpt = fitted_checkpoint(cli.trainer)
     print(f"checkpoint: {ckpt}")
     code = 0
     for sampler, steps in (("dpm_solver_pp_2m", 20), ("ancestral", 200)):

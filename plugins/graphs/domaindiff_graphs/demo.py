@@ -21,6 +21,7 @@ import torch
 
 from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
+from domaindiff.module import fitted_checkpoint
 from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
@@ -36,8 +37,7 @@ def _fit(config: str, out: Path, epochs: int) -> str:
                          f"--trainer.default_root_dir={out}",
                          "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
                          f"--trainer.logger.save_dir={out}"])
-    cb = cli.trainer.checkpoint_callback
-    return cb.best_model_path or cb.last_model_path
+    return fitted_checkpoint(cli.trainer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
+from domaindiff.module import fitted_checkpoint
 from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
@@ -41,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                          "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
                          f"--trainer.logger.save_dir={out}",
                          "--trainer.enable_progress_bar=false"])
-    cb = cli.trainer.checkpoint_callback
-    ckpt = cb.best_model_path or cb.last_model_path
+    ckpt = fitted_checkpoint(cli.trainer)
     print(f"checkpoint: {ckpt}")
     code = cli_main(["eval", "timeseries", f"ckpt={ckpt}", f"sampler={args.sampler}",
                      f"steps={args.steps}", f"scale={args.scale}", f"eta={args.eta}",

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from domaindiff.cli import lightning_cli
 from domaindiff.data import atomic_write_text
-from domaindiff.module import load_checkpoint
+from domaindiff.module import fitted_checkpoint, load_checkpoint
 from domaindiff.quiet import quiet_third_party
 from domaindiff_trajectories.evaluate import forecast_metrics, plot_forecasts
 
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                          "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
                          f"--trainer.logger.save_dir={out}", *overrides])
     train_s = time.perf_counter() - t0
-    ckpt = cli.trainer.checkpoint_callback.best_model_path or \
-        cli.trainer.checkpoint_callback.last_model_path
+    ckpt = fitted_checkpoint(cli.trainer)
     print(f"checkpoint: {ckpt} (trained in {train_s:.0f} s)")
     model = load_checkpoint(ckpt)
     data = cli.datamodule
