@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding of (continuous) times ``(B,) -> (B, dim)``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device,
-                                                           dtype=torch.float32) / half)
-    args = 1000.0 * t.float()[:, None] * freqs[None]
-    emb = torch.cat([args.cos(), args.sin()], dim=-1)
-    return torch.nn.functional.pad(emb, (0, dim % 2)).to(t.dtype if t.is_floating_point()
-                                                         else torch.float32)
+from domaindiff.nn import sinusoidal_embedding
 
 
 class MLPDenoiser(nn.Module):
@@ -42,7 +31,8 @@ class MLPDenoiser(nn.Module):
 
     def forward(self, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
         x = state[self.key]
-        h = self.inp(torch.cat([x, timestep_embedding(t, self.time_dim).to(x.dtype)], -1))
+        emb = sinusoidal_embedding(t, self.time_dim, scale=1000.0, cos_first=True)
+        h = self.inp(torch.cat([x, emb.to(x.dtype)], -1))
         for block in self.blocks:
             h = h + block(h)
         return {self.key: self.out(h)}

@@ -9,20 +9,13 @@ against the mask) that enters both branches as an extra input channel.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-
-def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
-    """Sinusoidal embedding of continuous times ``t`` (B,) in [0, 1] (scaled to DDPM steps)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
-    args = scale * t.float()[:, None] * freqs[None]
-    return torch.cat([args.sin(), args.cos()], dim=1)
+from domaindiff.nn import sinusoidal_embedding
 
 
 def _groups(c: int) -> int:
@@ -178,7 +171,7 @@ class EchoDNDNet(nn.Module):
         side = 2 ** (self.levels - 1)
         if image.shape[-1] % side or image.shape[-2] % side:
             raise ValueError(f"image side {tuple(image.shape[-2:])} must be divisible by {side}")
-        emb = self.temb(timestep_embedding(t, self.temb_dim))
+        emb = self.temb(sinusoidal_embedding(t, self.temb_dim, scale=1000.0))  # t as DDPM steps
         feats, calib = self.encoder(image)
         g = self.gauss(x_gauss, emb, feats, calib)
         eps, var = (g[:, :1], torch.tanh(g[:, 1:])) if self.learn_sigma else (g, None)

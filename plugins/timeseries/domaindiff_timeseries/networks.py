@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from domaindiff.nn import sinusoidal_embedding
+
 
 class S4DLayer(nn.Module):
     """Bidirectional diagonal state-space convolution over ``(B, L, H)`` sequences.
@@ -81,14 +83,6 @@ class S4DLayer(nn.Module):
         y = y + self.d[:, None] * u
         y = F.gelu(y.transpose(1, 2))
         return F.glu(self.out(y), dim=-1)
-
-
-def step_embedding(step: Tensor, dim: int = 128, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding ``(B, dim)`` of (possibly fractional) diffusion steps ``(B,)``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=step.device) / half)
-    arg = step.float()[:, None] * freqs[None] * 1.0
-    return torch.cat([arg.sin(), arg.cos()], -1)
 
 
 class ResidualBlock(nn.Module):
@@ -191,7 +185,7 @@ class TSDiffBackbone(nn.Module):
 
     def forward(self, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
         h = self.inp(self.features(state))
-        emb = self.emb(step_embedding(t * self.num_steps, self.emb_dim))
+        emb = self.emb(sinusoidal_embedding(t * self.num_steps, self.emb_dim))
         skip = 0.0
         for blk in self.blocks:
             h, s = blk(h, emb)

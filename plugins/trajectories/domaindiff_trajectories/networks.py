@@ -14,19 +14,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from domaindiff.nn import sinusoidal_embedding
+
 PRIORS = ("learnable", "velocity", "last", "com", "none")
 PRIOR_INITS = ("velocity", "last")
 SPATIAL = ("egnn", "e3nn")
-
-
-def sinusoidal(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding of a float tensor (any shape) into ``(..., dim)``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=t.dtype,
-                                                           device=t.device) / half)
-    ang = t[..., None] * freqs
-    emb = torch.cat([ang.sin(), ang.cos()], -1)
-    return torch.cat([emb, torch.zeros_like(emb[..., :1])], -1) if dim % 2 else emb
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -161,7 +153,7 @@ class TemporalAttention(nn.Module):
         """Update ``(h, x)`` of ``(B, N, T, .)`` tensors."""
         t = h.shape[2]
         idx = torch.arange(t, dtype=h.dtype, device=h.device)
-        rel = sinusoidal(idx[:, None] - idx[None, :], self.time_dim)  # (T, T, D): t - s
+        rel = sinusoidal_embedding(idx[:, None] - idx[None, :], self.time_dim, dtype=None)  # t - s
         rk, rv = self.rel_k(rel), self.rel_v(rel)  # (T, T, H)
         q, k, v = self.q(h), self.k(h), self.v(h)
         # logits_ts = q_t . (k_s + rk_ts), without materialising (B, N, T, T, H)
@@ -325,7 +317,7 @@ class GeoTDMNetwork(nn.Module):
         if skip is not None:
             x = x * skip.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
         h = state["h"].to(x.dtype)
-        temb = sinusoidal(t.to(x.dtype) * self.num_steps, self.time_dim)  # (B, D)
+        temb = sinusoidal_embedding(t.to(x.dtype) * self.num_steps, self.time_dim, dtype=None)
         ref = self.reference(state) if self.conditional else None
         if self.conditional:
             cond = state["cond"].to(x.dtype)
