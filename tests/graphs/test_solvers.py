@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from domaindiff.guidance import Compose, Guidance, Inpainting
 from domaindiff.processes import VE, VP
 from domaindiff.samplers import get_sampler
+from domaindiff.samplers.sde import langevin_update
 from domaindiff.spaces import NodeMasked, SymmetricAdjacency
 from domaindiff_graphs.solvers import backward_transition, sample_s4
 
@@ -140,3 +142,84 @@ def test_solvers_give_the_recorded_numbers_for_a_fixed_seed(run):
     adj = torch.cat([out["adj"][:, 0, 1:].flatten(), out["adj"][:, 1, 2]])
     assert torch.allclose(out["x"].flatten(), torch.tensor(x_ref), atol=1e-6, rtol=0)
     assert torch.allclose(adj, torch.tensor(adj_ref), atol=1e-6, rtol=0)
+
+
+class _Counted:
+    """A denoiser wrapper that counts its calls (independently of the samplers' own counter)."""
+
+    def __init__(self, den):
+        self.den, self.calls = den, 0
+
+    def __call__(self, state, t):
+        self.calls += 1
+        return self.den(state, t)
+
+
+@pytest.mark.parametrize("name,kw", [("s4", {}), ("gdss_pc", {"n_corrector": 2}),
+                                     ("gdss_pc", {"corrector": "none"})])
+def test_solvers_report_the_network_calls_in_info_and_callback(name, kw):
+    den, procs, tmpl = _fixed_problem()
+    counted, info, seen = _Counted(den), {}, []
+    get_sampler(name)(counted, procs, tmpl, 9, generator=torch.Generator().manual_seed(0),
+                      eps=1e-3, info=info, callback=lambda d: seen.append(d["nfe"]),
+                      progress=True, **kw)
+    assert info["nfe"] == counted.calls > 0
+    assert seen[-1] == counted.calls and seen == sorted(seen) and len(set(seen)) == len(seen)
+
+
+class _DoublePrediction(Guidance):
+    """A prediction hook that evaluates the network twice (returns the second evaluation)."""
+
+    def predict(self, model, x, t):
+        model.raw_predict(x, t)
+        return model.raw_predict(x, t)
+
+
+@pytest.mark.parametrize("name", ["s4", "gdss_pc"])
+def test_solvers_count_guidance_evaluations_and_apply_inpainting(name):
+    den, procs, tmpl = _fixed_problem()
+    counted, info = _Counted(den), {}
+    y = torch.full((2, 3, 2), 0.5) * tmpl["mask"][..., None]
+    known = torch.zeros(2, 3, 1)
+    known[:, 0] = 1
+    guide = Compose(_DoublePrediction(), Inpainting({"x": y}, {"x": known}))
+    out = get_sampler(name)(counted, procs, tmpl, 6, guidance=guide, info=info,
+                            generator=torch.Generator().manual_seed(0))
+    plain = _Counted(den)
+    get_sampler(name)(plain, procs, tmpl, 6, generator=torch.Generator().manual_seed(0))
+    assert info["nfe"] == counted.calls == 2 * plain.calls
+    assert torch.equal(out["x"][:, 0], y[:, 0])
+
+
+@pytest.mark.parametrize("name", ["s4", "gdss_pc"])
+def test_solvers_start_from_the_given_state_with_prior_false(name):
+    den, procs, tmpl = _fixed_problem()
+    x_T = {**tmpl, "x": torch.randn(2, 3, 2) * tmpl["mask"][..., None],
+           "adj": torch.zeros(2, 3, 3)}
+    first = []
+
+    def recording(state, t):
+        if not first:
+            first.append(state["x"].clone())
+        return den(state, t)
+
+    get_sampler(name)(recording, procs, x_T, 4, prior=False)
+    assert torch.equal(first[0], x_T["x"])
+    first.clear()
+    get_sampler(name)(recording, procs, x_T, 4, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(first[0], x_T["x"])
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-3, 1.0, 2.0])
+def test_solvers_refuse_an_end_time_outside_the_process(eps):
+    den, procs, tmpl = _fixed_problem()
+    for name in ("s4", "gdss_pc"):
+        with pytest.raises(ValueError, match=r"^eps: need 0 < eps < T=1.0, got"):
+            get_sampler(name)(den, procs, tmpl, 4, eps=eps)
+
+
+def test_graphs_keeps_no_copy_of_the_core_langevin_step_or_with_t_min():
+    import domaindiff_graphs.solvers as solvers
+
+    assert not hasattr(solvers, "with_t_min") and not hasattr(solvers, "_langevin_alpha")
+    assert solvers.langevin_update is langevin_update

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from domaindiff.guidance import Guidance
-from domaindiff.processes import VP, DiscreteDDPM, bcast
+from domaindiff.processes import VP, DiscreteDDPM, GaussianProcess, bcast
 from domaindiff.samplers.base import (
     Callback,
     Denoiser,
@@ -61,28 +62,44 @@ def sample_euler_maruyama(
     return st.finish(x)
 
 
-def langevin_step(model: Model, x: State, t: float, snr: float, scale_eps: float,
-                  generator: torch.Generator | None, dt: float) -> State:
-    """One annealed Langevin correction at time ``t`` (Song et al. 2021), per component.
+def langevin_update(procs: Mapping[str, GaussianProcess], x: State, score: State, z: State,
+                    t: Tensor, snr: float, scale_eps: float, dt: float) -> State:
+    """One annealed Langevin correction (Song et al. 2021) from a given score, per component.
 
     The step size is ``2 a (snr |z| / |score|)^2`` with batch-mean norms as in the reference
     implementations; ``a`` is the one-step ``1 - beta`` for the VP family and 1 otherwise.
-    ``scale_eps`` scales the injected noise (GDSS).
+    ``scale_eps`` scales the injected noise (GDSS). Samplers that reuse one score evaluation for
+    the correction and the prediction (GDSS's S4) call this directly.
+
+    Args:
+        procs: the process of each diffused key.
+        x: the state at time ``t``.
+        score: the score at ``(x, t)`` per diffused key.
+        z: standard noise per diffused key (e.g. from ``noise_like``).
+        t: ``(B,)`` time tensor.
+        snr: signal-to-noise ratio of the step.
+        scale_eps: scale of the injected noise.
+        dt: the time step the ``1 - beta dt`` factor is taken over.
     """
-    score, _ = model.score(x, t)
-    z = noise_like(x, model.procs, generator)
-    tt = model.time(t, x)
     upd: State = {}
-    for k, p in model.procs.items():
+    for k, p in procs.items():
         s, zk = score[k], z[k]
         gnorm = s.reshape(s.shape[0], -1).norm(dim=-1).mean()
         znorm = zk.reshape(zk.shape[0], -1).norm(dim=-1).mean()
         a = 1.0
         if isinstance(p, (VP, DiscreteDDPM)):
-            a = float((1 - p.g2(tt[:1]) * dt).clamp(0.0, 1.0))
+            a = float((1 - p.g2(t[:1]) * dt).clamp(0.0, 1.0))
         step: Tensor = 2 * a * (snr * znorm / gnorm.clamp_min(1e-12)) ** 2
         upd[k] = x[k] + step * s + torch.sqrt(2 * step) * zk * scale_eps
     return combine(x, upd)
+
+
+def langevin_step(model: Model, x: State, t: float, snr: float, scale_eps: float,
+                  generator: torch.Generator | None, dt: float) -> State:
+    """One annealed Langevin correction at time ``t``: a score evaluation + :func:`langevin_update`."""
+    score, _ = model.score(x, t)
+    z = noise_like(x, model.procs, generator)
+    return langevin_update(model.procs, x, score, z, model.time(t, x), snr, scale_eps, dt)
 
 
 def sample_pc(

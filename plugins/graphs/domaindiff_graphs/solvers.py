@@ -16,36 +16,52 @@ transition from ``t`` to ``u < t`` is ``x / a + sqrt(sigma_t^2 - a^2 sigma_u^2) 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from domaindiff.processes import VP, DiscreteDDPM, GaussianProcess, bcast
+from domaindiff.guidance import Guidance
+from domaindiff.processes import GaussianProcess, bcast
 from domaindiff.samplers import register_sampler, sample_pc
 from domaindiff.samplers.base import (
+    Callback,
+    Denoiser,
     Model,
+    Processes,
+    Sample,
+    Start,
+    State,
     combine,
     emit,
     noise_like,
+    report_nfe,
     setup,
     steps_iter,
     time_points,
 )
+from domaindiff.samplers.sde import langevin_update
 
 
-def with_t_min(process, eps: float | None):
-    """Copies of the process(es) ending at ``eps`` (GDSS samples to 1e-4 / 1e-3, trains to 1e-5)."""
+def _ending_at(process: Processes, eps: float | None) -> Processes:
+    """The process(es) ending at ``eps`` via the core's ``with_t_min`` (``None``: unchanged).
+
+    GDSS samples to ``eps`` = 1e-4 / 1e-3 and trains to 1e-5; ``eps = 0`` is refused because the
+    score ``-eps_hat / sigma(0)`` is undefined there.
+
+    Raises:
+        ValueError: if ``eps`` is not in ``(0, T)``.
+    """
     if eps is None:
         return process
+    procs = process if isinstance(process, Mapping) else {"": process}
+    for p in procs.values():
+        if not 0 < eps < p.T:
+            raise ValueError(f"eps: need 0 < eps < T={p.T}, got {eps}")
     if isinstance(process, Mapping):
-        return {k: with_t_min(p, eps) for k, p in process.items()}
-    if not 0 < eps < process.T:
-        raise ValueError(f"eps: need 0 < eps < T={process.T}, got {eps}")
-    p = copy.copy(process)
-    p.t_min = float(eps)
-    return p
+        return {k: p.with_t_min(eps) for k, p in process.items()}
+    return process.with_t_min(eps)
 
 
 def backward_transition(p: GaussianProcess, x: Tensor, t: Tensor, u: Tensor
@@ -56,57 +72,65 @@ def backward_transition(p: GaussianProcess, x: Tensor, t: Tensor, u: Tensor
     return x / bcast(a, x), bcast(var.sqrt(), x)
 
 
-def _langevin_alpha(p: GaussianProcess, t: Tensor, dt: float) -> float:
-    if isinstance(p, (VP, DiscreteDDPM)):
-        return float((1 - p.g2(t[:1]) * dt).clamp(0.0, 1.0))
-    return 1.0
+def _split_prediction(procs: Mapping[str, GaussianProcess], x: State, score: State,
+                      z1: State, z2: State, times: tuple[Tensor, Tensor, Tensor], dt: float,
+                      noise_last: bool) -> State:
+    """S4's prediction: half a backward transition, an Euler step on the score, another half."""
+    t, t_half, t_next = times
+    upd: State = {}
+    for k, p in procs.items():
+        mean, std = backward_transition(p, x[k], t, t_half)
+        xk = mean + std * z1[k]
+        xk = xk + bcast(p.g2(t), xk) * score[k] * dt
+        mean, std = backward_transition(p, xk, t_half, t_next)
+        upd[k] = mean + std * z2[k] if noise_last else mean
+    return combine(x, upd)
 
 
-def sample_s4(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-              generator=None, progress=False, snr: float = 0.1, scale_eps: float = 1.0,
-              eps: float | None = None, schedule=None, denoise_final: bool = True):
+def sample_s4(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+              guidance: Guidance | None = None, callback: Callback | None = None,
+              generator: torch.Generator | None = None, progress: bool = False,
+              prior: bool | None = None, info: dict[str, Any] | None = None,
+              snr: float = 0.1, scale_eps: float = 1.0, eps: float | None = None,
+              schedule: str | None = None, denoise_final: bool = True) -> Sample:
     """GDSS's S4 solver: one score evaluation per step, Langevin correction + split prediction.
+
+    The correction is the core's :func:`~domaindiff.samplers.sde.langevin_update` on the step's
+    score; the common arguments are those of every sampler (:mod:`domaindiff.samplers.base`).
 
     Args:
         denoiser: ``denoiser(state, t)`` (any parametrization).
         process: a process or dict of processes (mixed VP / VE allowed).
         shape_or_x_T: shape, ``x_T`` or state template (masks are kept).
-        steps: network evaluations = steps.
-        guidance: optional guidance (e.g. inpainting, applied after each step).
-        callback: per-step callback.
+        steps: network evaluations = steps (without guidance that evaluates more).
+        guidance: optional guidance (prediction hooks; e.g. inpainting after each step).
+        callback: per-step callback; its dict carries the running ``"nfe"``.
         generator: random generator.
         progress: tqdm progress bar.
+        prior: draw ``x_T`` from the prior (default for shapes and dicts) or use the given one.
+        info: if a dict, receives ``info["nfe"]``, the network evaluations used.
         snr: Langevin signal-to-noise ratio.
         scale_eps: scale of the corrector noise.
         eps: end time (default: the process's ``t_min``).
         schedule: time grid (default: the process's).
         denoise_final: skip the noise of the last half transition (GDSS returns the mean).
     """
-    st = setup(with_t_min(process, eps), shape_or_x_T, generator)
+    st = setup(_ending_at(process, eps), shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, steps, schedule)
     for i in steps_iter(steps, progress, "s4"):
         t, t_next = ts[i], ts[i + 1]
         dt = t - t_next
         score, x0 = model.score(x, t)
-        tt = model.time(t, x)
-        th, tn = model.time(t - 0.5 * dt, x), model.time(t_next, x)
+        times = (model.time(t, x), model.time(t - 0.5 * dt, x), model.time(t_next, x))
         last = i == steps - 1
         z_corr, z1, z2 = (noise_like(x, st.procs, generator) for _ in range(3))
-        upd = {}
-        for k, p in st.procs.items():
-            s, z = score[k], z_corr[k]
-            gnorm = s.reshape(s.shape[0], -1).norm(dim=-1).mean()
-            znorm = z.reshape(z.shape[0], -1).norm(dim=-1).mean()
-            step = 2 * _langevin_alpha(p, tt, dt) * (snr * znorm / gnorm.clamp_min(1e-12)) ** 2
-            xk = x[k] + step * s + torch.sqrt(2 * step) * z * scale_eps
-            mean, std = backward_transition(p, xk, tt, th)
-            xk = mean + std * z1[k]
-            xk = xk + bcast(p.g2(tt), xk) * s * dt
-            mean, std = backward_transition(p, xk, th, tn)
-            upd[k] = mean if (last and denoise_final) else mean + std * z2[k]
-        x = model.after_step(combine(x, upd), t, t_next, generator, final=last)
-        emit(callback, i, t_next, x, x0)
+        xc = langevin_update(st.procs, x, score, z_corr, times[0], snr, scale_eps, dt)
+        x = _split_prediction(st.procs, xc, score, z1, z2, times, dt,
+                              noise_last=not (last and denoise_final))
+        x = model.after_step(x, t, t_next, generator, final=last)
+        emit(callback, i, t_next, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
     return st.finish(x)
 
 
@@ -114,26 +138,30 @@ _PREDICTORS = {"euler": "euler_maruyama", "euler_maruyama": "euler_maruyama",
                "reverse": "reverse_diffusion", "reverse_diffusion": "reverse_diffusion"}
 
 
-def sample_gdss_pc(denoiser, process, shape_or_x_T, steps, *, guidance=None, callback=None,
-                   generator=None, progress=False, predictor: str = "reverse",
-                   corrector: str = "langevin", snr: float = 0.15, scale_eps: float = 0.7,
-                   n_corrector: int = 1, eps: float | None = None, schedule=None,
-                   denoise_final: bool = True):
+def sample_gdss_pc(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+                   guidance: Guidance | None = None, callback: Callback | None = None,
+                   generator: torch.Generator | None = None, progress: bool = False,
+                   prior: bool | None = None, info: dict[str, Any] | None = None,
+                   predictor: str = "reverse", corrector: str | None = "langevin",
+                   snr: float = 0.15, scale_eps: float = 0.7, n_corrector: int = 1,
+                   eps: float | None = None, schedule: str | None = None,
+                   denoise_final: bool = True) -> Sample:
     """GDSS's PC sampler (predictor "Euler" or "Reverse", corrector "Langevin" or "None").
 
     The core's :func:`domaindiff.samplers.sample_pc` with GDSS's names, defaults and sampling end
-    time ``eps``. ``steps`` counts network evaluations: with the Langevin corrector each time point
-    costs two (so GDSS's 1000-step PC is ``steps=2000``).
+    time ``eps``; the common arguments (``guidance``, ``callback``, ``generator``, ``progress``,
+    ``prior``, ``info``) are passed through unchanged. ``steps`` counts network evaluations: with
+    the Langevin corrector each time point costs two (so GDSS's 1000-step PC is ``steps=2000``).
     """
     if predictor.lower() not in _PREDICTORS:
         raise ValueError(f"predictor: unknown {predictor!r}; use 'euler' or 'reverse'")
     corr = corrector.lower() if isinstance(corrector, str) else "none"
     if corr not in ("langevin", "none"):
         raise ValueError(f"corrector: unknown {corrector!r}; use 'langevin' or 'none'")
-    return sample_pc(denoiser, with_t_min(process, eps), shape_or_x_T, steps, guidance=guidance,
-                     callback=callback, generator=generator, progress=progress,
-                     predictor=_PREDICTORS[predictor.lower()], corrector=corr, snr=snr,
-                     scale_eps=scale_eps, n_corrector=n_corrector, schedule=schedule,
+    return sample_pc(denoiser, _ending_at(process, eps), shape_or_x_T, steps, guidance=guidance,
+                     callback=callback, generator=generator, progress=progress, prior=prior,
+                     info=info, predictor=_PREDICTORS[predictor.lower()], corrector=corr,
+                     snr=snr, scale_eps=scale_eps, n_corrector=n_corrector, schedule=schedule,
                      denoise_final=denoise_final)
 
 
@@ -164,5 +192,4 @@ def fast_s4_options(steps: int, snr: float, ref_steps: int = 1000) -> dict[str, 
 register_sampler("s4", sample_s4)
 register_sampler("gdss_pc", sample_gdss_pc)
 
-__all__ = ["backward_transition", "fast_s4_options", "sample_gdss_pc", "sample_s4",
-           "with_t_min"]
+__all__ = ["backward_transition", "fast_s4_options", "sample_gdss_pc", "sample_s4"]
