@@ -258,3 +258,20 @@ def test_evaluate_app_on_your_own_graphs_keeps_their_isolated_nodes(tmp_path):
                              data_args={"path": str(path)}, num_samples=3, steps=2))
     lines = (tmp_path / "ev" / "samples_user_graphs_dpm_solver_2.g6").read_bytes().splitlines()
     assert len(lines) == res["num_samples"] == 3
+
+
+@pytest.mark.parametrize("sampler,steps", [("heun", 5), ("gdss_pc", 7), ("s4", 3)])
+def test_evaluate_reports_the_network_calls_as_nfe(sampler, steps):
+    from domaindiff_graphs.evaluate import sample_graphs
+
+    model = _model()
+    model.set_node_counts([3, 4, 5, 4])
+    calls = []
+    nets = [model.network] + ([model.ema_network.module] if model.ema_network is not None else [])
+    hooks = [n.register_forward_pre_hook(lambda *_: calls.append(1)) for n in nets]
+    try:
+        _, _, nfe = sample_graphs(model, 3, sampler, steps, batch_size=3, seed=0)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert nfe == len(calls) > 0

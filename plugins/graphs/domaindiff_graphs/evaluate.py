@@ -59,17 +59,22 @@ def make_datamodule(name: str, args: dict[str, Any] | None = None) -> D.GraphDat
 def sample_graphs(model, num_samples: int, sampler: str | None, steps: int | None,
                   batch_size: int, seed: int, options: dict[str, Any] | None = None,
                   use_ema: bool | None = None) -> tuple[dict[str, torch.Tensor], float, int]:
-    """Sample in batches with a progress bar; returns the dense samples, seconds and NFE."""
+    """Sample in batches with a progress bar; returns the dense samples, seconds and NFE.
+
+    The NFE is the core's count (``model.last_nfe``, network calls of one batched sampling
+    call), the largest over the batches (they differ only for adaptive ODE solvers).
+    """
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
     outs = []
+    nfe = 0
     t0 = time.perf_counter()
     for start in tqdm(range(0, num_samples, batch_size), desc="sampling batches"):
         n = min(batch_size, num_samples - start)
         outs.append(model.sample(n, sampler=sampler, steps=steps, generator=gen, progress=True,
                                  use_ema=use_ema, **(options or {})))
-    nfe = int(steps or model.sampling_steps)
+        nfe = max(nfe, int(model.last_nfe))
     seconds = time.perf_counter() - t0
     cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     return cat, seconds, nfe
