@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import torch
@@ -25,6 +26,9 @@ from domaindiff.samplers import get_sampler
 from domaindiff.toy.data import make_mixture
 from domaindiff.toy.metrics import energy_distance, sliced_wasserstein
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse bad settings before any work: the counts and the sampler name.
@@ -34,6 +38,36 @@ def check_config(cfg: DictConfig) -> None:
     """
     check_counts(cfg, positive=("steps", "num_samples"), nonnegative=("nll_samples", "seed"))
     get_sampler(str(cfg.sampler))
+
+
+def plot_samples(data: torch.Tensor, samples: torch.Tensor, path: Path, title: str) -> Figure:
+    """Data samples (left) beside generated ones (right), first two coordinates; a PNG.
+
+    Both panels share their limits and are square, so shapes compare directly.
+
+    Args:
+        data: (n, dim) samples of the exact mixture.
+        samples: (m, dim) generated samples.
+        path: the PNG to write (atomically, through :func:`~domaindiff.plotting.save_figure`).
+        title: what and which run (checkpoint, sampler, steps).
+
+    Returns:
+        the (saved, closed) figure.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.8), sharex=True, sharey=True)
+    for ax, pts, color, name in ((axes[0], data, "C0", "data (exact mixture)"),
+                                 (axes[1], samples, "C1", "generated")):
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.5, color=color, label=f"{name}, n={len(pts)}")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("x1")
+        ax.set_box_aspect(1)
+        ax.legend(loc="upper right", fontsize=8, markerscale=3)
+    axes[0].set_ylabel("x2")
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.11, top=0.88, wspace=0.1)
+    save_figure(fig, path)
+    return fig
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -69,14 +103,9 @@ def evaluate(cfg: DictConfig) -> dict:
     stem = f"{cfg.sampler}_{int(cfg.steps)}"
     atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
     if samples.shape[1] >= 2:
-        plt = pyplot()
-        fig, ax = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
-        ax[0].scatter(ref[:, 0], ref[:, 1], s=2, alpha=0.5)
-        ax[0].set_title("exact samples")
-        ax[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="C1")
-        ax[1].set_title(f"{cfg.sampler}, {int(cfg.steps)} NFE")
-        fig.tight_layout()
-        save_figure(fig, out / f"samples_{stem}.png")
+        plot_samples(ref, samples, out / f"samples_{stem}.png",
+                     f"{Path(str(cfg.ckpt)).name}: {cfg.sampler}, {int(cfg.steps)} steps "
+                     f"({nfe} NFE); energy distance {result['energy_distance']:.4f}")
     print(json.dumps(result, indent=2))
     return result
 

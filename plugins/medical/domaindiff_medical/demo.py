@@ -17,8 +17,9 @@ from domaindiff.data import atomic_write_text
 from domaindiff.quiet import quiet_third_party
 
 from .data import SyntheticEcho
-from .evaluate import evaluate_model, write_overlays
+from .evaluate import evaluate_model
 from .model import EchoDND, save_checkpoint
+from .plots import overlay_title, write_overlays
 
 
 def train(model: EchoDND, dm: SyntheticEcho, max_steps: int, max_seconds: float,
@@ -95,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary.update(stats)
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     save_checkpoint(model, str(out / "echo_dnd.ckpt"))
-    write_overlays(out / "overlays.png", test.images, test.masks, per["mask"], per["var"])
+    write_overlays(out / "overlays.png", test.images, test.masks, per["mask"], per["var"],
+                   title=overlay_title("echo_dnd.ckpt", f"synthetic {args.size}x{args.size}",
+                                       "ddim", args.steps, args.num_samples, summary["dice"]))
     print(f"Dice {summary['dice']:.3f}  IoU {summary['iou']:.3f}  HD95 {summary['hd95']:.2f} px  "
           f"ASSD {summary['assd']:.2f} px  ({args.num_samples} x {args.steps} NFE, "
           f"{summary['seconds_per_image']:.2f} s/image)")

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from domaindiff.cli import check_counts, report_errors
-from domaindiff.data import atomic_write, atomic_write_text
+from domaindiff.data import atomic_write_text
 
 from .metrics import ensemble_metrics, segmentation_metrics
+from .plots import overlay_title, write_overlays
 
 
 def _nanmean(x: torch.Tensor) -> float:
@@ -122,38 +123,6 @@ def model_time_points(model: Any, sampler: str, steps: int | None) -> list[int]:
     return time_points(n, steps or (n if sampler == "ddpm" else model.sampling_steps))
 
 
-def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
-                   pred: torch.Tensor, var: torch.Tensor, num: int = 4) -> Path:
-    """One PNG: rows of image, ground truth, prediction, uncertainty (written atomically)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    num = min(num, len(images))
-    fig, axes = plt.subplots(num, 4, figsize=(8, 2 * num), squeeze=False)
-    for r in range(num):
-        img = images[r, 0].numpy()
-        panels = [("image", img, None), ("ground truth", masks[r, 0].numpy(), "Greens"),
-                  ("prediction", pred[r, 0].numpy(), "Reds"),
-                  ("uncertainty", var[r, 0].numpy(), "magma")]
-        for c, (title, arr, cmap) in enumerate(panels):
-            ax = axes[r, c]
-            if cmap is None or cmap == "magma":
-                ax.imshow(arr, cmap="gray" if cmap is None else cmap)
-            else:
-                ax.imshow(img, cmap="gray")
-                ax.imshow(np.ma.masked_where(arr < 0.5, arr), cmap=cmap, alpha=0.5, vmin=0, vmax=1)
-            ax.set_axis_off()
-            if r == 0:
-                ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=80)
-    plt.close(fig)
-    return path
-
-
 def load_split(data: str, split: str, root: str | None, size: int | None,
                max_images: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and masks of a split of ``synthetic``, ``camus`` or ``echonet``."""
@@ -200,8 +169,11 @@ def run(cfg: Any) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
-    write_overlays(out / "overlays.png", images, masks, per["mask"], per["var"],
-                   int(cfg.num_overlays))
+    if int(cfg.num_overlays) > 0:  # 0: no picture
+        write_overlays(out / "overlays.png", images, masks, per["mask"], per["var"],
+                       int(cfg.num_overlays), title=overlay_title(
+                           Path(str(cfg.ckpt)).name, str(cfg.data), str(cfg.sampler),
+                           int(cfg.steps), int(cfg.num_samples), summary.get("dice")))
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -26,43 +26,9 @@ from domaindiff_timeseries.baselines import deepar, gluonts_seasonal_naive
 from domaindiff_timeseries.data import TimeSeriesData
 from domaindiff_timeseries.forecast import forecast, refine
 from domaindiff_timeseries.metrics import forecast_metrics
+from domaindiff_timeseries.plots import fan_chart
 
 METHODS = ("tsdiff_q", "tsdiff_ms", "tsdiff_cond", "seasonal_naive", "deepar")
-
-
-def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_length: int,
-              path: Path, n: int = 3, show_context: int = 96) -> None:
-    """Forecast fan charts (50% and 90% bands, median) of the first ``n`` windows, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = min(n, len(windows))
-    names = list(forecasts)
-    fig, axes = plt.subplots(n, len(names), figsize=(4 * len(names), 2.5 * n), squeeze=False)
-    for i in range(n):
-        y = windows[i]["target"][:, 0]
-        c = context_length
-        xs = np.arange(len(y)) - c
-        lo = max(0, c - show_context)
-        for j, name in enumerate(names):
-            ax = axes[i][j]
-            ax.plot(xs[lo:], y[lo:], color="k", lw=0.8)
-            s = forecasts[name][i, :, :, 0]
-            hx = xs[c:]
-            for a, b, alpha in ((5, 95, 0.2), (25, 75, 0.4)):
-                ax.fill_between(hx, np.percentile(s, a, 0), np.percentile(s, b, 0),
-                                color="C0", alpha=alpha, lw=0)
-            ax.plot(hx, np.median(s, 0), color="C0", lw=1)
-            if i == 0:
-                ax.set_title(name)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name)
-    fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -178,7 +144,8 @@ def evaluate(cfg: DictConfig) -> dict:
         {**result, "config": OmegaConf.to_container(cfg, resolve=False)}, indent=2, default=str))
     if forecasts:
         fan_chart(windows, forecasts, model.context_length, out / f"fan_{stem}.png",
-                  int(cfg.plot_windows))
+                  int(cfg.plot_windows), run=f"{Path(cfg.ckpt).name}, {cfg.sampler}, "
+                  f"{int(cfg.steps)} steps, {cfg.dataset}")
     print(json.dumps(result, indent=2))
     return result
 

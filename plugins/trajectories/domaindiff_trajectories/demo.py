@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     plot_forecasts(first, out / "forecasts.png", 4,
-                   f"GeoTDM demo ({args.sampler}, {args.steps} NFE)")
+                   f"GeoTDM demo, {Path(ckpt).name}, {data.system} 5-body: {args.sampler}, "
+                   f"{args.steps} steps, K = {args.k}; ADE {result['ade_avg']:.3f} "
+                   f"FDE {result['fde_avg']:.3f} (avg over K)")
     print(f"\ncharged 5-body, {result['num_test']} test trajectories, K = {args.k}")
     print(f"{'method':<28}{'ADE':>8}{'FDE':>8}")
     print(f"{'GeoTDM (avg over K)':<28}{result['ade_avg']:>8.3f}{result['fde_avg']:>8.3f}")

@@ -43,6 +43,7 @@ from domaindiff_trajectories.metrics import (
     marginal_score,
     prediction_score,
 )
+from domaindiff_trajectories.plots import plot_forecasts, plot_unconditional
 
 DATASETS = {"nbody": NBody, "md17": MD17, "eth_ucy": ETHUCY}
 
@@ -70,38 +71,11 @@ def forecast_metrics(model, loader: DataLoader, sampler: str, steps: int, k: int
             sums[key] = sums.get(key, 0.0) + float(v.sum())
         count += len(batch["x"])
         if first is None:
-            first = {"cond": batch["cond"], "x": batch["x"], "samples": samples}
+            first = {"cond": batch["cond"], "x": batch["x"], "samples": samples,
+                     "mask": batch["mask"]}
     out = {key: v / max(count, 1) for key, v in sums.items()}
     out.update(items=count, nfe_per_trajectory=k * steps, seconds=seconds)
     return out, first
-
-
-def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4, title: str = "") -> None:
-    """Draw ``n`` forecasts (x-y projection): condition, truth and every sample; atomic PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = min(n, len(first["x"]))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        cond, x, s = first["cond"][i], first["x"][i], first["samples"][:, i]
-        for j in range(x.shape[0]):
-            c = f"C{j % 10}"
-            ax.plot(cond[j, :, 0], cond[j, :, 1], color=c, lw=1.5)
-            ax.plot(x[j, :, 0], x[j, :, 1], color=c, lw=1.5, ls="--")
-            for smp in s:
-                ax.plot(smp[j, :, 0], smp[j, :, 1], color=c, lw=0.6, alpha=0.5)
-        ax.set_title(f"item {i}", fontsize=8)
-        ax.set_aspect("equal", adjustable="datalim")
-    fig.suptitle(title or "solid: observed, dashed: truth, thin: samples", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}")
-    fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def kmeans_metrics(model, loader: DataLoader, sampler: str, steps: int, samples: int = 60,
@@ -130,7 +104,8 @@ def kmeans_metrics(model, loader: DataLoader, sampler: str, steps: int, samples:
             sums["min_fde"] += f
         count += len(batch["x"])
         if first is None:
-            first = {"cond": batch["cond"], "x": batch["x"], "samples": out[:clusters]}
+            first = {"cond": batch["cond"], "x": batch["x"], "samples": out[:clusters],
+                     "mask": batch["mask"]}
     res = {k: v / max(count, 1) for k, v in sums.items()}
     res.update(items=count, nfe_per_trajectory=samples * steps, seconds=seconds)
     return res, first
@@ -187,33 +162,6 @@ def unconditional_metrics(model, loader: DataLoader, sampler: str, steps: int, s
            "items": len(real), "nfe_per_trajectory": steps, "seconds": seconds,
            "finite": bool(torch.isfinite(fake).all())}
     return res, {"real": real, "fake": fake}
-
-
-def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
-                       title: str = "") -> None:
-    """Draw ``n`` real (top row) and ``n`` generated (bottom row) trajectories; atomic PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(1, min(n, len(sets["real"])))
-    fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 6.0), squeeze=False)
-    for row, key in enumerate(("real", "fake")):
-        for i, ax in enumerate(axes[row]):
-            traj = sets[key][i]
-            for j in range(traj.shape[0]):
-                ax.plot(traj[j, :, 0], traj[j, :, 1], color=f"C{j % 10}", lw=1.2)
-                ax.plot(traj[j, -1, 0], traj[j, -1, 1], "o", color=f"C{j % 10}", ms=3)
-            ax.set_title(f"{'data' if key == 'real' else 'generated'} {i}", fontsize=8)
-            ax.set_aspect("equal", adjustable="datalim")
-    fig.suptitle(title or "top: data, bottom: generated (x-y, dot = last frame)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}")
-    fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def test_split(cfg: DictConfig):
@@ -273,6 +221,7 @@ def evaluate(cfg: DictConfig) -> dict:
     stem = f"{sampler}_{steps}"
     atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
     if int(cfg.plots) > 0:
+        title = f"{Path(str(cfg.ckpt)).name}, {dataset}: {title}"
         if protocol == "unconditional":
             plot_unconditional(first, out / f"{kind}_{stem}.png", int(cfg.plots), title)
         else:

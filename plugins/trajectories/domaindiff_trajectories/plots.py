@@ -1,0 +1,135 @@
+"""Pictures of trajectories (x-y projection): ground truth beside the sampled ones.
+
+Written through :func:`domaindiff.plotting.save_figure` (atomic, closes the figure). Axes have
+equal aspect, and panels compared with each other share their limits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from domaindiff.plotting import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def _limits(*parts: torch.Tensor, pad: float = 0.08) -> tuple[tuple[float, float], ...]:
+    """Square-ish x and y limits covering every point of ``parts`` (last dim: coordinates)."""
+    pts = torch.cat([p.reshape(-1, p.shape[-1])[:, :2].float() for p in parts])
+    pts = pts[torch.isfinite(pts).all(1)]
+    if not len(pts):
+        return (-1.0, 1.0), (-1.0, 1.0)
+    lo, hi = pts.min(0).values, pts.max(0).values
+    half = float((hi - lo).max()) / 2 * (1 + pad) or 1.0
+    mid = (lo + hi) / 2
+    return tuple((float(m) - half, float(m) + half) for m in mid)  # type: ignore[return-value]
+
+
+def _frame(ax: Axes, lims: tuple[tuple[float, float], ...], title: str, left: bool,
+           bottom: bool) -> None:
+    ax.set_xlim(*lims[0])
+    ax.set_ylim(*lims[1])
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if left:
+        ax.set_ylabel("y")
+    if bottom:
+        ax.set_xlabel("x")
+    else:  # the panel below has the same limits and labels them
+        ax.tick_params(labelbottom=False)
+
+
+def _style_legend(fig: Figure, styles: list[tuple[str, dict]]) -> None:
+    """A figure legend of line styles in grey (colour = particle is said in its title)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.3", **kw) for _, kw in styles]
+    fig.legend(handles, [label for label, _ in styles], loc="lower center", ncol=len(styles),
+               fontsize=8, frameon=False, title="colour = particle", title_fontsize=8)
+
+
+def _agents(first: dict[str, torch.Tensor], i: int) -> range | list[int]:
+    mask = first.get("mask")
+    n = first["x"].shape[1]
+    return range(n) if mask is None else [j for j in range(n) if bool(mask[i, j])]
+
+
+def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4,
+                   title: str = "") -> Figure:
+    """``n`` forecasts: ground truth (top row) beside the sampled futures (bottom row); a PNG.
+
+    Both rows of an item share its limits and show the observed frames (solid); the top row adds
+    the true future (dashed), the bottom row every sample (thin).
+
+    Args:
+        first: ``cond`` (B, N, Tc, D), ``x`` (B, N, T, D), ``samples`` (K, B, N, T, D) and
+            optionally ``mask`` (B, N).
+        path: the PNG to write.
+        n: items drawn (columns).
+        title: what and which run (checkpoint, sampler, steps, metrics).
+
+    Returns:
+        the (saved, closed) figure.
+    """
+    plt = pyplot()
+    n = max(1, min(n, len(first["x"])))
+    k = first["samples"].shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 7.2), squeeze=False)
+    for i in range(n):
+        cond, x, s = first["cond"][i], first["x"][i], first["samples"][:, i]
+        keep = list(_agents(first, i))
+        lims = _limits(cond[keep], x[keep], s[:, keep])
+        for j in keep:
+            c = f"C{j % 10}"
+            for ax in axes[:, i]:
+                ax.plot(cond[j, :, 0], cond[j, :, 1], color=c, lw=1.6)
+            axes[0, i].plot(x[j, :, 0], x[j, :, 1], color=c, lw=1.4, ls="--")
+            for smp in s:
+                axes[1, i].plot(smp[j, :, 0], smp[j, :, 1], color=c, lw=0.6, alpha=0.5)
+        _frame(axes[0, i], lims, f"item {i}: ground truth", i == 0, False)
+        _frame(axes[1, i], lims, f"item {i}: {k} sampled", i == 0, True)
+    _style_legend(fig, [("observed", {"lw": 1.6}), ("ground-truth future", {"lw": 1.4, "ls": "--"}),
+                        ("sampled future", {"lw": 0.6, "alpha": 0.6})])
+    fig.suptitle(title or "trajectory forecasts", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1), h_pad=1.8)
+    save_figure(fig, path, dpi=90)
+    return fig
+
+
+def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
+                       title: str = "") -> Figure:
+    """``n`` test trajectories (top row) beside ``n`` generated ones (bottom row); a PNG.
+
+    All panels share one set of limits, so sizes and spreads compare directly.
+
+    Args:
+        sets: ``real`` and ``fake``, each (items, N, T, D).
+        path: the PNG to write.
+        n: trajectories per row.
+        title: what and which run (checkpoint, sampler, steps, scores).
+
+    Returns:
+        the (saved, closed) figure.
+    """
+    plt = pyplot()
+    n = max(1, min(n, len(sets["real"]), len(sets["fake"])))
+    lims = _limits(sets["real"][:n], sets["fake"][:n])
+    fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 7.2), squeeze=False)
+    for row, (key, name) in enumerate((("real", "test data"), ("fake", "generated"))):
+        for i, ax in enumerate(axes[row]):
+            traj = sets[key][i]
+            for j in range(traj.shape[0]):
+                ax.plot(traj[j, :, 0], traj[j, :, 1], color=f"C{j % 10}", lw=1.2)
+                ax.plot(traj[j, -1, 0], traj[j, -1, 1], "o", color=f"C{j % 10}", ms=3)
+            _frame(ax, lims, f"{name} {i}", i == 0, row == 1)
+    _style_legend(fig, [("path", {"lw": 1.2}), ("last frame", {"marker": "o", "ls": "", "ms": 3})])
+    fig.suptitle(title or "unconditional trajectories", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1), h_pad=1.8)
+    save_figure(fig, path, dpi=90)
+    return fig
