@@ -116,6 +116,27 @@ def test_prediction_guidance_variants_and_nfe(gradient, inner, nfe):
     assert stats["nfe"] == nfe
 
 
+@pytest.mark.parametrize(("sampler", "kw"), [("ancestral", {}), ("ddim", {"inner_steps": 2}),
+                                             ("heun", {})])
+def test_forecast_nfe_equals_the_network_calls(sampler, kw):
+    """The core's count (``last_nfe``, plus the DDPM rule's own denoiser) equals a hook's count."""
+    model = _analytic_model()
+    x = np.full((20, 1), 1.5, np.float32)
+    wins = [{"target": x, "x": x, "observed": np.ones_like(x), "scale": np.ones(1, np.float32),
+             "past": np.zeros((0, 1), np.float32)}] * 3
+    calls = []
+    hook = model.network.register_forward_pre_hook(lambda *_: calls.append(1))
+    stats = {}
+    try:
+        forecast(model, wins, 2, guidance="mse", sampler=sampler, steps=5, batch_size=4,
+                 progress=False, stats=stats, **kw)
+    finally:
+        hook.remove()
+    assert stats["nfe"] == len(calls) / 2 > 0  # two batches (6 sequences, 4 per batch)
+    if sampler == "ancestral":
+        assert stats["nfe"] == 2 * 5 - 1  # TSDiff's DDPM rule: one more evaluation per step
+
+
 def test_energies_hand_values():
     y = torch.tensor([[[1.0], [2.0], [0.0]]])
     m = torch.tensor([[[1.0], [1.0], [0.0]]])
@@ -193,6 +214,10 @@ def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
     res = evaluate(cfg)
     out = json.loads((tmp_path / "ev" / "metrics_ddim_2.json").read_text())
     assert set(out["forecasting"]) == {"tsdiff_q", "seasonal_naive"}
+    # the core's count of network evaluations per sampled sequence (2-step DDIM, guided on the
+    # prediction: one per step); a baseline has none
+    assert out["forecasting"]["tsdiff_q"]["nfe"] == 2
+    assert "nfe" not in out["forecasting"]["seasonal_naive"]
     assert out["forecasting"]["seasonal_naive"]["CRPS"] == res["forecasting"][
         "seasonal_naive"]["CRPS"]
     syn = out["synthesis"]

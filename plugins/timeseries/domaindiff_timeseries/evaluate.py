@@ -57,6 +57,7 @@ def evaluate(cfg: DictConfig) -> dict:
                   "inner_steps": int(cfg.get("inner_steps", 1))}
     forecasts: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
+    nfe: dict[str, dict] = {}  # the diffusion methods' network evaluations (forecast's stats)
     h = model.prediction_length
     for m in methods:
         t0 = time.perf_counter()
@@ -66,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict:
                                     scale=float(cfg.scale), sampler=cfg.sampler,
                                     steps=int(cfg.steps), scenario=cfg.scenario,
                                     missing=float(cfg.missing), seed=int(cfg.seed),
-                                    **guide_opts, **opts)
+                                    stats=nfe.setdefault(m, {}), **guide_opts, **opts)
         elif m == "tsdiff_cond":
             if not cfg.get("cond_ckpt"):
                 raise ValueError("methods: tsdiff_cond needs cond_ckpt=<a TSDiffCond checkpoint>")
@@ -74,7 +75,7 @@ def evaluate(cfg: DictConfig) -> dict:
             forecasts[m] = forecast(cond, windows, int(cfg.num_samples), guidance="none",
                                     sampler=cfg.sampler, steps=int(cfg.steps),
                                     scenario=cfg.scenario, missing=float(cfg.missing),
-                                    seed=int(cfg.seed), **opts)
+                                    seed=int(cfg.seed), stats=nfe.setdefault(m, {}), **opts)
         elif m == "seasonal_naive":
             forecasts[m] = gluonts_seasonal_naive(windows, h, dm.freq, dm.season)
         elif m == "deepar":
@@ -90,7 +91,8 @@ def evaluate(cfg: DictConfig) -> dict:
                                      seed=int(cfg.seed))
         seconds["deepar"] = (time.perf_counter() - t0) / len(windows)
     table = {m: {**forecast_metrics(f, target, histories, dm.season),
-                 "seconds_per_window": seconds[m]} for m, f in forecasts.items()}
+                 "seconds_per_window": seconds[m], **nfe.get(m, {})}
+             for m, f in forecasts.items()}
     result = {"dataset": cfg.dataset, "sampler": cfg.sampler, "steps": int(cfg.steps),
               "scale": float(cfg.scale), "num_samples": int(cfg.num_samples),
               "scenario": cfg.scenario, "num_windows": len(windows), "forecasting": table}

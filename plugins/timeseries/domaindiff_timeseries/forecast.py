@@ -257,22 +257,6 @@ def _past_observed(windows: Sequence[dict]) -> Tensor:
                                      else np.ones_like(w["past"]) for w in windows]))
 
 
-class _CountCalls:
-    """Counts forward calls of a module (network evaluations, batched)."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.calls = 0
-        self.handle = module.register_forward_pre_hook(self._hook)
-
-    def _hook(self, *_) -> None:
-        self.calls += 1
-
-
-def _network(model) -> torch.nn.Module:
-    ema = getattr(model, "ema_network", None)
-    return ema.module if ema is not None else model.network
-
-
 @torch.no_grad()
 def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance: str = "quantile",
              scale: float = 4.0, sampler: str = "ancestral", steps: int | None = None,
@@ -301,7 +285,9 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
         inner_steps: guidance steps per sampler step (extra network evaluations).
         ddpm_rule: with ``sampler="ancestral"``, TSDiff's DDPM rule (:class:`DDPMSelfGuidance`,
             two network evaluations per step); ``False``: guidance on the prediction (one).
-        stats: if given, receives ``nfe`` (network evaluations per sampled sequence).
+        stats: if given, receives ``nfe`` (network evaluations per sampled sequence: the core's
+            count ``model.last_nfe`` per batch, plus the DDPM rule's own guidance evaluations,
+            counted by its denoiser's ``nfe``; averaged over the batches).
         covariates: per window ``(L, C)`` dynamic covariates (TSDiffCond with covariates).
         **options: sampler options (e.g. ``eta``).
 
@@ -337,42 +323,41 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
     n_total = len(windows) * num_samples
     win_idx = torch.arange(len(windows)).repeat_interleave(num_samples)
     q_all = quantile_levels(num_samples).repeat(len(windows))
-    counter = _CountCalls(_network(model))
     out = []
+    calls = 0
     starts = range(0, n_total, batch_size)
-    try:
-        for s0 in tqdm(starts, desc=f"forecast {guidance}/{sampler}-{steps}",
-                       disable=not progress):
-            idx = win_idx[s0: s0 + batch_size]
-            dev = model.device
-            y, m = x_obs[idx].to(dev), mask_all[idx].to(dev)
-            template = {"x": torch.zeros_like(y), "past": past[idx].to(dev),
-                        "past_observed": past_obs[idx].to(dev)}
-            if not model.lags:
-                template["past"] = y.new_zeros(len(idx), 0, y.shape[-1])
-                template["past_observed"] = template["past"]
-            if n_cov:
-                template["covariates"] = cov_all[idx].to(dev)
-            if getattr(model, "conditional", False):
-                template["cond"] = torch.cat([y * m, m], -1)
-                guide = None
-            elif guidance == "none":
-                guide = None
+    for s0 in tqdm(starts, desc=f"forecast {guidance}/{sampler}-{steps}", disable=not progress):
+        idx = win_idx[s0: s0 + batch_size]
+        dev = model.device
+        y, m = x_obs[idx].to(dev), mask_all[idx].to(dev)
+        template = {"x": torch.zeros_like(y), "past": past[idx].to(dev),
+                    "past_observed": past_obs[idx].to(dev)}
+        if not model.lags:
+            template["past"] = y.new_zeros(len(idx), 0, y.shape[-1])
+            template["past_observed"] = template["past"]
+        if n_cov:
+            template["covariates"] = cov_all[idx].to(dev)
+        guide_den = None  # the DDPM rule's own denoiser (its calls are counted in its nfe)
+        if getattr(model, "conditional", False):
+            template["cond"] = torch.cat([y * m, m], -1)
+            guide = None
+        elif guidance == "none":
+            guide = None
+        else:
+            energy = guidance_energy(y, m, guidance, q_all[s0: s0 + batch_size].to(dev))
+            if sampler in ("ancestral", "ddpm") and ddpm_rule:
+                guide_den = model.denoiser()
+                guide = DDPMSelfGuidance(guide_den, model.processes["x"], energy, scale,
+                                         safe=safe)
             else:
-                energy = guidance_energy(y, m, guidance, q_all[s0: s0 + batch_size].to(dev))
-                if sampler in ("ancestral", "ddpm") and ddpm_rule:
-                    guide = DDPMSelfGuidance(model.denoiser(), model.processes["x"], energy,
-                                             scale, safe=safe)
-                else:
-                    guide = PredictionSelfGuidance(energy, scale, gradient=gradient, safe=safe,
-                                                   inner_steps=inner_steps)
-            x = model.sample(template=template, sampler=sampler, steps=steps, guidance=guide,
-                             generator=gen, **options)["x"]
-            out.append((x[:, c:] * scale_all[idx].to(dev)[:, None, :]).cpu())
-    finally:
-        counter.handle.remove()
+                guide = PredictionSelfGuidance(energy, scale, gradient=gradient, safe=safe,
+                                               inner_steps=inner_steps)
+        x = model.sample(template=template, sampler=sampler, steps=steps, guidance=guide,
+                         generator=gen, **options)["x"]
+        calls += model.last_nfe + (guide_den.nfe if guide_den is not None else 0)
+        out.append((x[:, c:] * scale_all[idx].to(dev)[:, None, :]).cpu())
     if stats is not None:
-        stats["nfe"] = counter.calls / len(starts)
+        stats["nfe"] = calls / len(starts)
     samples = torch.cat(out).reshape(len(windows), num_samples, h, -1)
     return samples.numpy()
 
