@@ -9,9 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
-from domaindiff.module import fitted_checkpoint
+from domaindiff.demo_utils import fit_config
 from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
@@ -25,12 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    cli = lightning_cli(["fit", "--config", str(CONF / "demo.yaml"),
-                         f"--trainer.max_epochs={args.epochs}",
-                         f"--trainer.default_root_dir={out}",
-                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                         f"--trainer.logger.save_dir={out}"])
-    ckpt = fitted_checkpoint(cli.trainer)
+    _, ckpt = fit_config(CONF / "demo.yaml", out, [f"--trainer.max_epochs={args.epochs}"])
     print(f"checkpoint: {ckpt}")
     code = 0
     for sampler, steps in (("dpm_solver_pp_2m", 20), ("ancestral", 200)):

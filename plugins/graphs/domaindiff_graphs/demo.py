@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 
-from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
-from domaindiff.module import fitted_checkpoint
+from domaindiff.demo_utils import fit_config
 from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
@@ -29,15 +28,10 @@ CONF = Path(__file__).parent / "conf"
 
 def _fit(config: str, out: Path, epochs: int) -> str:
     # no sampling during validation: the eval app samples and scores the checkpoint afterwards
-    cli = lightning_cli(["fit", "--config", str(CONF / config),
-                         f"--trainer.max_epochs={epochs}",
-                         f"--trainer.check_val_every_n_epoch={epochs}",
-                         "--trainer.enable_progress_bar=false",
-                         "--model.init_args.num_val_samples=0",
-                         f"--trainer.default_root_dir={out}",
-                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                         f"--trainer.logger.save_dir={out}"])
-    return fitted_checkpoint(cli.trainer)
+    return fit_config(CONF / config, out, [f"--trainer.max_epochs={epochs}",
+                                           f"--trainer.check_val_every_n_epoch={epochs}",
+                                           "--trainer.enable_progress_bar=false",
+                                           "--model.init_args.num_val_samples=0"])[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from domaindiff.cli import lightning_cli
 from domaindiff.cli import main as cli_main
-from domaindiff.module import fitted_checkpoint
+from domaindiff.demo_utils import fit_config
 from domaindiff.quiet import quiet_third_party
 
 CONF = Path(__file__).parent / "conf"
@@ -36,13 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=4.0)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    cli = lightning_cli(["fit", "--config", str(CONF / "demo.yaml"),
-                         f"--trainer.max_epochs={args.epochs}",
-                         f"--trainer.default_root_dir={out}",
-                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                         f"--trainer.logger.save_dir={out}",
-                         "--trainer.enable_progress_bar=false"])
-    ckpt = fitted_checkpoint(cli.trainer)
+    _, ckpt = fit_config(CONF / "demo.yaml", out, [f"--trainer.max_epochs={args.epochs}",
+                                                   "--trainer.enable_progress_bar=false"])
     print(f"checkpoint: {ckpt}")
     code = cli_main(["eval", "timeseries", f"ckpt={ckpt}", f"sampler={args.sampler}",
                      f"steps={args.steps}", f"scale={args.scale}", f"eta={args.eta}",

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from domaindiff.cli import lightning_cli
 from domaindiff.data import atomic_write_text
-from domaindiff.module import fitted_checkpoint, load_checkpoint
+from domaindiff.demo_utils import fit_config
+from domaindiff.module import load_checkpoint
 from domaindiff.quiet import quiet_third_party
 from domaindiff_trajectories.evaluate import forecast_metrics, plot_forecasts
 
@@ -41,13 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.perf_counter()
-    cli = lightning_cli(["fit", "--config", str(CONF / "demo.yaml"),
-                         f"--trainer.max_epochs={args.epochs}",
-                         f"--trainer.default_root_dir={out}",
-                         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                         f"--trainer.logger.save_dir={out}", *overrides])
+    cli, ckpt = fit_config(CONF / "demo.yaml", out,
+                           [f"--trainer.max_epochs={args.epochs}", *overrides])
     train_s = time.perf_counter() - t0
-    ckpt = fitted_checkpoint(cli.trainer)
     print(f"checkpoint: {ckpt} (trained in {train_s:.0f} s)")
     model = load_checkpoint(ckpt)
     data = cli.datamodule
