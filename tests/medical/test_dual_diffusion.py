@@ -216,6 +216,7 @@ def test_dual_samplers_recover_the_mask_with_an_exact_denoiser(sampler, steps, n
     mask[:, :, 2:6, 3:7] = 1
     out = model.dual_sample(mask, steps, sampler, generator=torch.Generator().manual_seed(0))
     assert model.network.calls == nfe  # default DDPM: all N steps, one evaluation each
+    assert model.last_nfe == nfe  # the count the eval app reports
     assert torch.allclose(out["gauss"], mask, atol=1e-4)
     assert torch.allclose(out["bern"], mask, atol=1e-3)
     assert torch.equal((out["prob"] > 0.5).float(), mask)

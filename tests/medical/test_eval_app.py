@@ -95,3 +95,21 @@ def test_expected_dice_error_by_hand():
     s[1, 1, 0, 0, 0] = 0.7                        # image 1: one stray pixel: Dice 0
     want = torch.tensor([1 - (1 + 2 / 3) / 2, 1 - (1 + 0) / 2])
     assert torch.allclose(expected_dice_error(s, fused), want)
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("ddpm", 4), ("ddim", 3)])
+def test_evaluate_reports_the_network_calls_as_nfe(sampler, steps):
+    from domaindiff_medical.evaluate import evaluate_model
+
+    torch.manual_seed(0)
+    model = EchoDND(base_channels=4, levels=2, temb_dim=8, num_steps=20, ema_decay=0.0)
+    calls = []
+    hook = model.network.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        summary, _ = evaluate_model(model, torch.rand(3, 1, 16, 16),
+                                    (torch.rand(3, 1, 16, 16) > 0.5).float(), sampler=sampler,
+                                    steps=steps, num_samples=2, batch_size=2, progress=False)
+    finally:
+        hook.remove()
+    assert summary["nfe"] == len(calls) / 2 == steps  # two batches, one walk each
+    assert summary["nfe_per_image"] == 2 * steps

@@ -47,11 +47,13 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
     from tqdm.auto import tqdm
     gen = torch.Generator(device=model.device).manual_seed(seed)
     outs: dict[str, list[torch.Tensor]] = {}
+    nfe = 0  # network evaluations of one sampling walk (model.last_nfe; the most over batches)
     t0 = time.perf_counter()
     for s in tqdm(range(0, len(images), batch_size), desc="segment", disable=not progress):
         img = images[s:s + batch_size].to(model.device)
         tgt = masks[s:s + batch_size].to(model.device)
         out = model.segment(img, num_samples, steps, sampler, gen, bernoulli=bernoulli)
+        nfe = max(nfe, int(model.last_nfe))
         seg = segmentation_metrics(out["mask"].cpu(), tgt.cpu(), spacing)
         ens = ensemble_metrics(out["samples"].cpu(), tgt.cpu())
         rows = {"prob": out["prob"].cpu(), "var": out["var"].cpu(), "mask": out["mask"].cpu(),
@@ -64,7 +66,6 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
     per = {k: torch.cat(v) for k, v in outs.items()}
     corr = uncertainty_correlation(per["var_mean"], 1 - per["dice"])
     corr_exp = uncertainty_correlation(per["expected_error"], 1 - per["dice"])
-    nfe = len(model_time_points(model, sampler, steps)) - 1
     summary = {
         "dice": _nanmean(per["dice"]), "iou": _nanmean(per["iou"]),
         "hd95": _nanmean(per["hd95"]), "assd": _nanmean(per["assd"]),
@@ -77,7 +78,7 @@ def evaluate_model(model: Any, images: torch.Tensor, masks: torch.Tensor, *, sam
         "spearman_expected_dice_error": corr_exp["spearman"],
         "num_images": len(images), "sampler": sampler,
         "bernoulli_sampler": bernoulli or model.bernoulli_sampler, "steps": steps,
-        "num_samples": num_samples, "nfe_per_image": nfe * num_samples,
+        "num_samples": num_samples, "nfe": nfe, "nfe_per_image": nfe * num_samples,
         "seconds_per_image": secs / max(len(images), 1),
     }
     return summary, per
@@ -114,13 +115,6 @@ def uncertainty_correlation(variance: torch.Tensor, error: torch.Tensor) -> dict
     if len(v) < 2 or v.std() == 0 or e.std() == 0:
         return {"pearson": math.nan, "spearman": math.nan}
     return {"pearson": float(stats.pearsonr(v, e)[0]), "spearman": float(stats.spearmanr(v, e)[0])}
-
-
-def model_time_points(model: Any, sampler: str, steps: int | None) -> list[int]:
-    """The integer steps the dual sampler visits."""
-    from .model import time_points
-    n = model.num_steps
-    return time_points(n, steps or (n if sampler == "ddpm" else model.sampling_steps))
 
 
 def load_split(data: str, split: str, root: str | None, size: int | None,

@@ -350,11 +350,13 @@ class EchoDND(DiffusionModule):
         xg = rand(torch.randn)
         xb = (rand(torch.rand) < 0.5).to(image.dtype)
         x0g = prob = None
+        self.last_nfe = 0  # network evaluations of this walk (DiffusionModule's count)
         for n in steps_iter(len(pts) - 1, progress, "echo-dnd"):
             i, j = pts[n], pts[n + 1]
             ii = torch.full((b,), i, device=dev)
             jj = torch.full((b,), j, device=dev)
             out = net(image, xg, xb, ii.float() / self.num_steps)
+            self.last_nfe += 1
             prob = out.prob
             a_i, a_j = self._abar(ii, image), self._abar(jj, image)
             x0g = ((xg - (1 - a_i).sqrt() * out.eps) / a_i.sqrt()).clamp(-1, 1)
