@@ -208,3 +208,20 @@ def test_two_dimensional_pedestrian_states_with_padding():
     out = model.forecast(batch, k=2, sampler="ddim", steps=4)
     assert out.shape == (2, 2, 3, 12, 2) and torch.isfinite(out).all()
     assert (out[:, 1, 1:] == 0).all()  # padded agents stay at zero
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("heun", 5), ("pc", 7), ("ddim", 3)])
+def test_evaluate_reports_the_network_calls_as_nfe(sampler, steps):
+    from domaindiff_trajectories.evaluate import forecast_metrics
+
+    model = _model()
+    gen = torch.Generator().manual_seed(0)
+    loader = [_batch(gen), _batch(gen, b=2)]  # two batches
+    calls = []
+    hook = model.network.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        res, _ = forecast_metrics(model, loader, sampler, steps, k=2, progress=False)
+    finally:
+        hook.remove()
+    assert res["nfe_per_trajectory"] == len(calls) / 2 > 0  # per batch: 2 forecasts
+    assert res["nfe"] == len(calls) / 4

@@ -48,6 +48,16 @@ from domaindiff_trajectories.plots import plot_forecasts, plot_unconditional
 DATASETS = {"nbody": NBody, "md17": MD17, "eth_ucy": ETHUCY}
 
 
+def _nfe_fields(total: int, k: int) -> dict[str, float]:
+    """``nfe`` (per generated trajectory) and ``nfe_per_trajectory`` (all ``k`` of an item).
+
+    ``total`` is the core's count (``model.last_nfe``, the most over the batches) of the ``k``
+    batched sampling calls that generate ``k`` trajectories per item.
+    """
+    per = total / k
+    return {"nfe": int(per) if per == int(per) else per, "nfe_per_trajectory": total}
+
+
 def forecast_metrics(model, loader: DataLoader, sampler: str, steps: int, k: int,
                      generator: torch.Generator | None = None, progress: bool = True
                      ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -62,7 +72,7 @@ def forecast_metrics(model, loader: DataLoader, sampler: str, steps: int, k: int
         t0 = time.perf_counter()
         samples = model.forecast(batch, k=k, sampler=sampler, steps=steps, generator=generator)
         seconds += time.perf_counter() - t0
-        nfe += k * steps
+        nfe = max(nfe, model.last_nfe)
         res = ade_fde_k(samples, batch["x"], batch["mask"])
         cv_ade, cv_fde = ade_fde(constant_velocity(batch["cond"], batch["x"].shape[2]),
                                  batch["x"], batch["mask"])
@@ -74,7 +84,7 @@ def forecast_metrics(model, loader: DataLoader, sampler: str, steps: int, k: int
             first = {"cond": batch["cond"], "x": batch["x"], "samples": samples,
                      "mask": batch["mask"]}
     out = {key: v / max(count, 1) for key, v in sums.items()}
-    out.update(items=count, nfe_per_trajectory=k * steps, seconds=seconds)
+    out.update(items=count, **_nfe_fields(nfe, k), seconds=seconds)
     return out, first
 
 
@@ -87,11 +97,12 @@ def kmeans_metrics(model, loader: DataLoader, sampler: str, steps: int, samples:
         minADE/minFDE (averaged over scenes), constant velocity, and the first batch for plots.
     """
     sums = {"min_ade": 0.0, "min_fde": 0.0, "cv_ade": 0.0, "cv_fde": 0.0}
-    count, first, seconds = 0, None, 0.0
+    count, first, seconds, nfe = 0, None, 0.0, 0
     for batch in tqdm(loader, desc=f"{sampler} x{steps}", disable=not progress):
         t0 = time.perf_counter()
         out = model.forecast(batch, k=samples, sampler=sampler, steps=steps, generator=generator)
         seconds += time.perf_counter() - t0
+        nfe = max(nfe, model.last_nfe)
         cv_ade, cv_fde = ade_fde(constant_velocity(batch["cond"], batch["x"].shape[2]),
                                  batch["x"], batch["mask"])
         sums["cv_ade"] += float(cv_ade.sum())
@@ -107,7 +118,7 @@ def kmeans_metrics(model, loader: DataLoader, sampler: str, steps: int, samples:
             first = {"cond": batch["cond"], "x": batch["x"], "samples": out[:clusters],
                      "mask": batch["mask"]}
     res = {k: v / max(count, 1) for k, v in sums.items()}
-    res.update(items=count, nfe_per_trajectory=samples * steps, seconds=seconds)
+    res.update(items=count, **_nfe_fields(nfe, samples), seconds=seconds)
     return res, first
 
 
@@ -132,12 +143,13 @@ def unconditional_metrics(model, loader: DataLoader, sampler: str, steps: int, s
         ``marginal`` (lower is better), ``classification`` (higher is better, ln 2 at best),
         ``prediction`` (lower is better) and the real/generated sets for plots.
     """
-    reals, fakes, hs, masks, seconds = [], [], [], [], 0.0
+    reals, fakes, hs, masks, seconds, nfe = [], [], [], [], 0.0, 0
     for batch in tqdm(loader, desc=f"{sampler} x{steps}", disable=not progress):
         t0 = time.perf_counter()
         out = model.sample(len(batch["x"]), batch=batch, sampler=sampler, steps=steps,
                            generator=generator)["x"]
         seconds += time.perf_counter() - t0
+        nfe = max(nfe, model.last_nfe)
         m = batch["mask"]
         w = m[:, :, None, None]
         com = (batch["x"] * w).sum((1, 2), keepdim=True) / (w.sum((1, 2), keepdim=True)
@@ -159,7 +171,7 @@ def unconditional_metrics(model, loader: DataLoader, sampler: str, steps: int, s
     res = {"marginal": marg,
            "classification": classification_score(real, fake, both_h, both_m, **opts),
            "prediction": prediction_score(fake, real, both_h, both_m, **opts),
-           "items": len(real), "nfe_per_trajectory": steps, "seconds": seconds,
+           "items": len(real), **_nfe_fields(nfe, 1), "seconds": seconds,
            "finite": bool(torch.isfinite(fake).all())}
     return res, {"real": real, "fake": fake}
 
@@ -197,19 +209,19 @@ def evaluate(cfg: DictConfig) -> dict:
         metrics, first = unconditional_metrics(model, loader, sampler, steps, cfg.scores,
                                                bonds=dataset == "md17", generator=gen)
         kind = "trajectories"
-        title = (f"unconditional {sampler} {steps} NFE: marginal {metrics['marginal']:.4f} "
+        title = (f"unconditional {sampler} {metrics['nfe']} NFE: marginal {metrics['marginal']:.4f} "
                  f"classification {metrics['classification']:.3f} "
                  f"prediction {metrics['prediction']:.4f}")
     elif protocol == "kmeans":
         metrics, first = kmeans_metrics(model, loader, sampler, steps,
                                         int(cfg.kmeans.samples), int(cfg.kmeans.clusters), gen)
         kind = "forecasts"
-        title = (f"{sampler} {steps} NFE: minADE {metrics['min_ade']:.3f} minFDE "
+        title = (f"{sampler} {metrics['nfe']} NFE: minADE {metrics['min_ade']:.3f} minFDE "
                  f"{metrics['min_fde']:.3f} ({cfg.kmeans.clusters} of {cfg.kmeans.samples})")
     elif protocol == "avg_k":
         metrics, first = forecast_metrics(model, loader, sampler, steps, int(cfg.k), gen)
         kind = "forecasts"
-        title = (f"{sampler} {steps} NFE: ADE {metrics['ade_avg']:.3f} "
+        title = (f"{sampler} {metrics['nfe']} NFE: ADE {metrics['ade_avg']:.3f} "
                  f"FDE {metrics['fde_avg']:.3f} (avg of {int(cfg.k)})")
     else:
         raise ValueError(f"protocol: unknown {protocol!r}; use auto, avg_k, kmeans")

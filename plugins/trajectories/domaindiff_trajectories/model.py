@@ -178,9 +178,17 @@ class GeoTDM(DiffusionModule):
         return out
 
     def forecast(self, batch: dict[str, Tensor], k: int = 5, **kwargs: Any) -> Tensor:
-        """``k`` forecasts of every item of a batch: ``(k, B, N, T, 3)``."""
+        """``k`` forecasts of every item of a batch: ``(k, B, N, T, 3)``.
+
+        ``last_nfe`` is left at the network evaluations of all ``k`` sampling calls together.
+        """
         template = self.sample_template(len(batch["x"]), batch)
-        return torch.stack([self.sample(template=template, **kwargs)["x"] for _ in range(k)])
+        outs, nfe = [], 0
+        for _ in range(k):
+            outs.append(self.sample(template=template, **kwargs)["x"])
+            nfe += self.last_nfe
+        self.last_nfe = nfe
+        return torch.stack(outs)
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"ade": DisplacementError("ade"),
