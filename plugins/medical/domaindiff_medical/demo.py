@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                    title=overlay_title("echo_dnd.ckpt", f"synthetic {args.size}x{args.size}",
                                        "ddim", args.steps, args.num_samples, summary["dice"]))
     print(f"Dice {summary['dice']:.3f}  IoU {summary['iou']:.3f}  HD95 {summary['hd95']:.2f} px  "
-          f"ASSD {summary['assd']:.2f} px  ({args.num_samples} x {args.steps} NFE, "
+          f"ASSD {summary['assd']:.2f} px  ({args.num_samples} x {summary['nfe']} NFE, "
           f"{summary['seconds_per_image']:.2f} s/image)")
     print(f"wrote {out / 'metrics.json'}, {out / 'overlays.png'} and {out / 'echo_dnd.ckpt'}")
     return summary
