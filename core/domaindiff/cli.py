@@ -494,15 +494,25 @@ def _cmd_eval(argv: Sequence[str]) -> int:
     except (KeyError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    target = f"{plugin.__name__}.evaluate"
     try:
-        evaluate = __import__(f"{plugin.__name__}.evaluate", fromlist=["main"])
+        run = __import__(target, fromlist=["main"]).main
+    except ModuleNotFoundError as err:
+        if err.name != target:  # the script exists but needs something missing
+            print(f"error: plugin {name!r}: its evaluation script needs {err.name}: {err}",
+                  file=sys.stderr)
+            return 2
+        from domaindiff.evaluation import default_main  # no script: the generic app
+
+        run = default_main(name)
     except ImportError as err:
-        print(f"error: plugin {name!r} has no evaluation script: {err}", file=sys.stderr)
+        print(f"error: plugin {name!r}: its evaluation script failed to import: {err}",
+              file=sys.stderr)
         return 2
     old = sys.argv
     sys.argv = [f"domaindiff eval {name}", *rest]
     try:
-        evaluate.main()
+        run()
     except SystemExit as ex:
         return int(ex.code or 0)
     finally:

@@ -1,0 +1,365 @@
+"""An evaluation-app base that a plugin fills in, and the generic ``domaindiff eval <plugin>``.
+
+Every evaluation app does the same work around the part that knows its domain: refuse bad
+settings, load the checkpoint safely, draw ``num_samples`` samples in batches with a seeded
+generator, count the network evaluations, score, write the metrics JSON (atomically), the
+samples and a picture. :class:`EvalApp` does that work; a plugin overrides the hooks it needs
+(:meth:`~EvalApp.reference_batches`, :meth:`~EvalApp.sample`, :meth:`~EvalApp.score`,
+:meth:`~EvalApp.plot`) and exposes a Hydra entry point from its ``evaluate`` module::
+
+    # my_plugin/evaluate.py
+    from domaindiff.evaluation import EvalApp
+
+    class MyEval(EvalApp):
+        def score(self, model, samples, batches, cfg):
+            return {"mean": float(samples["x"].mean())}
+
+    main = MyEval("my_plugin").hydra_main()
+
+``domaindiff eval <plugin>`` for a plugin without an ``evaluate`` module runs the base app
+itself: it samples, scores with the model's own ``configure_metrics()``/``update_metrics``
+against the validation batches of the datamodule the run's ``config.yaml`` names (or
+``data=<class path>``), and otherwise writes the samples and their NFE only.
+
+Settings (``key=value``, Hydra; ``--multirun sampler=a,b steps=10,20`` sweeps):
+``ckpt`` (required), ``sampler`` and ``steps`` (default: the model's), ``num_samples``,
+``batch_size`` (default: all at once, or the data's batch size), ``seed``, ``out_dir``,
+``trust_checkpoint``, ``sampler_options`` (a dict), ``data`` (``auto``: the run's config.yaml;
+``none``; or a DataModule class path) and ``data_args`` (its init arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from domaindiff.module import DiffusionModule
+
+__all__ = ["EvalApp", "base_config", "default_main"]
+
+State = dict[str, Tensor]
+
+
+def base_config(plugin: str = "plugin") -> dict[str, Any]:
+    """The settings every evaluation app has, with their defaults (``ckpt`` is required)."""
+    return {
+        "ckpt": "???",
+        "sampler": None,
+        "steps": None,
+        "num_samples": 64,
+        "batch_size": None,
+        "seed": 0,
+        "out_dir": f"eval_out/{plugin}",
+        "trust_checkpoint": False,
+        "sampler_options": {},
+        "data": "auto",
+        "data_args": {},
+        "hydra": {"run": {"dir": "${out_dir}/hydra/${now:%Y%m%d-%H%M%S}"},
+                  "sweep": {"dir": "${out_dir}/hydra-multirun/${now:%Y%m%d-%H%M%S}"},
+                  "job": {"chdir": False}},
+    }
+
+
+class EvalApp:
+    """Base of an evaluation app; subclasses override the hooks that know their domain.
+
+    Args:
+        plugin: the plugin's name (default output directory ``eval_out/<plugin>``, titles).
+    """
+
+    def __init__(self, plugin: str = "plugin") -> None:
+        self.plugin = plugin
+
+    # --- hooks ----------------------------------------------------------------------------------
+    def check(self, cfg: Mapping[str, Any]) -> None:
+        """Refuse bad settings before any work (counts, sampler name).
+
+        Raises:
+            ValueError: naming the setting and what was expected.
+        """
+        from domaindiff.cli import check_counts
+        from domaindiff.samplers import get_sampler
+
+        ckpt = cfg.get("ckpt")
+        if ckpt in (None, "", "???"):
+            raise ValueError("ckpt: required, e.g. ckpt=lightning_logs/version_0/checkpoints/"
+                             "last.ckpt")
+        check_counts(cfg, positive=("steps", "num_samples", "batch_size"),
+                     nonnegative=("seed",), optional=("steps", "batch_size"))
+        if cfg.get("sampler") is not None:
+            get_sampler(str(cfg["sampler"]))
+        if not isinstance(cfg.get("sampler_options") or {}, Mapping):
+            raise ValueError(f"sampler_options={cfg.get('sampler_options')!r}: expected a "
+                             "mapping, e.g. +sampler_options.eta=1.0")
+
+    def load(self, cfg: Mapping[str, Any]) -> DiffusionModule:
+        """The model of ``cfg.ckpt`` (weights-only unless ``trust_checkpoint``; class allow-list)."""
+        from domaindiff.checkpoint import load_checkpoint
+
+        return load_checkpoint(str(cfg["ckpt"]), trust=bool(cfg.get("trust_checkpoint", False)))
+
+    def reference_batches(self, model: DiffusionModule,
+                          cfg: Mapping[str, Any]) -> Iterator[Any] | None:
+        """Data batches to sample against (templates, conditions, metric targets), or None.
+
+        Default: the validation loader of the datamodule :meth:`datamodule` builds.
+        """
+        dm = self.datamodule(model, cfg)
+        if dm is None:
+            return None
+        dm.setup("validate")
+        return iter(dm.val_dataloader())
+
+    def datamodule(self, model: DiffusionModule, cfg: Mapping[str, Any]) -> Any | None:
+        """The datamodule ``cfg.data`` names (``auto``: the run's ``config.yaml``), or None."""
+        spec = cfg.get("data", "auto")
+        if spec is None or str(spec).lower() in ("none", "null", ""):
+            return None
+        args = dict(cfg.get("data_args") or {})
+        if str(spec) == "auto":
+            found = _run_config_data(Path(str(cfg["ckpt"])))
+            if found is None:
+                return None
+            spec, saved = found
+            args = {**saved, **args}
+        return _build_datamodule(str(spec), args)
+
+    def sample(self, model: DiffusionModule, cfg: Mapping[str, Any], n: int, batch: Any,
+               generator: torch.Generator) -> State:
+        """Draw ``n`` samples (from ``batch``'s template when there is one)."""
+        opts = dict(cfg.get("sampler_options") or {})
+        return model.sample(n, sampler=cfg.get("sampler"), steps=cfg.get("steps"),
+                            generator=generator, batch=batch, **opts)
+
+    def metrics(self, model: DiffusionModule, cfg: Mapping[str, Any]) -> Any | None:
+        """A fresh metric collection (default: the model's ``configure_metrics()``)."""
+        return model.configure_metrics()
+
+    def update(self, model: DiffusionModule, metrics: Any, samples: State, batch: Any) -> None:
+        """Feed one sampled batch to the metrics (default: the model's ``update_metrics``)."""
+        if metrics is not None and batch is not None:
+            model.update_metrics(metrics, samples, batch)
+            self._updated = True
+
+    def score(self, model: DiffusionModule, samples: State, metrics: Any,
+              cfg: Mapping[str, Any]) -> dict[str, float]:
+        """The scores of all ``samples`` (default: the computed metrics, as floats)."""
+        if metrics is None or not getattr(self, "_updated", False):
+            return {}
+        values = metrics.compute()
+        return {str(k): float(v) for k, v in _flatten(values).items()}
+
+    def plot(self, model: DiffusionModule, samples: State, references: list[Any],
+             cfg: Mapping[str, Any], title: str) -> Figure | None:
+        """A picture of the samples (default: per-component value histograms), or None."""
+        return _histograms(model, samples, references, title)
+
+    # --- driver ---------------------------------------------------------------------------------
+    def run(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Check, load, sample in batches, score, write JSON + samples + PNG; returns the JSON."""
+        from omegaconf import OmegaConf
+
+        from domaindiff.data import atomic_write_text
+        from domaindiff.plotting import save_figure
+
+        base = {k: v for k, v in base_config(self.plugin).items() if k != "hydra"}
+        cfg = OmegaConf.to_container(OmegaConf.merge(base, cfg), resolve=True)  # type: ignore
+        self.check(cfg)
+        model = self.load(cfg)
+        sampler = str(cfg.get("sampler") or model.default_sampler)
+        steps = int(cfg.get("steps") or model.sampling_steps)
+        cfg = {**cfg, "sampler": sampler, "steps": steps}
+        gen = torch.Generator().manual_seed(int(cfg["seed"]))
+        metrics = self.metrics(model, cfg)
+        t0 = time.perf_counter()
+        parts, refs, nfes = self._draw(model, cfg, metrics, gen)
+        seconds = time.perf_counter() - t0
+        samples = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        result: dict[str, Any] = {
+            "plugin": self.plugin, "ckpt": str(cfg["ckpt"]), "sampler": sampler,
+            "steps": steps, "nfe": max(nfes), "nfe_total": sum(nfes), "batches": len(nfes),
+            "num_samples": int(cfg["num_samples"]), "seed": int(cfg["seed"]),
+            "seconds": seconds,
+        }
+        result.update(self.score(model, samples, metrics, cfg))
+        out = Path(str(cfg["out_dir"]))
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"{sampler}_{steps}"
+        model.save_samples(samples, out / f"samples_{stem}.pt")
+        title = (f"{self.plugin}: {Path(str(cfg['ckpt'])).name}, {sampler}, {steps} steps "
+                 f"({result['nfe']} NFE), {result['num_samples']} samples")
+        fig = self.plot(model, samples, refs, cfg, title)
+        if fig is not None:
+            save_figure(fig, out / f"samples_{stem}.png")
+        atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return result
+
+    def _draw(self, model: DiffusionModule, cfg: Mapping[str, Any], metrics: Any,
+              gen: torch.Generator) -> tuple[list[State], list[Any], list[int]]:
+        """Sample ``num_samples`` in batches; returns the parts, the data batches and each NFE."""
+        total, size = int(cfg["num_samples"]), cfg.get("batch_size")
+        batches = self.reference_batches(model, cfg)
+        parts: list[State] = []
+        refs: list[Any] = []
+        nfes: list[int] = []
+        drawn = 0
+        while drawn < total:
+            batch = None
+            if batches is not None:
+                batch = next(batches, None)
+                if batch is None:  # the data ran out: say so rather than repeat or stop short
+                    raise ValueError(f"num_samples={total}: the validation data holds only "
+                                     f"{drawn} examples; lower num_samples or pass data=none")
+            n = total - drawn if size is None else min(int(size), total - drawn)
+            if batch is not None:
+                n = min(n, _batch_len(model, batch))
+            part = self.sample(model, cfg, n, batch, gen)
+            self.update(model, metrics, part, batch)
+            parts.append({k: v.detach().cpu() for k, v in part.items()})
+            refs.append(batch)
+            nfes.append(int(model.last_nfe))
+            drawn += n
+        return parts, [r for r in refs if r is not None], nfes
+
+    def hydra_main(self, config_path: str | Path | None = None,
+                   config_name: str | None = None) -> Callable[[], None]:
+        """A Hydra entry point running this app (``evaluate.main`` of a plugin).
+
+        Args:
+            config_path: directory of the plugin's eval config (absolute, e.g.
+                ``Path(__file__).parent / "conf"``); None: the base settings only.
+            config_name: the config's name there (e.g. ``"eval"``); its keys are merged over
+                :func:`base_config`.
+        """
+        import hydra
+        from hydra.core.config_store import ConfigStore
+
+        from domaindiff.cli import report_errors
+
+        name = config_name
+        if config_path is None:
+            name = f"domaindiff_eval_{self.plugin}"
+            ConfigStore.instance().store(name=name, node=base_config(self.plugin))
+        app = self
+
+        @hydra.main(version_base=None, config_path=None if config_path is None
+                    else str(Path(config_path).resolve()), config_name=name)
+        @report_errors
+        def main(cfg: Any) -> None:
+            app.run(cfg)
+
+        return main
+
+
+def default_main(plugin: str) -> Callable[[], None]:
+    """The generic ``domaindiff eval <plugin>`` of a plugin that ships no ``evaluate`` module."""
+    return EvalApp(plugin).hydra_main()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _batch_len(model: DiffusionModule, batch: Any) -> int:
+    state = model.batch_to_state(batch)
+    key = next((k for k in model.processes if k in state), next(iter(state)))
+    return int(state[key].shape[0])
+
+
+def _flatten(values: Any, prefix: str = "") -> dict[str, Tensor]:
+    if isinstance(values, Mapping):
+        out: dict[str, Tensor] = {}
+        for k, v in values.items():
+            out.update(_flatten(v, f"{prefix}{k}/" if isinstance(v, Mapping) else f"{prefix}{k}"))
+        return out
+    return {prefix.rstrip("/") or "metric": values}
+
+
+def _run_config_data(ckpt: Path) -> tuple[str, dict[str, Any]] | None:
+    """The ``data`` class path and init args of the ``config.yaml`` LightningCLI wrote for the run.
+
+    The checkpoint sits in ``<run>/checkpoints/``; LightningCLI writes ``<run>/config.yaml``.
+    """
+    import yaml
+
+    for where in (ckpt.parent.parent / "config.yaml", ckpt.parent / "config.yaml"):
+        if not where.is_file():
+            continue
+        try:
+            saved = yaml.safe_load(where.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{where}: not valid YAML ({str(err).splitlines()[0]}); pass "
+                             "data=none or data=<DataModule class path>") from None
+        data = saved.get("data") if isinstance(saved, Mapping) else None
+        if isinstance(data, Mapping) and isinstance(data.get("class_path"), str):
+            return data["class_path"], dict(data.get("init_args") or {})
+        return None
+    return None
+
+
+def _build_datamodule(class_path: str, args: Mapping[str, Any]) -> Any:
+    """Build the DataModule ``class_path`` names, if an installed plugin (or the core) exports it.
+
+    Raises:
+        ValueError: the class is not a LightningDataModule of domaindiff or a registered plugin,
+            or its arguments do not fit.
+    """
+    import importlib
+
+    import lightning as L
+
+    from domaindiff.plugins import registered
+
+    packages = {"domaindiff"} | {ep.value.split(":")[0].split(".")[0]
+                                 for ep in registered().values()}
+    module_name, _, cls_name = class_path.rpartition(".")
+    if not module_name or module_name.split(".")[0] not in packages:
+        raise ValueError(f"data={class_path!r}: expected the class path of a DataModule of "
+                         f"domaindiff or an installed plugin ({', '.join(sorted(packages))})")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"data={class_path!r}: cannot import it ({err})") from None
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
+        raise ValueError(f"data={class_path!r}: not a LightningDataModule")
+    try:
+        return cls(**args)
+    except TypeError as err:
+        raise ValueError(f"data_args for {class_path}: {err}") from None
+
+
+def _histograms(model: DiffusionModule, samples: State, references: list[Any],
+                title: str) -> Figure | None:
+    """One histogram per sampled component: generated values beside the data's."""
+    from domaindiff.plotting import pyplot
+
+    keys = [k for k in model.processes if k in samples and samples[k].is_floating_point()]
+    if not keys:
+        return None
+    ref_states = [model.batch_to_state(b) for b in references]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        gen = samples[key].flatten().float()
+        ref = [s[key].flatten().float() for s in ref_states if key in s]
+        both = torch.cat([gen, *ref])
+        bins = torch.linspace(float(both.min()), float(both.max()) + 1e-6,
+                              max(10, min(60, int(math.sqrt(both.numel())))) + 1).numpy()
+        if ref:  # the same bins for both, so the bars compare
+            ax.hist(torch.cat(ref).numpy(), bins=bins, alpha=0.5, density=True,
+                    label="validation data")
+        ax.hist(gen.numpy(), bins=bins, alpha=0.5, density=True, label="generated")
+        ax.set_xlabel(f"value of {key!r}")
+        ax.set_ylabel("density")
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

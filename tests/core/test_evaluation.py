@@ -1,0 +1,252 @@
+"""The evaluation-app base, the generic ``domaindiff eval <plugin>``, and the demos' fit helper.
+
+A fake third-party plugin (a DiffusionModule subclass and a DataModule, no ``evaluate`` module)
+is written under tmp_path and registered through a tmp dist-info, as tests/core/test_startup.py
+does; its checkpoint is written directly (no fit) so the tests stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from domaindiff import plugins
+from domaindiff.cli import main
+from domaindiff.demo_utils import fit_args, fit_config
+from domaindiff.evaluation import EvalApp
+
+MODEL = '''\
+    import torch
+    from torch import nn
+    from torchmetrics import MeanMetric, MetricCollection
+
+    from domaindiff.module import DiffusionModule
+    from domaindiff.processes import make_process
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, state, t):
+            return {"x": self.lin(torch.cat([state["x"], t[:, None]], -1))}
+
+
+    class FakeDiffusion(DiffusionModule):
+        def __init__(self, sampling_steps: int = 4):
+            self.save_hyperparameters()
+            super().__init__(Net(), {"x": make_process("vp")}, sampler="ddim",
+                             sampling_steps=sampling_steps, ema_decay=0.0)
+
+        def sample_template(self, n, batch=None):
+            return {"x": torch.zeros(n, 2)}
+
+        def configure_metrics(self):
+            return MetricCollection({"mean_abs": MeanMetric()}, prefix="val/")
+
+        def update_metrics(self, metrics, samples, batch):
+            metrics.update(samples["x"].abs().mean(-1))
+'''
+
+DATA = '''\
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+
+    class FakeData(L.LightningDataModule):
+        def __init__(self, n_val: int = 20, batch_size: int = 8):
+            super().__init__()
+            self.n_val, self.batch_size = n_val, batch_size
+
+        def setup(self, stage=None):
+            self.val = torch.randn(self.n_val, 2, generator=torch.Generator().manual_seed(0))
+
+        def val_dataloader(self):
+            return DataLoader(self.val, batch_size=self.batch_size)
+'''
+
+
+def _call(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as ex:
+            code = ex.code if isinstance(ex.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def fakeplugin(tmp_path, monkeypatch):
+    """An installed third-party plugin ``fakeplugin`` and a checkpoint of its model."""
+    tag = tmp_path.name.replace("-", "_")
+    pkg = f"fakeplugin_{tag}"
+    root = tmp_path / "site"
+    files = {"__init__.py": f"from {pkg}.model import FakeDiffusion\n"
+                            f"from {pkg}.data import FakeData\n"
+                            "MODELS = [FakeDiffusion]\nDATAMODULES = [FakeData]\n",
+             "model.py": MODEL, "data.py": DATA}
+    for rel, text in files.items():
+        path = root / pkg / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    info = root / f"{pkg}-0.1.dist-info"
+    info.mkdir()
+    info.joinpath("METADATA").write_text(f"Metadata-Version: 2.1\nName: {pkg}\nVersion: 0.1\n")
+    info.joinpath("entry_points.txt").write_text(f"[{plugins.GROUP}]\nfakeplugin = {pkg}\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(plugins, "_CACHE", None)
+    model_mod = __import__(f"{pkg}.model", fromlist=["FakeDiffusion"])
+    torch.manual_seed(0)
+    model = model_mod.FakeDiffusion(sampling_steps=3)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "domaindiff": {"class_path": f"{pkg}.model.FakeDiffusion",
+                               "train_batches": 0}}, ckpt)
+    (run / "config.yaml").write_text(f"data:\n  class_path: {pkg}.data.FakeData\n"
+                                     "  init_args: {n_val: 20, batch_size: 8}\n")
+    yield SimpleNamespace(pkg=pkg, ckpt=ckpt, out=tmp_path / "out")
+    for mod in [m for m in sys.modules if m == pkg or m.startswith(pkg + ".")]:
+        del sys.modules[mod]
+
+
+def test_eval_of_a_plugin_without_script_scores_with_its_metrics(fakeplugin):
+    code, out, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}", "sampler=ddim",
+                            "steps=3", "num_samples=12", f"out_dir={fakeplugin.out}"])
+    assert code == 0, err[-2000:]
+    res = json.loads((fakeplugin.out / "metrics_ddim_3.json").read_text())
+    # the datamodule the run's config.yaml names gives validation batches of 8: 8 + 4 samples
+    assert res["nfe"] == 3 and res["batches"] == 2 and res["nfe_total"] == 6
+    assert res["num_samples"] == 12 and res["plugin"] == "fakeplugin"
+    samples = torch.load(fakeplugin.out / "samples_ddim_3.pt", weights_only=True)
+    assert samples["x"].shape == (12, 2)
+    assert res["val/mean_abs"] == pytest.approx(float(samples["x"].abs().mean()), rel=1e-5)
+    assert (fakeplugin.out / "samples_ddim_3.png").stat().st_size > 1000
+
+
+def test_eval_without_data_writes_samples_and_nfe_only(fakeplugin):
+    code, _, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}", "data=none",
+                          "num_samples=7", "batch_size=3", f"out_dir={fakeplugin.out}"])
+    assert code == 0, err[-2000:]
+    res = json.loads((fakeplugin.out / "metrics_ddim_3.json").read_text())  # the model's defaults
+    assert res["nfe"] == 3 and res["batches"] == 3 and not any(k.startswith("val/") for k in res)
+    assert torch.load(fakeplugin.out / "samples_ddim_3.pt", weights_only=True)["x"].shape == (7, 2)
+
+
+def test_eval_multirun_sweeps_steps(fakeplugin):
+    code, _, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}", "data=none",
+                          "num_samples=4", f"out_dir={fakeplugin.out}", "--multirun",
+                          "steps=2,3"])
+    assert code == 0, err[-2000:]
+    for steps in (2, 3):
+        res = json.loads((fakeplugin.out / f"metrics_ddim_{steps}.json").read_text())
+        assert res["steps"] == res["nfe"] == steps
+
+
+def test_same_seed_same_samples(fakeplugin):
+    draws = []
+    for i in range(2):
+        out = fakeplugin.out / str(i)
+        code, _, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}", "num_samples=4",
+                              "seed=5", f"out_dir={out}"])
+        assert code == 0, err[-2000:]
+        draws.append(torch.load(out / "samples_ddim_3.pt", weights_only=True)["x"])
+    assert torch.equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["steps=0"], "steps=0: expected a positive integer"),
+    (["num_samples=-1"], "num_samples=-1: expected a positive integer"),
+    (["sampler=ddimm"], "ddimm"),
+    (["num_samples=40"], "num_samples=40: the validation data holds only 20 examples"),
+    (["data=os.system"], "data='os.system': expected the class path of a DataModule"),
+])
+def test_bad_settings_are_one_line(fakeplugin, args, expect):
+    code, out, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}",
+                            f"out_dir={fakeplugin.out}", *args])
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], err
+    assert not list(fakeplugin.out.glob("metrics_*.json"))
+
+
+def test_a_script_with_a_missing_dependency_is_not_replaced(fakeplugin):
+    script = Path(sys.modules[fakeplugin.pkg].__file__).parent / "evaluate.py"
+    script.write_text("import nosuchmodule_for_eval\n")
+    code, _, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}",
+                          f"out_dir={fakeplugin.out}"])
+    assert code == 2 and "nosuchmodule_for_eval" in err and len(err.strip().splitlines()) == 1
+    assert not fakeplugin.out.exists()
+
+
+def test_missing_ckpt_is_named(fakeplugin):
+    code, _, err = _call(["eval", "fakeplugin", f"out_dir={fakeplugin.out}"])
+    assert code == 2 and "ckpt" in err and "Traceback" not in err, err
+
+
+def test_untrusted_pickle_is_refused(fakeplugin, tmp_path):
+    bad = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "obj": SimpleNamespace(a=1)}, bad)
+    code, _, err = _call(["eval", "fakeplugin", f"ckpt={bad}", f"out_dir={fakeplugin.out}"])
+    assert code == 2 and "trust" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_subclass_fills_in_score_and_plot(fakeplugin):
+    class MeanEval(EvalApp):
+        def score(self, model, samples, metrics, cfg):
+            return {"mean_x": float(samples["x"].mean())}
+
+        def plot(self, model, samples, references, cfg, title):
+            return None
+
+    res = MeanEval("fakeplugin").run({"ckpt": str(fakeplugin.ckpt), "num_samples": 5,
+                                      "data": "none", "out_dir": str(fakeplugin.out)})
+    written = json.loads((fakeplugin.out / "metrics_ddim_3.json").read_text())
+    assert written == res and "mean_x" in res and res["nfe"] == 3
+    assert not (fakeplugin.out / "samples_ddim_3.png").exists()
+
+
+# --------------------------------------------------------------------------- demo fit helper
+
+def test_fit_args_put_overrides_last():
+    args = fit_args("toy:demo", "out/x", ["--trainer.max_epochs=2",
+                                          "--trainer.logger.save_dir=elsewhere"])
+    assert args[:3] == ["fit", "--config", "toy:demo"]
+    assert "--trainer.logger=lightning.pytorch.loggers.CSVLogger" in args
+    assert "--trainer.default_root_dir=out/x" in args
+    # a demo-line override of the demo's own settings comes after them, so it wins
+    assert args.index("--trainer.logger.save_dir=elsewhere") > \
+        args.index("--trainer.logger.save_dir=out/x")
+
+
+def test_fit_config_returns_the_fitted_checkpoint(monkeypatch, tmp_path):
+    best = tmp_path / "best.ckpt"
+    best.write_bytes(b"x")
+    cb = ModelCheckpoint(dirpath=tmp_path)
+    cb.best_model_path = str(best)
+    seen = {}
+
+    def fake_cli(argv):
+        seen["argv"] = argv
+        return SimpleNamespace(trainer=SimpleNamespace(callbacks=[cb]))
+
+    monkeypatch.setattr("domaindiff.cli.lightning_cli", fake_cli)
+    cli, ckpt = fit_config(Path("conf/demo.yaml"), tmp_path, ["--trainer.max_epochs=1"])
+    assert ckpt == str(best) and seen["argv"] == fit_args("conf/demo.yaml", tmp_path,
+                                                          ["--trainer.max_epochs=1"])
+    cb.best_model_path = ""
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        fit_config("conf/demo.yaml", tmp_path)
