@@ -14,7 +14,10 @@ samples and a picture. :class:`EvalApp` does that work; a plugin overrides the h
         def score(self, model, samples, batches, cfg):
             return {"mean": float(samples["x"].mean())}
 
-    main = MyEval("my_plugin").hydra_main()
+    main = MyEval("my_plugin").hydra_main(Path(__file__).parent / "conf", "eval")
+
+with ``conf/eval.yaml`` starting ``defaults: [domaindiff_eval_base, _self_]`` (the base settings
+below) and adding the plugin's own keys; without a config, ``hydra_main()`` uses the base alone.
 
 ``domaindiff eval <plugin>`` for a plugin without an ``evaluate`` module runs the base app
 itself: it samples, scores with the model's own ``configure_metrics()``/``update_metrics``
@@ -239,8 +242,9 @@ class EvalApp:
         Args:
             config_path: directory of the plugin's eval config (absolute, e.g.
                 ``Path(__file__).parent / "conf"``); None: the base settings only.
-            config_name: the config's name there (e.g. ``"eval"``); its keys are merged over
-                :func:`base_config`.
+            config_name: the config's name there (e.g. ``"eval"``). Its keys are merged over
+                :func:`base_config`; start it with ``defaults: [domaindiff_eval_base, _self_]``
+                to let the command line override the base settings it does not repeat.
         """
         import hydra
         from hydra.core.config_store import ConfigStore
@@ -248,9 +252,12 @@ class EvalApp:
         from domaindiff.cli import report_errors
 
         name = config_name
+        store = ConfigStore.instance()
+        # a plugin's eval.yaml starts with ``defaults: [domaindiff_eval_base, _self_]``
+        store.store(name="domaindiff_eval_base", node=base_config(self.plugin))
         if config_path is None:
             name = f"domaindiff_eval_{self.plugin}"
-            ConfigStore.instance().store(name=name, node=base_config(self.plugin))
+            store.store(name=name, node=base_config(self.plugin))
         app = self
 
         @hydra.main(version_base=None, config_path=None if config_path is None

@@ -219,6 +219,26 @@ def test_a_subclass_fills_in_score_and_plot(fakeplugin):
     assert not (fakeplugin.out / "samples_ddim_3.png").exists()
 
 
+def test_a_plugin_config_extends_the_base_settings(fakeplugin, tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "eval.yaml").write_text("defaults: [domaindiff_eval_base, _self_]\n"
+                                    "num_samples: 3\ndata: none\nlabel: mine\n")
+    seen = {}
+
+    class LabelEval(EvalApp):
+        def score(self, model, samples, metrics, cfg):
+            seen["label"] = cfg["label"]
+            return {}
+
+    main_fn = LabelEval("fakeplugin").hydra_main(conf, "eval")
+    monkeypatch.setattr(sys, "argv", ["eval", f"ckpt={fakeplugin.ckpt}", "steps=2",
+                                      f"out_dir={fakeplugin.out}"])
+    main_fn()
+    res = json.loads((fakeplugin.out / "metrics_ddim_2.json").read_text())
+    assert res["num_samples"] == 3 and res["nfe"] == 2 and seen["label"] == "mine"
+
+
 # --------------------------------------------------------------------------- demo fit helper
 
 def test_fit_args_put_overrides_last():
