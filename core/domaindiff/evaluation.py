@@ -211,29 +211,46 @@ class EvalApp:
     def _draw(self, model: DiffusionModule, cfg: Mapping[str, Any], metrics: Any,
               gen: torch.Generator) -> tuple[list[State], list[Any], list[int]]:
         """Sample ``num_samples`` in batches; returns the parts, the data batches and each NFE."""
-        total, size = int(cfg["num_samples"]), cfg.get("batch_size")
-        batches = self.reference_batches(model, cfg)
         parts: list[State] = []
         refs: list[Any] = []
         nfes: list[int] = []
-        drawn = 0
-        while drawn < total:
-            batch = None
-            if batches is not None:
-                batch = next(batches, None)
-                if batch is None:  # the data ran out: say so rather than repeat or stop short
-                    raise ValueError(f"num_samples={total}: the validation data holds only "
-                                     f"{drawn} examples; lower num_samples or pass data=none")
-            n = total - drawn if size is None else min(int(size), total - drawn)
-            if batch is not None:
-                n = min(n, _batch_len(model, batch))
+        for n, batch in self._chunks(model, cfg):
             part = self.sample(model, cfg, n, batch, gen)
             self.update(model, metrics, part, batch)
             parts.append({k: v.detach().cpu() for k, v in part.items()})
-            refs.append(batch)
+            if batch is not None:
+                refs.append(batch)
             nfes.append(int(model.last_nfe))
-            drawn += n
-        return parts, [r for r in refs if r is not None], nfes
+        return parts, refs, nfes
+
+    def _chunks(self, model: DiffusionModule,
+                cfg: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
+        """``(n, data batch or None)`` per sampling call: ``num_samples`` in ``batch_size`` pieces.
+
+        With data, each sampling call copies its template from (a slice of) one data batch.
+        """
+        total, size = int(cfg["num_samples"]), cfg.get("batch_size")
+        step = total if size is None else int(size)
+        batches = self.reference_batches(model, cfg)
+        drawn = 0
+        if batches is None:
+            while drawn < total:
+                n = min(step, total - drawn)
+                yield n, None
+                drawn += n
+            return
+        for batch in batches:
+            length = _batch_len(model, batch)
+            for start in range(0, length, step):
+                n = min(step, length - start, total - drawn)
+                yield n, batch if (start == 0 and n == length) else \
+                    _slice(batch, start, start + n, cfg)
+                drawn += n
+                if drawn >= total:
+                    return
+        # the data ran out: say so rather than repeat it or stop short
+        raise ValueError(f"num_samples={total}: the validation data holds only {drawn} "
+                         "examples; lower num_samples or pass data=none")
 
     def hydra_main(self, config_path: str | Path | None = None,
                    config_name: str | None = None) -> Callable[[], None]:
@@ -279,6 +296,22 @@ def _batch_len(model: DiffusionModule, batch: Any) -> int:
     state = model.batch_to_state(batch)
     key = next((k for k in model.processes if k in state), next(iter(state)))
     return int(state[key].shape[0])
+
+
+def _slice(batch: Any, start: int, stop: int, cfg: Mapping[str, Any]) -> Any:
+    """Rows ``start:stop`` of a tensor batch, or of each tensor of a tuple, list or dict batch.
+
+    Raises:
+        ValueError: the batch is of another kind (then ``batch_size`` must not split it).
+    """
+    if torch.is_tensor(batch):
+        return batch[start:stop]
+    if isinstance(batch, (tuple, list)) and all(torch.is_tensor(b) for b in batch):
+        return type(batch)(b[start:stop] for b in batch)
+    if isinstance(batch, Mapping) and all(torch.is_tensor(b) for b in batch.values()):
+        return {k: v[start:stop] for k, v in batch.items()}
+    raise ValueError(f"batch_size={cfg.get('batch_size')}: cannot split a data batch of type "
+                     f"{type(batch).__name__}; leave batch_size unset (the data's batch size)")
 
 
 def _flatten(values: Any, prefix: str = "") -> dict[str, Tensor]:

@@ -137,6 +137,17 @@ def test_eval_of_a_plugin_without_script_scores_with_its_metrics(fakeplugin):
     assert (fakeplugin.out / "samples_ddim_3.png").stat().st_size > 1000
 
 
+def test_batch_size_splits_the_data_batches(fakeplugin):
+    code, _, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}", "num_samples=18",
+                          "batch_size=5", f"out_dir={fakeplugin.out}"])
+    assert code == 0, err[-2000:]
+    res = json.loads((fakeplugin.out / "metrics_ddim_3.json").read_text())
+    # data batches of 8, 8, 4: pieces 5 + 3, 5 + 3, 2 (18 in all)
+    assert res["batches"] == 5 and res["nfe_total"] == 15
+    samples = torch.load(fakeplugin.out / "samples_ddim_3.pt", weights_only=True)
+    assert samples["x"].shape == (18, 2)
+
+
 def test_eval_without_data_writes_samples_and_nfe_only(fakeplugin):
     code, _, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}", "data=none",
                           "num_samples=7", "batch_size=3", f"out_dir={fakeplugin.out}"])
