@@ -165,12 +165,65 @@ def run_config(model, test, sampler, nfe, opts, seeds, n, batch) -> dict:
               + f"  {secs[-1]:.3f} s/graph", flush=True)
     row = {"sampler": sampler, "nfe": nfe, "options": opts, "seeds": list(seeds),
            "num_graphs": n, "seconds_per_graph": float(np.mean(secs)), "per_seed": per_seed}
+    return summarize(row)
+
+
+def summarize(row: dict) -> dict:
+    """Mean, seed std, min and max of each MMD over ``row["per_seed"]``."""
     for k in METRICS:
-        vals = np.array([p[k] for p in per_seed])
+        vals = np.array([p[k] for p in row["per_seed"]])
         row[k] = float(vals.mean())
         row[k + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
         row[k + "_min"], row[k + "_max"] = float(vals.min()), float(vals.max())
     return row
+
+
+def mark_within(entry: dict) -> None:
+    """Mark rows within the reference configuration's spread; the fewest NFE among them."""
+    ref = next((r for r in entry["rows"] if r["config"] == "ref"), None)
+    if ref is None:
+        return
+    for r in entry["rows"]:
+        r["within_ref_spread"] = within(r, ref)
+    best = min((r for r in entry["rows"] if r["within_ref_spread"]), key=lambda r: r["nfe"])
+    entry["fewest_nfe_within_ref"] = {"config": best["config"], "nfe": best["nfe"],
+                                      "reduction": ref["nfe"] / best["nfe"]}
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """Merge the per-seed results of several runs (distinct seeds) and re-mark the spreads."""
+    merged: dict = {}
+    for path in paths:
+        res = json.loads(path.read_text())
+        if not merged:
+            merged = {**res, "datasets": {}, "merged_from": []}
+        merged["merged_from"].append(path.name)
+        for name, entry in res["datasets"].items():
+            dst = merged["datasets"].setdefault(name, {**entry, "rows": []})
+            for row in entry["rows"]:
+                old = next((r for r in dst["rows"] if r["config"] == row["config"]
+                            and r["nfe"] == row["nfe"]), None)
+                if old is None:
+                    dst["rows"].append(json.loads(json.dumps(row)))
+                    continue
+                seen = set(old["seeds"])
+                for seed, per in zip(row["seeds"], row["per_seed"], strict=True):
+                    if seed not in seen:
+                        k = len(old["seeds"])
+                        old["seconds_per_graph"] = (old["seconds_per_graph"] * k
+                                                    + row["seconds_per_graph"]) / (k + 1)
+                        old["seeds"].append(seed)
+                        old["per_seed"].append(per)
+    for entry in merged["datasets"].values():
+        for row in entry["rows"]:
+            summarize(row)
+        mark_within(entry)
+    merged["seeds"] = max(len(r["seeds"]) for e in merged["datasets"].values()
+                          for r in e["rows"])
+    atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
+    print_table(merged)
+    print(f"\nwrote {out}")
+    return 0
 
 
 def within(row: dict, ref: dict) -> bool:
@@ -208,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", nargs="+", default=["ref", "s4fast50", "s4fast100",
                                                      "s4fast200", "pc100", "pc200"])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds are first-seed .. first-seed + seeds - 1")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                    help="merge the seeds of earlier results (same dataset and config) into --out")
     ap.add_argument("--max-graphs", type=int, default=None,
                     help="sample at most this many graphs per seed (default: the test-set size)")
     ap.add_argument("--batch", type=int, default=64)
@@ -222,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.table:
             print_table(json.loads(path.read_text()))
         return 0
+    if args.merge:
+        return merge(args.merge, args.out)
     if args.gdss_dir is None:
         ap.error("--gdss-dir is required")
     if args.verify_only:
@@ -252,18 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         result["datasets"][name] = entry
         for label, sampler, nfe, opts in configs(model, args.configs):
             print(f"  {label}: {sampler} {nfe} NFE {opts}", flush=True)
-            row = run_config(model, test, sampler, nfe, opts, range(args.seeds), n, args.batch)
+            row = run_config(model, test, sampler, nfe, opts,
+                             range(args.first_seed, args.first_seed + args.seeds), n,
+                             args.batch)
             row["config"] = label
             entry["rows"].append(row)
             atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-        ref = next((r for r in entry["rows"] if r["config"] == "ref"), None)
-        if ref is not None:
-            for r in entry["rows"]:
-                r["within_ref_spread"] = within(r, ref)
-            ok = [r for r in entry["rows"] if r["within_ref_spread"]]
-            best = min(ok, key=lambda r: r["nfe"])
-            entry["fewest_nfe_within_ref"] = {"config": best["config"], "nfe": best["nfe"],
-                                              "reduction": ref["nfe"] / best["nfe"]}
+        mark_within(entry)
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print_table(result)
     print(f"\nwrote {args.out}")
