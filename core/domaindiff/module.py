@@ -485,7 +485,7 @@ def fitted_checkpoint(trainer: L.Trainer) -> str:
     Raises:
         FileNotFoundError: the fit wrote no checkpoint (checkpointing disabled).
     """
-    callbacks = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    callbacks = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, ModelCheckpoint)]
     for cb in callbacks:
         if cb.best_model_path and Path(cb.best_model_path).is_file():
             return cb.best_model_path
