@@ -57,3 +57,13 @@ def test_unconditional_png_has_test_data_above_generated(tmp_path, monkeypatch):
     assert len({(a.get_xlim(), a.get_ylim()) for a in fig.axes}) == 1  # one scale for all
     assert all(a.get_aspect() == 1.0 for a in fig.axes)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["path", "last frame"]
+
+
+def test_a_diverged_sample_does_not_shrink_the_ground_truth_to_a_dot(tmp_path):
+    first = _first()
+    first["samples"][0, 0, 0] = 1e4  # one sample of item 0 ran away
+    fig = plots.plot_forecasts(first, tmp_path / "f.png", n=1)
+    truth = torch.cat([first["cond"][0].reshape(-1, 3), first["x"][0].reshape(-1, 3)])[:, :2]
+    extent = float((truth.max(0).values - truth.min(0).values).max())
+    lo, hi = fig.axes[0].get_xlim()
+    assert extent <= hi - lo <= 3.5 * extent

@@ -32,6 +32,8 @@ def _pixels(ax: Axes, left: bool, bottom: bool) -> None:
         ax.set_ylabel("row (px)", fontsize=8)
     if bottom:
         ax.set_xlabel("column (px)", fontsize=8)
+    else:  # the same pixel grid as the row below: its labels would crowd the next title
+        ax.tick_params(labelbottom=False)
 
 
 def overlay_title(ckpt: str, data: str, sampler: str, steps: int, ensemble: int,
@@ -47,7 +49,7 @@ def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
 
     Column 1 is the plain image; column 2 the image with the ground-truth (green, solid) and
     predicted (red, dashed) contours overlaid; column 3 the ensemble variance with a colourbar
-    (one scale for all rows).
+    (one scale for all rows) and the ground-truth contour for orientation.
 
     Args:
         path: the PNG to write.
@@ -77,6 +79,7 @@ def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
         _contour(axes[r, 1], pred[r, 0].float().numpy(), PRED, "dashed")
         axes[r, 1].set_title(f"image {r}: contours", fontsize=9)
         heat = axes[r, 2].imshow(var[r, 0].float().numpy(), cmap="magma", vmin=0, vmax=top)
+        _contour(axes[r, 2], masks[r, 0].float().numpy(), TRUTH, "solid")  # where the organ is
         cbar = fig.colorbar(heat, ax=axes[r, 2], fraction=0.046, pad=0.04)
         cbar.set_label("ensemble variance", fontsize=7)
         cbar.ax.tick_params(labelsize=6)

@@ -5,6 +5,7 @@ Written through :func:`domaindiff.plotting.save_figure` (atomic, closes the figu
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ BANDS = ((5, 95, 0.2, "90% interval"), (25, 75, 0.4, "50% interval"))
 
 def _fan(ax: Axes, xs: np.ndarray, y: np.ndarray, samples: np.ndarray, c: int, lo: int) -> None:
     """One panel: history (black), true future (dashed), bands and median of ``samples``."""
+    from matplotlib.ticker import EngFormatter
+
     ax.plot(xs[lo:c], y[lo:c], color="k", lw=0.9, label="observed history")
     ax.plot(xs[c - 1:], y[c - 1:], color="k", lw=1.0, ls="--", label="true future", zorder=3)
     hx = xs[c:]
@@ -29,6 +32,7 @@ def _fan(ax: Axes, xs: np.ndarray, y: np.ndarray, samples: np.ndarray, c: int, l
                         color="C0", alpha=alpha, lw=0, label=label)
     ax.plot(hx, np.median(samples, 0), color="C0", lw=1.2, label="forecast median")
     ax.axvline(0, color="0.6", lw=0.6)
+    ax.yaxis.set_major_formatter(EngFormatter(sep=" "))  # 250 k, 1 M: the same in every row
     ax.grid(alpha=0.3, lw=0.4)
 
 
@@ -71,8 +75,11 @@ def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_len
             if i == n - 1:
                 ax.set_xlabel("time step (0 = forecast start)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle(f"Forecast fan charts: {run}" if run else "Forecast fan charts", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    ncol = len(labels) if len(names) > 1 else 2  # one narrow column: the legend wraps
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    heading = f"Forecast fan charts: {run}" if run else "Forecast fan charts"
+    fig.suptitle(textwrap.fill(heading, max(30, int(fig.get_figwidth() * 11))), fontsize=10)
+    legend_rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.1) / fig.get_figheight(), 1, 1))
     save_figure(fig, path, dpi=90)
     return fig

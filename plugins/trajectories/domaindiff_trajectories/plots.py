@@ -6,6 +6,7 @@ equal aspect, and panels compared with each other share their limits.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,16 +19,34 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def _limits(*parts: torch.Tensor, pad: float = 0.08) -> tuple[tuple[float, float], ...]:
-    """Square-ish x and y limits covering every point of ``parts`` (last dim: coordinates)."""
+def _points(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
     pts = torch.cat([p.reshape(-1, p.shape[-1])[:, :2].float() for p in parts])
-    pts = pts[torch.isfinite(pts).all(1)]
-    if not len(pts):
+    return pts[torch.isfinite(pts).all(1)]
+
+
+def _limits(reference: tuple[torch.Tensor, ...], others: tuple[torch.Tensor, ...] = (),
+            pad: float = 0.08, cap: float = 3.0) -> tuple[tuple[float, float], ...]:
+    """Square x and y limits covering ``reference`` and ``others`` (last dim: coordinates).
+
+    ``others`` (samples) widen the view to at most ``cap`` times the reference's extent, so a
+    diverged sample runs off the panel instead of shrinking the ground truth to a dot.
+    """
+    ref = _points(reference)
+    if not len(ref):
         return (-1.0, 1.0), (-1.0, 1.0)
-    lo, hi = pts.min(0).values, pts.max(0).values
-    half = float((hi - lo).max()) / 2 * (1 + pad) or 1.0
-    mid = (lo + hi) / 2
+    mid = (ref.min(0).values + ref.max(0).values) / 2
+    half = max(float((ref - mid).abs().max()), 1e-6)
+    extra = _points(others) if others else ref
+    if len(extra):
+        half = max(half, min(float((extra - mid).abs().max()), cap * half))
+    half *= 1 + pad
     return tuple((float(m) - half, float(m) + half) for m in mid)  # type: ignore[return-value]
+
+
+def _suptitle(fig: Figure, title: str) -> None:
+    """The figure's title, wrapped to the figure's width (a long run name is not clipped)."""
+    width = max(30, int(fig.get_figwidth() * 12))
+    fig.suptitle(textwrap.fill(title, width), fontsize=9)
 
 
 def _frame(ax: Axes, lims: tuple[tuple[float, float], ...], title: str, left: bool,
@@ -45,13 +64,19 @@ def _frame(ax: Axes, lims: tuple[tuple[float, float], ...], title: str, left: bo
         ax.tick_params(labelbottom=False)
 
 
-def _style_legend(fig: Figure, styles: list[tuple[str, dict]]) -> None:
-    """A figure legend of line styles in grey (colour = particle is said in its title)."""
+def _style_legend(fig: Figure, styles: list[tuple[str, dict]]) -> float:
+    """A figure legend of line styles in grey (colour = particle is said in its title).
+
+    Returns:
+        the fraction of the figure's height it takes at the bottom (for ``tight_layout``).
+    """
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="0.3", **kw) for _, kw in styles]
-    fig.legend(handles, [label for label, _ in styles], loc="lower center", ncol=len(styles),
+    ncol = min(len(styles), max(1, int(fig.get_figwidth() // 2.2)))
+    fig.legend(handles, [label for label, _ in styles], loc="lower center", ncol=ncol,
                fontsize=8, frameon=False, title="colour = particle", title_fontsize=8)
+    return (0.22 * (-(-len(styles) // ncol) + 1) + 0.1) / fig.get_figheight()
 
 
 def _agents(first: dict[str, torch.Tensor], i: int) -> range | list[int]:
@@ -65,7 +90,8 @@ def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4,
     """``n`` forecasts: ground truth (top row) beside the sampled futures (bottom row); a PNG.
 
     Both rows of an item share its limits and show the observed frames (solid); the top row adds
-    the true future (dashed), the bottom row every sample (thin).
+    the true future (dashed), the bottom row every sample (thin). Samples widen the limits to at
+    most three times the extent of the observed and true frames.
 
     Args:
         first: ``cond`` (B, N, Tc, D), ``x`` (B, N, T, D), ``samples`` (K, B, N, T, D) and
@@ -84,7 +110,7 @@ def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4,
     for i in range(n):
         cond, x, s = first["cond"][i], first["x"][i], first["samples"][:, i]
         keep = list(_agents(first, i))
-        lims = _limits(cond[keep], x[keep], s[:, keep])
+        lims = _limits((cond[keep], x[keep]), (s[:, keep],))
         for j in keep:
             c = f"C{j % 10}"
             for ax in axes[:, i]:
@@ -94,10 +120,11 @@ def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4,
                 axes[1, i].plot(smp[j, :, 0], smp[j, :, 1], color=c, lw=0.6, alpha=0.5)
         _frame(axes[0, i], lims, f"item {i}: ground truth", i == 0, False)
         _frame(axes[1, i], lims, f"item {i}: {k} sampled", i == 0, True)
-    _style_legend(fig, [("observed", {"lw": 1.6}), ("ground-truth future", {"lw": 1.4, "ls": "--"}),
-                        ("sampled future", {"lw": 0.6, "alpha": 0.6})])
-    fig.suptitle(title or "trajectory forecasts", fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1), h_pad=1.8)
+    bottom = _style_legend(fig, [("observed", {"lw": 1.6}),
+                                 ("ground-truth future", {"lw": 1.4, "ls": "--"}),
+                                 ("sampled future", {"lw": 0.6, "alpha": 0.6})])
+    _suptitle(fig, title or "trajectory forecasts")
+    fig.tight_layout(rect=(0, bottom, 1, 1), h_pad=1.8)
     save_figure(fig, path, dpi=90)
     return fig
 
@@ -106,7 +133,8 @@ def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
                        title: str = "") -> Figure:
     """``n`` test trajectories (top row) beside ``n`` generated ones (bottom row); a PNG.
 
-    All panels share one set of limits, so sizes and spreads compare directly.
+    All panels share one set of limits, so sizes and spreads compare directly (generated ones
+    widen them to at most three times the test data's extent).
 
     Args:
         sets: ``real`` and ``fake``, each (items, N, T, D).
@@ -119,7 +147,7 @@ def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
     """
     plt = pyplot()
     n = max(1, min(n, len(sets["real"]), len(sets["fake"])))
-    lims = _limits(sets["real"][:n], sets["fake"][:n])
+    lims = _limits((sets["real"][:n],), (sets["fake"][:n],))
     fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 7.2), squeeze=False)
     for row, (key, name) in enumerate((("real", "test data"), ("fake", "generated"))):
         for i, ax in enumerate(axes[row]):
@@ -128,8 +156,9 @@ def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
                 ax.plot(traj[j, :, 0], traj[j, :, 1], color=f"C{j % 10}", lw=1.2)
                 ax.plot(traj[j, -1, 0], traj[j, -1, 1], "o", color=f"C{j % 10}", ms=3)
             _frame(ax, lims, f"{name} {i}", i == 0, row == 1)
-    _style_legend(fig, [("path", {"lw": 1.2}), ("last frame", {"marker": "o", "ls": "", "ms": 3})])
-    fig.suptitle(title or "unconditional trajectories", fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1), h_pad=1.8)
+    bottom = _style_legend(fig, [("path", {"lw": 1.2}),
+                                 ("last frame", {"marker": "o", "ls": "", "ms": 3})])
+    _suptitle(fig, title or "unconditional trajectories")
+    fig.tight_layout(rect=(0, bottom, 1, 1), h_pad=1.8)
     save_figure(fig, path, dpi=90)
     return fig
