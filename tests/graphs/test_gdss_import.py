@@ -381,3 +381,17 @@ def test_cli_node_counts_from_graph_list_and_sample_config(tmp_path, capsys):
     assert back.node_count_hist.tolist() == [0, 0, 0, 1, 2, 2, 3]
     assert back.hparams["sampler"] == "s4" and back.hparams["sampling_steps"] == 1000
     assert back.sampler_options["snr"] == 0.2 and back.sample_ema is False
+
+
+def test_storage_record_of_the_wrong_size_is_named(tmp_path):
+    src = tmp_path / "ok.pth"
+    write_fake_gdss(src)
+    path = tmp_path / "short_record.pth"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, "w") as zout:
+        for name in zin.namelist():
+            body = zin.read(name)
+            if "/data/" in name and not name.endswith(".pkl"):
+                body = body[:-4]
+            zout.writestr(name, body)
+    msg = raised(GDSSImportError, lambda: read_gdss_checkpoint(path))
+    assert str(path) in msg and re.search(r"storage record \S+ holds \d+ bytes, expected", msg)

@@ -143,11 +143,15 @@ class _GDSSUnpickler(pickle.Unpickler):
 
     def _read_storage(self, key: str, dtype: torch.dtype, numel: int) -> Tensor:
         record = f"{self.prefix}/data/{key}"
+        itemsize = torch.empty(0, dtype=dtype).element_size()
         try:
-            raw = self.archive.read(record)
+            size = self.archive.getinfo(record).file_size
         except KeyError:
             raise pickle.UnpicklingError(f"storage record {record} is missing") from None
-        itemsize = torch.empty(0, dtype=dtype).element_size()
+        if size != numel * itemsize:  # checked before anything is decompressed
+            raise pickle.UnpicklingError(f"storage record {record} holds {size} bytes, "
+                                         f"expected {numel} x {itemsize}")
+        raw = self.archive.read(record)
         if len(raw) != numel * itemsize:
             raise pickle.UnpicklingError(f"storage record {record} holds {len(raw)} bytes, "
                                          f"expected {numel} x {itemsize}")
