@@ -147,7 +147,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if forecasts:
         fan_chart(windows, forecasts, model.context_length, out / f"fan_{stem}.png",
                   int(cfg.plot_windows), run=f"{Path(cfg.ckpt).name}, {cfg.sampler}, "
-                  f"{int(cfg.steps)} steps, {cfg.dataset}")
+                  f"{int(cfg.steps)} steps, "
+                  f"{Path(str(cfg.path)).name if cfg.get('path') else cfg.dataset}")
     print(json.dumps(result, indent=2))
     return result
 
