@@ -46,7 +46,8 @@ def test_toy_evaluation_titles_its_png_with_checkpoint_sampler_and_steps(tmp_pat
 
 
 SOURCES = ["core/domaindiff/toy", "plugins/timeseries/domaindiff_timeseries",
-           "plugins/trajectories/domaindiff_trajectories", "plugins/medical/domaindiff_medical"]
+           "plugins/trajectories/domaindiff_trajectories", "plugins/medical/domaindiff_medical",
+           "plugins/graphs/domaindiff_graphs"]
 
 
 @pytest.mark.parametrize("where", SOURCES)

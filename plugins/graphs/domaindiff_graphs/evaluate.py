@@ -36,8 +36,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from domaindiff.cli import check_counts, report_errors
-from domaindiff.data import atomic_save, atomic_write, atomic_write_text
+from domaindiff.data import atomic_save, atomic_write_text
 from domaindiff.module import load_checkpoint
+from domaindiff.plotting import pyplot, save_figure
 from domaindiff.samplers import get_sampler
 from domaindiff_graphs import data as D
 from domaindiff_graphs.metrics import graph_metrics, molecule_metrics
@@ -134,21 +135,11 @@ def save_molecules(mols: list, stem: Path) -> list[Path]:
 
 
 def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, dpi=90)
 
 
 def _grid(rows: int, cols: int, cell: float = 2.6):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.6),
                              squeeze=False)
     for ax in axes.flat:
