@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 AREAS = ["core", "graphs", "timeseries", "trajectories", "medical"]
-EXTRA = {"graphs": ["tests.graphs.test_user_data", "tests.graphs.test_gdss_import"]}  # further catalogues of an area
+# further catalogues of an area
+EXTRA = {"graphs": ["tests.graphs.test_user_data", "tests.graphs.test_gdss_import"]}
 
 
 def _catalogue(area):
