@@ -222,6 +222,8 @@ def _fit_key(argv: list[str]) -> str:
     cfg = _config_of(argv) or "toy:model"
     if "TSDiffCond" in argv:
         return "timeseries:cond"
+    if cfg == "trajectories:uncond_charged" and any("MD17" in a for a in argv):
+        return "trajectories:uncond_md17"
     return cfg
 
 
@@ -233,8 +235,11 @@ def _eval_key(plugin: str, argv: list[str]) -> str:
     if plugin == "graphs":
         return "graphs:qm9" if "dataset=qm9" in text else "graphs:community_small"
     if plugin == "timeseries":
-        return "timeseries:taylor"
+        # a TSDiff-Cond row needs a forecaster with the same windows: the demo config's
+        return "timeseries:demo" if "cond_ckpt=" in text else "timeseries:taylor"
     if plugin == "trajectories":
+        if "uncond" in text and "md17" in text:
+            return "trajectories:uncond_md17"
         if "uncond" in text:
             return "trajectories:uncond_charged"
         if "md17" in text:
@@ -307,7 +312,8 @@ def _run_all(r: Runner, runs: list[list[str]], cwd: Path, res: Result, need_ckpt
                 res.status, res.note = "NEEDS_DATA", msg
             else:
                 res.status = "FAIL"
-                tail = se.strip().splitlines()[-6:] or so.strip().splitlines()[-3:]
+                noisy = [x for x in se.strip().splitlines() if "%|" not in x]  # no tqdm bars
+                tail = noisy[-6:] or so.strip().splitlines()[-3:]
                 res.note = f"rc={rc}: " + " | ".join(tail)
             return
         if "Traceback" in se:
@@ -336,7 +342,8 @@ def _rewrite_eval(r: Runner, plugin: str, argv: list[str]) -> tuple[list[str], s
         if k in ("ckpt", "cond_ckpt") and CKPT_PLACEHOLDER.search(v):
             path = cond if k == "cond_ckpt" else ck
             if path is None:
-                return argv, f"no checkpoint from a short fit for {k}"
+                return argv, (f"no README fit line trains the checkpoint {k}={v} needs "
+                              f"({_eval_key(plugin, argv) if k == 'ckpt' else 'timeseries:cond'})")
             out.append(f"{k}={path}")
         elif k == "steps" and "," not in v and v.isdigit() and int(v) > MAX_EVAL_STEPS:
             out.append(f"steps={MAX_EVAL_STEPS}")
@@ -437,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=420.0, help="seconds per command")
     ap.add_argument("--only", default="", help="regex: run only the lines that match")
     ap.add_argument("--install-log", type=Path, default=None, help="JSON of install timings")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the lines of an existing --out file that this run did not run")
     args = ap.parse_args(argv)
     if args.run_dir.resolve().is_relative_to(ROOT):
         ap.error(f"--run-dir {args.run_dir} is inside the repository; it must be outside it")
@@ -466,7 +475,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(args: argparse.Namespace, results: list[Result], total: float) -> None:
-    """Print the table and write the JSON atomically."""
+    """Print the table and write the JSON atomically (``--merge``: with the old file's lines)."""
+    install = json.loads(args.install_log.read_text()) if args.install_log else {}
+    if args.merge and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        install = install or old.get("install", {})
+        mine = {(x.readme, x.lineno) for x in results}
+        kept = [Result(**d) for d in old["lines"] if (d["readme"], d["lineno"]) not in mine]
+        results = sorted(results + kept, key=lambda x: (READMES.index(x.readme), x.lineno))
     print(f"\n{'status':<15} {'secs':>6}  where / line")
     for x in results:
         print(f"{x.status:<15} {x.seconds:6.1f}  {x.readme}:{x.lineno}  {x.line[:100]}")
@@ -476,7 +492,6 @@ def _report(args: argparse.Namespace, results: list[Result], total: float) -> No
     for x in results:
         counts[x.status] = counts.get(x.status, 0) + 1
     print("\n" + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    install = json.loads(args.install_log.read_text()) if args.install_log else {}
     doc = {
         "what": "every README command line run in a venv holding only the wheels",
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs (shared), "

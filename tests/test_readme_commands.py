@@ -66,9 +66,10 @@ def test_every_readme_config_name_is_shipped_in_a_package(ln):
                          ids=lambda ln: f"{ln.readme}:{ln.lineno}")
 def test_every_eval_line_gets_a_real_checkpoint(ln, tmp_path):
     runner = W.Runner(tmp_path, tmp_path / "run", tmp_path / "data", timeout=1)
-    keys = ["toy:demo", "graphs:qm9", "graphs:community_small", "timeseries:taylor",
+    keys = ["toy:demo", "graphs:qm9", "graphs:community_small", "timeseries:taylor", "timeseries:demo",
             "timeseries:cond", "trajectories:uncond_charged", "trajectories:nbody_springs",
-            "trajectories:nbody_charged", "trajectories:md17_aspirin", "medical:demo"]
+            "trajectories:nbody_charged", "trajectories:md17_aspirin",
+            "trajectories:uncond_md17", "medical:demo"]
     runner.ckpts = {k: tmp_path / f"{k.replace(':', '_')}.ckpt" for k in keys}
     argv = [a for a in W._strip_prefix(ln.argv) if not re.fullmatch(r"\[.*\]", a)]
     new, why = W._rewrite_eval(runner, argv[2], argv)
