@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -132,3 +133,24 @@ def test_conf_link_points_at_package_configs():
     assert link.is_symlink() and link.resolve() == CONF.resolve()
     for name in ("demo", "nbody_charged", "md17_aspirin", "eth_ucy", "uncond_charged", "eval"):
         assert (link / f"{name}.yaml").is_file()
+
+
+def test_eval_refuses_a_checkpoint_whose_node_features_do_not_fit_the_data(tmp_path, monkeypatch):
+    """An N-body checkpoint (1 node feature) on MD17 (4): one line naming both, not a shape error
+    deep inside the network (found by the wheel-install README check)."""
+    import numpy as np
+
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    (tmp_path / "md17").mkdir()
+    rng = np.random.default_rng(0)
+    r = np.cumsum(rng.normal(0, 0.01, (400, 4, 3)), 0)
+    np.savez(tmp_path / "md17" / "md17_toy.npz", R=r, z=np.array([6, 1, 1, 8]))
+    model = GeoTDM(node_features=1, hidden=8, layers=1, time_dim=8, prior_layers=1,
+                   pred_frames=4, num_steps=50)
+    cfg = _eval_cfg(tmp_path, _save_ckpt(model, tmp_path / "nbody.ckpt"), dataset="md17",
+                    sampler="ddim", steps=2, k=1, num_items=1,
+                    md17={"molecule": "toy", "every": 2, "cond_frames": 3, "pred_frames": 4,
+                          "standin_steps": 0})
+    with pytest.raises(ValueError, match=r"nbody\.ckpt: the model reads 1 node feature\(s\) but "
+                                         r"dataset 'md17' has 4"):
+        evaluate(cfg)

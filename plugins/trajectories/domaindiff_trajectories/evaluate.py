@@ -189,6 +189,24 @@ def test_split(cfg: DictConfig):
     return data.test_set
 
 
+def check_fits(model, test, ckpt: str, dataset: str) -> None:
+    """Refuse a checkpoint whose node-feature width does not match the dataset's ``h``.
+
+    Raises:
+        ValueError: naming the checkpoint, the dataset and both widths.
+    """
+    if len(test) == 0:
+        raise ValueError(f"dataset {dataset!r}: the test split is empty")
+    item = test[0]
+    h = item.get("h") if isinstance(item, dict) else None
+    want = model.hparams.get("node_features")
+    if h is not None and want is not None and int(h.shape[-1]) != int(want):
+        raise ValueError(f"ckpt {ckpt}: the model reads {want} node feature(s) but dataset "
+                         f"{dataset!r} has {int(h.shape[-1])}; evaluate it on the data it was "
+                         "trained on (or train with --model.init_args.node_features="
+                         f"{int(h.shape[-1])})")
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate the checkpoint on the test split; write the metrics JSON and a PNG."""
     check_counts(cfg, positive=("steps", "k", "num_items", "batch_size"),
@@ -196,6 +214,7 @@ def evaluate(cfg: DictConfig) -> dict:
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
     model.eval()
     test = test_split(cfg)
+    check_fits(model, test, str(cfg.ckpt), str(cfg.dataset))
     test = Subset(test, range(min(int(cfg.num_items), len(test))))
     loader = DataLoader(test, batch_size=int(cfg.batch_size))
     gen = torch.Generator().manual_seed(int(cfg.seed))
