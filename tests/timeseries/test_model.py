@@ -226,6 +226,18 @@ def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
     assert 0 <= out["anomaly"]["imputation"]["f1"] <= 1
     with pytest.raises(ValueError, match="unknown"):
         evaluate(OmegaConf.merge(cfg, {"methods": ["prophet"]}))
+    # a conditional checkpoint trained on other windows: one line naming both (was a numpy
+    # broadcast error, found by the wheel-install README check)
+    from domaindiff_timeseries.model import TSDiffCond
+
+    cond = TSDiffCond(dim=1, context_length=model.context_length + 8,
+                      prediction_length=model.prediction_length, lags=[], hidden=8)
+    raw = {"state_dict": cond.state_dict(), "hyper_parameters": dict(cond.hparams)}
+    cond.on_save_checkpoint(raw)
+    torch.save(raw, tmp_path / "cond.ckpt")
+    with pytest.raises(ValueError, match=r"cond\.ckpt: context/prediction length .* same windows"):
+        evaluate(OmegaConf.merge(cfg, {"methods": ["tsdiff_cond"], "anomaly": False,
+                                       "cond_ckpt": str(tmp_path / "cond.ckpt")}))
 
 
 def test_ridge_score_recovers_a_linear_rule():

@@ -72,6 +72,11 @@ def evaluate(cfg: DictConfig) -> dict:
             if not cfg.get("cond_ckpt"):
                 raise ValueError("methods: tsdiff_cond needs cond_ckpt=<a TSDiffCond checkpoint>")
             cond = load_checkpoint(cfg.cond_ckpt, trust=trust)
+            theirs = (getattr(cond, "context_length", None), getattr(cond, "prediction_length", None))
+            if theirs != (model.context_length, model.prediction_length):
+                raise ValueError(f"cond_ckpt {cfg.cond_ckpt}: context/prediction length {theirs[0]}/"
+                                 f"{theirs[1]}, but ckpt {cfg.ckpt} has {model.context_length}/"
+                                 f"{model.prediction_length}; both must be trained on the same windows")
             forecasts[m] = forecast(cond, windows, int(cfg.num_samples), guidance="none",
                                     sampler=cfg.sampler, steps=int(cfg.steps),
                                     scenario=cfg.scenario, missing=float(cfg.missing),
