@@ -63,11 +63,12 @@ def raised(exc_types: type[BaseException] | tuple[type[BaseException], ...],
     raise AssertionError(f"{fn} raised nothing (expected {exc_types})")
 
 
-def cli_message(args: Sequence[str], cwd: str | os.PathLike | None = None) -> str:
-    """Run ``domaindiff <args>`` in this process; assert a non-zero exit; return its stderr.
+def run_cli(args: Sequence[str], cwd: str | os.PathLike | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run ``domaindiff <args>`` in this process (fast: no re-import of torch and Lightning).
 
-    In-process is fast (no re-import of torch and Lightning). Use :func:`cli_message_subprocess`
-    where the command must run as users run it (Hydra apps, signals, environment).
+    Returns:
+        The exit code with the captured stdout and stderr (``SystemExit`` becomes the code).
     """
     from domaindiff.cli import main
 
@@ -83,8 +84,18 @@ def cli_message(args: Sequence[str], cwd: str | os.PathLike | None = None) -> st
                 code = ex.code if isinstance(ex.code, int) else 1
     finally:
         os.chdir(old)
-    assert code != 0, f"domaindiff {' '.join(args)} exited 0; stdout:\n{out.getvalue()[-2000:]}"
-    return err.getvalue()
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def cli_message(args: Sequence[str], cwd: str | os.PathLike | None = None) -> str:
+    """Run ``domaindiff <args>`` in this process; assert a non-zero exit; return its stderr.
+
+    Use :func:`cli_message_subprocess` where the command must run as users run it (Hydra apps,
+    signals, environment).
+    """
+    res = run_cli(args, cwd)
+    assert res.returncode != 0, f"domaindiff {' '.join(args)} exited 0; stdout:\n{res.stdout[-2000:]}"
+    return res.stderr
 
 
 def cli_message_subprocess(args: Sequence[str], cwd: str | os.PathLike | None = None,

@@ -14,6 +14,7 @@ import torch
 from domaindiff import plugins
 from domaindiff.cli import main
 from domaindiff.module import CheckpointError, load_checkpoint
+from tests.catalogue import run_cli
 
 CONF = Path(__file__).parents[1] / "conf"
 EXE = [sys.executable, "-m", "domaindiff.cli"]
@@ -28,18 +29,7 @@ def _run(args, cwd, **kw):
 
 def _call(args, cwd):
     """The same command in this process (fast: no re-import of torch and Lightning)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as ex:
-                code = ex.code if isinstance(ex.code, int) else 1
-    finally:
-        os.chdir(old)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return run_cli(args, cwd)
 
 
 @pytest.fixture(scope="module")

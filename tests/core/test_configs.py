@@ -4,28 +4,22 @@ The names resolve to the YAML files inside the installed plugin packages (``<pac
 so they work from any directory and from a wheel install.
 """
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
 import yaml
 
 from domaindiff import plugins
-from domaindiff.cli import classes_named, main, resolve_config_args
+from domaindiff.cli import classes_named, resolve_config_args
+from tests.catalogue import run_cli
 
 TOY_CONF = Path(plugins.__file__).parent / "toy" / "conf"
 
 
 def _call(args):
     """Run the command in this process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as ex:
-            code = ex.code if isinstance(ex.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+    res = run_cli(args)
+    return res.returncode, res.stdout, res.stderr
 
 
 def test_names_resolve_to_the_yaml_inside_the_package():

@@ -7,8 +7,6 @@ does; its checkpoint is written directly (no fit) so the tests stay fast.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 import textwrap
@@ -20,9 +18,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from domaindiff import plugins
-from domaindiff.cli import main
 from domaindiff.demo_utils import fit_args, fit_config
 from domaindiff.evaluation import EvalApp
+from tests.catalogue import run_cli
 
 MODEL = '''\
     import torch
@@ -77,14 +75,10 @@ DATA = '''\
 '''
 
 
-def _call(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as ex:
-            code = ex.code if isinstance(ex.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+def _call(args):
+    """Run the command in this process; returns (exit code, stdout, stderr)."""
+    res = run_cli(args)
+    return res.returncode, res.stdout, res.stderr
 
 
 @pytest.fixture

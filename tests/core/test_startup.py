@@ -4,7 +4,6 @@ Fake plugins are packages written under tmp_path, put on sys.path and registered
 ``domaindiff.plugins.entry_points`` (the metadata lookup every discovery function goes through).
 """
 
-import contextlib
 import io
 import sys
 import textwrap
@@ -14,17 +13,13 @@ import pytest
 
 from domaindiff import plugins
 from domaindiff.cli import main
+from tests.catalogue import run_cli
 
 
 def _call(args):
     """Run the command in this process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as ex:
-            code = ex.code if isinstance(ex.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+    res = run_cli(args)
+    return res.returncode, res.stdout, res.stderr
 
 
 def _write_package(root, name, files):
@@ -263,7 +258,6 @@ def test_plugins_with_names_imports_only_those(broken_plugin):
 
 def test_output_piped_into_head_is_not_an_error(monkeypatch, capsys):
     """`domaindiff configs | head -1`: the reader stops early; exit 0, no error line."""
-    import io
     import sys
 
     from domaindiff.cli import main
