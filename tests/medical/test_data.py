@@ -113,3 +113,14 @@ def test_synthetic_cache_damage_is_rebuilt_not_trusted(tmp_path):
     with pytest.warns(UserWarning, match=r"arrays\.npz has size 100 .*rebuilding"):
         images = again.dataset("train").images
     assert torch.equal(images, first)
+
+
+def test_a_missing_licensed_dataset_names_the_manual_step(tmp_path):
+    """CAMUS and EchoNet cannot be downloaded for the user: the error says where they come from."""
+    from domaindiff_medical.data import CAMUS, EchoNetDynamic
+
+    with pytest.raises(FileNotFoundError, match=r"subgroup_training\.txt not found under .*"
+                                                r"registration .*pass its folder as root"):
+        CAMUS(root=str(tmp_path), size=16).setup("fit")
+    with pytest.raises(FileNotFoundError, match=r"FileList\.csv; EchoNet-Dynamic is distributed"):
+        EchoNetDynamic(root=str(tmp_path), size=16).setup("fit")

@@ -316,12 +316,19 @@ def _choices(arg: str, values: Sequence[str] | str | None, allowed: Sequence[str
     return vals
 
 
+#: the manual step named when a licensed dataset is not on disk (neither can be downloaded for you)
+CAMUS_MANUAL = ("CAMUS is distributed after registration by the CREATIS challenge site (search "
+                "'CAMUS dataset Creatis'); unpack it and pass its folder as root")
+ECHONET_MANUAL = ("EchoNet-Dynamic is distributed by Stanford AIMI after accepting its licence "
+                  "(search 'EchoNet-Dynamic'); unpack it and pass the folder holding FileList.csv, "
+                  "VolumeTracings.csv and Videos/ as root")
+
 def _split_file(root: Path, split: str) -> Path:
     """The one ``subgroup_<split>.txt`` under ``root``."""
     fname = f"subgroup_{CAMUS_SPLITS[split]}.txt"
     hits = sorted(root.rglob(fname))
     if not hits:
-        raise FileNotFoundError(f"CAMUS split file {fname} not found under {root}")
+        raise FileNotFoundError(f"CAMUS split file {fname} not found under {root}; {CAMUS_MANUAL}")
     if len(hits) > 1:
         raise ValueError(f"CAMUS: {len(hits)} split files {fname} under {root} ({hits[0]}, "
                          f"{hits[1]}); keep exactly one")
@@ -589,7 +596,7 @@ def load_echonet(root: str | Path, split: str, size: int = 64) -> tuple[np.ndarr
     flist, tracings = root / "FileList.csv", root / "VolumeTracings.csv"
     for p in (flist, tracings):
         if not p.exists():
-            raise FileNotFoundError(f"EchoNet file not found: {p}")
+            raise FileNotFoundError(f"EchoNet file not found: {p}; {ECHONET_MANUAL}")
     names = echonet_split_names(flist, split)
     traces = read_tracings(tracings)
     videos = root / "Videos"
