@@ -140,11 +140,13 @@ def test_eth_ucy_datamodule_masks_padded_agents(tmp_path, monkeypatch):
 
 def test_md17_standin_written_in_sgdml_format(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
-    from domaindiff_trajectories.data import MD17
+    from domaindiff_trajectories.data import MD17, StandInWarning
 
     dm = MD17("ethanol", every=10, cond_frames=3, pred_frames=4, standin_steps=1500,
               batch_size=4)
-    dm.setup()
+    with pytest.warns(StandInWarning, match=r"md17_ethanol\.npz not found; training on the "
+                                            r"offline stand-in .* not on MD17"):
+        dm.setup()
     path = tmp_path / "md17" / "standin_ethanol_steps1500_seed0" / "md17_ethanol.npz"
     assert dm.path == path and (path.parent / "MANIFEST.json").is_file()  # a verified entry
     with np.load(path) as f:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -357,6 +358,10 @@ def md17_windows(r: np.ndarray, every: int = 10, window: int = 30,
     return out
 
 
+class StandInWarning(UserWarning):
+    """Data are an offline stand-in for a real dataset that is not on disk."""
+
+
 class MD17(DomainDataModule):
     """MD17 forecasting from an sgdml npz (``md17_<molecule>.npz`` in :attr:`cache_dir`).
 
@@ -427,6 +432,11 @@ class MD17(DomainDataModule):
         if not path.is_file() and self.standin_steps <= 0:
             raise FileNotFoundError(f"MD17 file {path} is missing; place the sgdml npz there or "
                                     "set standin_steps > 0 for the offline stand-in")
+        if path != self.real_path:  # a substituted dataset is always said, never silent
+            warnings.warn(f"MD17 {self.molecule}: {self.real_path} not found; training on the "
+                          f"offline stand-in {path} (MMFF94 Langevin MD, {self.standin_steps} "
+                          "steps), not on MD17. Place the sgdml npz there, or set standin_steps=0 "
+                          "to require it.", StandInWarning, stacklevel=2)
         r, z = load_md17_npz(path)
         window = self.cond_frames + self.pred_frames
         wins = md17_windows(r, self.every, window)
