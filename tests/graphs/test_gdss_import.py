@@ -375,8 +375,14 @@ def test_cli_node_counts_from_graph_list_and_sample_config(tmp_path, capsys):
     out = tmp_path / "m.ckpt"
     assert commands.main(["import-gdss", str(src), str(out), "--graphs", str(pkl),
                           "--sample-config", str(conf)]) == 0
-    assert "node counts from 8 training graphs" in capsys.readouterr().out
+    assert "node counts and prior moments (prior='moment_matched') from 8 training graphs" in \
+        capsys.readouterr().out
     back = load_checkpoint(out)
+    # the moment-matched prior's edge density: paths P_n have n - 1 edges on n (n - 1) / 2 pairs
+    train = (3, 4, 5, 6, 6, 6, 5, 4)
+    p = sum(2 * (n - 1) for n in train) / sum(n * (n - 1) for n in train)
+    assert back.prior_adj_mean.item() == pytest.approx(p, abs=1e-12)
+    assert back.prior_adj_var.item() == pytest.approx(p * (1 - p), abs=1e-12)
     # GDSS's split: the first 20% (2 graphs) are the test set, sizes come from the other 8
     assert back.node_count_hist.tolist() == [0, 0, 0, 1, 2, 2, 3]
     assert back.hparams["sampler"] == "s4" and back.hparams["sampling_steps"] == 1000

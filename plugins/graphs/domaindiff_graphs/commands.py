@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                           "config has none, e.g. GDSS's config/sample_qm9.yaml")
     imp.add_argument("--graphs", metavar="PKL",
                      help="GDSS graph list (data/<name>.pkl): the training part of its split "
-                          "gives the node counts sampling draws from")
+                          "gives the node counts sampling draws from and the moments of the "
+                          "moment-matched prior (sample with prior=moment_matched)")
     return parser
 
 
@@ -52,8 +53,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def train_node_counts(path: str | Path, max_nodes: int, test_split: float) -> list[int]:
-    """Node counts of the training part of GDSS's split of a graph list (test = first share)."""
+def train_split_graphs(path: str | Path, max_nodes: int, test_split: float) -> list:
+    """The training part of GDSS's split of a graph list (test = the first ``test_split``)."""
     from domaindiff_graphs.graphs import read_graph_pickle
 
     graphs = read_graph_pickle(path, max_nodes)
@@ -61,7 +62,12 @@ def train_node_counts(path: str | Path, max_nodes: int, test_split: float) -> li
     train = graphs[test_size:]
     if not train:
         raise ValueError(f"--graphs {path}: no training graphs after the {test_split} test split")
-    return [g.number_of_nodes() for g in train]
+    return train
+
+
+def train_node_counts(path: str | Path, max_nodes: int, test_split: float) -> list[int]:
+    """Node counts of the training part of GDSS's split of a graph list (test = first share)."""
+    return [g.number_of_nodes() for g in train_split_graphs(path, max_nodes, test_split)]
 
 
 def _import_gdss(args: argparse.Namespace) -> int:
@@ -74,13 +80,13 @@ def _import_gdss(args: argparse.Namespace) -> int:
     from domaindiff_graphs.gdss_import import import_gdss as run_import
 
     sample_config = _read_yaml(args.sample_config) if args.sample_config else None
-    counts = None
+    train = None
     if args.graphs:
         ckpt = read_gdss_checkpoint(args.src)
         model = convert(ckpt, args.src, sample_config)
         split = ckpt["model_config"].get("data", {}).get("test_split", 0.2)
-        counts = train_node_counts(args.graphs, model.max_nodes, float(split))
-    model = run_import(args.src, args.dst, sample_config, counts)
+        train = train_split_graphs(args.graphs, model.max_nodes, float(split))
+    model = run_import(args.src, args.dst, sample_config, train_graphs=train)
     back = load_checkpoint(args.dst)
     inputs = random_inputs(model)
     t = torch.full((inputs["x"].shape[0],), 0.5)
@@ -96,8 +102,10 @@ def _import_gdss(args: argparse.Namespace) -> int:
           f"sde_adj={hp['sde_adj']['type']}; sampler {hp['sampler']} "
           f"{hp['sampling_steps']} NFE {hp['sampler_options']}, "
           f"{'EMA' if hp['sample_ema'] else 'raw'} weights"
-          + (f"; node counts from {len(counts)} training graphs" if counts else
-             "; no node counts (pass --graphs, or call set_node_counts)"))
+          + (f"; node counts and prior moments (prior='moment_matched') from {len(train)} "
+             "training graphs" if train else
+             "; no node counts or prior moments (pass --graphs, or call set_node_counts and "
+             "set_prior_moments)"))
     return 0
 
 

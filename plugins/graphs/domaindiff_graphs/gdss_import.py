@@ -460,7 +460,7 @@ def checkpoint_dict(model, source: Path, config: Mapping) -> dict[str, Any]:
 
 
 def import_gdss(src: str | Path, dst: str | Path, sample_config: Mapping | None = None,
-                node_counts: list[int] | None = None):
+                node_counts: list[int] | None = None, train_graphs: list | None = None):
     """Read ``src`` (a GDSS ``.pth``), convert it and write ``dst`` atomically; returns the model.
 
     Args:
@@ -469,17 +469,28 @@ def import_gdss(src: str | Path, dst: str | Path, sample_config: Mapping | None 
         sample_config: GDSS sampling config for checkpoints whose config has none (QM9).
         node_counts: training graphs' node counts (the sampling size distribution); GDSS's
             checkpoints do not carry them.
+        train_graphs: the training graphs (networkx with one-hot degree features as GDSS's
+            ``init: deg``, or PyG ``Data``): their node counts (unless ``node_counts`` is given)
+            and the entry moments of the ``prior="moment_matched"`` start are stored in ``dst``.
     """
     from domaindiff.data import atomic_save
 
     src = Path(src)
     ckpt = read_gdss_checkpoint(src)
     model = convert(ckpt, src, sample_config)
+    if train_graphs and not node_counts:
+        node_counts = [int(g.number_of_nodes() if hasattr(g, "number_of_nodes")
+                           else g.num_nodes) for g in train_graphs]
     if node_counts:
         try:
             model.set_node_counts(list(node_counts))
         except ValueError as err:
             raise GDSSImportError(f"{src}: node counts do not fit: {err}") from None
+    if train_graphs:
+        try:
+            model.set_prior_moments(list(train_graphs))
+        except ValueError as err:
+            raise GDSSImportError(f"{src}: training graphs do not fit: {err}") from None
     config = ckpt["model_config"] if sample_config is None else {
         **ckpt["model_config"], **{k: v for k, v in sample_config.items()
                                    if k in ("sampler", "sample")}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import networkx as nx
@@ -16,6 +17,7 @@ from domaindiff_graphs import solvers  # noqa: F401  (registers "s4" and "gdss_p
 from domaindiff_graphs.data import dense_to_graphs, to_dense_state
 from domaindiff_graphs.metrics import ClusteringMMD, DegreeMMD, MoleculeValidity
 from domaindiff_graphs.networks import GDSSNetwork
+from domaindiff_graphs.priors import check_prior, data_moments, moment_matched_start
 
 State = dict[str, Tensor]
 
@@ -75,6 +77,10 @@ class GraphDiffusion(DiffusionModule):
         sampling_steps: default network evaluations.
         sampler_options: options of the default sampler (snr, scale_eps, predictor, eps, ...).
         sample_ema: sample with the EMA weights (GDSS: per dataset).
+        prior: where sampling starts by default: ``"standard"`` (each process's N(0, sigma_T^2 I))
+            or ``"moment_matched"`` (a Gaussian with the training graphs' marginal mean and std at
+            ``T``, see :mod:`domaindiff_graphs.priors`; the moments are estimated at fit start or
+            by :meth:`set_prior_moments` and stored in the checkpoint).
         num_val_samples: graphs sampled per validation epoch for the metrics (0: none).
         seed: noise seed.
     """
@@ -88,8 +94,9 @@ class GraphDiffusion(DiffusionModule):
                  lr_gamma: float | None = 0.999, grad_norm: float = 1.0, t_min: float = 1e-5,
                  sampler: str = "gdss_pc", sampling_steps: int = 2000,
                  sampler_options: dict | None = None, sample_ema: bool = False,
-                 num_val_samples: int = 0, seed: int = 0) -> None:
+                 num_val_samples: int = 0, seed: int = 0, prior: str = "standard") -> None:
         self.save_hyperparameters()
+        self.prior = check_prior(prior)
         if max_nodes < 2 or max_feat < 1:
             raise ValueError(f"max_nodes must be >= 2 and max_feat >= 1, got {max_nodes}, "
                              f"{max_feat}")
@@ -117,6 +124,11 @@ class GraphDiffusion(DiffusionModule):
                          num_val_samples=num_val_samples, lr_gamma=lr_gamma, seed=seed)
         # node-count distribution of the training graphs (sampling draws sizes from it)
         self.register_buffer("node_count_hist", torch.zeros(max_nodes + 1))
+        # data moments of the training graphs' entries (NaN: not estimated yet), see priors.py
+        for name, size in _MOMENT_BUFFERS.items():
+            self.register_buffer(f"prior_{name}", torch.full((size or max_feat,), math.nan,
+                                                             dtype=torch.float64))
+        self.register_load_state_dict_pre_hook(_fill_missing_moments)
 
     # --- data ------------------------------------------------------------------------------------
     def batch_to_state(self, batch: Any) -> State:
@@ -129,6 +141,67 @@ class GraphDiffusion(DiffusionModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "node_counts") and self.node_count_hist.sum() == 0:
             self.set_node_counts(dm.node_counts())
+        if dm is not None and getattr(dm, "train_data", None) and self.prior_moments is None:
+            self.set_prior_moments(dm.train_data)
+
+    @property
+    def prior_moments(self) -> dict[str, Tensor] | None:
+        """The training graphs' entry moments (``x_mean``, ``x_var``, ``adj_mean``, ``adj_var``).
+
+        None until :meth:`set_prior_moments` (or fit start) has estimated them.
+        """
+        out = {k: getattr(self, f"prior_{k}") for k in _MOMENT_BUFFERS}
+        return None if any(torch.isnan(v).any() for v in out.values()) else out
+
+    def set_prior_moments(self, graphs: Any) -> dict[str, Tensor]:
+        """Estimate and store the data moments the ``"moment_matched"`` prior starts from.
+
+        Args:
+            graphs: the training graphs: a list of PyG ``Data`` (as the DataModules hold them),
+                networkx graphs (one-hot degree features, as GDSS), dense states, or a dict of
+                ready moments (``x_mean``, ``x_var`` of size ``max_feat``; ``adj_mean``,
+                ``adj_var``).
+
+        Returns:
+            The stored moments.
+
+        Raises:
+            ValueError: for an empty list, a moment of the wrong size, or items of other types.
+        """
+        if isinstance(graphs, dict) and "x_mean" in graphs:
+            moments = {k: torch.as_tensor(graphs[k], dtype=torch.float64).reshape(-1)
+                       for k in _MOMENT_BUFFERS}
+        else:
+            moments = data_moments(_dense_chunks(list(graphs), self.max_nodes, self.max_feat))
+        for k, size in _MOMENT_BUFFERS.items():
+            want = size or self.max_feat
+            v = moments[k]
+            if v.numel() != want or not torch.isfinite(v).all() or (k.endswith("var")
+                                                                    and (v < 0).any()):
+                raise ValueError(f"set_prior_moments: {k} must be {want} finite value(s)"
+                                 f"{' >= 0' if k.endswith('var') else ''}, got {v.tolist()}")
+            getattr(self, f"prior_{k}").copy_(v.reshape(want))
+        return dict(self.prior_moments or {})
+
+    def prior_start(self, template: State, generator: torch.Generator | None = None,
+                    prior: str = "moment_matched") -> State:
+        """``template`` with X and A drawn from the named start distribution at ``T``.
+
+        Raises:
+            ValueError: for an unknown name.
+            RuntimeError: for ``"moment_matched"`` before the moments were estimated.
+        """
+        prior = check_prior(prior)
+        if prior == "standard":
+            return {**template, **{k: p.prior_sample(template[k], template, generator)
+                                   for k, p in self.processes.items()}}
+        moments = self.prior_moments
+        if moments is None:
+            raise RuntimeError("GraphDiffusion: prior='moment_matched' needs the training graphs' "
+                               "moments: fit on a graph DataModule, call "
+                               "set_prior_moments(train_graphs), or import a GDSS checkpoint with "
+                               "--graphs")
+        return moment_matched_start(self.processes, template, moments, generator)
 
     def set_node_counts(self, counts: list[int]) -> None:
         """Record the training graphs' node counts (the sampling size distribution)."""
@@ -192,15 +265,47 @@ class GraphDiffusion(DiffusionModule):
         """Sample graphs; the default sampler gets ``sampler_options`` (GDSS's snr, scale_eps, ...).
 
         ``use_ema`` defaults to ``sample_ema``. See :meth:`DiffusionModule.sample`.
+
+        ``prior`` (an option) picks the start: ``True`` / ``False`` as for every sampler (draw
+        ``x_T`` from the process prior / take the template's values), or a name of
+        :data:`~domaindiff_graphs.priors.PRIORS` (default: the ``prior`` hyper-parameter);
+        ``"moment_matched"`` draws the template's X and A from the moment-matched Gaussian.
+
+        Without guidance, a template of only ``x``, ``adj`` and ``mask`` is sampled padded to its
+        largest graph instead of ``max_nodes`` (``trim_padding``): the networks' outputs on real
+        nodes do not depend on the padding (tested), and a batch of 30-node graphs then costs
+        what 30 nodes cost, not 125. The result is padded back to ``max_nodes``.
         """
         if sampler is None or sampler == self.default_sampler:
             options = {**self.sampler_options, **options}
         if template is None and n is not None and batch is None:
             template = self.sample_template(n, generator=generator)
-        return super().sample(n, template=template, sampler=sampler, steps=steps,
-                              guidance=guidance, generator=generator, progress=progress,
-                              use_ema=self.sample_ema if use_ema is None else use_ema,
-                              batch=batch, **options)
+        if template is None and batch is not None and n is not None:
+            template = self.sample_template(n, batch)
+        start = options.pop("prior", None)
+        if start is None or isinstance(start, str):
+            start = check_prior(self.prior if start is None else start, "sample: prior")
+        trim = options.pop("trim_padding", True) and guidance is None \
+            and template is not None and set(template) == {"x", "adj", "mask"}
+        full = None
+        if trim:
+            full = template["mask"].shape[-1]
+            k = max(int(template["mask"].sum(-1).max().item()), 1)
+            template = {"x": template["x"][:, :k], "adj": template["adj"][:, :k, :k],
+                        "mask": template["mask"][:, :k]}
+        if start == "moment_matched":
+            template = self.prior_start(template, generator, "moment_matched")
+            start = False
+        elif start == "standard":
+            start = None
+        out = super().sample(n, template=template, sampler=sampler, steps=steps,
+                             guidance=guidance, generator=generator, progress=progress,
+                             use_ema=self.sample_ema if use_ema is None else use_ema,
+                             batch=batch, **({} if start is None else {"prior": start}),
+                             **options)
+        if full is not None and isinstance(out, dict):
+            out = _pad_state(out, full)
+        return out
 
     def decode(self, samples: State) -> list:
         """Sampled states as networkx graphs (generic) or RDKit molecules.
@@ -232,6 +337,53 @@ class GraphDiffusion(DiffusionModule):
         ref_graphs = dense_to_graphs(ref["adj"], ref["mask"], drop_isolated=False)
         for m in metrics.values():
             m.update(gen_graphs, ref_graphs)
+
+
+#: moment buffers (``prior_<name>``) and their sizes (0: ``max_feat``)
+_MOMENT_BUFFERS = {"x_mean": 0, "x_var": 0, "adj_mean": 1, "adj_var": 1}
+
+
+def _fill_missing_moments(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before the moment buffers existed load with the moments unset."""
+    for name in _MOMENT_BUFFERS:
+        key = f"{prefix}prior_{name}"
+        if key not in state_dict and f"{prefix}node_count_hist" in state_dict:
+            state_dict[key] = getattr(module, f"prior_{name}").clone()
+
+
+def _dense_chunks(items: list, max_nodes: int, max_feat: int, chunk: int = 512):
+    """Dense states of ``items`` (PyG ``Data``, networkx graphs or dense states), in chunks."""
+    from torch_geometric.data import Batch, Data
+
+    from domaindiff_graphs.data import graph_to_data
+
+    if not items:
+        raise ValueError("set_prior_moments: no training graphs given")
+    for i in range(0, len(items), chunk):
+        part = items[i:i + chunk]
+        if all(isinstance(d, dict) for d in part):
+            yield from part
+            continue
+        if all(isinstance(d, nx.Graph) for d in part):
+            part = [graph_to_data(g, max_feat) for g in part]
+        if not all(isinstance(d, Data) for d in part):
+            kinds = sorted({type(d).__name__ for d in part})
+            raise ValueError(f"set_prior_moments: expected PyG Data, networkx graphs or dense "
+                             f"states, got {', '.join(kinds)}")
+        yield to_dense_state(Batch.from_data_list(part), max_nodes)
+
+
+def _pad_state(state: State, n: int) -> State:
+    """``x`` / ``adj`` / ``mask`` zero-padded back to ``n`` nodes."""
+    k = state["mask"].shape[-1]
+    if k == n:
+        return state
+    pad = n - k
+    out = dict(state)
+    out["x"] = torch.nn.functional.pad(state["x"], (0, 0, 0, pad))
+    out["adj"] = torch.nn.functional.pad(state["adj"], (0, pad, 0, pad))
+    out["mask"] = torch.nn.functional.pad(state["mask"], (0, pad))
+    return out
 
 
 def graphs_from_batch(batch: Any, max_nodes: int) -> list[nx.Graph]:
