@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 from collections import defaultdict
 
 import networkx as nx
@@ -318,9 +319,15 @@ def test_zinc_index_list_and_bad_column(tmp_path):
         D.read_molecule_csv(csv, idx, "smiles")
 
 
-def test_offline_nci_molecules_follow_the_rules():
+def test_offline_nci_molecules_follow_the_rules(capsys):
     train, test = D.nci_split("qm9", M.QM9_ATOMS, 9)
     assert len(train) > 300 and len(test) > 30
+    line = capsys.readouterr().err
+    total, kept, dropped = (int(v) for v in re.search(
+        r"has (\d+) molecules: kept (\d+), dropped (\d+)", line).groups())
+    assert kept == len(train) + len(test) and kept + dropped == total
+    reasons = re.search(r"\((\d+) unparsable .*, (\d+) outside the rules .*, (\d+) repeated", line)
+    assert sum(int(v) for v in reasons.groups()) == dropped
     for mol in train + test:
         assert mol.GetNumAtoms() <= 9
         assert {a.GetSymbol() for a in mol.GetAtoms()} <= set(M.QM9_ATOMS)

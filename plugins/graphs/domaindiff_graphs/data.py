@@ -894,39 +894,53 @@ def qm9pack_rows(folder: str | Path, idx_path: str | Path
 
 
 @functools.lru_cache(maxsize=2)
-def _nci_kekulized(path: str) -> tuple[bytes, ...]:
-    """The parseable, kekulizable molecules of a SMILES file, as RDKit binaries (parsed once)."""
-    out = []
+def _nci_kekulized(path: str) -> tuple[tuple[bytes, ...], int]:
+    """Parseable, kekulizable molecules of a SMILES file (RDKit binaries) and its line count."""
+    out, lines = [], 0
     for line in Path(path).read_text().splitlines():
         if line.strip():
+            lines += 1
             mol = _M().kekulized(line.split()[0])
             if mol is not None:
                 out.append(mol.ToBinary())
-    return tuple(out)
+    return tuple(out), lines
 
 
 def nci_split(dataset: str, atom_types: Sequence[str], max_atoms: int, test_frac: float = 0.1,
-              seed: int = 0) -> tuple[list, list]:
+              seed: int = 0, report: bool = True) -> tuple[list, list]:
     """Offline molecules: RDKit's ``NCI/first_5K.smi`` filtered to a dataset's rules.
 
     Kept: parseable, kekulizable, one fragment, only ``atom_types``, at most ``max_atoms`` heavy
     atoms, canonical SMILES de-duplicated. Fixed split: a seeded permutation, ``test_frac`` test.
+    With ``report`` one line on stderr says how many were kept and how many dropped, by reason.
     """
+    import sys
+
     from rdkit import Chem, RDConfig
 
     path = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
     if not path.is_file():
         raise DatasetUnavailableError(f"RDKit's NCI molecules are missing ({path})")
     seen, mols = set(), []
-    for binary in _nci_kekulized(str(path)):
+    binaries, lines = _nci_kekulized(str(path))
+    outside = repeated = 0
+    for binary in binaries:
         mol = Chem.Mol(binary)
         if not _M().fits(mol, atom_types, max_atoms):
+            outside += 1
             continue
         can = Chem.MolToSmiles(mol)
         if can in seen:
+            repeated += 1
             continue
         seen.add(can)
         mols.append(mol)
+    if report:
+        print(f"{dataset} (source=nci): {path.name} has {lines} molecules: kept {len(mols)}, "
+              f"dropped {lines - len(mols)} ({lines - len(binaries)} unparsable or not "
+              f"kekulizable, {outside} outside the rules (one fragment, <= {max_atoms} heavy "
+              f"atoms of {', '.join(atom_types)}, no unsupported bond), {repeated} repeated "
+              "SMILES)", file=sys.stderr)
     order = np.random.default_rng(seed).permutation(len(mols))
     mols = [mols[i] for i in order]
     n_test = max(1, int(test_frac * len(mols)))
