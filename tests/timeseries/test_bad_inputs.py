@@ -44,7 +44,8 @@ def _csv(tmp: Path, index, columns: dict, name: str = "wide.csv") -> Path:
 def _setup(path: Path, **kw) -> Callable[[], None]:
     """``TimeSeriesData(dataset="file", path=...).setup()`` with tiny lengths."""
     args = {"context_length": 24, "prediction_length": 8, "lags": [8], "num_test_windows": 1,
-            "batch_size": 4, "batches_per_epoch": 2, **kw}
+            "batch_size": 4, "batches_per_epoch": 2,
+            **({"freq": "h"} if path.suffix == ".jsonl" else {}), **kw}
     return lambda: TimeSeriesData(dataset="file", path=str(path), **args).setup("fit")
 
 
@@ -192,9 +193,62 @@ def _gluonts_infinity(tmp: Path) -> str:
         repo.get_dataset = real
 
 
-def _dataframe_as_dataset(tmp: Path) -> str:
-    df = pd.DataFrame({"a": _values()}, index=_hours())
-    return raised(ERRORS, lambda: TimeSeriesData(dataset=df))
+def _number_as_dataset(tmp: Path) -> str:
+    return raised(ERRORS, lambda: TimeSeriesData(dataset=42))
+
+
+def _long(items: dict, freq: str = "h") -> pd.DataFrame:
+    parts = [pd.DataFrame({"item_id": k, "timestamp": pd.date_range("2021-01-01", periods=len(v),
+                                                                      freq=freq), "target": v})
+             for k, v in items.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _df_setup(df, **kw) -> Callable[[], None]:
+    args = {"context_length": 24, "prediction_length": 8, "lags": [8], "num_test_windows": 1,
+            "batch_size": 4, "batches_per_epoch": 2, **kw}
+    return lambda: TimeSeriesData(dataset=df, **args).setup("fit")
+
+
+def _df_no_target(tmp: Path) -> str:
+    df = _long({"a": _values()}).rename(columns={"target": "load"})
+    return raised(ERRORS, _df_setup(df))
+
+
+def _df_unsorted(tmp: Path) -> str:
+    df = _long({"a": _values(), "b": _values()})
+    df.loc[[130, 131], "timestamp"] = df.loc[[131, 130], "timestamp"].to_numpy()
+    return raised(ERRORS, _df_setup(df))
+
+
+def _df_mixed_freq(tmp: Path) -> str:
+    df = pd.concat([_long({"a": _values()}), _long({"b": _values()}, freq="D")])
+    return raised(ERRORS, _df_setup(df))
+
+
+def _df_uneven(tmp: Path) -> str:
+    df = _long({"a": _values()}).drop(index=50)
+    return raised(ERRORS, _df_setup(df))
+
+
+def _df_unknown_freq(tmp: Path) -> str:
+    return raised(ERRORS, _df_setup(_long({"a": _values()}), freq="every other tuesday"))
+
+
+def _df_wide_without_time_index(tmp: Path) -> str:
+    return raised(ERRORS, _df_setup(pd.DataFrame({"a": _values(), "b": _values()})))
+
+
+def _jsonl_without_freq(tmp: Path) -> str:
+    p = _jsonl(tmp, [{"start": "2021-01-01", "target": _values()}])
+    return raised(ERRORS, _setup(p, freq=None))
+
+
+def _series_text(tmp: Path) -> str:
+    vals: list = _values()
+    vals[3] = "oops"
+    s = pd.Series(vals, index=_hours(), name="load")
+    return raised(ERRORS, _df_setup(s))
 
 
 def _zero_test_windows(tmp: Path) -> str:
@@ -308,9 +362,30 @@ CATALOGUE: list[BadInput] = [
     BadInput("ts-unknown-file-type",
              'TimeSeriesData(dataset="file", path="series.parquet").setup()',
              r"series\.parquet: unknown file type '\.parquet'", _unknown_file_type),
-    BadInput("ts-dataframe-as-dataset", "TimeSeriesData(dataset=df)",
-             r"dataset: expected a name .* got a DataFrame; write your series with "
-             r"write_jsonl", _dataframe_as_dataset),
+    BadInput("ts-number-as-dataset", "TimeSeriesData(dataset=42)",
+             r"dataset: expected a name .*a pandas DataFrame / Series or a GluonTS dataset, got "
+             r"a int", _number_as_dataset),
+    BadInput("ts-df-no-target-column", "TimeSeriesData(dataset=df)  # columns item_id, timestamp, load",
+             r"DataFrame\(120 rows x 3 columns\): no target column 'target' \(have \['item_id', "
+             r"'timestamp', 'load'\]\); pass target=", _df_no_target),
+    BadInput("ts-df-unsorted-timestamps", "TimeSeriesData(dataset=df)  # two rows swapped",
+             r"DataFrame\(240 rows x 3 columns\): item 'b': 'timestamp': timestamps are not "
+             r"increasing: 2021-01-01 10:00:00 comes after 2021-01-01 11:00:00", _df_unsorted),
+    BadInput("ts-df-mixed-freq", "TimeSeriesData(dataset=df)  # hourly item a, daily item b",
+             r"mixed frequencies: item 'a' is 'h', item 'b' is 'D'", _df_mixed_freq),
+    BadInput("ts-df-uneven-timestamps", "TimeSeriesData(dataset=df)  # a row dropped",
+             r"item 'a': 'timestamp': timestamps are not evenly spaced \(2021-01-03 01:00:00 -> "
+             r"2021-01-03 03:00:00", _df_uneven),
+    BadInput("ts-df-unknown-freq", 'TimeSeriesData(dataset=df, freq="every other tuesday")',
+             r"freq: unknown frequency 'every other tuesday'", _df_unknown_freq),
+    BadInput("ts-df-wide-without-time-index", "TimeSeriesData(dataset=df)  # a RangeIndex",
+             r"no 'target' column and the index is not timestamps \(RangeIndex\)",
+             _df_wide_without_time_index),
+    BadInput("ts-jsonl-without-freq", 'TimeSeriesData(dataset="file", path="s.jsonl").setup()',
+             r"s\.jsonl: JSON lines carry no frequency; pass freq=", _jsonl_without_freq),
+    BadInput("ts-series-non-numeric", "TimeSeriesData(dataset=pd.Series([...'oops'...]))",
+             r"Series\('load', 120 rows\): column 'load': row Timestamp\('2021-01-01 "
+             r"03:00:00'\): 'oops' is not a number", _series_text),
     BadInput("ts-zero-test-windows", "TimeSeriesData(num_test_windows=0)",
              r"num_test_windows must be an integer >= 1, got 0", _zero_test_windows),
     BadInput("ts-jsonl-mixed-channels", 'TimeSeriesData(dataset="file", path="s.jsonl").setup()',
@@ -346,7 +421,7 @@ def test_short_series_among_long_ones_are_dropped_with_a_count(tmp_path):
     with pytest.warns(MissingValuesWarning, match=r"1 of 2 series shorter than 40 steps .* "
                                                   r"dropped: series 1 \(30 steps\)"):
         dm = TimeSeriesData(dataset="file", path=str(p), context_length=24,
-                            prediction_length=8, lags=[8], num_test_windows=1)
+                            prediction_length=8, lags=[8], num_test_windows=1, freq="h")
         dm.load()
     assert len(dm.test_series) == 1 and len(dm.test_series[0]) == N
 

@@ -68,7 +68,7 @@ def test_covariates_change_and_improve_the_forecast(tmp_path):
     p = tmp_path / "driven.jsonl"
     write_jsonl(series, p, covariates=covs)
     kw = dict(dataset="file", path=str(p), context_length=C, prediction_length=H, lags=[],
-              num_test_windows=6, batch_size=32, batches_per_epoch=8)
+              num_test_windows=6, batch_size=32, batches_per_epoch=8, freq="h")
     with_cov = TimeSeriesData(covariates="file", **kw)
     without = TimeSeriesData(**kw)
     assert with_cov.num_covariates == 1
@@ -96,7 +96,7 @@ def test_multivariate_conditional_forecast_shapes(tmp_path):
     write_jsonl([two + 0.05 * rng.normal(size=two.shape)], p)
     dm = TimeSeriesData(dataset="file", path=str(p), context_length=C, prediction_length=H,
                         lags=[8], num_test_windows=2, batch_size=8, batches_per_epoch=2,
-                        covariates="time")
+                        covariates="time", freq="h")
     assert dm.dim == 2
     model = TSDiffCond(dim=2, context_length=C, prediction_length=H, lags=[8], hidden=8,
                        num_blocks=1, emb_dim=8, d_state=4, covariates=dm.num_covariates)

@@ -168,7 +168,8 @@ def test_missing_values_are_reported_and_marked_unobserved_never_zero(tmp_path):
     p = tmp_path / "gaps.jsonl"
     write_jsonl([s], p)  # NaN is written as JSON NaN and read back as missing
     dm = TimeSeriesData(dataset="file", path=str(p), context_length=48, prediction_length=24,
-                        lags=[24], num_test_windows=1, batch_size=8, batches_per_epoch=8)
+                        lags=[24], num_test_windows=1, batch_size=8, batches_per_epoch=8,
+                        freq="h")
     with pytest.warns(MissingValuesWarning, match=r"gaps.jsonl: 4 of 240 values missing "
                                                   r"\(1.7%\) in 1 series; treated as unobserved"):
         dm.setup()
@@ -215,7 +216,8 @@ def test_windows_without_observed_context_are_skipped_with_a_count(tmp_path):
     p = tmp_path / "gap.jsonl"
     write_jsonl([s], p)
     dm = TimeSeriesData(dataset="file", path=str(p), context_length=c, prediction_length=h,
-                        lags=[], num_test_windows=1, batch_size=16, batches_per_epoch=4)
+                        lags=[], num_test_windows=1, batch_size=16, batches_per_epoch=4,
+                        freq="h")
     with pytest.warns(MissingValuesWarning, match=r"gap.jsonl: 23 training windows have no "
                                                   r"observed value in their context; skipped"):
         dm.setup()

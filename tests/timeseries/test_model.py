@@ -175,7 +175,7 @@ def _tiny_config(tmp_path, series_path):
                  "init_args": {"dataset": "file", "path": str(series_path),
                                "context_length": 24, "prediction_length": 8, "lags": [8],
                                "num_test_windows": 2, "batches_per_epoch": 3,
-                               "batch_size": 8}},
+                               "batch_size": 8, "freq": "h"}},
     }
     p = tmp_path / "fit.yaml"
     OmegaConf.save(OmegaConf.create(cfg), p)
@@ -203,7 +203,7 @@ def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
     assert r.shape == base.shape and not np.allclose(r, base)
     cfg = OmegaConf.load(
         __import__("domaindiff_timeseries").__path__[0] + "/conf/eval.yaml")
-    cfg = OmegaConf.merge(cfg, {"ckpt": ckpt, "dataset": "file", "path": str(path),
+    cfg = OmegaConf.merge(cfg, {"ckpt": ckpt, "dataset": "file", "path": str(path), "freq": "h",
                                 "num_test_windows": 2, "sampler": "ddim", "steps": 2,
                                 "num_samples": 3, "out_dir": str(tmp_path / "ev"),
                                 "methods": ["tsdiff_q", "seasonal_naive"], "plot_windows": 2,
@@ -383,7 +383,7 @@ def test_fit_and_eval_on_a_series_with_gaps(tmp_path):
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     cfg = OmegaConf.load(
         __import__("domaindiff_timeseries").__path__[0] + "/conf/eval.yaml")
-    cfg = OmegaConf.merge(cfg, {"ckpt": ckpt, "dataset": "file", "path": str(path),
+    cfg = OmegaConf.merge(cfg, {"ckpt": ckpt, "dataset": "file", "path": str(path), "freq": "h",
                                 "num_test_windows": 2, "sampler": "ddim", "steps": 2,
                                 "num_samples": 3, "out_dir": str(tmp_path / "ev"),
                                 "methods": ["tsdiff_q", "seasonal_naive"], "plot_windows": 1,

@@ -24,12 +24,15 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from domaindiff.data import DatasetUnavailableError, DomainDataModule
+from domaindiff_timeseries.frequency import check_freq, default_lags, default_lengths, family, same_freq
+from domaindiff_timeseries.frequency import seasonality as _seasonality
 
 #: GluonTS name -> (frequency, context length, prediction length, lags) as in TSDiff.
 HOURLY_LAGS = [24 * k for k in (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)]
@@ -58,43 +61,24 @@ def _warn(message: str) -> None:
 def check_offset(freq: str, field: str = "freq") -> str:
     """Validate a pandas frequency alias (``"h"``, ``"D"``, ``"W"``, ``"MS"``, ``"B"`` ...).
 
+    Returns its canonical spelling (see :func:`~domaindiff_timeseries.frequency.check_freq`).
+
     Raises:
         ValueError: naming ``field`` if pandas does not know the alias.
     """
-    from pandas.tseries.frequencies import to_offset
-
-    try:
-        to_offset(freq)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{field}: unknown frequency {freq!r} (use a pandas offset alias such "
-                         "as 'h', 'D', 'W', 'MS', 'QS', 'YS' or 'B')") from err
-    return str(freq)
+    return check_freq(freq, field)
 
 
 def _same_freq(a: str, b: str) -> bool:
-    from pandas.tseries.frequencies import to_offset
-
-    return to_offset(a) == to_offset(b)
-
-
-#: seasonality of the frequencies this plugin always had (daily: the weekly cycle)
-OWN_SEASONALITY = {"h": 24, "H": 24, "B": 5, "D": 7}
+    return same_freq(a, b)
 
 
 def seasonality(freq: str) -> int:
-    """Seasonality of a frequency: 24 hourly, 5 business-daily, 7 daily, else GluonTS's.
+    """Seasonality of a frequency (see :func:`domaindiff_timeseries.frequency.seasonality`).
 
-    Other aliases (``"W"``, ``"MS"``, ``"QS"`` ...) follow GluonTS's ``get_seasonality``
-    (monthly 12, quarterly 4, weekly and yearly 1).
+    Hourly 24, business-daily 5, daily 7, weekly 52, monthly 12, quarterly 4, yearly 1.
     """
-    if freq in OWN_SEASONALITY:
-        return OWN_SEASONALITY[freq]
-    try:
-        from gluonts.time_feature import get_seasonality
-
-        return int(get_seasonality(freq))
-    except Exception:  # noqa: BLE001 - gluonts missing or an alias it does not map
-        return 1
+    return _seasonality(freq)
 
 
 def check_series(series: list[np.ndarray], source: str, ids: list | None = None,
@@ -261,7 +245,7 @@ def _read_record(rec, where: str, freq: str | None, covariates: bool) -> tuple:
 
 
 def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = None,
-               item_ids: list | None = None
+               item_ids: list | None = None, starts: list | None = None
                ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Read a GluonTS JSON-lines file (one ``{"start": ..., "target": [...]}`` per line).
 
@@ -275,6 +259,7 @@ def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = No
         covariates: also return the covariates.
         freq: the data's frequency (only used to give the timestamp of a bad value).
         item_ids: if given, receives each record's ``item_id`` (None where it has none).
+        starts: if given, receives each record's ``start`` (``pandas.Timestamp``).
 
     Returns:
         list of ``(T, D)`` float32 arrays; with ``covariates`` also a list of ``(T, C)`` arrays
@@ -296,9 +281,11 @@ def read_jsonl(path: str | Path, covariates: bool = False, freq: str | None = No
                 raise ValueError(f"{path}:{i}: not valid JSON ({err.msg})") from err
             item = rec.get("item_id") if isinstance(rec, dict) else None
             where = f"{path}:{i}: " + (f"item {item!r}: " if item is not None else "")
-            tgt, cov, _ = _read_record(rec, where, freq, covariates)
+            tgt, cov, start = _read_record(rec, where, freq, covariates)
             if item_ids is not None:
                 item_ids.append(item)
+            if starts is not None:
+                starts.append(start)
             out.append(tgt)
             covs.append(cov)
     if not out:
@@ -323,16 +310,56 @@ def write_jsonl(series: list[np.ndarray], path: str | Path, start: str = "2020-0
             fh.write(json.dumps(rec) + "\n")
 
 
-def time_features(length: int, freq: str = "h", offset: int = 0) -> np.ndarray:
+def time_features(length: int, freq: str = "h", offset: int = 0, start=None) -> np.ndarray:
     """Calendar covariates ``(length, C)`` in ``[-1, 1]``.
 
-    Sin/cos of the position in the day and week (hourly), or in the week (daily, business-daily),
-    counted from ``offset``.
+    Sin/cos of the position in the day and week (hourly and finer), in the week (daily,
+    business-daily), in the year (weekly, monthly, quarterly), counted from ``offset`` steps, plus
+    the phase of ``start`` (a timestamp: the first step's hour, weekday, week, month or quarter)
+    when it is given.
+
+    Raises:
+        ValueError: for yearly data (no calendar cycle to encode).
     """
+    fam = family(freq)
+    n = int(getattr(_offset(freq), "n", 1) or 1)
+    if fam == "Y":
+        raise ValueError(f"covariates='time': yearly data (freq {freq!r}) has no calendar cycle "
+                         "to encode; use covariates=null or 'file'")
+    if fam in ("h", "min", "s"):
+        per_day = seasonality(freq)
+        periods: tuple[float, ...] = (per_day, 7 * per_day)
+    else:
+        periods = {"D": (7 / n,), "B": (5 / n,), "W": (365.25 / 7 / n,), "M": (12 / n,),
+                   "Q": (4 / n,)}[fam]
+    if start is not None:
+        offset += _calendar_phase(start, fam, periods[0], n)
     i = np.arange(offset, offset + length, dtype=np.float64)
-    periods = {"h": (24, 168), "H": (24, 168), "D": (7,), "B": (5,)}.get(freq, (24,))
     feats = [f(2 * np.pi * i / p) for p in periods for f in (np.sin, np.cos)]
     return np.stack(feats, 1).astype(np.float32)
+
+
+def _offset(freq: str):
+    from domaindiff_timeseries.frequency import _offset as off
+
+    return off(freq)
+
+
+def _calendar_phase(start, fam: str, per_day: float, n: int) -> float:
+    """Steps from the start of the calendar cycle to ``start``."""
+    import pandas as pd
+
+    ts = pd.Timestamp(start)
+    if fam in ("h", "min", "s"):
+        seconds = ts.dayofweek * 86400 + (ts - ts.normalize()).total_seconds()
+        return seconds / (86400 / per_day)
+    if fam in ("D", "B"):
+        return ts.dayofweek / n
+    if fam == "W":
+        return (ts.dayofyear - 1) / 7 / n
+    if fam == "M":
+        return (ts.month - 1) / n
+    return (ts.month - 1) // 3 / n
 
 
 def read_csv(path: str | Path, columns: list[str] | None = None,
@@ -445,7 +472,7 @@ def _check_index(index, path: Path, freq: str | None) -> str | None:
                          "missing values as empty cells")
     if freq is not None and not _same_freq(freq, inferred):
         raise ValueError(f"{path}: timestamps are spaced {inferred!r} but freq={freq!r}")
-    return inferred
+    return check_freq(inferred)
 
 
 def load_gluonts(name: str, cache: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -622,12 +649,18 @@ class TimeSeriesData(DomainDataModule):
     """Windows of a time-series dataset for TSDiff.
 
     Args:
-        dataset: ``"taylor"`` (offline default), a GluonTS name (see :data:`DATASETS`), or
-            ``"file"`` with ``path``.
-        path: a GluonTS JSON-lines (``.json``/``.jsonl``) or wide CSV file (``dataset="file"``).
-        context_length: context steps (default from the dataset's settings, 336 for taylor).
-        prediction_length: forecast steps (24 for taylor).
-        lags: lag channels (steps); ``None``: the dataset's TSDiff lags.
+        dataset: ``"taylor"`` (offline default), a GluonTS name (see :data:`DATASETS`),
+            ``"file"`` with ``path``, or the data itself: a pandas ``DataFrame`` (long: columns
+            ``item_id``, ``timestamp``, ``target``; or wide: a time index and one column per
+            series), a pandas ``Series``, a GluonTS ``ListDataset`` / ``PandasDataset`` (see
+            :mod:`domaindiff_timeseries.inputs`).
+        path: a GluonTS JSON-lines (``.json``/``.jsonl``), a wide CSV (time column first, one
+            column per series) or a long CSV (with a ``target`` column) (``dataset="file"``).
+        context_length: context steps (default: the dataset's settings, else the frequency's,
+            see :func:`~domaindiff_timeseries.frequency.default_lengths`).
+        prediction_length: forecast steps (default as ``context_length``).
+        lags: lag channels (steps); ``None``: the dataset's TSDiff lags, else GluonTS's lags of
+            the frequency (:func:`~domaindiff_timeseries.frequency.default_lags`).
         num_test_windows: rolling test windows per series (GluonTS ``windows``).
         batches_per_epoch: training batches per epoch (TSDiff: 128).
         batch_size: batch size (TSDiff: 64).
@@ -635,13 +668,24 @@ class TimeSeriesData(DomainDataModule):
         seed: window sampling seed.
         root: cache directory.
         covariates: dynamic covariates per window (``covariates`` ``(L, C)``, known over context
-            and horizon): ``None`` (none), ``"time"`` (calendar features, see
-            :func:`time_features`), ``"file"`` (the JSON-lines ``feat_dynamic_real``, standardised
-            per series over its training range) or ``"file+time"``.
-        freq: the data's frequency (pandas alias: ``"h"``, ``"D"``, ``"W"``, ``"MS"`` ...); it sets
-            the seasonality of MASE and seasonal naive. ``None``: the dataset's own, a CSV's
-            timestamps, else hourly. A value that contradicts the dataset or the file's
-            timestamps is an error.
+            and horizon): ``None`` (none), ``"time"`` (calendar features from each series' start,
+            see :func:`time_features`), ``"file"`` (the JSON-lines or GluonTS records'
+            ``feat_dynamic_real``, standardised per series over its training range) or
+            ``"file+time"``.
+        freq: the data's frequency (pandas alias: ``"h"``, ``"D"``, ``"W"``, ``"MS"`` ...). ``None``:
+            the dataset's own, or the data's timestamps (CSV, DataFrame, GluonTS periods). Data
+            whose timestamps do not tell it (JSON lines, a CSV indexed by step numbers) need it;
+            a value that contradicts the dataset or the timestamps is an error.
+        season: seasonal period of MASE and seasonal naive (``None``: the frequency's, see
+            :func:`~domaindiff_timeseries.frequency.seasonality`).
+        target: the value column of a long DataFrame / CSV.
+        item_id: the item column of a long DataFrame / CSV.
+        timestamp: the time column of a long DataFrame / CSV.
+
+    The frequency and everything that follows from it (season, default lengths and lags) are
+    known once the data is read: for a file or a DataFrame without ``freq``, reading
+    :attr:`context_length`, :attr:`prediction_length`, :attr:`lags`, :attr:`freq` or
+    :attr:`season` reads the data first.
 
     Missing values are reported (:class:`MissingValuesWarning`) and treated as unobserved;
     series shorter than the test windows need are dropped with a warning naming them (an error
@@ -651,87 +695,227 @@ class TimeSeriesData(DomainDataModule):
 
     name = "timeseries"
 
-    def __init__(self, dataset: str = OFFLINE, path: str | None = None,
+    def __init__(self, dataset: Any = OFFLINE, path: str | None = None,
                  context_length: int | None = None, prediction_length: int | None = None,
                  lags: list[int] | None = None, num_test_windows: int = 7,
                  batches_per_epoch: int = 128, batch_size: int = 64, num_workers: int = 0,
                  seed: int = 0, root: str | None = None, covariates: str | None = None,
-                 freq: str | None = None) -> None:
+                 freq: str | None = None, season: int | None = None, target: str = "target",
+                 item_id: str = "item_id", timestamp: str = "timestamp") -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
-        if not isinstance(dataset, str):
+        from domaindiff_timeseries.inputs import describe, is_user_data
+
+        self.user_data = None
+        if is_user_data(dataset):
+            self.user_data, dataset = dataset, "data"
+            own, table = None, None
+        elif not isinstance(dataset, str):
             raise ValueError(f"dataset: expected a name ('taylor', 'file' or one of "
-                             f"{sorted(DATASETS)}), got a {type(dataset).__name__}; write your "
-                             "series with write_jsonl(...) or DataFrame.to_csv(...) and pass "
-                             "dataset='file', path=...")
-        if dataset == OFFLINE:
-            own, c, p, default_lags = "h", 336, 24, HOURLY_LAGS[:7]
+                             f"{sorted(DATASETS)}), a pandas DataFrame / Series or a GluonTS "
+                             f"dataset, got a {type(dataset).__name__}")
+        elif dataset == OFFLINE:
+            own, table = "h", (336, 24, HOURLY_LAGS[:7])
         elif dataset == "file":
             if not path:
                 raise ValueError("dataset='file' needs path=<.jsonl or .csv file>")
-            own, c, p, default_lags = None, 336, 24, []
+            own, table = None, None
         elif dataset in DATASETS:
-            own, c, p, default_lags = DATASETS[dataset]
+            f, c, p, lg = DATASETS[dataset]
+            own, table = f, (c, p, lg)
         else:
             raise ValueError(f"dataset: unknown {dataset!r}; use 'taylor', 'file' or one of "
                              f"{sorted(DATASETS)}")
         if freq is not None:
-            check_offset(freq)
+            freq = check_offset(freq)
             if own is not None and not _same_freq(freq, own):
                 raise ValueError(f"freq: {freq!r} contradicts dataset {dataset!r}, whose "
                                  f"frequency is {own!r}")
+        self._source_name = describe(self.user_data) if self.user_data is not None else None
+        self.columns = {"target": target, "item_id": item_id, "timestamp": timestamp}
         self.freq_option = freq
         self.dataset, self.path = dataset, path
-        self._set_freq(freq or own or "h")
-        self.context_length = _length("context_length", context_length, c)
-        self.prediction_length = _length("prediction_length", prediction_length, p)
-        self.lags = sorted(int(x) for x in (default_lags if lags is None else lags))
-        if any(x < 1 for x in self.lags):
-            raise ValueError(f"lags must be positive, got {self.lags}")
+        self._options = {"context_length": None if context_length is None else
+                         _length("context_length", context_length, 1),
+                         "prediction_length": None if prediction_length is None else
+                         _length("prediction_length", prediction_length, 1),
+                         "lags": None if lags is None else sorted(int(x) for x in lags),
+                         "season": None if season is None else _length("season", season, 1)}
+        if self._options["lags"] is not None and any(x < 1 for x in self._options["lags"]):
+            raise ValueError(f"lags must be positive, got {self._options['lags']}")
+        self._table_defaults = table
         for name, v in (("num_test_windows", num_test_windows),
                         ("batches_per_epoch", batches_per_epoch)):
             if isinstance(v, bool) or int(v) != v or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         self.num_test_windows, self.batches_per_epoch = num_test_windows, batches_per_epoch
-        self.max_lag = max(self.lags, default=0)
         if covariates not in (None, "time", "file", "file+time"):
             raise ValueError(f"covariates: use null, 'time', 'file' or 'file+time', got "
                              f"{covariates!r}")
-        if covariates and "file" in covariates and dataset != "file":
+        if covariates and "file" in covariates and dataset not in ("file", "data"):
             raise ValueError("covariates='file' reads feat_dynamic_real of dataset='file' "
-                             "(a .jsonl path)")
+                             "(a .jsonl path) or of a GluonTS dataset")
         self.covariates = covariates
         self.train_cov: list[np.ndarray] | None = None
         self.test_cov: list[np.ndarray] | None = None
+        self.starts: list | None = None
         self._loaded = False
+        self._resolved = False
+        if own is not None or freq is not None:
+            self._resolve(freq or own)
+
+    # -- frequency and what follows from it -------------------------------------------------------
+    def _resolve(self, freq: str) -> None:
+        """Fix the frequency, the season, the lengths and the lags (options win)."""
+        opt = self._options
+        self._set_freq(freq)
+        if opt["season"] is not None:
+            self._season = opt["season"]
+        if self._table_defaults is not None:
+            c, p, lg = self._table_defaults
+        else:
+            c, p = default_lengths(self._freq)
+            lg = None
+        self._context_length = opt["context_length"] or c
+        self._prediction_length = opt["prediction_length"] or p
+        if opt["lags"] is not None:
+            lags = opt["lags"]
+        elif lg is not None:
+            lags = lg
+        else:
+            lags = default_lags(self._freq, self._context_length)
+        self._lags = sorted(int(x) for x in lags)
+        self._resolved = True
 
     def _set_freq(self, freq: str) -> None:
-        self.freq = freq
-        self.season = seasonality(freq)
+        self._freq = freq
+        self._season = self._options["season"] or seasonality(freq)
+
+    def _need(self, attr: str):
+        if not self._resolved:
+            self.load()
+        if not self._resolved:  # a subclass's load that did not resolve
+            raise RuntimeError(f"{self.source}: {attr} is not known before the data is read")
+        return getattr(self, "_" + attr)
+
+    @property
+    def freq(self) -> str:
+        """The data's frequency (pandas alias)."""
+        return self._need("freq")
+
+    @freq.setter
+    def freq(self, value: str) -> None:
+        self._freq = value
+
+    @property
+    def season(self) -> int:
+        """Seasonal period of MASE and seasonal naive."""
+        return self._need("season")
+
+    @season.setter
+    def season(self, value: int) -> None:
+        self._season = int(value)
+
+    @property
+    def context_length(self) -> int:
+        """Context steps."""
+        return self._need("context_length")
+
+    @context_length.setter
+    def context_length(self, value: int) -> None:
+        self._context_length = int(value)
+
+    @property
+    def prediction_length(self) -> int:
+        """Forecast steps."""
+        return self._need("prediction_length")
+
+    @prediction_length.setter
+    def prediction_length(self, value: int) -> None:
+        self._prediction_length = int(value)
+
+    @property
+    def lags(self) -> list[int]:
+        """Lag channels (steps)."""
+        return self._need("lags")
+
+    @lags.setter
+    def lags(self, value: list[int]) -> None:
+        self._lags = sorted(int(x) for x in value)
+
+    @property
+    def max_lag(self) -> int:
+        """The longest lag (0 without lags)."""
+        return max(self.lags, default=0)
 
     @property
     def source(self) -> str:
-        """The dataset's name, or the file's path, for messages."""
+        """The dataset's name, the file's path or the object's description, for messages."""
+        if self.dataset == "data":
+            return f"dataset {self._source_name}"
         return str(self.path) if self.dataset == "file" else self.dataset
 
     # -- loading ----------------------------------------------------------------------------------
-    def _read_file(self) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        """The series (and ``feat_dynamic_real``) of ``path``; sets the CSV's frequency."""
+    def _freq_of(self, found: str | None) -> str:
+        """The frequency: the option (checked against the data's), the data's, else an error."""
+        opt = self.freq_option
+        if opt is not None and found is not None and not _same_freq(opt, found):
+            raise ValueError(f"{self.source}: timestamps are spaced {found!r} but freq={opt!r}")
+        if opt is None and found is None:
+            what = ("JSON lines carry no frequency" if self.dataset == "file" and
+                    Path(self.path).suffix in (".json", ".jsonl") else
+                    "its timestamps do not tell the frequency")
+            raise ValueError(f"{self.source}: {what}; pass freq=... (a pandas alias such as "
+                             "'h', 'D', 'W', 'MS', 'QS' or 'YS')")
+        return opt or found
+
+    def _read_table(self):
+        """The series of ``path`` or of the user's object, as a SeriesTable."""
+        from domaindiff_timeseries.inputs import SeriesTable, read_input
+
+        cols = self.columns
+        if self.user_data is not None:
+            return read_input(self.user_data, None, **cols)
         p = Path(self.path)
         if not p.is_file():
             raise FileNotFoundError(f"path: {p} does not exist")
         if p.suffix in (".json", ".jsonl"):
-            self._ids = []
-            return read_jsonl(p, covariates=True, freq=self.freq_option, item_ids=self._ids)
+            ids, starts = [], []
+            full, covs = read_jsonl(p, covariates=True, freq=self.freq_option, item_ids=ids,
+                                    starts=starts)
+            return SeriesTable(full, ids, starts, None, covs, str(p))
         if p.suffix not in (".csv", ".txt", ".tsv"):
             raise ValueError(f"path: {p}: unknown file type {p.suffix!r} (use GluonTS JSON lines "
-                             ".jsonl/.json or a wide .csv)")
+                             ".jsonl/.json or a .csv)")
         import pandas as pd
 
+        try:
+            head = pd.read_csv(p, nrows=0)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ValueError(f"{p}: not a CSV table ({str(err).strip().splitlines()[0]})") \
+                from err
+        if cols["target"] in head.columns:  # long format
+            table = read_input(pd.read_csv(p), None, **cols)
+            table.source = str(p)
+            return table
         full, inferred = read_csv_frame(p, freq=self.freq_option)
-        if inferred is not None and self.freq_option is None:
-            self._set_freq(inferred)
-        self._ids = [f"column {c}" for c in pd.read_csv(p, index_col=0, nrows=0).columns]
-        return full, [None] * len(full)
+        index = pd.read_csv(p, index_col=0, usecols=[0]).index
+        start = None
+        if inferred is not None:
+            start = pd.Timestamp(pd.to_datetime(index[:1])[0])
+        ids = [f"column {c}" for c in head.columns[1:]]
+        return SeriesTable(full, ids, [start] * len(full), inferred, [None] * len(full), str(p))
+
+    def _read_file(self) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """The series (and ``feat_dynamic_real``) of ``path`` or of the user's object.
+
+        Sets the frequency (and what follows from it), the item ids and the starts.
+        """
+        table = self._read_table()
+        freq = self._freq_of(table.freq)
+        if not self._resolved:
+            self._resolve(freq)
+        self._ids, self.starts = list(table.ids), list(table.starts)
+        return table.series, list(table.covariates)
 
     def _drop_short(self, full: list, covs: list, need: int) -> tuple[list, list]:
         """Drop (and report) the series shorter than ``need`` steps; refuse if none is left."""
@@ -749,13 +933,16 @@ class TimeSeriesData(DomainDataModule):
             raise ValueError(f"{self.source}: every series is {what}: {listed}{more}")
         _warn(f"{self.source}: {len(short)} of {len(full)} series {what} dropped: {listed}{more}")
         keep = [i for i in range(len(full)) if i not in set(short)]
+        if ids is not None:
+            self._ids = [ids[i] for i in keep]
+        if self.starts is not None:
+            self.starts = [self.starts[i] for i in keep]
         return [full[i] for i in keep], [covs[i] for i in keep]
 
     def load(self) -> None:
         """Read the series and split training / test the GluonTS way."""
         if self._loaded:
             return
-        h, k = self.prediction_length, self.num_test_windows
         if self.dataset in DATASETS:
             train, test = load_gluonts(self.dataset, self.cache_dir)
             self.test_series = test
@@ -766,6 +953,7 @@ class TimeSeriesData(DomainDataModule):
                 full, file_cov = [load_taylor_hourly()], [None]
             else:
                 full, file_cov = self._read_file()
+            h, k = self.prediction_length, self.num_test_windows
             check_series(full, self.source, getattr(self, "_ids", None))
             dims = sorted({s.shape[1] for s in full})
             if len(dims) > 1:
@@ -778,13 +966,20 @@ class TimeSeriesData(DomainDataModule):
             report_missing(full, self.source)
             if self.covariates and "file" in self.covariates:
                 if any(c is None for c in file_cov):
-                    raise ValueError(f"{self.path}: covariates='file' needs feat_dynamic_real "
+                    raise ValueError(f"{self.source}: covariates='file' needs feat_dynamic_real "
                                      "in every record")
+                for i, c in enumerate(file_cov):
+                    if not np.isfinite(c).all():
+                        raise ValueError(f"{self.source}: series {_series_name(i, self._ids)}: "
+                                         "feat_dynamic_real holds NaN or infinite values "
+                                         "(covariates must be known at every step)")
                 self.test_cov = [self._standardise(c, len(c) - k * h) for c in file_cov]
             self.test_series = full
             self.train_series = [s[: len(s) - k * h] for s in full]
         if self.covariates and "time" in self.covariates:
-            cal = [time_features(len(s), self.freq) for s in self.test_series]
+            starts = self.starts or [None] * len(self.test_series)
+            cal = [time_features(len(s), self.freq, start=st)
+                   for s, st in zip(self.test_series, starts)]
             self.test_cov = cal if self.test_cov is None else [
                 np.concatenate([c, t], 1) for c, t in zip(self.test_cov, cal)]
         if self.test_cov is not None:
@@ -830,6 +1025,8 @@ class TimeSeriesData(DomainDataModule):
                 w = make_window(s, end, self.context_length, self.prediction_length,
                                 self.max_lag, cov)
                 w["history"] = np.asarray(s[:end - self.prediction_length])
+                w["series_index"] = i
+                w["forecast_start"] = self._stamp_at(i, end - self.prediction_length)
                 out.append(w)
         if skipped:
             _warn(f"{self.source}: {skipped} of {total} test windows have no observed value in "
@@ -838,6 +1035,17 @@ class TimeSeriesData(DomainDataModule):
             raise ValueError(f"{self.source}: no test window (each needs {length} steps with an "
                              "observed value in its context)")
         return out
+
+    def _stamp_at(self, i: int, position: int):
+        """The timestamp of step ``position`` of test series ``i`` (None if its start is unknown)."""
+        starts = getattr(self, "starts", None)
+        if not starts or i >= len(starts) or starts[i] is None:
+            return None
+        import pandas as pd
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pd.Timestamp(starts[i]) + position * _offset(self.freq)
 
     @property
     def dim(self) -> int:

@@ -47,7 +47,8 @@ def evaluate(cfg: DictConfig) -> dict:
                         context_length=model.context_length,
                         prediction_length=model.prediction_length, lags=model.lags,
                         num_test_windows=int(cfg.num_test_windows),
-                        covariates=cfg.get("covariates"))
+                        covariates=cfg.get("covariates"), freq=cfg.get("freq"),
+                        season=cfg.get("season"))
     windows = dm.test_windows()
     target = np.stack([w["target"][model.context_length:] for w in windows])
     histories = [w["history"] for w in windows]
