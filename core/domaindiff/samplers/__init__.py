@@ -6,11 +6,13 @@
 ``steps`` counts network evaluations (NFE). The time-points convention, once: a first-order
 sampler with ``steps = n`` visits ``n + 1`` points ``T = t_0 > ... > t_n`` and evaluates the
 network at ``t_0 .. t_{n-1}``. For the SDE and ODE integrators (``euler_maruyama``, ``pc``,
-``euler``, ``heun``, ``dpm_solver``, ``dpm_solver_pp_2m``, ``deis``) ``t_n = t_min``; for the
+``euler``, ``heun``, ``dpm_solver``, ``dpm_solver_pp_2m``, ``dpm_solver_pp_3m``,
+``sde_dpm_solver_pp_2m``, ``unipc``, ``deis``) ``t_n = t_min``; for the
 posterior samplers (``ancestral``, ``ddim``) ``t_{n-1} = t_min`` and ``t_n = 0`` (the sample is the
 last clean prediction), so that ``ancestral`` with ``n = N`` is exactly DDPM. Samplers that take
 several evaluations per step fit as many steps as the budget allows (see each docstring);
-``ode`` is adaptive and ignores ``steps``.
+``ode`` is adaptive and ignores ``steps``. Every one of them also takes ``timesteps=``, the
+caller's own grid (see :mod:`domaindiff.samplers.base`).
 
 Every sampler reports the network evaluations it used the same way: a dict passed as ``info``
 receives ``info["nfe"]``, and each callback dict carries the running count under ``"nfe"``.
@@ -25,9 +27,15 @@ from typing import Any
 from domaindiff.samplers.bernoulli import sample_bernoulli
 from domaindiff.samplers.ddpm import sample_ancestral, sample_ddim
 from domaindiff.samplers.deis import sample_deis
-from domaindiff.samplers.dpm_solver import sample_dpm_solver, sample_dpm_solver_pp_2m
+from domaindiff.samplers.dpm_solver import (
+    sample_dpm_solver,
+    sample_dpm_solver_pp_2m,
+    sample_dpm_solver_pp_3m,
+    sample_sde_dpm_solver_pp_2m,
+)
 from domaindiff.samplers.ode import sample_euler, sample_heun, sample_ode
 from domaindiff.samplers.sde import sample_euler_maruyama, sample_pc
+from domaindiff.samplers.unipc import sample_unipc
 
 SAMPLERS: dict[str, Callable[..., Any]] = {
     "euler_maruyama": sample_euler_maruyama,
@@ -38,6 +46,9 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "heun": sample_heun,
     "dpm_solver": sample_dpm_solver,
     "dpm_solver_pp_2m": sample_dpm_solver_pp_2m,
+    "dpm_solver_pp_3m": sample_dpm_solver_pp_3m,
+    "sde_dpm_solver_pp_2m": sample_sde_dpm_solver_pp_2m,
+    "unipc": sample_unipc,
     "deis": sample_deis,
     "ode": sample_ode,
 }
@@ -54,7 +65,9 @@ def get_sampler(name: str) -> Callable[..., Any]:
                "dpm_solver1": ("dpm_solver", {"order": 1}),
                "dpm_solver2": ("dpm_solver", {"order": 2}),
                "dpm_solver3": ("dpm_solver", {"order": 3}),
-               "dpm_solver++": ("dpm_solver_pp_2m", {})}
+               "dpm_solver++": ("dpm_solver_pp_2m", {}),
+               "unipc_bh1": ("unipc", {"variant": "bh1"}),
+               "unipc_bh2": ("unipc", {"variant": "bh2"})}
     if name in SAMPLERS:
         return SAMPLERS[name]
     if name in aliases:
@@ -81,9 +94,18 @@ __all__ = [
     "sample_deis",
     "sample_dpm_solver",
     "sample_dpm_solver_pp_2m",
+    "sample_dpm_solver_pp_3m",
+    "sample_sde_dpm_solver_pp_2m",
     "sample_euler",
     "sample_euler_maruyama",
     "sample_heun",
     "sample_ode",
     "sample_pc",
+    "sample_unipc",
 ]
+
+# the samplers of distilled students (domaindiff.distill), on the grid they were distilled for;
+# registered here so that a student checkpoint naming one loads wherever samplers are imported
+from domaindiff.distill.sampling import sample_consistency, sample_distilled  # noqa: E402
+
+SAMPLERS.update({"distilled": sample_distilled, "consistency": sample_consistency})

@@ -185,9 +185,14 @@ class Model:
         return self.denoiser.nfe
 
     def time(self, t: float | Tensor, x: State) -> Tensor:
-        """A ``(B,)`` tensor of time ``t`` on the state's device."""
+        """A ``(B,)`` tensor of time ``t`` on the state's device.
+
+        It is one value expanded over the batch (stride 0, read-only), which tells the processes
+        to compute each coefficient once rather than per sample
+        (:func:`domaindiff.processes.uniform_time`).
+        """
         ref = next(iter(x[k] for k in self.procs))
-        return torch.full((ref.shape[0],), float(t), device=ref.device, dtype=ref.dtype)
+        return torch.full((), float(t), device=ref.device, dtype=ref.dtype).expand(ref.shape[0])
 
     def raw_predict(self, x: State, t: Tensor) -> tuple[State, State]:
         """Network prediction without guidance, as ``(x0_hat, eps_hat)``."""
@@ -251,15 +256,112 @@ def reference_process(procs: Mapping[str, GaussianProcess]) -> GaussianProcess:
     return next(iter(procs.values()))
 
 
+#: what a sampler's ``timesteps`` option accepts: a 1-D decreasing sequence of times
+Timesteps = Sequence[float] | Tensor
+
+
 def time_points(procs: Mapping[str, GaussianProcess], n: int, schedule: str | None = None,
                 t_start: float | None = None, t_end: float | None = None) -> list[float]:
-    """``n + 1`` time points shared by all components, ``T -> t_min``."""
+    """``n + 1`` time points shared by all components, ``T -> t_min``.
+
+    The schedule is the process's grid (``"uniform"``, ``"logsnr"``, ``"karras"``, see
+    :meth:`~domaindiff.processes.GaussianProcess.time_grid`) or one of the grids defined here
+    (:data:`GRIDS`).
+    """
     if n < 1:
         raise ValueError(f"steps: need at least 1 network evaluation for this sampler, got {n}")
     ref = reference_process(procs)
-    ts = ref.time_grid(n, schedule).tolist()
+    ts = GRIDS[schedule](ref, n) if schedule in GRIDS else ref.time_grid(n, schedule).tolist()
     if t_start is not None or t_end is not None:
         ts = [float(x) for x in torch.linspace(t_start or ref.T, t_end or ref.t_min, n + 1)]
+    return ts
+
+
+#: extra named grids beyond the process's own: ``name -> fn(process, n) -> n + 1 times``
+GRIDS: dict[str, Callable[[GaussianProcess, int], list[float]]] = {}
+
+
+def explicit_grid(procs: Mapping[str, GaussianProcess], timesteps: Timesteps,
+                  arg: str = "timesteps", zero_end: bool = False) -> list[float]:
+    """Validate a user's own time grid and return it as floats.
+
+    Args:
+        procs: the process of each diffused key; every time must lie in each one's
+            ``[t_min, T]``.
+        timesteps: a 1-D sequence (list, tuple, array or tensor) of at least two strictly
+            decreasing, finite times: where the sampler starts, its intermediate points and where
+            it ends.
+        arg: the argument's name, for the error messages.
+        zero_end: the posterior samplers (``ancestral``, ``ddim``) may end at ``t = 0``, the clean
+            end (their last step then returns the clean prediction).
+
+    Raises:
+        ValueError: naming ``arg``, for a grid that is not 1-D, has fewer than two points, is not
+            finite, does not strictly decrease or leaves a process's ``[t_min, T]``.
+    """
+    try:
+        t = (timesteps.detach().to("cpu", torch.float64) if torch.is_tensor(timesteps)
+             else torch.as_tensor(timesteps, dtype=torch.float64))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{arg}: expected a 1-D sequence of times, got {timesteps!r}") from err
+    if t.dim() != 1 or t.numel() < 2:
+        raise ValueError(f"{arg}: expected a 1-D sequence of at least 2 times (start .. end), "
+                         f"got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{arg}: times must be finite, got {t.tolist()}")
+    bad = (t[1:] >= t[:-1]).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"{arg}: times must strictly decrease (noise -> data); "
+                         f"{arg}[{i}]={float(t[i])!r} <= {arg}[{i + 1}]={float(t[i + 1])!r}")
+    inner = t[:-1] if zero_end and float(t[-1]) == 0.0 else t
+    out = t.tolist()
+    for k, p in procs.items():
+        tol = 1e-9 * max(1.0, abs(p.T))
+        lo, hi = float(inner.min()), float(inner.max())
+        if hi > p.T + tol or lo < p.t_min - tol:
+            end = " (or end at 0, the clean end)" if zero_end else ""
+            raise ValueError(f"{arg}: times must lie in process[{k!r}]'s range [t_min={p.t_min}, "
+                             f"T={p.T}]{end}; got {lo!r} .. {hi!r} (to stop below t_min pass "
+                             f"process.with_t_min(t))")
+        last = len(out) - (1 if len(inner) < len(t) else 0)
+        out[:last] = [min(max(v, p.t_min), p.T) for v in out[:last]]
+    return [float(v) for v in out]
+
+
+def grid_or_steps(procs: Mapping[str, GaussianProcess], steps: int | None,
+                  timesteps: Timesteps | None, name: str,
+                  intervals: Callable[[int], int] = lambda s: s,
+                  nfe: Callable[[int], int] = lambda n: n,
+                  grid: Callable[[int], list[float]] | None = None,
+                  zero_end: bool = False) -> list[float]:
+    """A sampler's time points: the user's ``timesteps`` or the default grid for ``steps``.
+
+    Args:
+        procs: the process of each diffused key.
+        steps: the NFE budget (may be ``None`` when ``timesteps`` is given).
+        timesteps: the user's own grid (see :func:`explicit_grid`), or ``None``.
+        name: the sampler, for messages.
+        intervals: ``steps -> number of intervals`` of the default grid.
+        nfe: ``number of intervals -> network evaluations`` the sampler makes on a grid.
+        grid: ``intervals -> points`` (default :func:`time_points` with the process's schedule).
+        zero_end: see :func:`explicit_grid`.
+
+    Raises:
+        ValueError: if neither is given, or ``steps`` would give another number of intervals than
+            the grid has (naming both).
+    """
+    if timesteps is None:
+        if steps is None:
+            raise ValueError(f"steps: {name} needs a number of network evaluations or timesteps=")
+        n = intervals(int(steps))
+        return grid(n) if grid is not None else time_points(procs, n)
+    ts = explicit_grid(procs, timesteps, zero_end=zero_end)
+    if steps is not None and intervals(int(steps)) != len(ts) - 1:
+        implied = nfe(len(ts) - 1)
+        raise ValueError(f"steps={steps} does not match timesteps: its {len(ts)} points are "
+                         f"{implied} network evaluations for {name}; pass steps={implied} or "
+                         "steps=None")
     return ts
 
 
@@ -293,5 +395,5 @@ def emit(callback: Callback | None, i: int, t: float, x: State, x0: State | None
 
 
 def scalar(p: GaussianProcess, fn: str, t: float) -> float:
-    """A process coefficient at a scalar time, in float64."""
-    return float(getattr(p, fn)(torch.tensor(t, dtype=torch.float64)))
+    """A process coefficient at a scalar time, in float64 (see ``GaussianProcess.coefficient``)."""
+    return p.coefficient(fn, t)

@@ -5,6 +5,10 @@ evaluated, and a last point ``t = 0`` (clean data) where the sample is the final
 ``steps + 1`` points in all. For a :class:`~domaindiff.processes.DiscreteDDPM` with ``N`` steps the
 points ``t_j`` are the integer steps ``N, ..., 1, 0`` and ``sample_ancestral(..., steps=N)`` is
 exactly the DDPM sampler of Ho et al. (2020).
+
+With ``timesteps=`` (the caller's own points, each but the last an evaluation) the walk may end at
+``0`` (the last step returns the clean prediction, as by default) or at any time in
+``[t_min, T]`` (the last step is then an ordinary posterior step to that time).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from domaindiff.samplers.base import (
     Processes,
     Sample,
     Start,
+    Timesteps,
     combine,
     emit,
+    grid_or_steps,
     noise_like,
     report_nfe,
     scalar,
@@ -34,8 +40,9 @@ from domaindiff.samplers.base import (
     steps_iter,
 )
 
-#: ``update(posterior coefficients, x_t, x0_hat, eps_hat, z) -> x_s``
-Update = Callable[[dict[str, float], Tensor, Tensor, Tensor, Tensor], Tensor]
+#: ``update(posterior coefficients, x_t, x0_hat, eps_hat, z) -> x_s`` (``z`` is None when the
+#: sampler adds no noise)
+Update = Callable[[dict[str, float], Tensor, Tensor, Tensor, Tensor | None], Tensor]
 
 
 def ddpm_time_points(procs: Mapping[str, GaussianProcess], steps: int,
@@ -63,21 +70,25 @@ def _posterior(p: GaussianProcess, t: float, s: float) -> dict[str, float]:
     }
 
 
-def _run(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int,
+def _run(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None,
          guidance: Guidance | None, callback: Callback | None,
          generator: torch.Generator | None, progress: bool, schedule: str | None,
-         update: Update, name: str, prior: bool | None, info: dict[str, Any] | None) -> Sample:
+         update: Update, name: str, prior: bool | None, info: dict[str, Any] | None,
+         timesteps: Timesteps | None, noise: bool = True) -> Sample:
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = ddpm_time_points(st.procs, steps, schedule)
+    ts = grid_or_steps(st.procs, steps, timesteps, name, zero_end=True,
+                       grid=lambda n: ddpm_time_points(st.procs, n, schedule))
+    steps = len(ts) - 1
     for i in steps_iter(steps, progress, name):
         t, s = ts[i], ts[i + 1]
         x0, eps = model.predict(x, t)
         last = i == steps - 1
-        if last:
+        if last and s == 0.0:
             upd = {k: x0[k] for k in st.procs}
         else:
-            z = noise_like(x, st.procs, generator)
+            # eta = 0 DDIM adds no noise: drawing it would cost a full-size randn per step
+            z = noise_like(x, st.procs, generator) if noise else dict.fromkeys(st.procs)
             upd = {k: update(_posterior(p, t, s), x[k], x0[k], eps[k], z[k])
                    for k, p in st.procs.items()}
         x = model.after_step(combine(x, upd), t, s, generator, final=last)
@@ -87,11 +98,11 @@ def _run(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int
 
 
 def sample_ancestral(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = None) -> Sample:
+        schedule: str | None = None, timesteps: Timesteps | None = None) -> Sample:
     """Ancestral sampling from the Gaussian posterior ``q(x_s | x_t, x0_hat)`` (DDPM).
 
     Works for any Gaussian process (the posterior of ``x_t = alpha x0 + sigma eps`` is exact for
@@ -99,19 +110,22 @@ def sample_ancestral(
     :mod:`domaindiff.samplers.base`.
     """
 
-    def update(c: dict[str, float], xt: Tensor, x0: Tensor, eps: Tensor, z: Tensor) -> Tensor:
+    def update(c: dict[str, float], xt: Tensor, x0: Tensor, eps: Tensor,
+               z: Tensor | None) -> Tensor:
+        assert z is not None  # ancestral steps always draw noise
         return c["c_xt"] * xt + c["c_x0"] * x0 + math.sqrt(c["var"]) * z
 
     return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-                schedule, update, "ancestral", prior, info)
+                schedule, update, "ancestral", prior, info, timesteps)
 
 
 def sample_ddim(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        eta: float = 0.0, schedule: str | None = None) -> Sample:
+        eta: float = 0.0, schedule: str | None = None,
+        timesteps: Timesteps | None = None) -> Sample:
     """DDIM (Song et al. 2021): ``x_s = a_s x0 + sqrt(s_s^2 - c^2) eps + c z``.
 
     ``c = eta * sqrt(posterior variance)``: ``eta = 0`` is deterministic, ``eta = 1`` is ancestral.
@@ -120,10 +134,12 @@ def sample_ddim(
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
 
-    def update(c: dict[str, float], xt: Tensor, x0: Tensor, eps: Tensor, z: Tensor) -> Tensor:
+    def update(c: dict[str, float], xt: Tensor, x0: Tensor, eps: Tensor,
+               z: Tensor | None) -> Tensor:
         noise_std = eta * math.sqrt(c["var"])
         keep = math.sqrt(max(c["s_s"] ** 2 - noise_std**2, 0.0))
-        return c["a_s"] * x0 + keep * eps + noise_std * z
+        out = c["a_s"] * x0 + keep * eps
+        return out if z is None else out + noise_std * z
 
     return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
-                schedule, update, "ddim", prior, info)
+                schedule, update, "ddim", prior, info, timesteps, noise=eta > 0)

@@ -27,8 +27,10 @@ from domaindiff.samplers.base import (
     Sample,
     Start,
     State,
+    Timesteps,
     combine,
     emit,
+    grid_or_steps,
     report_nfe,
     setup,
     steps_iter,
@@ -57,21 +59,25 @@ def deis_coefficients(p: GaussianProcess, t0: float, t1: float,
 
 
 def sample_deis(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        order: int = 3, schedule: str | None = "logsnr") -> Sample:
+        order: int = 3, schedule: str | None = "logsnr",
+        timesteps: Timesteps | None = None) -> Sample:
     """tAB-DEIS of the given order (1-4): ``steps`` evaluations on ``steps + 1`` points.
 
     Order 1 is DDIM (exactly, since the exponential integral of a constant ``eps`` is exact).
-    The common arguments are described in :mod:`domaindiff.samplers.base`.
+    The common arguments (``timesteps`` included) are described in
+    :mod:`domaindiff.samplers.base`.
     """
     if order not in (1, 2, 3, 4):
         raise ValueError(f"order must be 1..4, got {order}")
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = time_points(st.procs, steps, schedule)
+    ts = grid_or_steps(st.procs, steps, timesteps, f"deis{order}",
+                       grid=lambda n: time_points(st.procs, n, schedule))
+    steps = len(ts) - 1
     hist_t: list[float] = []
     hist_eps: list[State] = []
     for i in steps_iter(steps, progress, f"deis{order}"):

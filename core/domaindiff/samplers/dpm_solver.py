@@ -1,4 +1,4 @@
-"""DPM-Solver (Lu et al. 2022) singlestep orders 1-3 and DPM-Solver++(2M) multistep.
+"""DPM-Solver (Lu et al. 2022) singlestep orders 1-3; DPM-Solver++ (2M, 3M, SDE-2M) multistep.
 
 Both are exponential integrators in the half log-SNR ``lambda = log(alpha / sigma)``. In a state
 with several components (e.g. GDSS's VP node features and VE adjacency) all components share the
@@ -24,8 +24,11 @@ from domaindiff.samplers.base import (
     Sample,
     Start,
     State,
+    Timesteps,
     combine,
     emit,
+    grid_or_steps,
+    noise_like,
     reference_process,
     report_nfe,
     scalar,
@@ -54,24 +57,31 @@ def singlestep_orders(steps: int, order: int) -> list[int]:
 
 
 def sample_dpm_solver(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        order: int = 3, schedule: str | None = "logsnr") -> Sample:
+        order: int = 3, schedule: str | None = "logsnr",
+        timesteps: Timesteps | None = None) -> Sample:
     """Singlestep DPM-Solver-1/2/3 (noise prediction form).
 
     ``steps // order`` steps of the given order and, if ``steps`` is not a multiple of ``order``,
     one final step of the remaining lower order: exactly ``steps`` evaluations. DPM-Solver-1 is
     DDIM. Intermediate points use ``r1 = 1/2`` (order 2) and ``r1, r2 = 1/3, 2/3`` (order 3).
-    The common arguments are described in :mod:`domaindiff.samplers.base`.
+    With ``timesteps`` (``K + 1`` step end points) every step has the given order
+    (``order * K`` evaluations). The common arguments are described in
+    :mod:`domaindiff.samplers.base`.
     """
-    orders = singlestep_orders(steps, order)
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     procs = st.procs
     ref = reference_process(procs)
-    ts = time_points(procs, len(orders), schedule)
+    ts = grid_or_steps(procs, steps, timesteps, f"dpm_solver{order}",
+                       intervals=lambda s: len(singlestep_orders(s, order)),
+                       nfe=lambda n: order * n, grid=lambda n: time_points(procs, n, schedule))
+    orders = singlestep_orders(steps, order) if steps is not None else [order] * (len(ts) - 1)
 
     def t_at(s: float, t: float, r: float) -> float:
         lam = _lam(ref, s) + r * (_lam(ref, t) - _lam(ref, s))
@@ -122,43 +132,143 @@ def sample_dpm_solver(
     return st.finish(x)
 
 
-def sample_dpm_solver_pp_2m(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
-        guidance: Guidance | None = None,
-        callback: Callback | None = None, generator: torch.Generator | None = None,
-        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = "logsnr", lower_order_final: bool = True) -> Sample:
-    """DPM-Solver++(2M) (Lu et al. 2022b), data-prediction multistep, second order.
+def _multistep_pp(denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
+                  steps: int | None, guidance: Guidance | None, callback: Callback | None,
+                  generator: torch.Generator | None, progress: bool, prior: bool | None,
+                  info: dict[str, Any] | None, schedule: str | None, lower_order_final: bool,
+                  timesteps: Timesteps | None, order: int, sde: bool, name: str,
+                  reference_d2: bool = False) -> Sample:
+    """Multistep DPM-Solver++ of order 1-3, as an ODE or (``sde``) an SDE solver.
 
-    ``steps`` evaluations on ``steps + 1`` points. The first step is first order (no history);
-    with ``lower_order_final`` the last step is first order too when ``steps < 15``, as the
-    reference does for stability at few steps. The common arguments are described in
-    :mod:`domaindiff.samplers.base`.
+    With ``x0`` the data predictions at the last points and ``r_j`` the ratios of the previous
+    half-log-SNR steps to the current one ``h``, the divided differences
+    ``D1 = (x0_0 - x0_1) / r_0`` (and, at order 3, ``D1, D2`` from the three-point formula)
+    enter the exponential-integrator update
+
+        ODE: x_t = sigma_t/sigma_s x_s - alpha_t (e^-h - 1) D0 + alpha_t phi_2 D1 + alpha_t c_2 D2
+        SDE: x_t = sigma_t/sigma_s e^-h x_s + alpha_t (1 - e^-2h) (D0 + D1 / 2)
+                   + sigma_t sqrt(1 - e^-2h) z
+
+    (``phi_2 = (e^-h - 1)/h + 1``; ``c_2 = 1 - 2 phi_2 / h``, the exact weight of ``D2 ~ h^2 x0''/2``;
+    ``reference_d2`` uses ``1/2 - phi_2 / h`` instead, the weight in the DPM-Solver, k-diffusion and
+    diffusers code, which halves the second-difference term and makes their 3M second order
+    overall; at order 2 the ODE uses the midpoint form ``- alpha_t (e^-h - 1) D1 / 2``). The first
+    steps warm up with lower orders;
+    with ``lower_order_final`` and fewer than 15 steps the last step is first order and the one
+    before at most second order, as the reference implementations do.
     """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     procs = st.procs
-    ts = time_points(procs, steps, schedule)
-    # (x0 at the previous point, lambda step of the previous interval per key)
-    prev: tuple[State, dict[str, float]] | None = None
-    for i in steps_iter(steps, progress, "dpm_solver_pp_2m"):
+    ts = grid_or_steps(procs, steps, timesteps, name,
+                       grid=lambda n: time_points(procs, n, schedule))
+    n = len(ts) - 1
+    # newest first: (x0 prediction, lambda per key) at the last points
+    hist: list[tuple[State, dict[str, float]]] = []
+    for i in steps_iter(n, progress, name):
         s, t = ts[i], ts[i + 1]
         x0, _ = model.predict(x, s)
-        first_order = prev is None or (lower_order_final and steps < 15 and i == steps - 1)
+        hist.insert(0, (x0, {k: _lam(p, s) for k, p in procs.items()}))
+        del hist[order:]
+        o = min(order, len(hist))
+        if lower_order_final and n < 15:
+            o = min(o, n - i)
+        z = noise_like(x, procs, generator) if sde else None
         upd: State = {}
-        h_now: dict[str, float] = {}
         for k, p in procs.items():
-            h = _lam(p, t) - _lam(p, s)
-            h_now[k] = h
-            if first_order or prev is None:
-                d = x0[k]
+            lam_s, lam_t = hist[0][1][k], _lam(p, t)
+            h = lam_t - lam_s
+            a_t, sig_t = scalar(p, "alpha", t), scalar(p, "sigma", t)
+            sig_ratio = sig_t / scalar(p, "sigma", s)
+            d0 = x0[k]
+            d1: Tensor | None = None
+            d2: Tensor | None = None
+            if o >= 2:
+                r0 = (lam_s - hist[1][1][k]) / h
+                d1_0 = (d0 - hist[1][0][k]) / r0
+                d1 = d1_0
+                if o == 3:
+                    r1 = (hist[1][1][k] - hist[2][1][k]) / h
+                    d1_1 = (hist[1][0][k] - hist[2][0][k]) / r1
+                    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+            if sde:
+                assert z is not None
+                e2 = -math.expm1(-2 * h)
+                out = sig_ratio * math.exp(-h) * x[k] + a_t * e2 * d0
+                if d1 is not None:
+                    out = out + 0.5 * a_t * e2 * d1
+                out = out + sig_t * math.sqrt(e2) * z[k]
             else:
-                r = prev[1][k] / h
-                d = (1 + 1 / (2 * r)) * x0[k] - (1 / (2 * r)) * prev[0][k]
-            sig_ratio = scalar(p, "sigma", t) / scalar(p, "sigma", s)
-            upd[k] = sig_ratio * x[k] - scalar(p, "alpha", t) * math.expm1(-h) * d
-        prev = (x0, h_now)
-        x = model.after_step(combine(x, upd), s, t, generator, final=i == steps - 1)
+                em1 = math.expm1(-h)
+                out = sig_ratio * x[k] - a_t * em1 * d0
+                if d2 is not None and d1 is not None:
+                    # D2 ~ h^2 x0''/2 needs (1/h^2) int_0^h e^(u-h) u^2 du = 1 - 2 phi_2 / h;
+                    # the reference codes use half of it, (1/2 - phi_2 / h) (second order overall)
+                    c2 = 0.5 - (em1 + h) / h**2 if reference_d2 else 1 - 2 * (em1 + h) / h**2
+                    out = out + a_t * (em1 / h + 1) * d1 + a_t * c2 * d2
+                elif d1 is not None:
+                    out = out - 0.5 * a_t * em1 * d1
+            upd[k] = out
+        x = model.after_step(combine(x, upd), s, t, generator, final=i == n - 1)
         emit(callback, i, t, x, x0, model.nfe)
     report_nfe(info, model.nfe)
     return st.finish(x)
+
+
+def sample_dpm_solver_pp_2m(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = "logsnr", lower_order_final: bool = True,
+        timesteps: Timesteps | None = None) -> Sample:
+    """DPM-Solver++(2M) (Lu et al. 2022b), data-prediction multistep, second order.
+
+    ``steps`` evaluations on ``steps + 1`` points. The first step is first order (no history);
+    with ``lower_order_final`` the last step is first order too when ``steps < 15``, as the
+    reference does for stability at few steps. The common arguments (``timesteps`` included) are
+    described in :mod:`domaindiff.samplers.base`.
+    """
+    return _multistep_pp(denoiser, process, shape_or_x_T, steps, guidance, callback, generator,
+                         progress, prior, info, schedule, lower_order_final, timesteps, order=2,
+                         sde=False, name="dpm_solver_pp_2m")
+
+
+def sample_dpm_solver_pp_3m(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = "logsnr", lower_order_final: bool = True,
+        timesteps: Timesteps | None = None, reference_d2: bool = False) -> Sample:
+    """DPM-Solver++(3M) (Lu et al. 2022b), data-prediction multistep, third order.
+
+    ``steps`` evaluations on ``steps + 1`` points; orders 1, 2, then 3 (and, with
+    ``lower_order_final`` below 15 steps, 2 and 1 for the last two). ``reference_d2=True``
+    reproduces the DPM-Solver / k-diffusion / diffusers update, whose second-difference weight is
+    half the exact one (see :func:`_multistep_pp`; measured second order). The common arguments
+    (``timesteps`` included) are described in :mod:`domaindiff.samplers.base`.
+    """
+    return _multistep_pp(denoiser, process, shape_or_x_T, steps, guidance, callback, generator,
+                         progress, prior, info, schedule, lower_order_final, timesteps, order=3,
+                         sde=False, name="dpm_solver_pp_3m", reference_d2=reference_d2)
+
+
+def sample_sde_dpm_solver_pp_2m(
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
+        guidance: Guidance | None = None,
+        callback: Callback | None = None, generator: torch.Generator | None = None,
+        progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
+        schedule: str | None = "logsnr", lower_order_final: bool = True,
+        timesteps: Timesteps | None = None) -> Sample:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022b; k-diffusion / diffusers "sde-dpmsolver++").
+
+    The reverse SDE integrated exactly in its linear part with a multistep (midpoint) estimate of
+    the data prediction: ``steps`` evaluations on ``steps + 1`` points, fresh noise at every step
+    (also the last, whose noise is the ``sigma(t_min)`` of the end point). The common arguments
+    (``timesteps`` included) are described in :mod:`domaindiff.samplers.base`.
+    """
+    return _multistep_pp(denoiser, process, shape_or_x_T, steps, guidance, callback, generator,
+                         progress, prior, info, schedule, lower_order_final, timesteps, order=2,
+                         sde=True, name="sde_dpm_solver_pp_2m")

@@ -24,8 +24,11 @@ from domaindiff.samplers.base import (
     Sample,
     Start,
     State,
+    Timesteps,
     combine,
     emit,
+    explicit_grid,
+    grid_or_steps,
     noise_like,
     reference_process,
     report_nfe,
@@ -37,18 +40,20 @@ from domaindiff.samplers.base import (
 
 
 def sample_euler(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = None) -> Sample:
+        schedule: str | None = None, timesteps: Timesteps | None = None) -> Sample:
     """Euler's method on the probability-flow ODE: ``steps`` evaluations, ``steps + 1`` points.
 
-    The common arguments are described in :mod:`domaindiff.samplers.base`.
+    The common arguments (``timesteps`` included) are described in :mod:`domaindiff.samplers.base`.
     """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = time_points(st.procs, steps, schedule)
+    ts = grid_or_steps(st.procs, steps, timesteps, "euler",
+                       grid=lambda n: time_points(st.procs, n, schedule))
+    steps = len(ts) - 1
     for i in steps_iter(steps, progress, "euler"):
         t, t_next = ts[i], ts[i + 1]
         v, x0 = model.velocity(x, t)
@@ -60,13 +65,13 @@ def sample_euler(
 
 
 def sample_heun(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
         schedule: str | None = "karras", rho: float = 7.0, churn: float = 0.0,
         churn_tmin: float = 0.0, churn_tmax: float = float("inf"),
-        s_noise: float = 1.0) -> Sample:
+        s_noise: float = 1.0, timesteps: Timesteps | None = None) -> Sample:
     """Heun's second-order method (EDM, Karras et al. 2022, Algorithm 2).
 
     ``K = (steps + 1) // 2`` intervals: each costs two evaluations except the last, which is an
@@ -89,14 +94,21 @@ def sample_heun(
         churn_tmin: noise levels ``sigma/alpha`` below this get no churn.
         churn_tmax: noise levels above this get no churn.
         s_noise: EDM's ``S_noise``.
+        timesteps: the caller's own interval end points (``K + 1`` of them: ``2K - 1``
+            evaluations); ``schedule`` and ``rho`` are then not used.
     """
-    n = (steps + 1) // 2
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ref = reference_process(st.procs)
-    if n < 1:
-        raise ValueError(f"steps: Heun needs at least 1 network evaluation, got {steps}")
-    ts = ref.time_grid(n, schedule, rho=rho).tolist()
+
+    def default(n: int) -> list[float]:
+        if n < 1:
+            raise ValueError(f"steps: Heun needs at least 1 network evaluation, got {steps}")
+        return ref.time_grid(n, schedule, rho=rho).tolist()
+
+    ts = grid_or_steps(st.procs, steps, timesteps, "heun", intervals=lambda s: (s + 1) // 2,
+                       nfe=lambda n: 2 * n - 1, grid=default)
+    n = len(ts) - 1
     for i in steps_iter(n, progress, "heun"):
         t, t_next = ts[i], ts[i + 1]
         level = math.exp(-scalar(ref, "lambda_", t))
@@ -236,7 +248,7 @@ def sample_ode(
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
         rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
-        options: Mapping[str, Any] | None = None) -> Sample:
+        options: Mapping[str, Any] | None = None, timesteps: Timesteps | None = None) -> Sample:
     """Adaptive probability-flow ODE solve with torchdiffeq from ``T`` to ``t_min``.
 
     ``steps`` is ignored (the solver picks its own steps from ``rtol``/``atol``); the number of
@@ -260,11 +272,25 @@ def sample_ode(
         method: torchdiffeq method.
         options: extra torchdiffeq options (e.g. ``{"step_size": 0.01}`` for fixed-step methods,
             ``{"first_step": ...}``, ``{"max_step": ...}``), passed through to ``odeint``.
+        timesteps: the caller's own times: the solve runs from the first to the last, and an
+            adaptive method also cuts its steps at every point in between (torchdiffeq's
+            ``step_t``); a fixed-step method takes only the two end points.
     """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     keys = list(st.procs)
     ref = reference_process(st.procs)
+    t_hi, t_lo = ref.T, ref.t_min
+    if timesteps is not None:
+        ts = explicit_grid(st.procs, timesteps)
+        t_hi, t_lo = ts[0], ts[-1]
+        if len(ts) > 2:
+            if method not in _ADAPTIVE_RK:
+                raise ValueError(f"timesteps: intermediate points need an adaptive method "
+                                 f"({', '.join(_ADAPTIVE_RK)}), got method={method!r}")
+            options = dict(options or {})
+            cut = torch.as_tensor(options.get("step_t", []), dtype=torch.float64).flatten()
+            options["step_t"] = torch.cat([cut, torch.tensor(ts[1:-1], dtype=torch.float64)])
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -280,13 +306,13 @@ def sample_ode(
 
     y0 = tuple(x[k] for k in keys)
     try:
-        ys = odeint_in_range(func, y0, ref.T, ref.t_min, rtol=rtol, atol=atol, method=method,
+        ys = odeint_in_range(func, y0, t_hi, t_lo, rtol=rtol, atol=atol, method=method,
                              options=options)
     finally:
         if bar is not None:
             bar.close()
-    out = model.after_step(combine(x, {k: y[-1] for k, y in zip(keys, ys)}), ref.T,
-                           ref.t_min, generator, final=True)
-    emit(callback, 0, ref.t_min, out, None, model.nfe)
+    out = model.after_step(combine(x, {k: y[-1] for k, y in zip(keys, ys)}), t_hi, t_lo,
+                           generator, final=True)
+    emit(callback, 0, t_lo, out, None, model.nfe)
     report_nfe(info, model.nfe)
     return st.finish(out)

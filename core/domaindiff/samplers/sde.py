@@ -19,8 +19,10 @@ from domaindiff.samplers.base import (
     Sample,
     Start,
     State,
+    Timesteps,
     combine,
     emit,
+    grid_or_steps,
     noise_like,
     report_nfe,
     setup,
@@ -30,19 +32,23 @@ from domaindiff.samplers.base import (
 
 
 def sample_euler_maruyama(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = None, denoise_final: bool = True) -> Sample:
+        schedule: str | None = None, denoise_final: bool = True,
+        timesteps: Timesteps | None = None) -> Sample:
     """Euler-Maruyama on the reverse SDE ``dx = [f x - g^2 score] dt + g dW``.
 
     ``steps`` evaluations on ``steps + 1`` time points; the last step returns the mean (no noise)
-    when ``denoise_final``. The common arguments are described in :mod:`domaindiff.samplers.base`.
+    when ``denoise_final``. The common arguments (``timesteps`` included) are described in
+    :mod:`domaindiff.samplers.base`.
     """
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = time_points(st.procs, steps, schedule)
+    ts = grid_or_steps(st.procs, steps, timesteps, "euler_maruyama",
+                       grid=lambda n: time_points(st.procs, n, schedule))
+    steps = len(ts) - 1
     for i in steps_iter(steps, progress, "euler_maruyama"):
         t, t_next = ts[i], ts[i + 1]
         dt = t - t_next
@@ -103,13 +109,14 @@ def langevin_step(model: Model, x: State, t: float, snr: float, scale_eps: float
 
 
 def sample_pc(
-        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int, *,
+        denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int | None, *,
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
         predictor: str = "reverse_diffusion", corrector: str | None = "langevin",
         snr: float = 0.16, scale_eps: float = 1.0, n_corrector: int = 1,
-        schedule: str | None = None, denoise_final: bool = True) -> Sample:
+        schedule: str | None = None, denoise_final: bool = True,
+        timesteps: Timesteps | None = None) -> Sample:
     """Predictor-corrector sampler: Langevin correction, then a predictor step, at each time.
 
     Args:
@@ -132,6 +139,8 @@ def sample_pc(
         n_corrector: corrector steps per time point.
         schedule: time grid (default: the process's).
         denoise_final: return the mean at the last step.
+        timesteps: the caller's own time points (``K + 1`` of them:
+            ``K (1 + n_corrector)`` evaluations); ``schedule`` is then not used.
     """
     if predictor not in ("reverse_diffusion", "euler_maruyama"):
         raise ValueError(f"predictor: unknown {predictor!r}; use 'reverse_diffusion' or "
@@ -139,10 +148,12 @@ def sample_pc(
     if corrector not in ("langevin", "none", None):
         raise ValueError(f"corrector: unknown {corrector!r}; use 'langevin' or 'none'")
     n_corr = n_corrector if corrector == "langevin" else 0
-    n = steps // (1 + n_corr)
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = time_points(st.procs, n, schedule)
+    ts = grid_or_steps(st.procs, steps, timesteps, "pc", intervals=lambda s: s // (1 + n_corr),
+                       nfe=lambda n: n * (1 + n_corr),
+                       grid=lambda n: time_points(st.procs, n, schedule))
+    n = len(ts) - 1
     for i in steps_iter(n, progress, "pc"):
         t, t_next = ts[i], ts[i + 1]
         dt = t - t_next
