@@ -5,6 +5,8 @@
   discovery (``--model ToyDiffusion --data GaussianMixtureData``).
 - ``domaindiff sample --ckpt C --sampler S --steps N --n K --out F``: load a checkpoint, write samples.
 - ``domaindiff eval <plugin> key=value ...``: the plugin's evaluation script (a Hydra app).
+- ``domaindiff distill --ckpt C --method M --student-steps N ...``: distil a checkpoint into a
+  few-step student of the same class (LightningCLI ``fit``; see :mod:`domaindiff.distill.command`).
 - ``domaindiff plugins [NAME ...]``: installed plugins, versions, DataModules, models, import
   errors (each plugin is imported to find out; name some to import only those).
 - ``domaindiff configs [PLUGIN | PLUGIN:NAME]``: the configs the plugins ship inside their
@@ -704,7 +706,7 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
         sys.argv = old_argv
 
 
-CORE_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "eval", "plugins", "configs")
+CORE_COMMANDS = (*LIGHTNING_COMMANDS, "sample", "eval", "distill", "plugins", "configs")
 
 
 def _cmd_plugin(name: str, argv: Sequence[str]) -> int:
@@ -749,6 +751,10 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
         return _cmd_sample(rest)
     if cmd == "eval":
         return _cmd_eval(rest)
+    if cmd == "distill":
+        from domaindiff.distill.command import cmd_distill
+
+        return cmd_distill(rest)
     if cmd in LIGHTNING_COMMANDS:
         lightning_cli([cmd, *rest])
         return 0
