@@ -9,7 +9,10 @@ import pandas as pd
 
 
 def _freq(freq: str) -> str:
-    return {"h": "h", "H": "h", "B": "B", "D": "D"}.get(freq, freq)
+    """The ``pd.Period`` spelling GluonTS datasets need (``"MS"`` -> ``"M"``, ``"QS"`` -> ``"Q"``)."""
+    from domaindiff_timeseries.frequency import period_alias
+
+    return period_alias(freq)
 
 
 def gluonts_seasonal_naive(windows: Sequence[dict], prediction_length: int, freq: str = "h",

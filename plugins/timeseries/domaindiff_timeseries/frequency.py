@@ -11,7 +11,8 @@ default. What follows from it, the way GluonTS does it:
   makes seasonal naive the naive forecast: on the weekly Mauna Loa CO2 series that forecast
   ignores the yearly cycle).
 - :func:`default_lags`: GluonTS's ``get_lags_for_frequency`` up to the context length, without
-  lag 1 (the S4 layers already read a step's neighbours).
+  lag 1 (the S4 layers already read a step's neighbours), with the season (GluonTS's daily lags
+  skip 7).
 - :func:`default_lengths`: the forecast horizon of the M4 competition for the frequency (yearly
   6, quarterly 8, monthly 18, weekly 13, daily 14; business-daily 10, two weeks), a day for
   sub-daily data (24 hourly, as TSDiff), and a context of ``max(4 x horizon, 2 seasons)``
@@ -59,8 +60,17 @@ def check_freq(freq, field: str = "freq") -> str:
 
 
 def same_freq(a: str, b: str) -> bool:
-    """Whether two aliases name the same offset (``"H"`` and ``"h"``, ``"W"`` and ``"W-SUN"``)."""
-    return _offset(a) == _offset(b)
+    """Whether two aliases name the same steps (``"H"`` and ``"h"``, ``"W"`` and ``"W-SUN"``).
+
+    Quarters anchored three months apart are the same steps (``pd.infer_freq`` calls quarters
+    starting in January ``"QS-OCT"``).
+    """
+    x, y = _offset(a), _offset(b)
+    if x == y:
+        return True
+    month = "startingMonth"
+    return (type(x) is type(y) and x.n == y.n and hasattr(x, month)
+            and getattr(x, month) % 3 == getattr(y, month) % 3)
 
 
 _FAMILIES = {"YearBegin": "Y", "YearEnd": "Y", "BYearBegin": "Y", "BYearEnd": "Y",
@@ -106,13 +116,14 @@ def default_lengths(freq: str) -> tuple[int, int]:
 
 
 def default_lags(freq: str, context_length: int) -> list[int]:
-    """GluonTS's lags of the frequency up to ``context_length``, without lag 1."""
+    """GluonTS's lags of the frequency up to ``context_length``, without lag 1, with the season."""
     from gluonts.time_feature import get_lags_for_frequency
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lags = get_lags_for_frequency(check_freq(freq), lag_ub=int(context_length),
                                       num_default_lags=1)
+    lags = [*lags, seasonality(freq)]
     return sorted({int(x) for x in lags if 1 < int(x) <= int(context_length)})
 
 
