@@ -65,32 +65,6 @@ def marginal_start(model, graphs: list, gen: torch.Generator) -> dict[str, torch
     return st
 
 
-def moments(model, train: list) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-entry mean and std of the marginal at T, from the training graphs (no test data)."""
-    st = dense(model, train)
-    out = {}
-    for k, p in model.processes.items():
-        t = torch.tensor(float(p.T))
-        a, s = float(p.alpha(t)), float(p.sigma(t))
-        m = p.space.project(torch.ones_like(st[k]), st)
-        if k == "adj":
-            mean = (st[k] * m).sum() / m.sum()
-        else:  # per feature column (degree class frequency over real nodes)
-            mean = (st[k] * m).sum((0, 1)) / m.sum((0, 1))
-        out[k] = (a * mean, (a ** 2 * mean * (1 - mean) + s ** 2).sqrt())
-    return out
-
-
-def moment_start(model, template, mom, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """A Gaussian start with the marginal's per-entry mean and std, on ``template``'s masks."""
-    st = dict(template)
-    for k, p in model.processes.items():
-        mean, std = mom[k]
-        ones = p.space.project(torch.ones_like(st[k]), st)
-        st[k] = mean * ones + std * p.space.noise(st[k], st, gen)
-    return st
-
-
 def adj_stats(samples: dict[str, torch.Tensor]) -> dict:
     """Histogram of the continuous adjacency (masked off-diagonal entries) and edge density."""
     adj, mask = samples["adj"], samples["mask"]
@@ -101,7 +75,7 @@ def adj_stats(samples: dict[str, torch.Tensor]) -> dict:
             .mean()), "mean": float(vals.mean()), "std": float(vals.std())}
 
 
-def run(model, test, train, label, start, sampler, nfe, opts, seeds, n, mom) -> dict:
+def run(model, test, train, label, start, sampler, nfe, opts, seeds, n) -> dict:
     """One configuration over ``seeds``: MMDs, seconds per graph and adjacency statistics."""
     per_seed = []
     for seed in seeds:
@@ -111,9 +85,7 @@ def run(model, test, train, label, start, sampler, nfe, opts, seeds, n, mom) -> 
             tmpl = marginal_start(model, [train[i] for i in idx], gen)
         else:
             tmpl = model.sample_template(n, generator=gen)
-            if start == "moment":
-                tmpl = moment_start(model, tmpl, mom, gen)
-        kw = {} if start == "prior" else {"prior": False}
+        kw = {"prior": {"prior": "standard", "moment": "moment_matched"}.get(start, False)}
         t0 = time.perf_counter()
         out = model.sample(template=tmpl, sampler=sampler, steps=nfe, generator=gen, **kw,
                            **opts)
@@ -155,34 +127,41 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["prior", "marginal", "moment"])
     ap.add_argument("--only", nargs="*", default=None, help="only these config labels")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--graphs", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results"
-                    / "graphs_deterministic_community_small_cpu.json")
+    ap.add_argument("--graphs", type=int, default=None, help="graphs per seed (default: the "
+                    "test-set size)")
+    ap.add_argument("--dataset", default="community_small",
+                    choices=["community_small", "ego_small"])
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default benchmarks/results/graphs_deterministic_<dataset>_cpu.json")
     args = ap.parse_args(argv)
+    args.out = args.out or (ROOT / "benchmarks" / "results"
+                            / f"graphs_deterministic_{args.dataset}_cpu.json")
     threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
     torch.set_num_threads(threads)
-    src = args.gdss_dir / "checkpoints" / "community_small" / "gdss_community_small.pth"
+    src = args.gdss_dir / "checkpoints" / args.dataset / f"gdss_{args.dataset}.pth"
     raw = read_gdss_checkpoint(src)
-    graphs = read_graph_pickle(args.gdss_dir / "data" / "community_small.pkl")
+    graphs = read_graph_pickle(args.gdss_dir / "data" / f"{args.dataset}.pkl")
     n_test = int(float(raw["model_config"]["data"]["test_split"]) * len(graphs))
     test, train = graphs[:n_test], graphs[n_test:]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = import_gdss(src, Path(tmp) / "cs.ckpt",
-                            node_counts=[g.number_of_nodes() for g in train])
-    mom = moments(model, train)
+    with tempfile.TemporaryDirectory() as tmp:  # node counts and prior moments from train
+        model = import_gdss(src, Path(tmp) / "m.ckpt", train_graphs=train)
+    mom = model.prior_moments
+    n_graphs = args.graphs or len(test)
     p = model.processes["adj"]
     t = torch.tensor(float(p.T))
     test_st = dense(model, test)
     a_t, s_t = float(p.alpha(t)), float(p.sigma(t))
     prior_info = {"alpha_T": a_t, "sigma_T": s_t, "snr_T": a_t ** 2 / s_t ** 2,
                   "test_edge_density": adj_stats(test_st)["edge_density"],
-                  "marginal_adj_mean": float(mom["adj"][0]), "marginal_adj_std":
-                  float(mom["adj"][1]), "prior_mean": 0.0, "prior_std": 1.0}
+                  "data_edge_density": float(mom["adj_mean"]),
+                  "marginal_adj_mean": a_t * float(mom["adj_mean"]), "marginal_adj_std":
+                  (a_t**2 * float(mom["adj_var"]) + s_t**2) ** 0.5,
+                  "prior_mean": 0.0, "prior_std": float(p.prior_std)}
     print(prior_info, flush=True)
     result = {"machine": f"{platform.machine()} CPU, {threads} torch thread(s), shared 2-core host",
-              "torch": torch.__version__, "dataset": "community_small (GDSS file, GDSS split)",
+              "torch": torch.__version__, "dataset": f"{args.dataset} (GDSS file, GDSS split)",
               "num_test_graphs": len(test), "prior_vs_marginal_at_T": prior_info,
-              "reference_code_3_seeds": dict(zip(METRICS, REFERENCE_CODE["community_small"],
+              "reference_code_3_seeds": dict(zip(METRICS, REFERENCE_CODE[args.dataset],
                                                  strict=True)), "rows": []}
     if args.out.exists():  # resume: keep rows already measured
         result["rows"] = json.loads(args.out.read_text()).get("rows", [])
@@ -193,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if label in done or (args.only and label not in args.only):
             continue
         result["rows"].append(run(model, test, train, label, start, sampler, nfe, opts, seeds,
-                                  args.graphs, mom))
+                                  n_graphs))
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print_table(result)
     return 0

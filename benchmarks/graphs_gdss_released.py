@@ -46,7 +46,7 @@ from domaindiff_graphs.gdss_import import (  # noqa: E402
 )
 from domaindiff_graphs.graphs import read_graph_pickle  # noqa: E402
 from domaindiff_graphs.metrics import graph_metrics  # noqa: E402
-from domaindiff_graphs.solvers import fast_s4_options  # noqa: E402
+from domaindiff_graphs.solvers import SNR_CAP, fast_s4_options  # noqa: E402
 
 CKPT = {"community_small": "community_small/gdss_community_small.pth",
         "ego_small": "ego_small/gdss_ego_small.pth", "grid": "grid/gdss_grid.pth",
@@ -116,53 +116,105 @@ def verify_all(gdss_dir: Path, out: Path) -> int:
     return 0
 
 
+DETERMINISTIC = {"ddim": ("ddim", {}), "dpm": ("dpm_solver", {"order": 2}),
+                 "dpmpp": ("dpm_solver_pp_2m", {})}
+
+
+def _value(text: str):
+    """An option value from the command line: bool, int, float or string."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
-    """(label, sampler, NFE, options) for the requested configuration names."""
+    """(label, sampler, NFE, options) for the requested configuration names.
+
+    Names: ``ref``; ``pc<K>``; ``s4fast<K>``; ``s4rule<K>`` (:func:`fast_s4_options` with the
+    ``snr_cap``); ``s4_<K>``; ``ddim<K>`` / ``dpm<K>`` / ``dpmpp<K>``; ``SAMPLER:K:key=v,key=v``
+    (any sampler and options). A ``@mm`` suffix starts from the moment-matched prior.
+    """
     hp = model.hparams
     ref_opts = dict(hp["sampler_options"])
     ref_pts = 1000
+    eps = ref_opts.get("eps", 1e-4)
     out = []
-    for name in names:
-        if name == "ref":
-            out.append(("ref", hp["sampler"], int(hp["sampling_steps"]), ref_opts))
-        elif name.startswith("pc"):
-            k = int(name[2:])
+    for full in names:
+        name, _, suffix = full.partition("@")
+        extra = {"prior": "moment_matched"} if suffix == "mm" else {}
+        if suffix not in ("", "mm"):
+            raise SystemExit(f"error: --configs: unknown suffix @{suffix} in {full!r} (@mm)")
+        head = name.rstrip("0123456789")
+        k = int(name[len(head):]) if name[len(head):] else 0
+        if ":" in name:
+            sampler, nfe, *rest = name.split(":")
+            opts: dict = {}
+            for kv in (rest[0].split(",") if rest and rest[0] else []):
+                key, _, val = kv.partition("=")
+                if "." in key:  # per component: scale_eps.adj=0.7
+                    top, comp = key.split(".", 1)
+                    opts.setdefault(top, {})[comp] = _value(val)
+                else:
+                    opts[key] = _value(val)
+            out.append((full, sampler, int(nfe), opts | extra))
+        elif name == "ref":
+            out.append((full, hp["sampler"], int(hp["sampling_steps"]), ref_opts | extra))
+        elif head == "pc":
             if hp["sampler"] == "gdss_pc":
                 per = 1 + ref_opts.get("n_corrector", 1) if ref_opts.get("corrector") == \
                     "langevin" else 1
-                out.append((name, "gdss_pc", k * per, ref_opts))
+                out.append((full, "gdss_pc", k * per, ref_opts | extra))
             else:  # the reference is S4: its cheaper version is S4 at k points
-                out.append((name, "s4", k, ref_opts))
-        elif name.startswith("s4fast"):
-            k = int(name[6:])
+                out.append((full, "s4", k, ref_opts | extra))
+        elif head in ("s4fast", "s4rule"):
             snr = float(ref_opts.get("snr", 0.15))
-            out.append((name, "s4", k, {**fast_s4_options(k, snr, ref_pts),
-                                        "eps": ref_opts.get("eps", 1e-4)}))
-        elif name.startswith("s4_"):
-            k = int(name[3:])
-            out.append((name, "s4", k, {"snr": ref_opts.get("snr", 0.15),
+            opts = fast_s4_options(k, snr, ref_pts) if head == "s4fast" else \
+                fast_s4_options(k, snr, ref_pts, snr_cap=SNR_CAP)
+            out.append((full, "s4", k, {**opts, "eps": eps} | extra))
+        elif head == "s4_":
+            out.append((full, "s4", k, {"snr": ref_opts.get("snr", 0.15),
                                         "scale_eps": ref_opts.get("scale_eps", 0.7),
-                                        "eps": ref_opts.get("eps", 1e-4)}))
+                                        "eps": eps} | extra))
+        elif head in DETERMINISTIC:
+            sampler, opts = DETERMINISTIC[head]
+            out.append((full, sampler, k, {**opts, "eps": eps} | extra))
         else:
-            raise SystemExit(f"error: --configs: unknown {name!r} (ref, pc<K>, s4fast<K>, s4_<K>)")
+            raise SystemExit(f"error: --configs: unknown {full!r} (ref, pc<K>, s4fast<K>, "
+                             "s4rule<K>, s4_<K>, ddim<K>, dpm<K>, dpmpp<K>, SAMPLER:K:k=v; "
+                             "suffix @mm)")
     return out
 
 
 def run_config(model, test, sampler, nfe, opts, seeds, n, batch) -> dict:
-    """Sample ``n`` graphs per seed (in batches) and compute the MMDs against ``test``."""
+    """Sample ``n`` graphs per seed and compute the MMDs against ``test``.
+
+    The ``n`` sizes are drawn first (from the training sizes), sorted and cut into batches, so
+    each batch is padded only to its own largest graph (the model trims the padding).
+    """
     per_seed, secs = [], []
     for seed in seeds:
         gen = torch.Generator().manual_seed(seed)
         graphs, t0 = [], time.perf_counter()
+        sizes = model.sample_template(n, generator=gen)["mask"].sum(-1).long().sort().values
         for start in range(0, n, batch):
-            m = min(batch, n - start)
-            samples = model.sample(m, sampler=sampler, steps=nfe, generator=gen, **opts)
+            tmpl = model.template_for_sizes(sizes[start:start + batch])
+            samples = model.sample(template=tmpl, sampler=sampler, steps=nfe, generator=gen,
+                                   **opts)
             graphs.extend(model.decode(samples))
         secs.append((time.perf_counter() - t0) / n)
         met = graph_metrics(test, graphs, orbit=True)
         per_seed.append({k: float(met[k]) for k in METRICS})
+        per_seed[-1]["edges_per_node"] = float(np.mean([g.number_of_edges() / max(
+            g.number_of_nodes(), 1) for g in graphs]))
         print(f"    seed {seed}: " + " ".join(f"{k[:-4]} {per_seed[-1][k]:.4f}" for k in METRICS)
-              + f"  {secs[-1]:.3f} s/graph", flush=True)
+              + f"  edges/node {per_seed[-1]['edges_per_node']:.2f} (test "
+              f"{np.mean([g.number_of_edges() / g.number_of_nodes() for g in test]):.2f})"
+              f"  {secs[-1]:.3f} s/graph", flush=True)
     row = {"sampler": sampler, "nfe": nfe, "options": opts, "seeds": list(seeds),
            "num_graphs": n, "seconds_per_graph": float(np.mean(secs)), "per_seed": per_seed}
     return summarize(row)
@@ -299,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             split = float(raw["model_config"]["data"]["test_split"])
             test_size = int(split * len(graphs))
             test, train = graphs[:test_size], graphs[test_size:]
-            model = import_gdss(src, dst, node_counts=[g.number_of_nodes() for g in train])
+            model = import_gdss(src, dst, train_graphs=train)
             check = verify(model, src, raw, dst)
         n = min(len(test), args.max_graphs or len(test))
         print(f"{name}: {len(graphs)} graphs, test {len(test)}, sampling {n} per seed; "

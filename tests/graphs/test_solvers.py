@@ -92,6 +92,37 @@ def test_fast_s4_options_keep_the_total_langevin_time():
         fast_s4_options(0, 0.05)
 
 
+def test_fast_s4_snr_cap_bounds_the_langevin_step_but_never_below_the_reference():
+    from domaindiff_graphs.solvers import SNR_CAP, fast_s4_options
+
+    # community-small (0.05) at 100 NFE is below the cap: unchanged
+    assert fast_s4_options(100, 0.05, snr_cap=SNR_CAP)["snr"] == pytest.approx(0.05 * 10**0.5)
+    # ENZYMES (0.15) at 50 NFE would get 0.67, a step of 0.9 sigma^2: capped at 0.16
+    assert fast_s4_options(50, 0.15)["snr"] == pytest.approx(0.15 * 20**0.5)
+    assert fast_s4_options(50, 0.15, snr_cap=SNR_CAP)["snr"] == pytest.approx(SNR_CAP)
+    # QM9 (0.2, above the cap) keeps its own snr; ego-small (0) keeps no corrector
+    assert fast_s4_options(100, 0.2, snr_cap=SNR_CAP)["snr"] == pytest.approx(0.2)
+    assert fast_s4_options(50, 0.0, snr_cap=SNR_CAP)["snr"] == 0.0
+    with pytest.raises(ValueError, match="snr_cap must be > 0"):
+        fast_s4_options(50, 0.1, snr_cap=0.0)
+
+
+def test_s4_per_component_options_equal_the_scalar_ones_and_act_per_component():
+    den, procs, tmpl = _fixed_problem()
+    run = lambda **kw: sample_s4(den, procs, tmpl, 8,  # noqa: E731
+                                 generator=torch.Generator().manual_seed(3), **kw)
+    same = run(snr=0.2, scale_eps=0.7)
+    split = run(snr={"x": 0.2, "adj": 0.2}, scale_eps={"x": 0.7, "adj": 0.7})
+    assert torch.equal(same["x"], split["x"]) and torch.equal(same["adj"], split["adj"])
+    # a different adjacency noise scale leaves X alone only if the components are independent:
+    # here the denoiser is per component, so X is unchanged and A changes
+    other = run(snr=0.2, scale_eps={"x": 0.7, "adj": 1.0})
+    assert torch.equal(other["x"], same["x"]) and not torch.equal(other["adj"], same["adj"])
+    with pytest.raises(ValueError, match=r"scale_eps: per-component values must name exactly "
+                                         r"\['adj', 'x'\], got \['x'\]"):
+        run(snr=0.2, scale_eps={"x": 0.7})
+
+
 # Outputs of sample_s4 / sample_gdss_pc on a fixed seed, recorded before the solvers were moved
 # onto the core's Langevin step and with_t_min: the refactor must not change a number.
 _REFERENCE = {
