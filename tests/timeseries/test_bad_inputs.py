@@ -304,6 +304,19 @@ def _cli_infinity(tmp: Path) -> str:
     return cli_message(["fit", "--config", str(cfg)], cwd=tmp)
 
 
+def _cli_length_mismatch(tmp: Path) -> str:
+    cfg = _config(tmp, {"dataset": "taylor", "context_length": 48})
+    return cli_message(["fit", "--config", str(cfg)], cwd=tmp)
+
+
+def _model_data_mismatch(tmp: Path) -> str:
+    from domaindiff_timeseries.model import TSDiff
+
+    dm = TimeSeriesData(dataset="taylor", context_length=48, prediction_length=8, lags=[24])
+    model = TSDiff(lags=[24, 48], hidden=4, num_blocks=1, emb_dim=8, d_state=4)
+    return raised(ERRORS, lambda: model.link_data(dm))
+
+
 CATALOGUE: list[BadInput] = [
     BadInput("ts-jsonl-infinity",
              'TimeSeriesData(dataset="file", path="s.jsonl", freq="h").setup()  # Infinity',
@@ -398,6 +411,13 @@ CATALOGUE: list[BadInput] = [
              'TimeSeriesData(dataset="file", path="s.jsonl", covariates="file").setup()',
              r"s\.jsonl:1: field 'feat_dynamic_real' holds NaN or infinite values",
              _jsonl_missing_covariate),
+    BadInput("ts-cli-context-mismatch",
+             "domaindiff fit --config fit.yaml  # model context_length 24, data 48",
+             r"context_length: the model has 24 but the data \(taylor\) has 48; set it once, in "
+             r"the data", _cli_length_mismatch),
+    BadInput("ts-model-lags-mismatch", "TSDiff(lags=[24, 48]).link_data(TimeSeriesData(lags=[24]))",
+             r"lags: the model has \[24, 48\] but the data \(taylor\) has \[24\]",
+             _model_data_mismatch),
     BadInput("ts-cli-unknown-dataset", "domaindiff fit --config fit.yaml  # dataset: taylour",
              r"dataset: unknown 'taylour'; use 'taylor', 'file' or one of \[.*'solar_nips'",
              _cli_unknown_dataset),

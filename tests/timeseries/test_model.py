@@ -168,8 +168,8 @@ def _tiny_config(tmp_path, series_path):
                     "logger": False, "default_root_dir": str(tmp_path / "run"),
                     "limit_val_batches": 1},
         "model": {"class_path": "domaindiff_timeseries.TSDiff",
-                  "init_args": {"dim": 1, "context_length": 24, "prediction_length": 8,
-                                "lags": [8], "hidden": 8, "num_blocks": 1, "emb_dim": 16,
+                  # lengths, lags and channels are read from the data (set once)
+                  "init_args": {"hidden": 8, "num_blocks": 1, "emb_dim": 16,
                                 "d_state": 4, "ema_decay": 0.9}},
         "data": {"class_path": "domaindiff_timeseries.TimeSeriesData",
                  "init_args": {"dataset": "file", "path": str(series_path),
@@ -194,6 +194,10 @@ def test_fit_through_cli_checkpoint_forecast_refine_and_eval(tmp_path):
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     model = load_checkpoint(ckpt)
     assert isinstance(model, TSDiff) and model.lags == [8]
+    # the checkpoint records the values the data gave, so it loads without the data
+    hp = {k: model.hparams[k] for k in ("context_length", "prediction_length", "lags", "dim")}
+    assert hp == {"context_length": 24, "prediction_length": 8, "lags": [8], "dim": 1}
+    assert model.network.inp.in_features == 4  # value + lag 8, each with its observed mask
     dm = cli.datamodule
     wins = dm.test_windows()
     s = forecast(model, wins, 3, sampler="ddim", steps=3, progress=False)

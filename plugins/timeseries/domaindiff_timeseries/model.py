@@ -26,11 +26,17 @@ class TSDiff(DiffusionModule):
     over the observed positions of each window only (:meth:`loss`), and with
     ``missing_indicator`` the network also reads the masks of the window and of its lags.
 
+    Context, horizon, lags, channels and covariates are set once, in the data: left ``None`` here
+    they are read from the :class:`~domaindiff_timeseries.data.TimeSeriesData` the trainer runs
+    with (:meth:`link_data`, called by Lightning's ``setup``); given here too, they must match
+    the data's (a mismatch is an error naming both values). Used without a trainer, ``None``
+    means 1 channel, no lags, no covariates (the lengths are then needed for sampling).
+
     Args:
-        dim: channels ``D``.
-        context_length: context steps.
-        prediction_length: horizon steps.
-        lags: lag channels (must match the data's).
+        dim: channels ``D`` (``None``: the data's).
+        context_length: context steps (``None``: the data's).
+        prediction_length: horizon steps (``None``: the data's).
+        lags: lag channels (``None``: the data's).
         hidden: residual channels.
         num_blocks: residual blocks.
         emb_dim: step-embedding size.
@@ -43,31 +49,37 @@ class TSDiff(DiffusionModule):
         sampler: default sampler.
         sampling_steps: default NFE.
         seed: noise seed.
-        covariates: dynamic covariate channels ``C`` (the data's ``num_covariates``), read from
-            the batch's ``covariates`` ``(B, L, C)`` as extra input channels of the denoiser.
+        covariates: dynamic covariate channels ``C`` (``None``: the data's ``num_covariates``),
+            read from the batch's ``covariates`` ``(B, L, C)`` as extra input channels of the
+            denoiser.
         missing_indicator: give the denoiser the observed masks of its value and lag channels
             (so a missing step's placeholder is never read as a value).
     """
 
     conditional = False
+    #: what :meth:`link_data` reads from the data
+    LINKED = ("context_length", "prediction_length", "lags", "dim", "covariates")
 
-    def __init__(self, dim: int = 1, context_length: int = 336, prediction_length: int = 24,
-                 lags: list[int] | None = None, hidden: int = 64, num_blocks: int = 3,
-                 emb_dim: int = 128, d_state: int = 64, num_steps: int = 100,
-                 beta_start: float = 1e-4, beta_end: float = 0.1, lr: float = 1e-3,
-                 ema_decay: float = 0.999, sampler: str = "ancestral",
-                 sampling_steps: int = 100, seed: int = 0, covariates: int = 0,
+    def __init__(self, dim: int | None = None, context_length: int | None = None,
+                 prediction_length: int | None = None, lags: list[int] | None = None,
+                 hidden: int = 64, num_blocks: int = 3, emb_dim: int = 128, d_state: int = 64,
+                 num_steps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.1,
+                 lr: float = 1e-3, ema_decay: float = 0.999, sampler: str = "ancestral",
+                 sampling_steps: int = 100, seed: int = 0, covariates: int | None = None,
                  missing_indicator: bool = True) -> None:
         self.save_hyperparameters()
-        if covariates < 0:
+        if covariates is not None and covariates < 0:
             raise ValueError(f"covariates must be >= 0, got {covariates}")
-        self.covariates = int(covariates)
-        if context_length < 1 or prediction_length < 1:
-            raise ValueError("context_length and prediction_length must be >= 1")
-        self.dim, self.context_length, self.prediction_length = dim, context_length, \
-            prediction_length
+        self.covariates = int(covariates or 0)
+        for name, v in (("context_length", context_length),
+                        ("prediction_length", prediction_length)):
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1 (context_length and prediction_length "
+                                 f"must be >= 1), got {v}")
+        self.dim = 1 if dim is None else int(dim)
+        self.context_length, self.prediction_length = context_length, prediction_length
         self.lags = sorted(int(x) for x in (lags or []))
-        net = TSDiffBackbone(dim, self.lags, hidden, num_blocks, emb_dim, d_state, num_steps,
+        net = TSDiffBackbone(self.dim, self.lags, hidden, num_blocks, emb_dim, d_state, num_steps,
                              conditional=self.conditional, covariates=self.covariates,
                              missing_indicator=missing_indicator)
         proc = DiscreteDDPM(schedule="linear", num_steps=num_steps, beta_start=beta_start,
@@ -75,9 +87,64 @@ class TSDiff(DiffusionModule):
         super().__init__(net, {"x": proc}, parametrization="eps", lr=lr, ema_decay=ema_decay,
                          sampler=sampler, sampling_steps=sampling_steps, seed=seed)
 
+    # -- settings shared with the data --------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Read (or check) the lengths, lags, channels and covariates of the trainer's data."""
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if dm is not None and all(hasattr(type(dm), a) for a in
+                                  ("context_length", "prediction_length", "lags")):
+            self.link_data(dm)
+
+    def link_data(self, dm: Any) -> None:
+        """Take the settings left ``None`` from ``dm``; refuse a given one that differs.
+
+        Raises:
+            ValueError: naming the setting, the model's value and the data's.
+        """
+        theirs = {"context_length": int(dm.context_length),
+                  "prediction_length": int(dm.prediction_length),
+                  "lags": sorted(int(x) for x in dm.lags), "dim": int(dm.dim),
+                  "covariates": int(getattr(dm, "num_covariates", 0) or 0)}
+        source = getattr(dm, "source", type(dm).__name__)
+        hp = self.hparams
+        for key in self.LINKED:
+            mine = hp.get(key)
+            if mine is None:
+                continue
+            mine = sorted(int(x) for x in mine) if key == "lags" else int(mine)
+            if mine != theirs[key]:
+                raise ValueError(f"{key}: the model has {mine} but the data ({source}) has "
+                                 f"{theirs[key]}; set it once, in the data (leave the model's "
+                                 f"{key} unset and it is read from the data)")
+        arch = (self.dim, self.lags, self.covariates)
+        self.context_length = theirs["context_length"]
+        self.prediction_length = theirs["prediction_length"]
+        self.dim, self.lags, self.covariates = theirs["dim"], theirs["lags"], \
+            theirs["covariates"]
+        for key in self.LINKED:
+            hp[key] = theirs[key]  # the checkpoint records the values trained with
+        if (self.dim, self.lags, self.covariates) != arch:
+            self._rebuild_network(bool(hp.get("missing_indicator", True)))
+
+    def _rebuild_network(self, missing_indicator: bool) -> None:
+        """A fresh network (and EMA copy) for the current channels, lags and covariates."""
+        hp = self.hparams
+        self.network = TSDiffBackbone(self.dim, self.lags, hp["hidden"], hp["num_blocks"],
+                                      hp["emb_dim"], hp["d_state"], hp["num_steps"],
+                                      conditional=self.conditional, covariates=self.covariates,
+                                      missing_indicator=missing_indicator).to(self.device)
+        if self.ema_network is not None:
+            self.ema_network = AveragedModel(self.network, use_buffers=True,
+                                             multi_avg_fn=ema_with_warmup(self.ema_decay))
+            self.ema_network.requires_grad_(False)
+
     @property
     def length(self) -> int:
         """Window length ``context + prediction``."""
+        if self.context_length is None or self.prediction_length is None:
+            raise ValueError("context_length / prediction_length are unknown: give them to the "
+                             "model or train it with a TimeSeriesData (it reads them there)")
         return self.context_length + self.prediction_length
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -95,16 +162,8 @@ class TSDiff(DiffusionModule):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _without_missing_indicator(self) -> None:
-        hp = self.hparams
-        self.network = TSDiffBackbone(self.dim, self.lags, hp["hidden"], hp["num_blocks"],
-                                      hp["emb_dim"], hp["d_state"], hp["num_steps"],
-                                      conditional=self.conditional, covariates=self.covariates,
-                                      missing_indicator=False).to(self.device)
-        if self.ema_network is not None:
-            self.ema_network = AveragedModel(self.network, use_buffers=True,
-                                             multi_avg_fn=ema_with_warmup(self.ema_decay))
-            self.ema_network.requires_grad_(False)
-        hp["missing_indicator"] = False
+        self._rebuild_network(False)
+        self.hparams["missing_indicator"] = False
 
     def batch_to_state(self, batch: Any) -> dict[str, Tensor]:
         state = {"x": batch["x"].float()}
