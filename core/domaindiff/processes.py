@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +40,48 @@ def bcast(v: Tensor, x: Tensor) -> Tensor:
 
 def _t(t: Tensor | float) -> Tensor:
     return torch.as_tensor(t, dtype=torch.get_default_dtype()) if not torch.is_tensor(t) else t
+
+
+def uniform_time(t: Tensor) -> float | None:
+    """The one time of a CPU time tensor that holds a single value, else ``None``.
+
+    That is a 0-dim tensor, or a 1-D batch of times that is an expanded scalar (stride 0): what
+    :meth:`domaindiff.samplers.base.Model.time` passes when every sample is at the same time. A
+    process then computes a coefficient once, in Python floats, instead of per sample. Gives
+    ``None`` (the caller takes its per-sample tensor path) for tensors that need gradients, are
+    not floating point, are not on the CPU (asking a GPU tensor for its value would
+    synchronise), or are not finite. Deliberately no comparison of the entries: that costs as much
+    as the per-sample path it would save.
+
+    Args:
+        t: times, a tensor.
+    """
+    if not t.is_cpu or t.requires_grad or not t.is_floating_point():
+        return None
+    nd = t.dim()
+    if nd == 1:
+        if t.shape[0] == 0 or (t.shape[0] > 1 and t.stride(0) != 0):
+            return None
+        v = float(t[0])
+    elif nd == 0:
+        v = float(t)
+    else:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _keeps_methods(cls: type, base: type, names: Mapping[str, Any]) -> bool:
+    """Whether ``cls`` inherits every method ``names`` from ``base`` unchanged.
+
+    A process's Python-float fast paths mirror its own methods (and one another); a subclass
+    that redefines any of them gets the generic evaluation of its own methods instead.
+    """
+    return all(getattr(cls, n) is getattr(base, n) for n in names)
+
+
+def _filled(value: float, t: Tensor) -> Tensor:
+    """A fresh tensor shaped, typed and placed like ``t`` holding ``value`` everywhere."""
+    return torch.full(t.shape, value, dtype=t.dtype, device=t.device)
 
 
 class GaussianProcess(abc.ABC):
@@ -124,6 +166,19 @@ class GaussianProcess(abc.ABC):
             lo = torch.where(above, mid, lo)
             hi = torch.where(above, hi, mid)
         return 0.5 * (lo + hi)
+
+    def coefficient(self, name: str, t: float) -> float:
+        """One coefficient (``"alpha"``, ``"sigma"``, ``"lambda_"``, ``"f"``, ...) at one time.
+
+        What samplers ask for at every step. Evaluated through the tensor method in float64;
+        processes with closed forms override this with Python-float arithmetic (the same values
+        up to float rounding, without creating tensors).
+
+        Args:
+            name: the name of a coefficient method of this process.
+            t: the time.
+        """
+        return float(getattr(self, name)(torch.tensor(t, dtype=torch.float64)))
 
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and (broadcastable) standard deviation of ``q(x_t | x_0)``."""
@@ -226,6 +281,7 @@ class VP(GaussianProcess):
                  t_min: float = 1e-5, space: Space | None = None) -> None:
         super().__init__(T, t_min, space)
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        self._fast = _keeps_methods(type(self), VP, VP._FLOAT_FORMS)
 
     def beta(self, t: Tensor) -> Tensor:
         """Instantaneous noise rate ``beta(t)``."""
@@ -234,6 +290,42 @@ class VP(GaussianProcess):
     def int_beta(self, t: Tensor) -> Tensor:
         """``int_0^t beta``."""
         return self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)
+
+    # Python-float forms of the coefficients (see GaussianProcess.coefficient): the same
+    # arithmetic as the tensor methods, in float64
+    def _beta_float(self, v: float) -> float:
+        return self.beta_min + v * (self.beta_max - self.beta_min)
+
+    def _int_beta_float(self, v: float) -> float:
+        return self.beta_min * v + 0.5 * v**2 * (self.beta_max - self.beta_min)
+
+    def _alpha_float(self, v: float) -> float:
+        return math.exp(-0.5 * self._int_beta_float(v))
+
+    def _sigma_float(self, v: float) -> float:
+        return math.sqrt(max(-math.expm1(-self._int_beta_float(v)), 1e-20))
+
+    def _lambda_float(self, v: float) -> float:
+        return math.log(self._alpha_float(v)) - math.log(self._sigma_float(v))
+
+    def _d_alpha_float(self, v: float) -> float:
+        return -0.5 * self._beta_float(v) * self._alpha_float(v)
+
+    def _d_sigma_float(self, v: float) -> float:
+        return 0.5 * self._beta_float(v) * math.exp(-self._int_beta_float(v)) / self._sigma_float(v)
+
+    def _f_float(self, v: float) -> float:
+        return -0.5 * self._beta_float(v)
+
+    _FLOAT_FORMS = {"alpha": _alpha_float, "sigma": _sigma_float, "lambda_": _lambda_float,
+                    "f": _f_float, "g2": _beta_float, "d_alpha": _d_alpha_float,
+                    "d_sigma": _d_sigma_float, "beta": _beta_float, "int_beta": _int_beta_float}
+
+    def coefficient(self, name: str, t: float) -> float:
+        form = self._FLOAT_FORMS.get(name)
+        if form is not None and self._fast and math.isfinite(t):
+            return form(self, float(t))
+        return super().coefficient(name, t)
 
     def alpha(self, t: Tensor) -> Tensor:
         return torch.exp(-0.5 * self.int_beta(t))
@@ -393,37 +485,129 @@ class DiscreteDDPM(GaussianProcess):
         self.alphas_cumprod = torch.cumprod(1 - b, 0)
         self._log_abar = torch.cat([torch.zeros(1, dtype=torch.float64),
                                     torch.log(self.alphas_cumprod)])
+        self._log_abar_list: list[float] = self._log_abar.tolist()
+        self._fast = _keeps_methods(type(self), DiscreteDDPM, DiscreteDDPM._FLOAT_FORMS)
+        self._log_abar_by_device: dict[torch.device, Tensor] = {self._log_abar.device:
+                                                                 self._log_abar}
+
+    # Every coefficient has a per-sample tensor path and, for one time shared by all samples
+    # (what samplers ask for), a Python-float path that interpolates the table once: the same
+    # float64 arithmetic, rounded to the dtype of ``t`` at the end.
+    def _log_abar_float(self, v: float) -> float:
+        pos = min(max(v * self.num_steps, 0.0), float(self.num_steps))
+        lo = min(math.floor(pos), self.num_steps - 1)
+        w = pos - lo
+        table = self._log_abar_list
+        return table[lo] * (1 - w) + table[lo + 1] * w
+
+    def _slope_float(self, v: float) -> float:
+        pos = min(max(v * self.num_steps, 0.0), float(self.num_steps))
+        lo = min(math.floor(pos), self.num_steps - 1)
+        table = self._log_abar_list
+        return (table[lo + 1] - table[lo]) * self.num_steps
+
+    def _alpha_float(self, v: float) -> float:
+        return math.exp(0.5 * self._log_abar_float(v))
+
+    def _sigma_float(self, v: float) -> float:
+        return math.sqrt(max(-math.expm1(self._log_abar_float(v)), 1e-20))
+
+    def _lambda_float(self, v: float) -> float:
+        return math.log(self._alpha_float(v)) - math.log(self._sigma_float(v))
+
+    def _f_float(self, v: float) -> float:
+        return 0.5 * self._slope_float(v)
+
+    def _g2_float(self, v: float) -> float:
+        return -self._slope_float(v)
+
+    def _d_alpha_float(self, v: float) -> float:
+        return self._f_float(v) * self._alpha_float(v)
+
+    def _d_sigma_float(self, v: float) -> float:
+        return (-0.5 * self._slope_float(v) * math.exp(self._log_abar_float(v))
+                / self._sigma_float(v))
+
+    _FLOAT_FORMS = {"alpha": _alpha_float, "sigma": _sigma_float, "lambda_": _lambda_float,
+                    "f": _f_float, "g2": _g2_float, "d_alpha": _d_alpha_float,
+                    "d_sigma": _d_sigma_float}
+
+    def coefficient(self, name: str, t: float) -> float:
+        form = self._FLOAT_FORMS.get(name)
+        if form is not None and self._fast and math.isfinite(t):
+            return form(self, float(t))
+        return super().coefficient(name, t)
+
+    def _one_time(self, t: Tensor) -> float | None:
+        return uniform_time(t) if self._fast else None
+
+    def _table_on(self, device: torch.device) -> Tensor:
+        """The float64 ``log alpha_bar`` table on ``device`` (copied once per device)."""
+        table = self._log_abar_by_device.get(device)
+        if table is None:
+            table = self._log_abar.to(device)
+            self._log_abar_by_device[device] = table
+        return table
 
     def _log_abar_at(self, t: Tensor) -> Tensor:
         t = _t(t)
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._log_abar_float(v), t)
         pos = (t.to(torch.float64) * self.num_steps).clamp(0, self.num_steps)
         lo = pos.floor().clamp(max=self.num_steps - 1)
         w = pos - lo
-        table = self._log_abar.to(t.device)
+        table = self._table_on(t.device)
         lo_i = lo.long()
         out = table[lo_i] * (1 - w) + table[lo_i + 1] * w
         return out.to(t.dtype)
 
     def _slope(self, t: Tensor) -> Tensor:
         t = _t(t)
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._slope_float(v), t)
         pos = (t.to(torch.float64) * self.num_steps).clamp(0, self.num_steps)
         lo = pos.floor().clamp(max=self.num_steps - 1).long()
-        table = self._log_abar.to(t.device)
+        table = self._table_on(t.device)
         return ((table[lo + 1] - table[lo]) * self.num_steps).to(t.dtype)
 
     def alpha(self, t: Tensor) -> Tensor:
+        t = _t(t)
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._alpha_float(v), t)
         return torch.exp(0.5 * self._log_abar_at(t))
 
     def sigma(self, t: Tensor) -> Tensor:
+        t = _t(t)
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._sigma_float(v), t)
         return (-torch.expm1(self._log_abar_at(t))).clamp_min(1e-20).sqrt()
+
+    def lambda_(self, t: Tensor) -> Tensor:
+        t = _t(t)
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._lambda_float(v), t)
+        return super().lambda_(t)
 
     def f(self, t: Tensor) -> Tensor:
         return 0.5 * self._slope(t)
 
     def d_alpha(self, t: Tensor) -> Tensor:
+        t = _t(t)
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._d_alpha_float(v), t)
         return self.f(t) * self.alpha(t)
 
     def d_sigma(self, t: Tensor) -> Tensor:
+        t = _t(t)
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._d_sigma_float(v), t)
         return -0.5 * self._slope(t) * torch.exp(self._log_abar_at(t)) / self.sigma(t)
 
     def g2(self, t: Tensor) -> Tensor:

@@ -182,3 +182,58 @@ def test_gaussian_samplers_refuse_the_bernoulli_process():
         get_sampler("ddim")(lambda s, t: s["x"], Bernoulli(num_steps=4), (2, 2), 3)
     with pytest.raises(TypeError, match="needs a Bernoulli process, got VP"):
         sample_bernoulli(lambda s, t: s["x"], VP(), (2, 2), 3)
+
+
+COEFFICIENTS = ("alpha", "sigma", "lambda_", "f", "g2", "d_alpha", "d_sigma")
+
+
+@pytest.mark.parametrize("p", PROCESSES, ids=repr)
+def test_one_time_fast_paths_equal_the_per_sample_path(p):
+    """coefficient(name, t) and an expanded (stride-0) batch of one time, as samplers pass it,
+    give the per-sample tensor values (float64 and float32), off and on DDPM grid points."""
+    times = torch.cat([_times(p), torch.tensor([p.T, p.t_min, 0.5 * (p.T + p.t_min)],
+                                               dtype=torch.float64)])
+    if isinstance(p, DiscreteDDPM):
+        times = torch.cat([times, torch.tensor([0.0, 0.5, 3 / p.num_steps],
+                                               dtype=torch.float64)])
+    for name in COEFFICIENTS:
+        fn = getattr(p, name)
+        per_sample = fn(times.clone())  # a contiguous batch: the tensor path
+        for i, v in enumerate(times.tolist()):
+            got = p.coefficient(name, v)
+            assert isinstance(got, float)
+            assert math.isclose(got, float(per_sample[i]), rel_tol=1e-12, abs_tol=1e-14), name
+            for dtype in (torch.float64, torch.float32):
+                one = torch.tensor(v, dtype=dtype).expand(5)
+                out = fn(one)
+                assert out.shape == (5,) and out.dtype == dtype, (name, v, out.stride())
+                assert out.stride(0) != 0 or isinstance(p, EDM), (name, v)
+                # float64 arithmetic rounded once: at least as exact as the float32 tensor path
+                v_in = float(torch.tensor(v, dtype=dtype))  # the time as the dtype holds it
+                exact = fn(torch.full((5,), v_in, dtype=torch.float64)).to(dtype)
+                f32 = dtype == torch.float32
+                if isinstance(p, DiscreteDDPM):  # the processes with a one-time tensor path
+                    torch.testing.assert_close(out, exact, rtol=1e-6 if f32 else 1e-12,
+                                               atol=1e-12)
+                torch.testing.assert_close(out, fn(torch.full((5,), v, dtype=dtype)),
+                                           rtol=2e-5 if f32 else 1e-12, atol=1e-12)
+
+
+def test_fast_paths_follow_a_subclass_that_redefines_a_coefficient():
+    class Shifted(DiscreteDDPM):
+        def alpha(self, t):
+            return 0.5 * super().alpha(t)
+
+    class Sub(VP):  # a VP subclass with its own sigma (as SubVP)
+        def sigma(self, t):
+            return 2 * super().sigma(t)
+
+    p, q = Shifted(num_steps=10), Sub()
+    t = torch.tensor(0.45, dtype=torch.float64)
+    assert p.coefficient("alpha", 0.45) == pytest.approx(float(p.alpha(t)))
+    assert p.coefficient("lambda_", 0.45) == pytest.approx(float(torch.log(p.alpha(t))
+                                                                 - torch.log(p.sigma(t))))
+    assert q.coefficient("sigma", 0.45) == pytest.approx(2 * VP().coefficient("sigma", 0.45))
+    assert q.coefficient("lambda_", 0.45) == pytest.approx(float(q.lambda_(t)))
+    s = SubVP()
+    assert s.coefficient("sigma", 0.3) == pytest.approx(float(s.sigma(torch.tensor(0.3))))
