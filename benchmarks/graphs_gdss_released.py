@@ -46,7 +46,7 @@ from domaindiff_graphs.gdss_import import (  # noqa: E402
 )
 from domaindiff_graphs.graphs import read_graph_pickle  # noqa: E402
 from domaindiff_graphs.metrics import graph_metrics  # noqa: E402
-from domaindiff_graphs.solvers import SNR_CAP, fast_s4_options  # noqa: E402
+from domaindiff_graphs.solvers import fast_s4_options, fast_s4_rule  # noqa: E402
 
 CKPT = {"community_small": "community_small/gdss_community_small.pth",
         "ego_small": "ego_small/gdss_ego_small.pth", "grid": "grid/gdss_grid.pth",
@@ -135,8 +135,8 @@ def _value(text: str):
 def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
     """(label, sampler, NFE, options) for the requested configuration names.
 
-    Names: ``ref``; ``pc<K>``; ``s4fast<K>``; ``s4rule<K>`` (:func:`fast_s4_options` with the
-    ``snr_cap``); ``s4_<K>``; ``ddim<K>`` / ``dpm<K>`` / ``dpmpp<K>``; ``SAMPLER:K:key=v,key=v``
+    Names: ``ref``; ``pc<K>``; ``s4fast<K>``; ``s4rule<K>`` (:func:`fast_s4_rule`, the documented
+    rule); ``s4_<K>``; ``ddim<K>`` / ``dpm<K>`` / ``dpmpp<K>``; ``SAMPLER:K:key=v,key=v``
     (any sampler and options). A ``@mm`` suffix starts from the moment-matched prior.
     """
     hp = model.hparams
@@ -171,11 +171,12 @@ def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
                 out.append((full, "gdss_pc", k * per, ref_opts | extra))
             else:  # the reference is S4: its cheaper version is S4 at k points
                 out.append((full, "s4", k, ref_opts | extra))
-        elif head in ("s4fast", "s4rule"):
+        elif head == "s4fast":
             snr = float(ref_opts.get("snr", 0.15))
-            opts = fast_s4_options(k, snr, ref_pts) if head == "s4fast" else \
-                fast_s4_options(k, snr, ref_pts, snr_cap=SNR_CAP)
-            out.append((full, "s4", k, {**opts, "eps": eps} | extra))
+            out.append((full, "s4", k, {**fast_s4_options(k, snr, ref_pts), "eps": eps} | extra))
+        elif head == "s4rule":
+            out.append((full, "s4", k, fast_s4_rule(model.processes, k, ref_opts, ref_pts)
+                        | extra))
         elif head == "s4_":
             out.append((full, "s4", k, {"snr": ref_opts.get("snr", 0.15),
                                         "scale_eps": ref_opts.get("scale_eps", 0.7),

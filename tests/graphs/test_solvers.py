@@ -254,3 +254,21 @@ def test_graphs_keeps_no_copy_of_the_core_langevin_step_or_with_t_min():
 
     assert not hasattr(solvers, "with_t_min") and not hasattr(solvers, "_langevin_alpha")
     assert solvers.langevin_update is langevin_update
+
+
+def test_fast_s4_rule_keeps_the_cold_corrector_only_where_the_component_ends_noisy():
+    from domaindiff_graphs.solvers import SNR_CAP, fast_s4_rule
+
+    enzymes = {"x": VP(0.1, 1.0, space=NodeMasked()), "adj": VE(0.2, 1.0, space=SymmetricAdjacency())}
+    opts = fast_s4_rule(enzymes, 50, {"snr": 0.15, "scale_eps": 0.7, "eps": 1e-4})
+    # the VE adjacency ends at sigma(1e-4) = 0.2: its N(0, 0.04) noise crosses 0.5 for 0.6%
+    assert opts["scale_eps"] == {"x": 1.0, "adj": 0.7}
+    assert opts["snr"] == pytest.approx(SNR_CAP) and opts["eps"] == 1e-4
+    community = {"x": VP(0.1, 1.0, space=NodeMasked()),
+                 "adj": VP(0.1, 1.0, space=SymmetricAdjacency())}
+    opts = fast_s4_rule(community, 100, {"snr": 0.05, "scale_eps": 0.7, "eps": 1e-4})
+    assert opts["scale_eps"] == {"x": 1.0, "adj": 1.0}
+    assert opts["snr"] == pytest.approx(0.05 * 10**0.5)
+    qm9 = {"x": VE(0.1, 1.0, space=NodeMasked()), "adj": VE(0.1, 1.0, space=SymmetricAdjacency())}
+    opts = fast_s4_rule(qm9, 100, {"snr": 0.2, "scale_eps": 0.7, "eps": 1e-4})
+    assert opts["scale_eps"] == {"x": 1.0, "adj": 1.0} and opts["snr"] == pytest.approx(0.2)
