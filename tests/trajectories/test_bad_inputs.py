@@ -18,7 +18,7 @@ from tests.catalogue import BadInput, assert_refused, cli_message, raised
 
 CONF = Path(__file__).parents[2] / "plugins/trajectories/domaindiff_trajectories/conf"
 Z = np.array([6, 1, 1, 8])
-SUFFIX = "charged5_initvel1_len400_every100"
+SUFFIX = "charged5_initvel1"
 ERRORS = (ValueError, FileNotFoundError)
 
 
@@ -54,8 +54,28 @@ def _nbody(tmp: Path, change=None) -> str:
         write_nbody_split(tmp, split, SUFFIX, simulate("charged", 2, length=400, seed=i))
     if change is not None:
         change({p.name.split("_")[0]: p for p in tmp.glob("*_train_*.npy")})
-    return raised(ERRORS, lambda: NBody(root=str(tmp), length=400, cond_frames=1, pred_frames=2,
+    return raised(ERRORS, lambda: NBody(root=str(tmp), cond_frames=1, pred_frames=2,
                                         num_train=2, num_val=2, num_test=2).setup("fit"))
+
+
+def _nbody_too_few(tmp: Path) -> str:
+    for i, split in enumerate(("train", "valid", "test")):
+        write_nbody_split(tmp, split, SUFFIX, simulate("charged", 2, length=400, seed=i))
+    return raised(ERRORS, lambda: NBody(root=str(tmp), cond_frames=1, pred_frames=2,
+                                        num_train=5).setup("fit"))
+
+
+def _gravity_in_charged_layout(tmp: Path) -> str:
+    """Charged-layout arrays saved under gravity names: read by name, refused by shape."""
+    for i, split in enumerate(("train", "valid", "test")):
+        sim = simulate("charged", 2, length=5000, seed=i)
+        write_nbody_split(tmp, split, "gravity5_initvel1", sim)
+    return raised(ERRORS, lambda: NBody("gravity", n_bodies=5, root=str(tmp)).setup("fit"))
+
+
+def _rmd17_bad_coords(tmp: Path) -> str:
+    np.savez(tmp / "rmd17_toy.npz", coords=_frames()[..., 0], nuclear_charges=Z)
+    return _md17_setup(tmp, source="rmd17")
 
 
 def _nan_loc(files: dict[str, Path]) -> None:
@@ -90,7 +110,7 @@ def _eth_nan_real_agent(tmp: Path) -> str:
 
 def _eth_txt(tmp: Path, text: str) -> str:
     for split in ("train", "test"):
-        d = tmp / "raw" / "zara1" / split
+        d = tmp / "datasets" / "zara1" / split
         d.mkdir(parents=True)
         good = "\n".join(f"{10 * f}\t1\t{0.1 * f:.2f}\t1.0" for f in range(20))
         (d / "crowds_zara01.txt").write_text(good + "\n" + text if split == "train" else good)
@@ -99,7 +119,7 @@ def _eth_txt(tmp: Path, text: str) -> str:
 
 def _eth_txt_short(tmp: Path) -> str:
     for split in ("train", "test"):
-        d = tmp / "raw" / "zara1" / split
+        d = tmp / "datasets" / "zara1" / split
         d.mkdir(parents=True)
         (d / "crowds_zara01.txt").write_text("".join(f"{10 * f} 1 0.5 1.0\n" for f in range(12)))
     return raised(ERRORS, lambda: ETHUCY("zara1", root=str(tmp)).setup("fit"))
@@ -132,7 +152,7 @@ def _r_with(value: float) -> np.ndarray:
 
 FIT = "domaindiff fit --config plugins/trajectories/domaindiff_trajectories/conf/md17_aspirin.yaml"
 MD17_CALL = "MD17('toy', root=DIR, every=2, cond_frames=3, pred_frames=4, standin_steps=0).setup()"
-NBODY_CALL = "NBody(root=DIR, length=400, cond_frames=1, pred_frames=2, num_train=2, ...).setup()"
+NBODY_CALL = "NBody(root=DIR, cond_frames=1, pred_frames=2, num_train=2, ...).setup()"
 
 CATALOGUE: list[BadInput] = [
     BadInput("traj-md17-nan-coordinates", f"{MD17_CALL}  # R[12, 3, 1] = nan",
@@ -173,12 +193,37 @@ CATALOGUE: list[BadInput] = [
     BadInput("traj-md17-non-numeric-R", f"{MD17_CALL}  # R saved as strings",
              r"md17_toy\.npz: key 'R': expected numbers, got dtype <U",
              lambda t: _md17(t, R=_frames().astype(str), z=Z)),
-    BadInput("traj-md17-missing-file", "MD17('toy', root=DIR, standin_steps=0).setup()",
-             r"md17_toy\.npz is missing; place the sgdml npz there or set standin_steps > 0",
+    BadInput("traj-md17-missing-file", "MD17('toy', root=DIR).setup()",
+             r"md17_toy\.npz is missing: download it from http://www\.sgdml\.org/#datasets.* "
+             r"or pass source=standin",
              lambda t: _md17_setup(t)),
-    BadInput("traj-md17-no-standin", "MD17('caffeine', root=DIR).setup()",
-             r"molecule: no file .*md17_caffeine\.npz and no offline stand-in for 'caffeine'",
-             lambda t: _md17_setup(t, molecule="caffeine", standin_steps=10)),
+    BadInput("traj-md17-no-standin", "MD17('caffeine', source='standin', root=DIR).setup()",
+             r"molecule: no offline stand-in for 'caffeine'",
+             lambda t: _md17_setup(t, molecule="caffeine", source="standin", standin_steps=10)),
+    BadInput("traj-md17-unknown-source", "MD17(source='md22')",
+             r"source: unknown 'md22'; choose one of \('md17', 'rmd17', 'standin'\)",
+             lambda t: raised(ValueError, lambda: MD17(source="md22"))),
+    BadInput("traj-rmd17-missing-file", "MD17('toy', source='rmd17', root=DIR).setup()",
+             r"rmd17_toy\.npz is missing: download it from https://figshare\.com",
+             lambda t: _md17_setup(t, source="rmd17")),
+    BadInput("traj-rmd17-wrong-coords-shape", "MD17('toy', source='rmd17', ...)  # coords (400, 4)",
+             r"rmd17_toy\.npz: key 'coords' must be \(frames, atoms, 3\), got shape \(400, 4\)",
+             _rmd17_bad_coords),
+    BadInput("traj-nbody-no-files", "NBody(root=EMPTY_DIR).setup()",
+             r"loc_train_charged5_initvel1\.npy is missing: place the files the GeoTDM generator "
+             r"writes.*or pass simulate=true",
+             lambda t: raised(ERRORS, lambda: NBody(root=str(t)).setup("fit"))),
+    BadInput("traj-nbody-fewer-than-num-train", "NBody(root=DIR, num_train=5)  # 2 in the file",
+             rf"loc_train_{SUFFIX}\.npy: 2 trajectories, fewer than num_train=5",
+             _nbody_too_few),
+    BadInput("traj-nbody-gravity-in-charged-layout",
+             "NBody('gravity', n_bodies=5, root=DIR)  # loc (n, 49, 3, 5)",
+             r"loc_train_gravity5_initvel1\.npy: expected shape \(n, frames, N, 3\) \(trajectory, "
+             r"frame, body, dim; the gravity layout of the GeoTDM generator\), got \(2, 49, 3, 5\)",
+             _gravity_in_charged_layout),
+    BadInput("traj-ethucy-traj-scale-zero", "ETHUCY(traj_scale=0)",
+             r"traj_scale must be a positive number, got 0",
+             lambda t: raised(ValueError, lambda: ETHUCY(traj_scale=0))),
     BadInput("traj-md17-every-zero", "MD17(every=0)", r"every must be >= 1, got 0",
              lambda t: raised(ValueError, lambda: MD17(every=0))),
     BadInput("traj-nbody-nan-loc", f"{NBODY_CALL}  # loc_train has a NaN",
@@ -195,10 +240,10 @@ CATALOGUE: list[BadInput] = [
              rf"N-body file .*charges_train_{SUFFIX}\.npy is missing",
              lambda t: _nbody(t, lambda f: f["charges"].unlink())),
     BadInput("traj-nbody-window-longer-than-simulation",
-             "NBody(length=600, cond_frames=10, pred_frames=20)",
+             "NBody(simulate=True, length=600, cond_frames=10, pred_frames=20)",
              r"cond_frames \+ pred_frames = 30 exceeds the 5 frames that length=600, "
              r"sample_freq=100 simulate",
-             lambda t: raised(ValueError, lambda: NBody(length=600))),
+             lambda t: raised(ValueError, lambda: NBody(simulate=True, length=600))),
     BadInput("traj-nbody-zero-trajectories", "NBody(num_train=0)",
              r"num_train must be >= 1, got 0",
              lambda t: raised(ValueError, lambda: NBody(num_train=0))),
@@ -221,10 +266,11 @@ CATALOGUE: list[BadInput] = [
              r"crowds_zara01\.txt: no 20-frame window in which an agent is present in every frame",
              _eth_txt_short),
     BadInput("traj-nbody-edges-shape", f"{NBODY_CALL}  # edges_train of shape (2, 5)",
-             rf"edges_train_{SUFFIX}\.npy: expected shape \(2, 5, 5\) \(n, N, N\), got \(2, 5\)",
+             rf"edges_train_{SUFFIX}\.npy: expected shape \(2, 5, 5\) \(trajectory, body, body; "
+             r"the charged layout of the GeoTDM generator\), got \(2, 5\)",
              lambda t: _nbody(t, lambda f: np.save(f["edges"], np.zeros((2, 5))))),
     BadInput("traj-ethucy-no-files", "ETHUCY('eth', root=EMPTY_DIR).setup()",
-             r"eth_data_train\.npy is missing, and no raw text files in .*raw/eth",
+             r"eth_data_train\.npy is missing, and no raw text files in .*datasets/eth",
              lambda t: raised(ERRORS, lambda: ETHUCY("eth", root=str(t)).setup("fit"))),
     BadInput("traj-cli-md17-too-few-frames", f"{FIT} --data.init_args.molecule=toy  # 50 frames",
              r"md17_toy\.npz: 50 frames give 0/0/0 train/valid/test windows.*need at least "

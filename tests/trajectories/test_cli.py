@@ -41,7 +41,8 @@ def test_fit_demo_config_then_evaluate(tmp_path):
     cfg.pop("hydra")
     cfg.ckpt, cfg.sampler, cfg.steps, cfg.k, cfg.out_dir = ckpt, "ddim", 3, 2, str(tmp_path / "ev")
     cfg.nbody = {"system": "charged", "n_bodies": None, "num_train": 16, "num_val": 4,
-                 "num_test": 4, "length": 1600, "cond_frames": 5, "pred_frames": 6}
+                 "num_test": 4, "length": 1600, "cond_frames": 5, "pred_frames": 6,
+                 "simulate": True}
     result = evaluate(cfg)
     written = json.loads((tmp_path / "ev" / "metrics_ddim_3.json").read_text())
     assert written["items"] == 4 and written["nfe_per_trajectory"] == 6
@@ -108,6 +109,11 @@ def test_eval_eth_ucy_kmeans_protocol(tmp_path, monkeypatch):
     assert res["protocol"] == "kmeans" and res["items"] == 3
     assert 0 < res["min_ade"] < 200 and res["min_fde"] > 0 and res["nfe_per_trajectory"] == 18
     assert (tmp_path / "ev" / "forecasts_ddim_3.png").is_file()
+    # the reference's traj_scale: the model sees test positions / 2, errors come back in metres
+    OmegaConf.update(cfg, "eth_ucy.traj_scale", 2.0)
+    scaled = evaluate(cfg)
+    assert scaled["traj_scale"] == 2.0
+    assert scaled["cv_ade"] == pytest.approx(res["cv_ade"], rel=1e-5)  # linear: exact
 
 
 def test_eval_unconditional_scores(tmp_path, monkeypatch):
@@ -118,7 +124,8 @@ def test_eval_unconditional_scores(tmp_path, monkeypatch):
     cfg = _eval_cfg(tmp_path, _save_ckpt(model, tmp_path / "u.ckpt"), sampler="ddim", steps=3,
                     num_items=8, **{"scores.epochs": 2},
                     nbody={"system": "charged", "n_bodies": None, "num_train": 4, "num_val": 4,
-                           "num_test": 8, "length": 1600, "cond_frames": 5, "pred_frames": 6})
+                           "num_test": 8, "length": 1600, "cond_frames": 5, "pred_frames": 6,
+                           "simulate": True})
     res = evaluate(cfg)
     assert res["protocol"] == "unconditional" and res["items"] == 8 and res["finite"]
     assert res["marginal"] >= 0 and res["classification"] > 0 and res["prediction"] > 0

@@ -30,9 +30,12 @@ def test_simulation_deterministic_and_conserves_momentum():
     q = a["charges"][..., 0]
     np.testing.assert_array_equal(a["edges"], (q[:, :, None] * q[:, None]) *
                                   (1 - np.eye(5)))
-    for system, n in (("springs", 5), ("gravity", 10)):
-        s = simulate(system, 2, length=300, sample_freq=100, seed=0)
-        assert s["loc"].shape == (2, 2, 3, n) and np.isfinite(s["loc"]).all()
+    s = simulate("springs", 2, length=300, sample_freq=100, seed=0)
+    assert s["loc"].shape == (2, 2, 3, 5) and np.isfinite(s["loc"]).all()
+    # gravity as the GeoTDM generator writes it: (n, frames, N, 3) from frame 0, forces in edges
+    g = simulate("gravity", 2, length=300, sample_freq=100, seed=0)
+    assert g["loc"].shape == g["edges"].shape == (2, 3, 10, 3) and g["charges"].shape == (2, 10, 1)
+    np.testing.assert_allclose(g["vel"].sum(2), 0.0, atol=1e-9)  # centre-of-mass frame
 
 
 def test_charged_velocity_update_matches_hand_computation():
@@ -68,7 +71,7 @@ def test_nbody_files_round_trip_and_errors(tmp_path):
 def test_nbody_datamodule_generates_into_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
     dm = NBody(num_train=4, num_val=2, num_test=2, length=1600, sample_freq=100,
-               cond_frames=5, pred_frames=10, batch_size=2)
+               cond_frames=5, pred_frames=10, batch_size=2, simulate=True)
     dm.setup()
     files = sorted(p.name for p in (tmp_path / "nbody").rglob("*.npy"))
     assert "loc_train_charged5_initvel1_len1600_every100.npy" in files and len(files) == 12
@@ -81,7 +84,8 @@ def test_nbody_datamodule_generates_into_cache(tmp_path, monkeypatch):
     np.testing.assert_allclose(item["cond"].numpy(), raw[1, :5].transpose(1, 0, 2), rtol=1e-6)
     np.testing.assert_allclose(item["x"].numpy(), raw[1, 5:15].transpose(1, 0, 2), rtol=1e-6)
     with pytest.raises(ValueError, match="cond_frames"):
-        NBody(num_train=2, num_val=2, num_test=2, length=600, cond_frames=10).setup()
+        NBody(num_train=2, num_val=2, num_test=2, length=600, cond_frames=10,
+              simulate=True).setup()
 
 
 def test_md17_npz_loader_and_windows(tmp_path):
@@ -101,6 +105,37 @@ def test_md17_npz_loader_and_windows(tmp_path):
     np.savez(tmp_path / "bad2.npz", R=r[..., :2], z=z)
     with pytest.raises(ValueError, match=r"bad2.npz: key 'R'"):
         load_md17_npz(tmp_path / "bad2.npz")
+
+
+def test_md17_reads_sgdml_names_and_rmd17_keys(tmp_path):
+    from domaindiff_trajectories.data import MD17
+
+    rng = np.random.default_rng(0)
+    r = np.cumsum(rng.normal(0, 0.01, (400, 12, 3)), 0)
+    z = np.array([6] * 6 + [1] * 6)
+    # sGDML's benzene file is md17_benzene2017.npz (keys R, z, E, F, as downloaded)
+    np.savez(tmp_path / "md17_benzene2017.npz", R=r, z=z, E=np.zeros((400, 1)),
+             F=np.zeros_like(r), name="benzene", theory="DFT")
+    dm = MD17("benzene", root=str(tmp_path), every=2, cond_frames=3, pred_frames=4)
+    dm.setup()
+    np.testing.assert_allclose(dm.train_set.cond[0].numpy(), r[::2][:3].transpose(1, 0, 2),
+                               rtol=1e-6)
+    # rMD17: rmd17_<molecule>.npz with coords / nuclear_charges / energies / forces
+    np.savez(tmp_path / "rmd17_benzene.npz", coords=r + 1.0, nuclear_charges=z,
+             energies=np.zeros(400), forces=np.zeros_like(r), old_indices=np.arange(400))
+    rm = MD17("benzene", source="rmd17", root=str(tmp_path), every=2, cond_frames=3,
+              pred_frames=4)
+    rm.setup()
+    np.testing.assert_allclose(rm.train_set.cond.numpy(), dm.train_set.cond.numpy() + 1.0,
+                               rtol=1e-5)
+    # a requested real file that is missing names itself and where to get it; no stand-in
+    with pytest.raises(FileNotFoundError, match=r"md17_aspirin\.npz is missing: download it "
+                                                r"from http://www\.sgdml\.org.*source=standin"):
+        MD17("aspirin", root=str(tmp_path)).setup()
+    with pytest.raises(FileNotFoundError, match=r"rmd17_toluene\.npz is missing: download it "
+                                                r"from https://figshare\.com"):
+        MD17("toluene", source="rmd17", root=str(tmp_path)).setup()
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # nothing simulated
 
 
 def test_eth_ucy_loader(tmp_path):
@@ -140,13 +175,11 @@ def test_eth_ucy_datamodule_masks_padded_agents(tmp_path, monkeypatch):
 
 def test_md17_standin_written_in_sgdml_format(tmp_path, monkeypatch):
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
-    from domaindiff_trajectories.data import MD17, StandInWarning
+    from domaindiff_trajectories.data import MD17
 
-    dm = MD17("ethanol", every=10, cond_frames=3, pred_frames=4, standin_steps=1500,
-              batch_size=4)
-    with pytest.warns(StandInWarning, match=r"md17_ethanol\.npz not found; training on the "
-                                            r"offline stand-in .* not on MD17"):
-        dm.setup()
+    dm = MD17("ethanol", source="standin", every=10, cond_frames=3, pred_frames=4,
+              standin_steps=1500, batch_size=4)
+    dm.setup()
     path = tmp_path / "md17" / "standin_ethanol_steps1500_seed0" / "md17_ethanol.npz"
     assert dm.path == path and (path.parent / "MANIFEST.json").is_file()  # a verified entry
     with np.load(path) as f:
@@ -167,7 +200,7 @@ def test_md17_standin_written_in_sgdml_format(tmp_path, monkeypatch):
 # --- cache entries: a killed or damaged preparation is never trusted -----------------------------
 def _tiny_nbody(**kw):
     return NBody(num_train=3, num_val=2, num_test=2, length=400, sample_freq=100, cond_frames=1,
-                 pred_frames=2, batch_size=2, **kw)
+                 pred_frames=2, batch_size=2, **{"simulate": True, **kw})
 
 
 def test_nbody_damaged_cache_is_rebuilt_not_trusted(tmp_path, monkeypatch):
@@ -204,23 +237,90 @@ def test_nbody_leftover_of_a_killed_simulation_is_ignored_and_cleaned(tmp_path, 
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
 
 
-def test_nbody_reads_nri_files_placed_in_the_cache(tmp_path):
-    sim = {s: simulate("charged", 2, length=400, sample_freq=100, seed=9) for s in
-           ("train", "valid", "test")}
-    suffix = "charged5_initvel1_len400_every100"
-    for split, d in sim.items():
-        write_nbody_split(tmp_path, split, suffix, d)
-    dm = _tiny_nbody(root=str(tmp_path))
+def _reference_charged_split(n: int, bodies: int, rng: np.random.Generator) -> dict:
+    """One split exactly as the GeoTDM generator's ``np.save`` of its lists writes it."""
+    q = rng.choice([-1.0, 1.0], size=(n, bodies, 1))
+    return {"loc": rng.standard_normal((n, 49, 3, bodies)),  # (n, frames, 3, N)
+            "vel": rng.standard_normal((n, 49, 3, bodies)),
+            "edges": q * q.transpose(0, 2, 1), "charges": q}
+
+
+def test_nbody_reads_the_reference_generators_files_unchanged(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = {"train": 7, "valid": 3, "test": 4}
+    files = {s: _reference_charged_split(n, 5, rng) for s, n in sizes.items()}
+    for split, d in files.items():
+        for key, a in d.items():
+            np.save(tmp_path / f"{key}_{split}_charged5_initvel1.npy", a)
+    dm = NBody(root=str(tmp_path), num_train=5, cond_frames=10, pred_frames=20)
     dm.setup()
-    assert len(dm.train_set) == 2  # the placed files, not a simulation of num_train=3
-    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+    # num_train cuts as the reference's force_length (the first 5); unset sizes keep all
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (5, 3, 4)
+    assert dm.kept == {"train": (5, 7), "valid": (3, 3), "test": (4, 4)}
+    loc = files["test"]["loc"]
+    np.testing.assert_allclose(dm.test_set.cond[2, 3].numpy(), loc[2, :10, :, 3], rtol=1e-6)
+    np.testing.assert_allclose(dm.test_set.x[2, 3, -1].numpy(), loc[2, 29, :, 3], rtol=1e-6)
+    np.testing.assert_array_equal(dm.test_set.h[:, :, 0].numpy(), files["test"]["charges"][..., 0])
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # nothing simulated
+    with pytest.raises(ValueError, match=r"loc_train_charged5_initvel1\.npy: 7 trajectories, "
+                                         r"fewer than num_train=9"):
+        NBody(root=str(tmp_path), num_train=9).setup()
+    with pytest.raises(ValueError, match=r"simulate=true, but .* holds the generator's file "
+                                         r"loc_train_charged5_initvel1\.npy"):
+        NBody(root=str(tmp_path), simulate=True).setup()
+
+
+def test_nbody_missing_files_are_an_error_not_a_simulation(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"loc_train_charged5_initvel1\.npy is missing: "
+                                                r"place the files the GeoTDM generator writes.*"
+                                                r"simulate=true"):
+        NBody(root=str(tmp_path)).setup()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bodies", [10, 3])
+def test_nbody_reads_reference_gravity_files_by_name(tmp_path, bodies):
+    """Gravity ``loc`` is (n, 50, N, 3); with N = 3 the shape cannot tell the layouts apart, the
+    system's name does: the bodies axis must not be swapped with the coordinates."""
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 4), ("valid", 2), ("test", 3)):
+        loc = rng.standard_normal((n, 50, bodies, 3))  # GravitySim: pos_save (T, N, 3)
+        np.save(tmp_path / f"loc_{split}_gravity{bodies}_initvel1.npy", loc)
+        np.save(tmp_path / f"vel_{split}_gravity{bodies}_initvel1.npy", loc * 0.5)
+        np.save(tmp_path / f"edges_{split}_gravity{bodies}_initvel1.npy", loc * 0.1)  # forces
+        np.save(tmp_path / f"charges_{split}_gravity{bodies}_initvel1.npy", np.ones((n, bodies, 1)))
+        if split == "test":
+            test_loc = loc
+    dm = NBody("gravity", n_bodies=bodies, root=str(tmp_path))
+    dm.setup()
+    assert dm.test_set.x.shape == (3, bodies, 20, 3)
+    # body 1's coordinates at frame 12 are loc[0, 12, 1, :] (not loc[0, 12, :, 1])
+    np.testing.assert_allclose(dm.test_set.x[0, 1, 2].numpy(), test_loc[0, 12, 1], rtol=1e-6)
+    d = load_nbody_split(tmp_path, "test", f"gravity{bodies}_initvel1")
+    assert d["edges"].shape == (3, bodies, bodies) and (d["charges"] == 1).all()
+    # a charged-layout file under a gravity name is refused, naming the file and the layout
+    np.save(tmp_path / f"loc_valid_gravity{bodies}_initvel1.npy", np.zeros((2, 49, 3, 5)))
+    np.save(tmp_path / f"vel_valid_gravity{bodies}_initvel1.npy", np.zeros((2, 49, 3, 5)))
+    with pytest.raises(ValueError, match=rf"loc_valid_gravity{bodies}_initvel1\.npy: expected "
+                                         r"shape \(n, frames, N, 3\) \(trajectory, frame, body, "
+                                         r"dim; the gravity layout"):
+        load_nbody_split(tmp_path, "valid", f"gravity{bodies}_initvel1")
+
+
+def test_nbody_simulated_gravity_loads_in_the_reference_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
+    dm = NBody("gravity", num_train=2, num_val=1, num_test=1, length=3000, cond_frames=10,
+               pred_frames=20, simulate=True)
+    dm.setup()
+    assert dm.train_set.x.shape == (2, 10, 20, 3) and np.isfinite(dm.train_set.x.numpy()).all()
 
 
 def test_md17_standin_damaged_entry_is_rebuilt(tmp_path, monkeypatch):
     from domaindiff_trajectories.data import MD17
 
     monkeypatch.setenv("DOMAINDIFF_DATA", str(tmp_path))
-    dm = MD17("ethanol", every=1, cond_frames=2, pred_frames=2, standin_steps=60, batch_size=4)
+    dm = MD17("ethanol", source="standin", every=1, cond_frames=2, pred_frames=2,
+              standin_steps=60, batch_size=4)
     dm.setup()
     good = dm.train_set.x.clone()
     with open(dm.path, "r+b") as fh:
@@ -232,7 +332,7 @@ def test_md17_standin_damaged_entry_is_rebuilt(tmp_path, monkeypatch):
 
 def _write_raw_eth(root, scene: str, shift: float = 0.0) -> None:
     for split in ("train", "test"):
-        d = root / "raw" / scene / split
+        d = root / "datasets" / scene / split
         d.mkdir(parents=True)
         lines = [f"{10 * f}\t{a}\t{0.1 * f + a + shift:.2f}\t{-0.2 * f:.2f}"
                  for f in range(24) for a in (1, 2) if not (a == 2 and f > 20)]
@@ -256,9 +356,16 @@ def test_eth_ucy_from_raw_text_prepared_once_into_an_entry(tmp_path, monkeypatch
     # changed raw files give a new entry, not the stale one
     import shutil
 
-    shutil.rmtree(tmp_path / "eth_ucy" / "raw")
+    shutil.rmtree(tmp_path / "eth_ucy" / "datasets")
     _write_raw_eth(tmp_path / "eth_ucy", "hotel", shift=1.0)
     assert ETHUCY("hotel").data_dir() != entry
+    # the reference's traj_scale divides the test positions (evaluation multiplies errors back)
+    plain, scaled = ETHUCY("hotel"), ETHUCY("hotel", traj_scale=1.4)
+    plain.setup()
+    scaled.setup()
+    np.testing.assert_allclose(scaled.test_set.x.numpy() * 1.4, plain.test_set.x.numpy(),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(scaled.train_set.x.numpy(), plain.train_set.x.numpy())
 
 
 def test_diverged_simulation_is_refused_and_leaves_no_entry(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Trajectory datasets: N-body (simulated into the cache), MD17 (sgdml npz), ETH-UCY (EqMotion npy).
+"""Trajectory datasets: N-body (generator files or simulated), MD17 / rMD17 (npz), ETH-UCY.
 
 Every dataset yields dict batches: ``x`` target frames ``(B, N, T_pred, 3)``, ``cond`` condition
 frames ``(B, N, T_cond, 3)``, ``h`` node features ``(B, N, F)`` and ``mask`` ``(B, N)``.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from domaindiff.data import DomainDataModule, atomic_write
-from domaindiff_trajectories.nbody import DEFAULT_BODIES, SYSTEMS, simulate
+from domaindiff_trajectories.nbody import DEFAULT_BODIES, SYSTEMS, frames_of, simulate
 
 SPLITS = ("train", "valid", "test")
 _log = logging.getLogger(__name__)
@@ -109,13 +108,42 @@ class TrajectoryDataset(Dataset):
 
 
 def nbody_suffix(system: str, n_bodies: int) -> str:
-    """The NRI file suffix, e.g. ``charged5_initvel1``."""
+    """The generator's file suffix, e.g. ``charged5_initvel1``."""
     return f"{system}{n_bodies}_initvel1"
+
+
+def nbody_system_of(suffix: str) -> str:
+    """The system a file suffix names (``gravity10_initvel1`` -> ``gravity``), read by name.
+
+    Raises:
+        ValueError: the suffix names none of :data:`SYSTEMS`.
+    """
+    for system in SYSTEMS:
+        if suffix.startswith(system):
+            return system
+    raise ValueError(f"N-body suffix {suffix!r}: names none of the systems {SYSTEMS}")
+
+
+#: how each file of a split is laid out, by system: the GeoTDM/NRI generator writes charged and
+#: springs positions as (n, frames, 3, N) with edges (n, N, N), and gravity positions as
+#: (n, frames, N, 3) with the forces (n, frames, N, 3) in the edges file and the masses in charges
+NBODY_LAYOUTS = {
+    "charged": {"loc": ("trajectory", "frame", "dim", "body"),
+                "vel": ("trajectory", "frame", "dim", "body"),
+                "edges": ("trajectory", "body", "body"), "charges": ("trajectory", "body", "1")},
+    "springs": {"loc": ("trajectory", "frame", "dim", "body"),
+                "vel": ("trajectory", "frame", "dim", "body"),
+                "edges": ("trajectory", "body", "body"), "charges": ("trajectory", "body", "1")},
+    "gravity": {"loc": ("trajectory", "frame", "body", "dim"),
+                "vel": ("trajectory", "frame", "body", "dim"),
+                "edges": ("trajectory", "frame", "body", "dim"),
+                "charges": ("trajectory", "body", "1")},
+}
 
 
 def write_nbody_split(directory: str | Path, split: str, suffix: str,
                       sim: dict[str, np.ndarray]) -> None:
-    """Write one split in the NRI layout ``{loc,vel,edges,charges}_{split}_{suffix}.npy``."""
+    """Write one split as the generator does: ``{loc,vel,edges,charges}_{split}_{suffix}.npy``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for key in ("loc", "vel", "edges", "charges"):
@@ -123,66 +151,95 @@ def write_nbody_split(directory: str | Path, split: str, suffix: str,
             np.save(f, sim[key])
 
 
-def load_nbody_split(directory: str | Path, split: str, suffix: str) -> dict[str, np.ndarray]:
-    """Read an NRI/EGNN N-body split.
+def _layout_error(path: Path, axes: tuple[str, ...], want: tuple, got: tuple, system: str) -> str:
+    names = ", ".join(axes)
+    return (f"{path}: expected shape ({', '.join(map(str, want))}) ({names}; the {system} "
+            f"layout of the GeoTDM generator), got {tuple(got)}")
+
+
+def load_nbody_split(directory: str | Path, split: str, suffix: str,
+                     system: str | None = None) -> dict[str, np.ndarray]:
+    """Read one split written by the GeoTDM / NRI / EGNN N-body generator.
+
+    The layout is chosen by the system's name (``system``, else read from ``suffix``), never
+    guessed from a dimension's size: charged and springs ``loc``/``vel`` are
+    ``(n, frames, 3, N)``, gravity ones ``(n, frames, N, 3)`` (see :data:`NBODY_LAYOUTS`).
 
     Returns:
-        ``loc`` and ``vel`` as ``(n, T, N, 3)`` (converted from the files' ``(n, T, 3, N)``),
-        ``charges`` ``(n, N, 1)`` and ``edges`` ``(n, N, N)``.
+        ``loc`` and ``vel`` as ``(n, T, N, 3)``, ``charges`` ``(n, N, 1)`` (gravity: the masses)
+        and ``edges`` ``(n, N, N)`` (charge products / spring constants; gravity: mass products).
 
     Raises:
         FileNotFoundError: a file is missing (named).
-        ValueError: a file has the wrong shape (named, with the expected layout).
+        ValueError: a file has the wrong shape, is truncated or holds NaN / inf (named, with the
+            expected layout).
     """
     directory = Path(directory)
+    system = system or nbody_system_of(suffix)
+    if system not in NBODY_LAYOUTS:
+        raise ValueError(f"system: unknown {system!r}; choose one of {SYSTEMS}")
+    layout = NBODY_LAYOUTS[system]
+    paths = {key: directory / f"{key}_{split}_{suffix}.npy" for key in layout}
     out = {}
-    for key in ("loc", "vel", "edges", "charges"):
-        path = directory / f"{key}_{split}_{suffix}.npy"
+    for key, path in paths.items():
         if not path.is_file():
             raise FileNotFoundError(f"N-body file {path} is missing")
         out[key] = load_npy(path)
-        axes = ("trajectory", "frame", "dim", "body") if key in ("loc", "vel") else \
-            ("trajectory", "body")
-        check_finite(out[key], str(path), axes)
+        check_finite(out[key], str(path), layout[key])
     loc = out["loc"]
-    if loc.ndim != 4 or loc.shape[2] not in (2, 3):
-        raise ValueError(f"{directory / f'loc_{split}_{suffix}.npy'}: expected shape "
-                         f"(n, frames, 3, N), got {loc.shape}")
+    dim_axis = layout["loc"].index("dim")
+    if loc.ndim != 4 or loc.shape[dim_axis] not in (2, 3):
+        want = ("n", "frames", 3, "N") if dim_axis == 2 else ("n", "frames", "N", 3)
+        raise ValueError(_layout_error(paths["loc"], layout["loc"], want, loc.shape, system))
+    n, frames = loc.shape[:2]
+    nb = loc.shape[3 if dim_axis == 2 else 2]
     if out["vel"].shape != loc.shape:
-        raise ValueError(f"{directory / f'vel_{split}_{suffix}.npy'}: shape {out['vel'].shape} "
-                         f"!= loc shape {loc.shape}")
-    n, _, _, nb = loc.shape
-    charges = out["charges"].reshape(n, -1, 1) if out["charges"].size == n * nb else None
-    if charges is None:
-        raise ValueError(f"{directory / f'charges_{split}_{suffix}.npy'}: expected {n * nb} "
-                         f"values (n, N, 1), got shape {out['charges'].shape}")
-    if out["edges"].shape != (n, nb, nb):
-        raise ValueError(f"{directory / f'edges_{split}_{suffix}.npy'}: expected shape "
-                         f"{(n, nb, nb)} (n, N, N), got {out['edges'].shape}")
-    return {"loc": loc.transpose(0, 1, 3, 2), "vel": out["vel"].transpose(0, 1, 3, 2),
-            "charges": charges, "edges": out["edges"]}
+        raise ValueError(f"{paths['vel']}: shape {out['vel'].shape} != loc shape {loc.shape}")
+    want_edges = (n, nb, nb) if system != "gravity" else loc.shape
+    if out["edges"].shape != want_edges:
+        raise ValueError(_layout_error(paths["edges"], layout["edges"], want_edges,
+                                       out["edges"].shape, system))
+    if out["charges"].size != n * nb:
+        raise ValueError(_layout_error(paths["charges"], layout["charges"], (n, nb, 1),
+                                       out["charges"].shape, system))
+    charges = out["charges"].reshape(n, nb, 1)
+    if dim_axis == 2:
+        loc, vel = loc.transpose(0, 1, 3, 2), out["vel"].transpose(0, 1, 3, 2)
+        edges = out["edges"]
+    else:
+        vel = out["vel"]
+        edges = np.broadcast_to(charges * charges.transpose(0, 2, 1), (n, nb, nb)) \
+            * (1 - np.eye(nb))
+    return {"loc": loc, "vel": vel, "charges": charges, "edges": edges}
 
 
 class NBody(DomainDataModule):
-    """Charged / springs / gravity N-body forecasting, simulated into the cache on first use.
+    """Charged / springs / gravity N-body forecasting from the generator's files, or simulated.
 
-    Files follow the NRI/EGNN layout (``loc_train_charged5_initvel1.npy``...). Each simulated
-    split is one verified cache entry ``<cache_dir>/<split><size>_seed<seed>_<suffix>/`` (see
-    :func:`domaindiff.data.build_cache_entry`): a killed simulation is never read, a damaged one is
-    rebuilt with a warning. Real files from those repositories placed directly in
-    :attr:`cache_dir` (``<cache_dir>/loc_train_charged5_initvel1.npy``...) are read instead of
-    simulating (logged), and checked like any other input.
+    By default the files the GeoTDM (or NRI / EGNN) generator writes are read from :attr:`cache_dir`
+    (``root``, default ``$DOMAINDIFF_DATA/nbody``):
+    ``{loc,vel,edges,charges}_{train,valid,test}_<system><N>_initvel1.npy``, unchanged, in their
+    layout (charged and springs ``(n, frames, 3, N)``; gravity ``(n, frames, N, 3)``). A missing
+    file is an error naming it. ``num_train`` / ``num_val`` / ``num_test`` keep the first that
+    many trajectories of each file, as the reference's ``force_length`` (None: all of them).
+
+    Only with ``simulate=True`` are the splits simulated (see :mod:`domaindiff_trajectories.nbody`)
+    into verified cache entries ``<cache_dir>/<split><size>_seed<seed>_<suffix>/`` (a killed
+    simulation is never read). ``simulate=True`` with the generator's files in the same folder is
+    refused, so one never silently replaces the other.
 
     Args:
         system: ``charged``, ``springs`` or ``gravity``.
         n_bodies: bodies (default 5, 5, 10).
-        num_train: training trajectories (paper 3000).
-        num_val: validation trajectories (paper 2000).
-        num_test: test trajectories (paper 2000).
+        num_train: training trajectories kept (None: all in the file; simulated: 3000, as the
+            paper).
+        num_val: validation trajectories (None: all; simulated: 2000).
+        num_test: test trajectories (None: all; simulated: 2000).
         cond_frames: observed frames (paper 10).
         pred_frames: predicted frames (paper 20).
-        length: integration steps (paper 5000).
-        sample_freq: frame interval in steps (paper 100).
+        simulate: simulate the splits instead of reading the generator's files.
+        length: integration steps of a simulation (paper 5000).
+        sample_freq: frame interval in steps of a simulation (paper 100).
         batch_size: batch size.
         num_workers: DataLoader workers.
         seed: simulation seed (train/valid/test use seed, seed+1, seed+2).
@@ -190,42 +247,64 @@ class NBody(DomainDataModule):
     """
 
     name = "nbody"
+    SIMULATED_SIZES = {"train": 3000, "valid": 2000, "test": 2000}
 
     def __init__(self, system: str = "charged", n_bodies: int | None = None,
-                 num_train: int = 3000, num_val: int = 2000, num_test: int = 2000,
-                 cond_frames: int = 10, pred_frames: int = 20, length: int = 5000,
-                 sample_freq: int = 100, batch_size: int = 128, num_workers: int = 0,
-                 seed: int = 0, root: str | None = None) -> None:
+                 num_train: int | None = None, num_val: int | None = None,
+                 num_test: int | None = None, cond_frames: int = 10, pred_frames: int = 20,
+                 simulate: bool = False, length: int = 5000, sample_freq: int = 100,
+                 batch_size: int = 128, num_workers: int = 0, seed: int = 0,
+                 root: str | None = None) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if system not in SYSTEMS:
             raise ValueError(f"system: unknown {system!r}; choose one of {SYSTEMS}")
-        check_at_least(1, num_train=num_train, num_val=num_val, num_test=num_test,
+        given = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
+        check_at_least(1, **{k: v for k, v in given.items() if v is not None},
                        cond_frames=cond_frames, pred_frames=pred_frames, sample_freq=sample_freq)
         check_at_least(2, n_bodies=n_bodies or DEFAULT_BODIES[system])
-        frames = length // sample_freq - 1
-        if cond_frames + pred_frames > frames:
+        frames = frames_of(system, length, sample_freq)
+        if simulate and cond_frames + pred_frames > frames:
+            rule = "length // sample_freq" + ("" if system == "gravity" else " - 1")
             raise ValueError(f"cond_frames + pred_frames = {cond_frames + pred_frames} exceeds the "
                              f"{frames} frames that length={length}, sample_freq={sample_freq} "
-                             "simulate (length // sample_freq - 1)")
+                             f"simulate ({rule})")
         self.system, self.n_bodies = system, n_bodies or DEFAULT_BODIES[system]
-        self.sizes = {"train": num_train, "valid": num_val, "test": num_test}
+        self.simulate = bool(simulate)
+        self.sizes = dict(zip(SPLITS, given.values(), strict=True))
+        if self.simulate:
+            self.sizes = {s: v if v is not None else self.SIMULATED_SIZES[s]
+                          for s, v in self.sizes.items()}
         self.cond_frames, self.pred_frames = cond_frames, pred_frames
         self.length, self.sample_freq = length, sample_freq
 
     @property
+    def file_suffix(self) -> str:
+        """The generator's suffix of the files read, e.g. ``charged5_initvel1``."""
+        return nbody_suffix(self.system, self.n_bodies)
+
+    @property
     def suffix(self) -> str:
-        """NRI file suffix, with the split size and seed when they differ from the paper's."""
-        base = nbody_suffix(self.system, self.n_bodies)
-        if (self.length, self.sample_freq) != (5000, 100):
+        """Suffix of the files of this module: the generator's, plus the simulation settings."""
+        base = self.file_suffix
+        if self.simulate and (self.length, self.sample_freq) != (5000, 100):
             base += f"_len{self.length}_every{self.sample_freq}"
         return base
 
     def _split_dir(self, split: str) -> Path:
-        """The directory of one split: the user's NRI files, else the simulated cache entry."""
-        if (self.cache_dir / f"loc_{split}_{self.suffix}.npy").is_file():
-            _log.info("N-body %s split: reading %s/*_%s_%s.npy (not simulated)", split,
-                      self.cache_dir, split, self.suffix)
+        """The directory of one split: the generator's files, or the simulated cache entry."""
+        own = self.cache_dir / f"loc_{split}_{self.file_suffix}.npy"
+        if not self.simulate:
+            if not own.is_file():
+                raise FileNotFoundError(
+                    f"N-body file {own} is missing: place the files the GeoTDM generator writes "
+                    f"(datasets/datagen/gen_data.sh: loc_/vel_/edges_/charges_{{train,valid,test}}"
+                    f"_{self.file_suffix}.npy) in {self.cache_dir} (--data.init_args.root), or "
+                    "pass simulate=true (--data.init_args.simulate=true) to simulate them")
             return self.cache_dir
+        if own.is_file():
+            raise ValueError(f"simulate=true, but {self.cache_dir} holds the generator's file "
+                             f"{own.name}: pass simulate=false to train on those files, or another "
+                             "root to simulate into")
         i = SPLITS.index(split)
         size, seed = self.sizes[split], self.seed + i
 
@@ -245,13 +324,29 @@ class NBody(DomainDataModule):
 
     def dataset(self, split: str) -> TrajectoryDataset:
         """The windows of one split (``train``, ``valid`` or ``test``)."""
-        d = load_nbody_split(self._split_dir(split), split, self.suffix)
-        frames = d["loc"].shape[1]
+        directory = self._split_dir(split)
+        suffix = self.suffix
+        d = load_nbody_split(directory, split, suffix, self.system)
+        loc_path = directory / f"loc_{split}_{suffix}.npy"
+        n, frames = d["loc"].shape[:2]
+        if d["loc"].shape[2] != self.n_bodies:
+            raise ValueError(f"{loc_path}: {d['loc'].shape[2]} bodies, but n_bodies = "
+                             f"{self.n_bodies}")
         if self.cond_frames + self.pred_frames > frames:
-            raise ValueError(f"{self._split_dir(split)}/loc_{split}_{self.suffix}.npy: "
-                             f"{frames} frames, but cond_frames + pred_frames = "
+            raise ValueError(f"{loc_path}: {frames} frames, but cond_frames + pred_frames = "
                              f"{self.cond_frames + self.pred_frames}")
-        return TrajectoryDataset(d["loc"], d["charges"], self.cond_frames, self.pred_frames)
+        keep = self.sizes[split]
+        arg = {"train": "num_train", "valid": "num_val", "test": "num_test"}[split]
+        if keep is not None and keep > n:
+            raise ValueError(f"{loc_path}: {n} trajectories, fewer than {arg}={keep}; lower "
+                             f"{arg} or leave it unset to use all {n}")
+        keep = n if keep is None else keep
+        if keep < n:
+            _log.info("N-body %s split: the first %d of the %d trajectories of %s (%s, as the "
+                      "reference's force_length)", split, keep, n, loc_path, arg)
+        self.kept = {**getattr(self, "kept", {}), split: (keep, n)}
+        return TrajectoryDataset(d["loc"][:keep], d["charges"][:keep], self.cond_frames,
+                                 self.pred_frames)
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set, self.val_set, self.test_set = (self.dataset(s) for s in SPLITS)
@@ -270,12 +365,30 @@ class NBody(DomainDataModule):
 
 
 # --- MD17 ----------------------------------------------------------------------------------------
-def load_md17_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read an sgdml MD17 ``.npz``: positions ``R`` ``(frames, atoms, 3)`` and numbers ``z``.
+#: the sGDML file of each MD17 molecule (http://www.sgdml.org/#datasets), as the reference names them
+MD17_FILES = {
+    "aspirin": "md17_aspirin.npz", "benzene": "md17_benzene2017.npz",
+    "ethanol": "md17_ethanol.npz", "malonaldehyde": "md17_malonaldehyde.npz",
+    "naphthalene": "md17_naphthalene.npz", "salicylic": "md17_salicylic.npz",
+    "toluene": "md17_toluene.npz", "uracil": "md17_uracil.npz",
+}
+MD17_URL = "http://www.sgdml.org/#datasets (e.g. http://quantum-machine.org/gdml/data/npz/{name})"
+RMD17_URL = ("https://figshare.com/articles/dataset/Revised_MD17_dataset_rMD17_/12672038 (the "
+             "npz_data/ folder of rmd17.tar.bz2)")
+#: the two key conventions an MD17 npz may use: sGDML (MD17) and the revised rMD17
+MD17_KEYS = {"sgdml": ("R", "z"), "rmd17": ("coords", "nuclear_charges")}
+
+
+def load_md17_npz(path: str | Path, with_keys: bool = False) -> tuple:
+    """Read an MD17 ``.npz``: positions ``(frames, atoms, 3)`` and atomic numbers ``(atoms,)``.
+
+    Both key conventions are read by name: sGDML's MD17 (``R``, ``z``; also ``E``, ``F``) and the
+    revised rMD17 (``coords``, ``nuclear_charges``; also ``energies``, ``forces``). With
+    ``with_keys`` the two key names read are returned too.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a truncated file, a missing key, a bad shape or dtype, non-finite positions
+        ValueError: a truncated file, neither key set, a bad shape or dtype, non-finite positions
             or non-integer atomic numbers (the file and the key are named).
     """
     path = Path(path)
@@ -286,29 +399,34 @@ def load_md17_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except _READ_ERRORS as err:
         raise ValueError(f"{path}: truncated or not an npz file ({err})") from err
     if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single array, not an npz file with keys 'R' and 'z'")
+        raise ValueError(f"{path}: a single array, not an npz file with keys 'R' and 'z' (sGDML) "
+                         "or 'coords' and 'nuclear_charges' (rMD17)")
     with f:
         files = sorted(f.files)
-        for key in ("R", "z"):
-            if key not in files:
-                raise ValueError(f"{path}: key {key!r} missing (keys found: {files}); an sgdml "
-                                 "MD17 npz has R (frames, atoms, 3) and z (atoms,)")
+        kind = next((k for k, keys in MD17_KEYS.items() if all(x in files for x in keys)), None)
+        if kind is None:
+            missing = [k for k in ("R", "z") if k not in files]
+            raise ValueError(f"{path}: key {missing[0]!r} missing (keys found: {files}); an "
+                             "sGDML MD17 npz has R (frames, atoms, 3) and z (atoms,), an rMD17 "
+                             "npz coords and nuclear_charges")
+        rk, zk = MD17_KEYS[kind]
         try:
-            r, z = f["R"], f["z"]
+            r, z = f[rk], f[zk]
         except _READ_ERRORS as err:
             raise ValueError(f"{path}: truncated or not an npz file ({err})") from err
-    check_numeric(r, f"{path}: key 'R'")
-    check_numeric(z, f"{path}: key 'z'")
+    check_numeric(r, f"{path}: key {rk!r}")
+    check_numeric(z, f"{path}: key {zk!r}")
     if r.ndim != 3 or r.shape[2] != 3:
-        raise ValueError(f"{path}: key 'R' must be (frames, atoms, 3), got shape {r.shape}")
+        raise ValueError(f"{path}: key {rk!r} must be (frames, atoms, 3), got shape {r.shape}")
     if z.shape != (r.shape[1],):
-        raise ValueError(f"{path}: key 'z' must hold one atomic number per atom of 'R', shape "
-                         f"({r.shape[1]},), got shape {z.shape}")
-    check_finite(r, f"{path}: key 'R'", ("frame", "atom", "coordinate"))
+        raise ValueError(f"{path}: key {zk!r} must hold one atomic number per atom of {rk!r}, "
+                         f"shape ({r.shape[1]},), got shape {z.shape}")
+    check_finite(r, f"{path}: key {rk!r}", ("frame", "atom", "coordinate"))
     if not np.isfinite(z).all() or (z != np.round(z)).any() or (z < 1).any():
-        raise ValueError(f"{path}: key 'z' must hold atomic numbers (integers >= 1), got "
+        raise ValueError(f"{path}: key {zk!r} must hold atomic numbers (integers >= 1), got "
                          f"{np.unique(z)[:8].tolist()}")
-    return np.asarray(r, dtype=np.float64), z.astype(np.int64)
+    out = np.asarray(r, dtype=np.float64), z.astype(np.int64)
+    return (*out, (rk, zk)) if with_keys else out
 
 
 #: atomic numbers one-hot encoded as MD17 node features (H, C, N, O)
@@ -359,25 +477,38 @@ def md17_windows(r: np.ndarray, every: int = 10, window: int = 30,
 
 
 class StandInWarning(UserWarning):
-    """Data are an offline stand-in for a real dataset that is not on disk."""
+    """Data are an offline stand-in for a real dataset (kept for code that filters it)."""
+
+
+MD17_SOURCES = ("md17", "rmd17", "standin")
 
 
 class MD17(DomainDataModule):
-    """MD17 forecasting from an sgdml npz (``md17_<molecule>.npz`` in :attr:`cache_dir`).
+    """MD17 forecasting from the real files, or from the offline stand-in when chosen.
 
-    When the file is absent and ``standin_steps > 0``, an offline stand-in is simulated first
-    (MMFF94 Langevin MD at 500 K, 0.5 fs steps, one frame per step; see
-    :func:`domaindiff_trajectories.md.simulate_md17_standin`) and written with the same keys into
-    the verified cache entry ``<cache_dir>/standin_<molecule>_steps<N>_seed<seed>/``. A file with
-    too few frames for one window in each split, non-finite positions or elements other than
-    H, C, N, O is refused with the file and the key named.
+    ``source`` picks the data, and nothing else is ever substituted for it:
+
+    * ``md17`` (default): sGDML's file in :attr:`cache_dir` under the name the reference reads
+      (:data:`MD17_FILES`: ``md17_aspirin.npz``, ``md17_benzene2017.npz``, ...; keys ``R``,
+      ``z``);
+    * ``rmd17``: the revised rMD17 file ``rmd17_<molecule>.npz`` (keys ``coords``,
+      ``nuclear_charges``, ``energies``, ``forces``);
+    * ``standin``: MMFF94 Langevin MD at 500 K with RDKit (``standin_steps`` steps of 0.5 fs,
+      see :func:`domaindiff_trajectories.md.simulate_md17_standin`), written with the sGDML keys
+      into the verified cache entry ``<cache_dir>/standin_<molecule>_steps<N>_seed<seed>/``.
+
+    A requested real file that is missing is an error naming it and where to download it. A file
+    with too few frames for one window in each split, non-finite positions or elements other
+    than H, C, N, O is refused with the file and the key named.
 
     Args:
-        molecule: molecule name (file ``md17_<molecule>.npz``).
+        molecule: molecule name (one of :data:`MD17_FILES`; other names read
+            ``md17_<molecule>.npz``).
+        source: ``md17``, ``rmd17`` or ``standin``.
         every: frame subsampling.
         cond_frames: observed frames (10).
         pred_frames: predicted frames (20).
-        standin_steps: MD steps of the offline stand-in (0: require the real file).
+        standin_steps: MD steps of the stand-in (``source=standin`` only).
         batch_size: batch size.
         num_workers: DataLoader workers.
         seed: seed of the stand-in simulation.
@@ -386,41 +517,48 @@ class MD17(DomainDataModule):
 
     name = "md17"
 
-    def __init__(self, molecule: str = "aspirin", every: int = 10, cond_frames: int = 10,
-                 pred_frames: int = 20, standin_steps: int = 60000, batch_size: int = 128,
-                 num_workers: int = 0, seed: int = 0, root: str | None = None) -> None:
+    def __init__(self, molecule: str = "aspirin", source: str = "md17", every: int = 10,
+                 cond_frames: int = 10, pred_frames: int = 20, standin_steps: int = 60000,
+                 batch_size: int = 128, num_workers: int = 0, seed: int = 0,
+                 root: str | None = None) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if source not in MD17_SOURCES:
+            raise ValueError(f"source: unknown {source!r}; choose one of {MD17_SOURCES}")
         check_at_least(1, every=every, cond_frames=cond_frames, pred_frames=pred_frames)
-        check_at_least(0, standin_steps=standin_steps)
-        self.molecule, self.every, self.standin_steps = molecule, every, standin_steps
+        if source == "standin":
+            check_at_least(1, standin_steps=standin_steps)
+        self.molecule, self.source, self.every = molecule, source, every
+        self.standin_steps = standin_steps
         self.cond_frames, self.pred_frames = cond_frames, pred_frames
 
     @property
     def real_path(self) -> Path:
-        """Where the real sgdml file goes: ``<cache_dir>/md17_<molecule>.npz``."""
-        return self.cache_dir / f"md17_{self.molecule}.npz"
+        """Where the real file of ``source`` goes (``standin``: where sGDML's file would)."""
+        if self.source == "rmd17":
+            return self.cache_dir / f"rmd17_{self.molecule}.npz"
+        return self.cache_dir / MD17_FILES.get(self.molecule, f"md17_{self.molecule}.npz")
 
     @property
     def path(self) -> Path:
-        """The npz this module reads: the real file if present, else the stand-in's."""
-        if self.real_path.is_file() or self.standin_steps <= 0:
+        """The npz this module reads."""
+        if self.source != "standin":
             return self.real_path
         return (self.cache_dir / f"standin_{self.molecule}_steps{self.standin_steps}_seed"
-                f"{self.seed}" / self.real_path.name)
+                f"{self.seed}" / f"md17_{self.molecule}.npz")
 
     def prepare_data(self) -> None:
-        if self.real_path.is_file() or self.standin_steps <= 0:
+        if self.source != "standin":
             return
         from domaindiff.data import atomic_savez
         from domaindiff_trajectories.md import MD17_SMILES, simulate_md17_standin
 
         if self.molecule not in MD17_SMILES:
-            raise ValueError(f"molecule: no file {self.real_path} and no offline stand-in for "
-                             f"{self.molecule!r}; stand-ins exist for {sorted(MD17_SMILES)}")
+            raise ValueError(f"molecule: no offline stand-in for {self.molecule!r}; stand-ins "
+                             f"exist for {sorted(MD17_SMILES)}")
 
         def build(tmp: Path) -> None:
             sim = simulate_md17_standin(self.molecule, self.standin_steps, seed=self.seed)
-            atomic_savez(tmp / self.real_path.name, **sim)
+            atomic_savez(tmp / self.path.name, **sim)
 
         self.cache_entry(self.path.parent.name, build,
                          description=f"MD17 stand-in {self.molecule}: MMFF94 Langevin MD, "
@@ -429,15 +567,17 @@ class MD17(DomainDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
         path = self.path
-        if not path.is_file() and self.standin_steps <= 0:
-            raise FileNotFoundError(f"MD17 file {path} is missing; place the sgdml npz there or "
-                                    "set standin_steps > 0 for the offline stand-in")
-        if path != self.real_path:  # a substituted dataset is always said, never silent
-            warnings.warn(f"MD17 {self.molecule}: {self.real_path} not found; training on the "
-                          f"offline stand-in {path} (MMFF94 Langevin MD, {self.standin_steps} "
-                          "steps), not on MD17. Place the sgdml npz there, or set standin_steps=0 "
-                          "to require it.", StandInWarning, stacklevel=2)
-        r, z = load_md17_npz(path)
+        if not path.is_file():
+            where = (RMD17_URL if self.source == "rmd17"
+                     else MD17_URL.format(name=path.name))
+            raise FileNotFoundError(
+                f"MD17 file {path} is missing: download it from {where} into {path.parent} "
+                "(--data.init_args.root), or pass source=standin for the offline MMFF94 "
+                "stand-in (not MD17)")
+        if self.source == "standin":
+            _log.info("MD17 %s: the offline stand-in %s (MMFF94 Langevin MD, %d steps), chosen "
+                      "with source=standin", self.molecule, path, self.standin_steps)
+        r, z, (_, zk) = load_md17_npz(path, with_keys=True)
         window = self.cond_frames + self.pred_frames
         wins = md17_windows(r, self.every, window)
         counts = [len(wins[s]) for s in SPLITS]
@@ -447,7 +587,7 @@ class MD17(DomainDataModule):
                 f"windows: every={self.every} keeps {len(r[::self.every])} frames, split 60/20/20, "
                 f"and a window needs cond_frames + pred_frames = {window} of them; need at "
                 f"least {md17_min_frames(self.every, window)} frames (or a smaller every)")
-        h = md17_node_features(z, f"{path}: key 'z'")
+        h = md17_node_features(z, f"{path}: key {zk!r}")
         self.sets = {s: TrajectoryDataset(w, np.broadcast_to(h, (len(w),) + h.shape),
                                           self.cond_frames, self.pred_frames)
                      for s, w in wins.items()}
@@ -596,18 +736,26 @@ def prepare_eth_ucy_split(files: list[Path], seq_len: int = 20) -> tuple[np.ndar
 
 
 class ETHUCY(DomainDataModule):
-    """ETH-UCY pedestrians (2-D) from the EqMotion preprocessing in :attr:`cache_dir`.
+    """ETH-UCY pedestrians (2-D): the raw files users download, or EqMotion's npy files.
 
-    No offline stand-in: place ``{scene}_{data,num}_{train,test}.npy`` in
-    ``$DOMAINDIFF_DATA/eth_ucy`` (validation uses the test split, as the reference code), or the
-    raw Social-GAN text files as ``$DOMAINDIFF_DATA/eth_ucy/raw/<scene>/{train,test}/*.txt``
-    (lines ``frame agent x y``): they are cut into 20-frame windows of the agents present
-    throughout, once, into the verified cache entry ``prepared/<scene>-<hash of the files>/``.
+    In :attr:`cache_dir` (``root``, default ``$DOMAINDIFF_DATA/eth_ucy``) either
+
+    * the raw Social-GAN layout as downloaded, ``datasets/<scene>/{train,val,test}/*.txt`` (lines
+      ``frame ped x y``, metres): the train and test files are cut into 20-frame windows of the
+      agents present throughout, once, into the verified cache entry
+      ``prepared/<scene>-<hash of the files>/``; or
+    * EqMotion's preprocessed ``{scene}_{data,num}_{train,test}.npy`` (what GeoTDM reads).
+
+    Validation uses the test split, as the reference code. ``traj_scale`` is the reference's
+    test-time scale: test positions are divided by it before the model sees them and the
+    evaluation multiplies ADE/FDE back (GeoTDM / EqMotion use 1.4 for ``eth``, 1 elsewhere);
+    training positions are never scaled, as the reference's training ``traj_scale: 1``.
 
     Args:
         scene: ``eth``, ``hotel``, ``univ``, ``zara1`` or ``zara2``.
         cond_frames: observed frames (8).
         pred_frames: predicted frames (12).
+        traj_scale: test-split position scale (reference: 1.4 for eth).
         batch_size: batch size.
         num_workers: DataLoader workers.
         seed: unused (common signature).
@@ -617,8 +765,8 @@ class ETHUCY(DomainDataModule):
     name = "eth_ucy"
 
     def __init__(self, scene: str = "eth", cond_frames: int = 8, pred_frames: int = 12,
-                 batch_size: int = 64, num_workers: int = 0, seed: int = 0,
-                 root: str | None = None) -> None:
+                 traj_scale: float = 1.0, batch_size: int = 64, num_workers: int = 0,
+                 seed: int = 0, root: str | None = None) -> None:
         super().__init__(root=root, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if scene not in ETH_SCENES:
             raise ValueError(f"scene: unknown {scene!r}; choose one of {ETH_SCENES}")
@@ -626,10 +774,19 @@ class ETHUCY(DomainDataModule):
         if cond_frames + pred_frames > 20:
             raise ValueError(f"cond_frames + pred_frames = {cond_frames + pred_frames} exceeds the "
                              "20 frames of an ETH-UCY window")
+        if not (isinstance(traj_scale, (int, float)) and np.isfinite(traj_scale)
+                and traj_scale > 0):
+            raise ValueError(f"traj_scale must be a positive number, got {traj_scale!r}")
         self.scene, self.cond_frames, self.pred_frames = scene, cond_frames, pred_frames
+        self.traj_scale = float(traj_scale)
+
+    @property
+    def raw_dir(self) -> Path:
+        """The raw layout's folder of this scene: ``<cache_dir>/datasets/<scene>``."""
+        return self.cache_dir / "datasets" / self.scene
 
     def _raw_files(self, split: str) -> list[Path]:
-        return sorted((self.cache_dir / "raw" / self.scene / split).glob("*.txt"))
+        return sorted((self.raw_dir / split).glob("*.txt"))
 
     def data_dir(self) -> Path:
         """Where the npy files are: :attr:`cache_dir`, else the entry prepared from raw text."""
@@ -639,7 +796,8 @@ class ETHUCY(DomainDataModule):
         if not all(files.values()):
             raise FileNotFoundError(
                 f"ETH-UCY file {self.cache_dir / f'{self.scene}_data_train.npy'} is missing, and "
-                f"no raw text files in {self.cache_dir / 'raw' / self.scene}/{{train,test}}/*.txt")
+                f"no raw text files in {self.raw_dir}/{{train,test}}/*.txt (the Social-GAN "
+                "datasets/ folder as downloaded, lines 'frame ped x y')")
         digest = hashlib.sha256()
         for split in ("train", "test"):
             for f in files[split]:
@@ -662,6 +820,8 @@ class ETHUCY(DomainDataModule):
         sets, directory = {}, self.data_dir()
         for split in ("train", "test"):
             traj, mask = load_eth_ucy(directory, self.scene, split)
+            if split == "test":
+                traj = traj / self.traj_scale
             h = np.ones(mask.shape + (1,), dtype=np.float32)
             sets[split] = TrajectoryDataset(traj, h, self.cond_frames, self.pred_frames, mask)
         self.train_set, self.val_set, self.test_set = sets["train"], sets["test"], sets["test"]

@@ -177,7 +177,11 @@ def unconditional_metrics(model, loader: DataLoader, sampler: str, steps: int, s
 
 
 def test_split(cfg: DictConfig):
-    """The test split of ``cfg.dataset`` built from the settings under ``cfg.<dataset>``."""
+    """The test split of ``cfg.dataset`` built from the settings under ``cfg.<dataset>``.
+
+    ETH-UCY's test positions are divided by its ``traj_scale`` (see :class:`ETHUCY`);
+    :func:`evaluate` multiplies the displacement errors back.
+    """
     name = str(cfg.dataset)
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown {name!r}; choose one of {sorted(DATASETS)}")
@@ -228,22 +232,31 @@ def evaluate(cfg: DictConfig) -> dict:
         metrics, first = unconditional_metrics(model, loader, sampler, steps, cfg.scores,
                                                bonds=dataset == "md17", generator=gen)
         kind = "trajectories"
-        title = (f"unconditional {sampler} {metrics['nfe']} NFE: marginal {metrics['marginal']:.4f} "
-                 f"classification {metrics['classification']:.3f} "
-                 f"prediction {metrics['prediction']:.4f}")
     elif protocol == "kmeans":
         metrics, first = kmeans_metrics(model, loader, sampler, steps,
                                         int(cfg.kmeans.samples), int(cfg.kmeans.clusters), gen)
         kind = "forecasts"
-        title = (f"{sampler} {metrics['nfe']} NFE: minADE {metrics['min_ade']:.3f} minFDE "
-                 f"{metrics['min_fde']:.3f} ({cfg.kmeans.clusters} of {cfg.kmeans.samples})")
     elif protocol == "avg_k":
         metrics, first = forecast_metrics(model, loader, sampler, steps, int(cfg.k), gen)
         kind = "forecasts"
-        title = (f"{sampler} {metrics['nfe']} NFE: ADE {metrics['ade_avg']:.3f} "
-                 f"FDE {metrics['fde_avg']:.3f} (avg of {int(cfg.k)})")
     else:
         raise ValueError(f"protocol: unknown {protocol!r}; use auto, avg_k, kmeans")
+    scale = float(cfg[dataset].get("traj_scale", 1.0)) if dataset == "eth_ucy" else 1.0
+    if scale != 1.0 and protocol != "unconditional":  # back to metres, as the reference
+        metrics = {k: v * scale if k.split("_")[-1] in ("ade", "fde", "avg", "min") else v
+                   for k, v in metrics.items()}
+        first = {k: v * scale if k != "mask" else v for k, v in first.items()}
+        metrics["traj_scale"] = scale
+    if protocol == "unconditional":
+        title = (f"unconditional {sampler} {metrics['nfe']} NFE: marginal {metrics['marginal']:.4f} "
+                 f"classification {metrics['classification']:.3f} "
+                 f"prediction {metrics['prediction']:.4f}")
+    elif protocol == "kmeans":
+        title = (f"{sampler} {metrics['nfe']} NFE: minADE {metrics['min_ade']:.3f} minFDE "
+                 f"{metrics['min_fde']:.3f} ({cfg.kmeans.clusters} of {cfg.kmeans.samples})")
+    else:
+        title = (f"{sampler} {metrics['nfe']} NFE: ADE {metrics['ade_avg']:.3f} "
+                 f"FDE {metrics['fde_avg']:.3f} (avg of {int(cfg.k)})")
     result = {"task": model.task, "protocol": protocol, "dataset": dataset,
               "data": OmegaConf.to_container(cfg[dataset], resolve=True), "sampler": sampler,
               "steps": steps, "k": int(cfg.k), "ckpt": str(cfg.ckpt), **metrics}
@@ -256,7 +269,8 @@ def evaluate(cfg: DictConfig) -> dict:
         if protocol == "unconditional":
             plot_unconditional(first, out / f"{kind}_{stem}.png", int(cfg.plots), title)
         else:
-            plot_forecasts(first, out / f"{kind}_{stem}.png", int(cfg.plots), title)
+            plot_forecasts(first, out / f"{kind}_{stem}.png", int(cfg.plots), title,
+                           fit="truth" if dataset == "eth_ucy" else "samples")
     print(json.dumps(result, indent=2))
     return result
 
