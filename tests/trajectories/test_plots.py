@@ -43,7 +43,29 @@ def test_forecasts_png_has_truth_beside_samples_with_equal_shared_limits(tmp_pat
     assert axes[1, 0].get_xlabel() == "x" and axes[0, 0].get_ylabel() == "y"
     assert max(abs(v) for v in axes[0, 1].get_xlim() + axes[0, 1].get_ylim()) < 50  # masked
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["observed", "ground-truth future", "sampled future"]
+    assert legend == ["observed", "start", "ground-truth future", "true end", "sampled future",
+                      "sampled end"]
+    # start and end markers sit on the first observed and the last true frame of each agent
+    marks = {ln.get_marker(): ln for ln in axes[0, 0].get_lines() if ln.get_marker() != "None"}
+    first = _first()
+    starts = [tuple(ln.get_xydata()[0]) for ln in axes[0, 0].get_lines() if ln.get_marker() == "o"]
+    ends = [tuple(ln.get_xydata()[0]) for ln in axes[0, 0].get_lines() if ln.get_marker() == "*"]
+    assert set(marks) == {"o", "*"}
+    np.testing.assert_allclose(starts, first["cond"][0, :, 0, :2].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ends, first["x"][0, :, -1, :2].numpy(), rtol=1e-6)
+
+
+def test_eth_style_limits_fit_the_observed_and_true_tracks_only(tmp_path):
+    first = _first()
+    first["samples"] = first["samples"] * 2.5  # samples spread well beyond the true tracks
+    fig = plots.plot_forecasts(first, tmp_path / "f.png", n=2, fit="truth")
+    for i in range(2):
+        keep = first["mask"][i].bool()
+        pts = torch.cat([first["cond"][i][keep].reshape(-1, 3),
+                         first["x"][i][keep].reshape(-1, 3)])[:, :2]
+        half = float((pts - (pts.max(0).values + pts.min(0).values) / 2).abs().max()) * 1.08
+        lo, hi = fig.axes[i].get_xlim()
+        assert abs((hi - lo) - 2 * half) < 1e-6  # padded agents (at 100) and samples ignored
 
 
 def test_unconditional_png_has_test_data_above_generated(tmp_path, monkeypatch):
@@ -56,7 +78,8 @@ def test_unconditional_png_has_test_data_above_generated(tmp_path, monkeypatch):
     assert titles == ["test data 0", "test data 1", "generated 0", "generated 1"]
     assert len({(a.get_xlim(), a.get_ylim()) for a in fig.axes}) == 1  # one scale for all
     assert all(a.get_aspect() == 1.0 for a in fig.axes)
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["path", "last frame"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["path", "first frame",
+                                                                   "last frame"]
 
 
 def test_a_diverged_sample_does_not_shrink_the_ground_truth_to_a_dot(tmp_path):
