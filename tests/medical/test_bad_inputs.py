@@ -335,7 +335,8 @@ CATALOGUE: list[BadInput] = [
              r"pred: 1 value\(s\) are NaN or infinite",
              lambda t: raised(ValueError, lambda: segmentation_metrics(_nan_pred(), _masks()))),
     BadInput("medical-metrics-zero-spacing", "segmentation_metrics(pred, target, spacing=0)",
-             r"spacing: expected one positive number or \(row, col\) positive numbers, got 0",
+             r"spacing: expected one positive number, \(row, col\) positive numbers or a "
+             r"\(2, 2\) array of per-image \(row, col\) spacings, got 0",
              lambda t: raised(ValueError, lambda: segmentation_metrics(_masks(), _masks(), 0))),
     BadInput("medical-metrics-ece-zero-bins", "expected_calibration_error(prob, target, bins=0)",
              r"bins: expected a positive integer, got 0",

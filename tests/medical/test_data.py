@@ -39,6 +39,8 @@ def test_synthetic_datamodule_caches(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 1, 32, 32) and batch["mask"].shape == (2, 1, 32, 32)
     assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+    dm.setup("fit")
+    dm.dataset("test")
     entries = sorted((tmp_path / "data" / "medical").glob("synthetic_*"))
     assert len(entries) == 3 and all((e / "MANIFEST.json").is_file() for e in entries)
     tr, te = dm.dataset("train").images, dm.dataset("test").images
@@ -58,8 +60,8 @@ def test_camus_roundtrip(tmp_path, fmt):
     assert np.array_equal(read_camus_image(root / "patient0001" / f"patient0001_2CH_ED{ext}"), img)
     got = read_camus_image(root / "patient0001" / f"patient0001_2CH_ED_gt{ext}")
     assert np.array_equal(got, lab)
-    images, masks = load_camus(root, "train", size=24, views=["2CH"], phases=["ED"])
-    assert images.shape == (2, 1, 24, 24)
+    images, masks, spacing = load_camus(root, "train", size=24, views=["2CH"], phases=["ED"])
+    assert images.shape == (2, 1, 24, 24) and spacing.tolist() == [[1.0, 1.0]] * 2
     # mask is label 1 only (resized nearest from 24x16 to 24x24): rows 4..11
     assert masks[0, 0, 4:12].any(1).all() and not masks[0, 0, 12:].any()
     dm = CAMUS(root=str(root), size=16, batch_size=2)
@@ -105,11 +107,11 @@ def test_echonet_roundtrip(tmp_path):
 
 
 def test_synthetic_cache_damage_is_rebuilt_not_trusted(tmp_path):
-    dm = SyntheticEcho(num_train=3, num_val=1, num_test=1, size=16, batch_size=2)
+    dm = SyntheticEcho(num_train=3, num_val=1, num_test=1, size=16, batch_size=2, generator="simple")
     first = dm.dataset("train").images.clone()
     npz = next((tmp_path / "data" / "medical").glob("synthetic_train_*")) / "arrays.npz"
     npz.write_bytes(npz.read_bytes()[:100])  # a damaged cache file
-    again = SyntheticEcho(num_train=3, num_val=1, num_test=1, size=16, batch_size=2)
+    again = SyntheticEcho(num_train=3, num_val=1, num_test=1, size=16, batch_size=2, generator="simple")
     with pytest.warns(UserWarning, match=r"arrays\.npz has size 100 .*rebuilding"):
         images = again.dataset("train").images
     assert torch.equal(images, first)

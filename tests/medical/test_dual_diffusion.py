@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from domaindiff.samplers.bernoulli import bernoulli_time_points
 from domaindiff_medical import EchoDND
 from domaindiff_medical.model import (
     bernoulli_ddim_prob,
@@ -12,7 +13,6 @@ from domaindiff_medical.model import (
     binary_decoder_nll,
     gaussian_step,
     learned_logvar,
-    time_points,
 )
 from domaindiff_medical.networks import DualOutput
 
@@ -87,7 +87,7 @@ def test_bernoulli_reverse_chain_with_exact_denoiser_reproduces_forward_marginal
         return pi * l1 / (pi * l1 + (1 - pi) * l0)
 
     for steps in (N, 7, 3):
-        pts = time_points(N, steps)
+        pts = bernoulli_time_points(N, steps)  # the core's grid: N ... 1, then 0
         p_x = marginal(pts[0])  # P(x_i = 1) of the reverse chain
         for i, j in zip(pts[:-1], pts[1:], strict=True):
             ii, jj = torch.tensor([i]), torch.tensor([j])
@@ -205,8 +205,9 @@ class _Oracle(torch.nn.Module):
         return DualOutput(eps, prob, torch.zeros_like(image), var, torch.logit(prob))
 
 
-@pytest.mark.parametrize(("sampler", "steps", "nfe"), [("ddpm", None, N), ("ddpm", 5, 5),
-                                                        ("ddim", 3, 3), ("ddim", 1, 1)])
+@pytest.mark.parametrize(("sampler", "steps", "nfe"), [("ddpm", N, N), ("ddpm", 5, 5),
+                                                        ("ddim", 3, 3), ("ddim", 1, 1),
+                                                        ("dpm_solver", 4, 4), ("heun", 5, 5)])
 @pytest.mark.parametrize(("learn_sigma", "bernoulli"), [(True, "posterior"), (False, "ddim")])
 def test_dual_samplers_recover_the_mask_with_an_exact_denoiser(sampler, steps, nfe,
                                                                learn_sigma, bernoulli):
@@ -215,8 +216,15 @@ def test_dual_samplers_recover_the_mask_with_an_exact_denoiser(sampler, steps, n
     mask = torch.zeros(2, 1, 8, 8)
     mask[:, :, 2:6, 3:7] = 1
     out = model.dual_sample(mask, steps, sampler, generator=torch.Generator().manual_seed(0))
-    assert model.network.calls == nfe  # default DDPM: all N steps, one evaluation each
+    assert model.network.calls == nfe  # one network call serves both branches
     assert model.last_nfe == nfe  # the count the eval app reports
-    assert torch.allclose(out["gauss"], mask, atol=1e-4)
+    exact = sampler in ("ddpm", "ddim")  # the oracle is exact on the integer steps only
+    assert torch.allclose(out["gauss"], mask, atol=1e-4 if exact else 0.1)
     assert torch.allclose(out["bern"], mask, atol=1e-3)
     assert torch.equal((out["prob"] > 0.5).float(), mask)
+    visited = model.last_walk.visited  # the Bernoulli branch walked N -> ... -> 1
+    assert visited[0] == N and visited == sorted(visited, reverse=True)
+    if exact:  # the steps of the core's sample_bernoulli: N ... 1 (up to rounding a half)
+        core = bernoulli_time_points(N, nfe)[:-1]
+        assert len(visited) == len(core) and visited[-1] == core[-1]
+        assert all(abs(a - b) <= 1 for a, b in zip(visited, core, strict=True))

@@ -8,9 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from domaindiff.data import atomic_save
 from domaindiff_medical import EchoDND, evaluate
 from domaindiff_medical.evaluate import expected_dice_error, run, uncertainty_correlation
-from domaindiff_medical.model import checkpoint_image_size, save_checkpoint
+from domaindiff_medical.model import checkpoint_image_size
 
 from .formats import write_camus, write_echonet
 
@@ -22,7 +23,9 @@ def _ckpt(path, size=16):
     model = EchoDND(base_channels=4, levels=2, temb_dim=8, num_steps=20, ema_decay=0.0)
     model.batch_to_state({"image": torch.zeros(1, 1, size, size),
                           "mask": torch.zeros(1, 1, size, size)})  # records the image side
-    save_checkpoint(model, str(path))
+    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(ckpt)  # what Lightning adds: class path, batch count, image side
+    atomic_save(ckpt, path)
     return path
 
 
@@ -42,12 +45,17 @@ def test_eval_app_on_camus_files(tmp_path, fmt):
     summary = run(_cfg(ckpt=str(ckpt), data="camus", data_root=str(root), size=16,
                        sampler="ddpm", steps=3, num_samples=2, out_dir=str(out)))
     assert summary["num_images"] == 4 and summary["nfe_per_image"] == 6  # 1 patient x 2 x 2
-    saved = json.loads((out / "metrics.json").read_text())
-    for key in ("dice", "iou", "hd95", "assd", "variance", "ece", "ged",
+    saved = json.loads((out / "metrics_ddpm_3.json").read_text())
+    for key in ("dice", "iou", "hd95", "assd", "dice_std", "hd95_p95", "variance", "ece", "ged",
                 "corr_variance_dice_error", "spearman_variance_dice_error", "expected_dice_error",
-                "spearman_expected_dice_error", "seconds_per_image"):
+                "real_dice_error", "calibration_gap", "spearman_expected_dice_error", "seconds"):
         assert key in saved
-    assert (out / "overlays.png").read_bytes()[:8] == PNG
+    assert saved["distance_unit"] == "mm" and saved["num_samples"] == 2
+    rows = (out / "per_image_ddpm_3.csv").read_text().splitlines()
+    assert rows[0].startswith("image,dice,iou,hd95,assd") and len(rows) == 5
+    dice = [float(r.split(",")[1]) for r in rows[1:]]
+    assert np.mean(dice) == pytest.approx(saved["dice"], abs=1e-5)
+    assert (out / "overlays_ddpm_3.png").read_bytes()[:8] == PNG
 
 
 def test_eval_app_on_echonet_files_defaults_to_checkpoint_size(tmp_path):
@@ -58,7 +66,8 @@ def test_eval_app_on_echonet_files_defaults_to_checkpoint_size(tmp_path):
     summary = run(_cfg(ckpt=str(ckpt), data="echonet", data_root=str(root), size=None,
                        steps=2, num_samples=3, out_dir=str(out)))
     assert summary["num_images"] == 2 and summary["nfe_per_image"] == 6
-    assert (out / "overlays.png").read_bytes()[:8] == PNG
+    assert summary["distance_unit"] == "px"  # EchoNet's files carry no spacing
+    assert (out / "overlays_ddim_2.png").read_bytes()[:8] == PNG
 
 
 def test_domaindiff_eval_medical_cli_multirun(tmp_path, monkeypatch):
@@ -74,8 +83,8 @@ def test_domaindiff_eval_medical_cli_multirun(tmp_path, monkeypatch):
     assert main(argv) == 0
     for sampler in ("ddim", "ddpm"):
         d = tmp_path / "sweep" / f"{sampler}_2"
-        assert json.loads((d / "metrics.json").read_text())["sampler"] == sampler
-        assert (d / "overlays.png").read_bytes()[:8] == PNG
+        assert json.loads((d / f"metrics_{sampler}_2.json").read_text())["sampler"] == sampler
+        assert (d / f"overlays_{sampler}_2.png").read_bytes()[:8] == PNG
 
 
 def test_uncertainty_correlation_exact():
@@ -99,17 +108,24 @@ def test_expected_dice_error_by_hand():
 
 @pytest.mark.parametrize(("sampler", "steps"), [("ddpm", 4), ("ddim", 3)])
 def test_evaluate_reports_the_network_calls_as_nfe(sampler, steps):
-    from domaindiff_medical.evaluate import evaluate_model
+    from domaindiff_medical.evaluate import evaluate_arrays
 
     torch.manual_seed(0)
     model = EchoDND(base_channels=4, levels=2, temb_dim=8, num_steps=20, ema_decay=0.0)
     calls = []
     hook = model.network.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        summary, _ = evaluate_model(model, torch.rand(3, 1, 16, 16),
-                                    (torch.rand(3, 1, 16, 16) > 0.5).float(), sampler=sampler,
-                                    steps=steps, num_samples=2, batch_size=2, progress=False)
+        summary, _ = evaluate_arrays(model, torch.rand(3, 1, 16, 16),
+                                     (torch.rand(3, 1, 16, 16) > 0.5).float(), sampler=sampler,
+                                     steps=steps, num_samples=2, batch_size=2)
     finally:
         hook.remove()
     assert summary["nfe"] == len(calls) / 2 == steps  # two batches, one walk each
     assert summary["nfe_per_image"] == 2 * steps
+
+
+def test_an_unknown_sampler_in_the_eval_app_is_refused_before_any_work(tmp_path):
+    ckpt = _ckpt(tmp_path / "m.ckpt")
+    with pytest.raises(ValueError, match=r"unknown sampler 'ddimm'.*ddim"):
+        run(_cfg(ckpt=str(ckpt), sampler="ddimm", out_dir=str(tmp_path / "e")))
+    assert not (tmp_path / "e").exists()

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from domaindiff.module import load_checkpoint
 from domaindiff_medical import EchoDND, SyntheticEcho, evaluate
-from domaindiff_medical.model import bernoulli_kl, postprocess, time_points
+from domaindiff_medical.model import bernoulli_kl, postprocess
 from domaindiff_medical.networks import EchoDNDNet, UNetBaseline
 
 
@@ -90,11 +90,7 @@ def test_loss_terms_and_gradients_reach_every_part():
         assert grads and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_time_points_and_sampler_determinism():
-    assert time_points(50, 50) == list(range(50, -1, -1))
-    assert time_points(1000, 4) == [1000, 750, 500, 250, 0]
-    with pytest.raises(ValueError, match="steps"):
-        time_points(10, 11)
+def test_sampling_is_deterministic_per_seed_and_fuses_both_branches():
     model = _model()
     img = _batch(2)["image"]
     a = model.dual_sample(img, 5, "ddim", generator=torch.Generator().manual_seed(1))
@@ -102,10 +98,68 @@ def test_time_points_and_sampler_determinism():
     assert torch.equal(a["prob"], b["prob"])
     assert torch.allclose(a["prob"], (a["gauss"] + a["bern"]) / 2)
     short = _model(num_steps=10)
-    full = short.dual_sample(img, None, "ddpm", generator=torch.Generator().manual_seed(1))
+    full = short.dual_sample(img, 10, "ddpm", generator=torch.Generator().manual_seed(1))
     assert full["prob"].shape == img.shape and 0 <= full["prob"].min() <= full["prob"].max() <= 1
-    with pytest.raises(ValueError, match="sampler"):
-        model.dual_sample(img, 5, "heun")
+
+
+@pytest.mark.parametrize("call", ["sample", "dual_sample", "segment"])
+def test_an_unknown_sampler_name_is_an_error_naming_it_and_the_valid_ones(call):
+    model = _model()
+    batch = _batch(2)
+    with pytest.raises(ValueError, match=r"unknown sampler 'heun2'.*ddim"):
+        if call == "sample":
+            model.sample(2, batch=batch, sampler="heun2", steps=2)
+        else:
+            getattr(model, call)(batch["image"], steps=2, sampler="heun2")
+    with pytest.raises(ValueError, match=r"unknown sampler 'nope'.*ddim"):
+        _model(dual_sampler="nope")
+    with pytest.raises(ValueError, match=r"bernoulli.*'coin'.*posterior"):
+        model.sample(2, batch=batch, steps=2, bernoulli="coin")
+
+
+def test_use_ema_selects_the_ema_weights_and_false_the_raw_ones():
+    torch.manual_seed(0)
+    model = _model(ema_decay=0.9)
+    with torch.no_grad():  # make the EMA copy differ from the raw weights
+        for p in model.ema_network.module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    raw = _model(ema_decay=0.0)
+    raw.network.load_state_dict(model.network.state_dict())
+    ema = _model(ema_decay=0.0)
+    ema.network.load_state_dict(model.ema_network.module.state_dict())
+    batch = _batch(2)
+
+    def draw(m, **kw):
+        return m.sample(2, batch=batch, steps=3, num_samples=2,
+                        generator=torch.Generator().manual_seed(3), **kw)["prob"]
+
+    assert torch.equal(draw(model), draw(ema))
+    assert torch.equal(draw(model, use_ema=False), draw(raw))
+    assert not torch.equal(draw(model), draw(model, use_ema=False))
+
+
+def test_core_guidance_applies_to_the_gaussian_branch():
+    from domaindiff.guidance import Inpainting
+    model = _model()
+    batch = _batch(2)
+    target = 2 * batch["mask"] - 1  # the Gaussian branch's scale
+    guide = Inpainting({"mask": target}, {"mask": torch.ones_like(target)})
+    out = model.dual_sample(batch["image"], 4, "ddim", guidance=guide,
+                            generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out["gauss"], batch["mask"])  # every pixel known: the observation
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "bernoulli"])
+def test_single_noise_ablations_train_and_fuse_one_branch(noise):
+    model = _model(noise=noise)
+    out = model.dual_sample(_batch(2)["image"], 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out["prob"], out["gauss" if noise == "gaussian" else "bern"])
+    loss = model.loss(_batch(2))
+    loss.backward()
+    unused = model.network.bern if noise == "gaussian" else model.network.gauss
+    assert all(p.grad is None for p in unused.parameters())
+    with pytest.raises(ValueError, match="noise"):
+        _model(noise="poisson")
 
 
 def test_segment_ensemble_statistics():
@@ -132,7 +186,8 @@ def test_postprocess_keeps_largest_component_and_opens():
 
 def test_training_learns_and_checkpoint_roundtrip(tmp_path):
     torch.manual_seed(0)
-    dm = SyntheticEcho(num_train=16, num_val=4, num_test=4, size=16, batch_size=8)
+    dm = SyntheticEcho(num_train=16, num_val=4, num_test=4, size=16, batch_size=8,
+                       generator="simple")
     model = _model(lr=5e-3, base_channels=4, num_val_samples=2, sampling_steps=2,
                    num_ensemble=1)
     batch = next(iter(DataLoader(dm.dataset("train"), batch_size=16)))
@@ -161,26 +216,10 @@ def test_training_learns_and_checkpoint_roundtrip(tmp_path):
     from domaindiff_medical.evaluate import run
     cfg = OmegaConf.load(Path(evaluate.__file__).parent / "conf" / "eval.yaml")
     cfg.update({"ckpt": str(ckpt), "size": 16, "max_images": 3, "steps": 2, "num_samples": 2,
-                "out_dir": str(tmp_path / "eval"), "num_overlays": 2})
+                "out_dir": str(tmp_path / "eval"), "num_overlays": 2, "generator": "simple"})
     summary = run(cfg)
-    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "eval" / "metrics_ddim_2.json").read_text())
     assert saved["num_images"] == 3 and saved["nfe_per_image"] == 4
     assert 0 <= saved["dice"] <= 1 and saved["dice"] == pytest.approx(summary["dice"])
-    assert (tmp_path / "eval" / "overlays.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_ddim_moves_along_the_network_noise():
-    """DDIM keeps the network's eps (only x0 is clipped); unclipped, both forms agree exactly."""
-    g = torch.Generator().manual_seed(0)
-    a_i, a_j = torch.tensor(0.3), torch.tensor(0.7)
-    x_i = torch.randn(2, 1, 4, 4, generator=g)
-    eps = 0.1 * torch.randn(2, 1, 4, 4, generator=g)
-    x0 = (x_i - (1 - a_i).sqrt() * eps) / a_i.sqrt()
-    with_eps = EchoDND.gaussian_update(x_i, x0, None, a_i, a_j, "ddim", None, eps)
-    recomputed = EchoDND.gaussian_update(x_i, x0, None, a_i, a_j, "ddim", None)
-    torch.testing.assert_close(with_eps, recomputed)
-    clipped = x0.clamp(-0.5, 0.5)
-    out = EchoDND.gaussian_update(x_i, clipped, None, a_i, a_j, "ddim", None, eps)
-    torch.testing.assert_close(out, a_j.sqrt() * clipped + (1 - a_j).sqrt() * eps)
-    assert not torch.allclose(out, EchoDND.gaussian_update(x_i, clipped, None, a_i, a_j, "ddim",
-                                                           None))
+    png = (tmp_path / "eval" / "overlays_ddim_2.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

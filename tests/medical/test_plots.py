@@ -35,8 +35,8 @@ def test_overlays_show_both_contours_a_legend_and_a_shared_colourbar(tmp_path):
     panels = [a for a in fig.axes if a.get_title()]
     colourbars = [a for a in fig.axes if a.get_ylabel() == "ensemble variance"]
     assert len(panels) == 9 and len(colourbars) == 3
-    assert [a.get_title() for a in panels[:3]] == ["test image 0", "image 0: contours",
-                                                   "image 0: uncertainty"]
+    assert [a.get_title() for a in panels[:3]] == ["test image 0", "truth and prediction",
+                                                   "uncertainty"]
     sets = [c for c in panels[1].collections if isinstance(c, ContourSet)]
     assert [tuple(c.get_edgecolor()[0][:3]) for c in sets] == [(0.0, 1.0, 0.0), (1.0, 0.0, 0.0)]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ground truth", "prediction"]

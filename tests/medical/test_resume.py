@@ -15,7 +15,8 @@ def _model() -> EchoDND:
 
 
 def _data() -> SyntheticEcho:
-    return SyntheticEcho(num_train=12, num_val=4, num_test=4, size=16, batch_size=4)
+    return SyntheticEcho(num_train=12, num_val=4, num_test=4, size=16, batch_size=4,
+                        generator="simple")
 
 
 def test_medical_resume_mid_epoch_is_bitwise_equal(tmp_path):

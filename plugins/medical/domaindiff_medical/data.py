@@ -90,19 +90,33 @@ def synthetic_echo(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SegmentationArrays(Dataset):
-    """Images and LV masks held in memory as ``(N, 1, H, W)`` arrays."""
+    """Images, LV masks and pixel spacings held in memory.
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray) -> None:
+    Args:
+        images: ``(N, 1, H, W)`` images in [0, 1].
+        masks: ``(N, 1, H, W)`` 0/1 masks.
+        spacing: ``(N, 2)`` (row, column) pixel spacing of each image in ``unit`` (default 1).
+        unit: the spacing's unit, ``"mm"`` when read from the files, else ``"px"``.
+    """
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, spacing: np.ndarray | None = None,
+                 unit: str = "px") -> None:
         if images.shape != masks.shape or images.ndim != 4:
             raise ValueError(f"images {images.shape} and masks {masks.shape} must be equal (N,1,H,W)")
         self.images = torch.as_tensor(images, dtype=torch.float32)
         self.masks = torch.as_tensor(masks, dtype=torch.float32)
+        sp = np.ones((len(images), 2), np.float32) if spacing is None else np.asarray(spacing)
+        if sp.shape != (len(images), 2) or not np.all(np.isfinite(sp) & (sp > 0)):
+            raise ValueError(f"spacing: expected ({len(images)}, 2) positive (row, col) spacings, "
+                             f"got shape {sp.shape}")
+        self.spacing = torch.as_tensor(sp, dtype=torch.float32)
+        self.unit = unit
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[i], "mask": self.masks[i]}
+        return {"image": self.images[i], "mask": self.masks[i], "spacing": self.spacing[i]}
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +128,44 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.nda
     lo, hi = float(img.min()), float(img.max())
     img = (img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)
     return img.numpy(), lab.numpy().astype(np.uint8)
+
+
+def resample_pair(image: np.ndarray, label: np.ndarray, size: int,
+                  spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Resample to square pixels with the image's real aspect, centred on a ``size x size`` canvas.
+
+    The physical extent ``(H * row spacing, W * column spacing)`` is scaled so that its longer
+    side spans ``size`` pixels; the shorter side is padded with zeros (no echo) on both ends.
+
+    Args:
+        image: ``(H, W)`` intensities.
+        label: ``(H, W)`` label map.
+        size: canvas side.
+        spacing: (row, column) spacing of the input pixels (mm).
+
+    Returns:
+        ``(image in [0, 1], label, (s, s))`` with ``s`` the isotropic output spacing.
+    """
+    h, w = np.asarray(image).shape
+    sr, sc = (float(v) for v in spacing)
+    if not (np.isfinite(sr) and np.isfinite(sc) and sr > 0 and sc > 0):
+        raise ValueError(f"spacing: expected positive (row, col) values, got {tuple(spacing)}")
+    extent = max(h * sr, w * sc)
+    s = extent / size
+    nh = max(1, min(size, int(round(h * sr / s))))
+    nw = max(1, min(size, int(round(w * sc / s))))
+    img = torch.as_tensor(np.asarray(image, np.float32))[None, None]
+    lab = torch.as_tensor(np.asarray(label, np.float32))[None, None]
+    img = F.interpolate(img, size=(nh, nw), mode="bilinear", align_corners=False)[0, 0]
+    lab = F.interpolate(lab, size=(nh, nw), mode="nearest")[0, 0]
+    lo, hi = float(img.min()), float(img.max())
+    img = (img - lo) / (hi - lo) if hi > lo else torch.zeros_like(img)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out_img = np.zeros((size, size), np.float32)
+    out_lab = np.zeros((size, size), np.uint8)
+    out_img[top:top + nh, left:left + nw] = img.numpy()
+    out_lab[top:top + nh, left:left + nw] = lab.numpy().astype(np.uint8)
+    return out_img, out_lab, (s, s)
 
 
 # ------------------------------------------------------------------------------------ CAMUS
@@ -228,8 +280,11 @@ def _check_mhd_data(path: Path, fields: dict[str, str], lines: dict[str, int],
                          f"{fields['ElementType']} in {path.name}); truncated file or wrong header")
 
 
-def read_camus_image(path: str | Path) -> np.ndarray:
-    """Read one CAMUS 2-D image or label as ``(H, W)``; ``.mhd`` via SimpleITK, ``.nii.gz`` via nibabel.
+def read_camus(path: str | Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """Read one CAMUS 2-D image or label as ``(H, W)`` and its (row, column) pixel spacing.
+
+    ``.mhd`` via SimpleITK (``GetSpacing()`` is (x, y) = (column, row)), ``.nii.gz`` via nibabel
+    (``header.get_zooms()`` of the (x, y) axes, transposed like the array).
 
     SimpleITK gives ``(1, H, W)`` or ``(H, W)``; nibabel gives ``(W, H[, 1])`` and is transposed.
     A ``.mhd`` header is checked first (see :func:`read_mhd_header`).
@@ -246,7 +301,9 @@ def read_camus_image(path: str | Path) -> np.ndarray:
         import SimpleITK as sitk
         read_mhd_header(path)
         try:
-            arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+            image = sitk.ReadImage(str(path))
+            arr = sitk.GetArrayFromImage(image)
+            zooms = tuple(float(v) for v in image.GetSpacing())
         except RuntimeError as err:
             reason = " ".join(str(err).split())[-200:]
             raise ValueError(f"{path}: SimpleITK cannot read it ({reason})") from None
@@ -255,7 +312,9 @@ def read_camus_image(path: str | Path) -> np.ndarray:
         import nibabel as nib
         from nibabel.filebasedimages import ImageFileError
         try:
-            arr = np.asarray(nib.load(str(path)).dataobj)
+            nii = nib.load(str(path))
+            arr = np.asarray(nii.dataobj)
+            zooms = tuple(float(v) for v in nii.header.get_zooms())
         except (*_READ_ERRORS, ImageFileError) as err:
             reason = str(err).replace(f'"{path}"', "it").replace(f"'{path}'", "it")
             raise ValueError(f"{path}: not a readable NIfTI file ({type(err).__name__}: "
@@ -266,7 +325,16 @@ def read_camus_image(path: str | Path) -> np.ndarray:
     arr = np.squeeze(arr)
     if arr.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D image, got shape {arr.shape}")
-    return arr.T if transpose else arr
+    col, row = (zooms + (1.0, 1.0))[:2]
+    if not all(np.isfinite(v) and v > 0 for v in (row, col)):
+        raise ValueError(f"{path}: pixel spacing ({row:g}, {col:g}) is not positive; expected "
+                         "the image's spacing in mm")
+    return (arr.T if transpose else arr), (row, col)
+
+
+def read_camus_image(path: str | Path) -> np.ndarray:
+    """Read one CAMUS 2-D image or label as ``(H, W)`` (see :func:`read_camus`)."""
+    return read_camus(path)[0]
 
 
 def check_camus_label(label: np.ndarray, path: str | Path) -> np.ndarray:
@@ -378,14 +446,73 @@ def _camus_split_entries(root: Path, split: str) -> tuple[Path, list[tuple[int, 
     return path, entries
 
 
+class SplitSourceWarning(UserWarning):
+    """Which CAMUS split source was used when no ``subgroup_*.txt`` file names the split."""
+
+
+def _patient_dirs(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name.startswith("patient"))
+
+
+def camus_patients(root: str | Path, split: str) -> tuple[Path, str, list[tuple[int, str]]]:
+    """Where a CAMUS split's patients live, what named them, and ``(line, patient)`` entries.
+
+    Sources, in order:
+
+    1. ``subgroup_{training,validation,testing}.txt`` (the 2023 release's ``database_split``);
+       only the requested split's file is needed, so a test-only folder works.
+    2. The 2019 challenge release layout ``training/`` and ``testing/`` (no split files): its
+       published split is ``training/`` = train (450 patients) and ``testing/`` = test (50);
+       it has no validation split (pass a ``subgroup_validation.txt`` for one).
+    3. ``split="test"`` on a folder of ``patient*`` folders and nothing else: every patient
+       there is evaluated, said with a :class:`SplitSourceWarning` giving the count.
+
+    Returns:
+        ``(folder holding the patient folders, source description, entries)``; entries
+        from a folder listing carry line 0.
+
+    Raises:
+        FileNotFoundError: no source names the split (the message says which files would).
+    """
+    root = Path(root)
+    if split not in CAMUS_SPLITS:
+        raise ValueError(f"split must be one of {sorted(CAMUS_SPLITS)}, got {split!r}")
+    fname = f"subgroup_{CAMUS_SPLITS[split]}.txt"
+    if root.is_dir() and list(root.rglob(fname)):
+        path, entries = _camus_split_entries(root, split)
+        return root, str(path), entries
+    if not root.is_dir():
+        raise FileNotFoundError(f"CAMUS folder not found: {root}; {CAMUS_MANUAL}")
+    layout = {"train": root / "training", "test": root / "testing"}
+    if (root / "training").is_dir() or (root / "testing").is_dir():
+        if split == "val":
+            raise FileNotFoundError(f"{root}: the 2019 CAMUS layout (training/, testing/) has no "
+                                    f"validation split; put a {fname} (one patient per line) "
+                                    "under it")
+        folder = layout[split]
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{root}: no {folder.name}/ folder for the {split} split "
+                                    f"(2019 CAMUS layout) and no {fname}")
+        names = _patient_dirs(folder)
+        if not names:
+            raise FileNotFoundError(f"{folder}: no patient* folders")
+        return folder, f"{folder} (2019 release split)", [(0, n) for n in names]
+    names = _patient_dirs(root)
+    if split == "test" and names:
+        warnings.warn(f"{root}: no {fname}; evaluating all {len(names)} patient folders there "
+                      "as the test split", SplitSourceWarning, stacklevel=2)
+        return root, f"{root} (all patient folders)", [(0, n) for n in names]
+    raise FileNotFoundError(f"CAMUS split file {fname} not found under {root}; {CAMUS_MANUAL}")
+
+
 def camus_split(root: str | Path, split: str) -> list[str]:
-    """Patient names of a CAMUS split from ``subgroup_{training,validation,testing}.txt``.
+    """Patient names of a CAMUS split (see :func:`camus_patients` for the sources).
 
     Raises:
         ValueError: an unknown split, an empty split file, a patient listed twice or in two splits.
-        FileNotFoundError: no split file.
+        FileNotFoundError: no source names the split.
     """
-    return [name for _, name in _camus_split_entries(Path(root), split)[1]]
+    return [name for _, name in camus_patients(root, split)[2]]
 
 
 def _camus_file(root: Path, patient: str, stem: str) -> Path:
@@ -399,44 +526,57 @@ def _camus_file(root: Path, patient: str, stem: str) -> Path:
     return hits[0]
 
 
-def _camus_pair(root: Path, patient: str, stem: str, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Checked ``(image, label)`` of one CAMUS view and phase (``where`` names the split line)."""
+def _camus_pair(root: Path, patient: str, stem: str,
+                where: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Checked ``(image, label, spacing)`` of one CAMUS view and phase (``where``: its source)."""
     try:
         img_path = _camus_file(root, patient, stem)
         lab_path = _camus_file(root, patient, stem + "_gt")
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{where}: patient {patient!r}: {err}") from None
-    img = check_finite_image(read_camus_image(img_path), img_path)
+    img, spacing = read_camus(img_path)
+    img = check_finite_image(img, img_path)
     lab = check_camus_label(read_camus_image(lab_path), lab_path)
     if img.shape != lab.shape:
         raise ValueError(f"{lab_path}: label shape {lab.shape} differs from the image's "
                          f"{img.shape} ({img_path.name}); expected the same (H, W)")
-    return img, lab
+    return img, lab, spacing
 
 
 def load_camus(root: str | Path, split: str, size: int = 64,
                views: Sequence[str] | None = CAMUS_VIEWS,
-               phases: Sequence[str] | None = CAMUS_PHASES) -> tuple[np.ndarray, np.ndarray]:
-    """Load a CAMUS split as ``(images, masks)`` arrays ``(N, 1, size, size)``; mask = label 1.
+               phases: Sequence[str] | None = CAMUS_PHASES,
+               keep_aspect: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Load a CAMUS split as ``(images, masks, spacing)``; mask = label 1.
+
+    Images and masks are ``(N, 1, size, size)``; ``spacing`` is ``(N, 2)`` (row, column) in mm
+    of the output pixels, from each file's own spacing. With ``keep_aspect`` (default) each image
+    is resampled to square pixels with its real aspect (:func:`resample_pair`); otherwise it is
+    stretched to the square and the spacing follows the stretch.
 
     Every image and label is checked (see :func:`read_mhd_header`, :func:`check_camus_label`,
     :func:`check_finite_image`); any bad file stops the load with a message naming it.
     """
-    root = Path(root)
     views = _choices("views", views, CAMUS_VIEWS)
     phases = _choices("phases", phases, CAMUS_PHASES)
     _check_size(size)
-    split_path, entries = _camus_split_entries(root, split)
-    imgs, masks = [], []
+    folder, source, entries = camus_patients(root, split)
+    imgs, masks, spacings = [], [], []
     for number, patient in entries:
+        where = f"{source} line {number}" if number else source
         for view in views:
             for phase in phases:
-                img, lab = _camus_pair(root, patient, f"{patient}_{view}_{phase}",
-                                       f"{split_path} line {number}")
-                img, lab = resize_pair(img, lab, size)
+                img, lab, sp = _camus_pair(folder, patient, f"{patient}_{view}_{phase}", where)
+                if keep_aspect:
+                    img, lab, out_sp = resample_pair(img, lab, size, sp)
+                else:
+                    h, w = img.shape
+                    out_sp = (sp[0] * h / size, sp[1] * w / size)
+                    img, lab = resize_pair(img, lab, size)
                 imgs.append(img[None])
                 masks.append((lab == LV_LABEL).astype(np.float32)[None])
-    return np.stack(imgs), np.stack(masks)
+                spacings.append(out_sp)
+    return np.stack(imgs), np.stack(masks), np.asarray(spacings, np.float32)
 
 
 def _check_size(size: int) -> None:
@@ -659,19 +799,33 @@ class _SegDataModule(DomainDataModule):
 
     size: int
 
-    def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    unit = "px"
+
+    def _arrays(self, split: str) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if getattr(self, "_sets", None) is None:
-            self._sets = {s: SegmentationArrays(*self._arrays(s)) for s in ("train", "val", "test")}
+        """Load the splits the stage needs (each split is read once, when first needed)."""
+        need = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                "predict": ("test",)}.get(stage or "", ())
+        for split in need:
+            self.dataset(split)
 
     def dataset(self, split: str) -> SegmentationArrays:
-        """The dataset of ``split`` (train/val/test)."""
+        """The dataset of ``split`` (train/val/test), loaded on first use.
+
+        Only the requested split is read, so a test-only folder (no train/val files) evaluates.
+        """
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be one of ['test', 'train', 'val'], got {split!r}")
-        self.setup()
-        return self._sets[split]
+        sets = getattr(self, "_sets", None)
+        if sets is None:
+            sets = self._sets = {}
+        if split not in sets:
+            arrays = self._arrays(split)
+            spacing = arrays[2] if len(arrays) > 2 else None
+            sets[split] = SegmentationArrays(arrays[0], arrays[1], spacing, self.unit)
+        return sets[split]
 
     def train_dataloader(self) -> DataLoader:
         return self.train_loader(self.dataset("train"))  # resumable (seed, epoch) order
@@ -688,6 +842,13 @@ class _SegDataModule(DomainDataModule):
 class SyntheticEcho(_SegDataModule):
     """Offline default: synthetic echocardiograms, cached under ``$DOMAINDIFF_DATA``.
 
+    ``generator`` picks the images (see :mod:`domaindiff_medical.synthetic`): ``camus_like``
+    (default; both apical views at ED and ES, four images per synthetic patient, CAMUS order
+    2CH-ED, 2CH-ES, 4CH-ED, 4CH-ES), ``shifted`` (a separately written generator with other
+    appearance statistics, for domain-shift tests) or ``simple`` (the first, easy generator).
+    ``corruption`` / ``severity`` corrupt the images (noise, blur, contrast, gain at 1-5). Pixel
+    spacing is ``FOV_MM / size`` mm (a 160 mm deep field of view).
+
     Each split is one verified cache entry (an npz and its manifest, see
     :func:`domaindiff.data.build_cache_entry`): a killed build is never read, a damaged file is
     rebuilt with a warning.
@@ -701,65 +862,110 @@ class SyntheticEcho(_SegDataModule):
         batch_size: batch size.
         num_workers: DataLoader workers.
         seed: generator seed (train, val and test use disjoint seeds).
+        generator: ``camus_like``, ``shifted`` or ``simple``.
+        corruption: ``None`` or one of noise, blur, contrast, gain.
+        severity: corruption severity 1-5 (0: none).
     """
 
     name = "medical"
+    unit = "mm"
 
     def __init__(self, num_train: int = 512, num_val: int = 32, num_test: int = 32,
                  size: int = 64, root: str | None = None, batch_size: int = 16,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, generator: str = "camus_like",
+                 corruption: str | None = None, severity: int = 0) -> None:
         super().__init__(root, batch_size, num_workers, seed)
-        if size < 16:
-            raise ValueError(f"size: the synthetic generator needs size >= 16, got {size}")
+        from .synthetic import CORRUPTIONS, GENERATORS
+        if generator not in GENERATORS:
+            raise ValueError(f"generator: unknown synthetic generator {generator!r}; expected "
+                             f"one of {list(GENERATORS)}")
+        least = 16 if generator == "simple" else 32
+        if size < least:
+            raise ValueError(f"size: the {generator} generator needs size >= {least}, got {size}")
         for arg, v in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if v < 1:
                 raise ValueError(f"{arg} must be >= 1, got {v}")
+        if corruption is not None and corruption not in CORRUPTIONS:
+            raise ValueError(f"corruption: unknown kind {corruption!r}; expected one of "
+                             f"{list(CORRUPTIONS)} or null")
+        if isinstance(severity, bool) or not isinstance(severity, int) or not 0 <= severity <= 5:
+            raise ValueError(f"severity: expected an integer 0-5, got {severity!r}")
+        if (corruption is None) != (severity == 0):
+            raise ValueError(f"corruption={corruption!r} with severity={severity}: give both (a "
+                             "kind and a severity 1-5) or neither")
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
-        self.size = size
+        self.size, self.generator = size, generator
+        self.corruption, self.severity = corruption, severity
 
-    def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def _arrays(self, split: str) -> tuple[np.ndarray, ...]:
+        from .synthetic import FOV_MM, PHASES, VIEWS, camus_like_echo, corrupt, shifted_echo
         n = self.counts[split]
         offset = {"train": 0, "val": 10_000_000, "test": 20_000_000}[split] + 1000 * self.seed
+        gen = self.generator
+
+        def one(k: int) -> tuple[np.ndarray, np.ndarray]:
+            if gen == "simple":
+                img, lab = synthetic_echo(offset + k, self.size)
+            else:
+                fn = camus_like_echo if gen == "camus_like" else shifted_echo
+                img, lab = fn(offset + k // 4, self.size, VIEWS[(k // 2) % 2], PHASES[k % 2])
+            if self.corruption is not None:
+                img = corrupt(img, self.corruption, self.severity, seed=offset + k)
+            return img, lab
 
         def build(tmp: Path) -> None:
-            pairs = [synthetic_echo(offset + k, self.size) for k in range(n)]
+            pairs = [one(k) for k in range(n)]
             images = np.stack([p[0] for p in pairs])[:, None]
             masks = np.stack([(p[1] == LV_LABEL) for p in pairs])[:, None].astype(np.float32)
             np.savez(tmp / "arrays.npz", images=images, masks=masks)
 
-        entry = self.cache_entry(f"synthetic_{split}_n{n}_s{self.size}_seed{self.seed}", build,
-                                 description=f"synthetic echo {split}: {n} images of "
-                                             f"{self.size}x{self.size}, seeds from {offset}")
+        name = "" if gen == "simple" else f"_{gen}"
+        if self.corruption is not None:
+            name += f"_{self.corruption}{self.severity}"
+        entry = self.cache_entry(f"synthetic{name}_{split}_n{n}_s{self.size}_seed{self.seed}",
+                                 build, description=f"synthetic echo ({gen}) {split}: {n} images "
+                                 f"of {self.size}x{self.size}, seeds from {offset}")
         with np.load(entry / "arrays.npz") as z:
-            return z["images"], z["masks"]
+            images, masks = z["images"], z["masks"]
+        spacing = np.full((n, 2), FOV_MM / self.size, np.float32)
+        return images, masks, spacing
 
 
 class CAMUS(_SegDataModule):
-    """CAMUS (either release) from ``root``; patient-level splits from the ``subgroup_*.txt`` files.
+    """CAMUS (either release) from ``root``, with each file's pixel spacing (mm).
+
+    Patient-level splits come from the ``subgroup_*.txt`` files, the 2019 release's
+    ``training/`` / ``testing/`` folders, or (test only) every patient folder; see
+    :func:`camus_patients`. Only the split asked for is read.
 
     Args:
         root: directory holding the patient folders and split files.
-        size: resized image side.
+        size: output image side.
         views: views to use (2CH, 4CH).
         phases: phases to use (ED, ES).
+        keep_aspect: resample to square pixels with the real aspect and pad (default); False
+            stretches to the square (the spacing then differs per axis).
         batch_size: batch size.
         num_workers: DataLoader workers.
         seed: shuffling seed.
     """
 
     name = "camus"
+    unit = "mm"
 
     def __init__(self, root: str | None = None, size: int = 256,
                  views: list[str] | None = None, phases: list[str] | None = None,
-                 batch_size: int = 8, num_workers: int = 0, seed: int = 0) -> None:
+                 keep_aspect: bool = True, batch_size: int = 8, num_workers: int = 0,
+                 seed: int = 0) -> None:
         super().__init__(root, batch_size, num_workers, seed)
         _check_size(size)
-        self.size = size
+        self.size, self.keep_aspect = size, keep_aspect
         self.views = _choices("views", views, CAMUS_VIEWS)
         self.phases = _choices("phases", phases, CAMUS_PHASES)
 
-    def _arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        return load_camus(self.cache_dir, split, self.size, self.views, self.phases)
+    def _arrays(self, split: str) -> tuple[np.ndarray, ...]:
+        return load_camus(self.cache_dir, split, self.size, self.views, self.phases,
+                          self.keep_aspect)
 
 
 class EchoNetDynamic(_SegDataModule):

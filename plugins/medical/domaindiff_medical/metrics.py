@@ -9,7 +9,6 @@ calibration error of the fused probability, and the generalized energy distance 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -34,30 +33,39 @@ def _check(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return (pred > 0.5).float(), (target > 0.5).float()
 
 
-def _spacing(spacing: float | Sequence[float]) -> list[float]:
-    """``spacing`` as (row, col), refusing non-positive or non-finite values."""
-    sp = [float(spacing)] * 2 if isinstance(spacing, (int, float)) else [float(s) for s in spacing]
-    if len(sp) != 2 or not all(math.isfinite(s) and s > 0 for s in sp):
-        raise ValueError(f"spacing: expected one positive number or (row, col) positive numbers, "
-                         f"got {spacing!r}")
-    return sp
+def _spacing(spacing: float | Sequence[float] | Tensor, batch: int) -> list[float] | list[list[float]]:
+    """``spacing`` as (row, col), or one (row, col) per image; refuses non-positive values.
+
+    Accepts one number, a (row, col) pair, or a ``(B, 2)`` array of per-image spacings.
+    """
+    arr = torch.as_tensor(spacing, dtype=torch.float64)
+    if arr.ndim == 0:
+        arr = arr.repeat(2)
+    ok = (arr.shape == (2,) or arr.shape == (batch, 2)) and bool(
+        torch.isfinite(arr).all() and (arr > 0).all())
+    if not ok:
+        raise ValueError(f"spacing: expected one positive number, (row, col) positive numbers or "
+                         f"a ({batch}, 2) array of per-image (row, col) spacings, got "
+                         f"{spacing if arr.numel() <= 4 else tuple(arr.shape)!r}")
+    return arr.tolist()
 
 
 def segmentation_metrics(pred: Tensor, target: Tensor,
-                         spacing: float | Sequence[float] = 1.0) -> dict[str, Tensor]:
+                         spacing: float | Sequence[float] | Tensor = 1.0) -> dict[str, Tensor]:
     """Per-image Dice, IoU, HD95 and ASSD of binary masks ``(B, 1, H, W)`` (MONAI).
 
     Args:
         pred: predicted masks (0/1 or probabilities, thresholded at 0.5).
         target: ground-truth masks.
-        spacing: pixel spacing (one number or (row, col)) in the unit of the distances.
+        spacing: pixel spacing in the unit of the distances: one number, (row, col), or a
+            ``(B, 2)`` array with each image's (row, col) spacing (e.g. CAMUS files' own).
 
     Returns:
         ``{"dice", "iou", "hd95", "assd"}``, each a ``(B,)`` tensor; distances are NaN where a
         mask is empty.
     """
     p, t = _check(pred, target)
-    sp = _spacing(spacing)
+    sp = _spacing(spacing, p.shape[0])
     dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(p, t)
     iou = MeanIoU(include_background=True, reduction="none", ignore_empty=False)(p, t)
     hd = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(

@@ -44,7 +44,8 @@ def overlay_title(ckpt: str, data: str, sampler: str, steps: int, ensemble: int,
 
 
 def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
-                   pred: torch.Tensor, var: torch.Tensor, num: int = 4, title: str = "") -> Figure:
+                   pred: torch.Tensor, var: torch.Tensor, num: int = 4, title: str = "",
+                   labels: list[str] | None = None) -> Figure:
     """One PNG with a row per image: the image, its contours, and the uncertainty map.
 
     Column 1 is the plain image; column 2 the image with the ground-truth (green, solid) and
@@ -59,6 +60,7 @@ def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
         var: (N, 1, H, W) ensemble variance.
         num: images drawn (rows).
         title: what and which run (checkpoint, sampler, steps, ensemble size).
+        labels: one name per row (default ``test image r``), e.g. its index and Dice.
 
     Returns:
         the (saved, closed) figure.
@@ -73,17 +75,18 @@ def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
         img = images[r, 0].float().numpy()
         last = r == num - 1
         axes[r, 0].imshow(img, cmap="gray")
-        axes[r, 0].set_title(f"test image {r}", fontsize=9)
+        name = labels[r] if labels is not None else f"test image {r}"
+        axes[r, 0].set_title(name, fontsize=9)
         axes[r, 1].imshow(img, cmap="gray")
         _contour(axes[r, 1], masks[r, 0].float().numpy(), TRUTH, "solid")
         _contour(axes[r, 1], pred[r, 0].float().numpy(), PRED, "dashed")
-        axes[r, 1].set_title(f"image {r}: contours", fontsize=9)
+        axes[r, 1].set_title("truth and prediction", fontsize=9)
         heat = axes[r, 2].imshow(var[r, 0].float().numpy(), cmap="magma", vmin=0, vmax=top)
         _contour(axes[r, 2], masks[r, 0].float().numpy(), TRUTH, "solid")  # where the organ is
         cbar = fig.colorbar(heat, ax=axes[r, 2], fraction=0.046, pad=0.04)
         cbar.set_label("ensemble variance", fontsize=7)
         cbar.ax.tick_params(labelsize=6)
-        axes[r, 2].set_title(f"image {r}: uncertainty", fontsize=9)
+        axes[r, 2].set_title("uncertainty", fontsize=9)
         for c in range(3):
             _pixels(axes[r, c], c == 0, last)
     handles = [Line2D([], [], color=TRUTH, lw=1.5), Line2D([], [], color=PRED, lw=1.5, ls="--")]
