@@ -225,5 +225,5 @@ def train_plain(method: Method, student: torch.nn.Module, teacher: Denoiser,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
