@@ -132,3 +132,56 @@ def test_grid_is_checked_against_every_component():
     with pytest.raises(ValueError, match=r"process\['b'\]"):
         explicit_grid(procs, [0.9, 0.05])
     assert explicit_grid(procs, (0.9, 0.1)) == [0.9, 0.1]
+
+
+class _IsoMixture:
+    """Exact ``eps`` of an isotropic Gaussian mixture (closed form, fast)."""
+
+    parametrization = "eps"
+
+    def __init__(self, means, std, process):
+        self.mu, self.c, self.p = means.double(), std, process
+
+    def __call__(self, x, t):
+        xt = x["x"] if isinstance(x, dict) else x
+        t = t.double()
+        a, s = self.p.alpha(t)[:, None, None], self.p.sigma(t)[:, None, None]
+        var = a**2 * self.c**2 + s**2
+        d = xt.double()[:, None, :] - a * self.mu[None]
+        r = torch.softmax(-(d**2).sum(-1) / (2 * var[..., 0]), 1)[..., None]
+        eps = (s[:, 0] * (r * d / var).sum(1)).to(xt.dtype)
+        return {"x": eps} if isinstance(x, dict) else eps
+
+
+def test_optimized_grid_beats_the_default_grid_on_fresh_draws():
+    """optimize_grid's 10-NFE grid for DPM-Solver++(2M) on a 4-mode mixture: on prior draws it was
+    not fitted on, its squared error to the exact ODE solution is below a third of the default
+    (log-SNR) grid's."""
+    from domaindiff.samplers import optimize_grid, sample_ode
+
+    proc = VP(t_min=1e-3)
+    ang = torch.arange(4) * torch.pi / 2
+    den = _IsoMixture(2 * torch.stack([ang.cos(), ang.sin()], 1), 0.2, proc)
+    info = {}
+    grid = optimize_grid(den, proc, (128, 2), 10, generator=torch.Generator().manual_seed(0),
+                         max_trials=120, info=info)
+    assert grid.shape == (11,) and (grid[1:] < grid[:-1]).all()
+    assert grid[0] == proc.T and grid[-1] == pytest.approx(proc.t_min)
+    assert info["error"] < info["error_init"] and info["nfe"] > 1000
+    x_T = torch.randn(512, 2, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
+    exact = sample_ode(den, proc, x_T.clone(), None, rtol=1e-8, atol=1e-8)
+    errs = {}
+    for key, ts in (("default", None), ("optimized", grid)):
+        x = get_sampler("dpm_solver_pp_2m")(den, proc, x_T.clone(), 10 if ts is None else None,
+                                            timesteps=ts)
+        errs[key] = float(((x - exact) ** 2).mean())
+    assert errs["optimized"] < errs["default"] / 3, errs
+
+
+def test_optimize_grid_refuses_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="sampler: optimize_grid fits"):
+        from domaindiff.samplers import optimize_grid
+
+        optimize_grid(lambda x, t: x["x"], VP(), (4, 2), 10, sampler="heun")
+    with pytest.raises(ValueError, match="nfe"):
+        optimize_grid(lambda x, t: x["x"], VP(), (4, 2), 1)

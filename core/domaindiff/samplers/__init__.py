@@ -34,6 +34,7 @@ from domaindiff.samplers.dpm_solver import (
     sample_sde_dpm_solver_pp_2m,
 )
 from domaindiff.samplers.ode import sample_euler, sample_heun, sample_ode
+from domaindiff.samplers.schedule import optimize_grid
 from domaindiff.samplers.sde import sample_euler_maruyama, sample_pc
 from domaindiff.samplers.unipc import sample_unipc
 
@@ -87,6 +88,7 @@ def get_sampler(name: str) -> Callable[..., Any]:
 __all__ = [
     "SAMPLERS",
     "get_sampler",
+    "optimize_grid",
     "register_sampler",
     "sample_ancestral",
     "sample_bernoulli",
