@@ -148,3 +148,19 @@ def test_unknown_prior_names_are_refused():
     with pytest.raises(ValueError, match=r"x_mean must be 2 finite value"):
         model.set_prior_moments({"x_mean": [0.5], "x_var": [0.1, 0.1], "adj_mean": 0.1,
                                  "adj_var": 0.09})
+
+
+def test_evaluate_model_estimates_missing_moments_from_the_named_dataset():
+    from domaindiff_graphs import CommunitySmall
+    from domaindiff_graphs.evaluate import evaluate_model
+
+    torch.manual_seed(0)
+    model = GraphDiffusion(max_nodes=20, max_feat=10, sampler="ddim", sampling_steps=2, **SMALL)
+    dm = CommunitySmall()
+    res, samples, _ = evaluate_model(model, dm, num_samples=4, orbit=False,
+                                     sampler_options={"prior": "moment_matched"})
+    assert res["prior"] == "moment_matched"
+    assert res["prior_moments_from"] == "CommunitySmall training split"
+    dense = to_dense_state(Batch.from_data_list(dm.train_data), 20)
+    assert model.prior_adj_mean.item() == pytest.approx(
+        data_moments([dense])["adj_mean"].item(), abs=1e-12)

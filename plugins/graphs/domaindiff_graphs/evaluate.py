@@ -281,12 +281,18 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
     check_model_fits(model, dm)
     if model.node_count_hist.sum() == 0:
         model.set_node_counts(dm.node_counts())
+    start = (sampler_options or {}).get("prior", model.prior)
+    moments_from_data = start == "moment_matched" and model.prior_moments is None
+    if moments_from_data:  # a checkpoint written before the moments were stored
+        model.set_prior_moments(dm.train_data)
     n = int(num_samples or len(dm.test_data))
     samples, seconds, nfe = sample_graphs(model, n, sampler, steps, batch_size, seed,
                                           sampler_options, use_ema)
     res: dict[str, Any] = {"sampler": sampler or model.default_sampler, "nfe": nfe,
                            "num_samples": n, "sampling_seconds": seconds,
-                           "seconds_per_graph": seconds / n}
+                           "seconds_per_graph": seconds / n, "prior": str(start)}
+    if moments_from_data:
+        res["prior_moments_from"] = f"{type(dm).__name__} training split"
     if dm.is_molecule:
         from domaindiff_graphs.mol import decode_molecules
 
