@@ -270,6 +270,24 @@ def test_nbody_reads_the_reference_generators_files_unchanged(tmp_path):
         NBody(root=str(tmp_path), simulate=True).setup()
 
 
+def test_nbody_springs_edges_reach_the_batch(tmp_path):
+    """The reference's springs files hold zeros in ``charges`` and the spring constants in
+    ``edges``: the batches carry them as ``edge`` (the network's edge attributes)."""
+    rng = np.random.default_rng(2)
+    for split in ("train", "valid", "test"):
+        k = np.triu(rng.choice([0.0, 1.0], size=(3, 5, 5)), 1)
+        np.save(tmp_path / f"loc_{split}_springs5_initvel1.npy", rng.standard_normal((3, 49, 3, 5)))
+        np.save(tmp_path / f"vel_{split}_springs5_initvel1.npy", rng.standard_normal((3, 49, 3, 5)))
+        np.save(tmp_path / f"edges_{split}_springs5_initvel1.npy", k + k.transpose(0, 2, 1))
+        np.save(tmp_path / f"charges_{split}_springs5_initvel1.npy", np.zeros((3, 5, 1)))
+    dm = NBody("springs", root=str(tmp_path), batch_size=3)
+    dm.setup()
+    b = next(iter(dm.test_dataloader()))
+    edges = np.load(tmp_path / "edges_test_springs5_initvel1.npy")
+    np.testing.assert_array_equal(b["edge"][..., 0].numpy(), edges)
+    assert (b["h"] == 0).all()
+
+
 def test_nbody_missing_files_are_an_error_not_a_simulation(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"loc_train_charged5_initvel1\.npy is missing: "
                                                 r"place the files the GeoTDM generator writes.*"

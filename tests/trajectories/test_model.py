@@ -73,6 +73,33 @@ def test_denoiser_equivariant(reflect, prior, spatial):
     torch.testing.assert_close(net(sp, t)["x"], eps[:, perm], rtol=1e-9, atol=1e-9)
 
 
+def test_no_equivariance_ablation_is_not_equivariant_but_edges_are_used():
+    """The ablation row's spatial layer breaks rotations and translations (so its score measures
+    what equivariance buys); the data's ``edge`` attributes, when given, replace ``h_i h_j``."""
+    gen = torch.Generator().manual_seed(3)
+    model = _model(spatial="plain")
+    with torch.no_grad():
+        for name, p in model.network.named_parameters():
+            if "phi_x.2" in name:
+                p.normal_(0, 0.3)
+    q, shift = _orthogonal(gen, False), torch.randn(3, generator=gen, dtype=torch.float64)
+    batch = _batch(gen)
+    t = torch.rand(3, generator=gen, dtype=torch.float64)
+    net = model.network
+    state = {**batch, "x": batch["x"] - net.reference(batch)}
+    moved = _transform(batch, q, shift)
+    state_m = {**moved, "x": moved["x"] - net.reference(moved)}
+    eps, eps_m = net(state, t)["x"], net(state_m, t)["x"]
+    assert (eps_m - eps @ q.T).abs().max() > 1e-3
+    # edges: the batch's spring constants change the output; h_i h_j is the default
+    eq = _model()
+    h = batch["h"]
+    same = {**state, "edge": h[:, :, None] * h[:, None]}
+    torch.testing.assert_close(eq.network(same, t)["x"], eq.network(state, t)["x"])
+    springs = {**state, "edge": torch.rand(3, 4, 4, 1, generator=gen, dtype=torch.float64)}
+    assert (eq.network(springs, t)["x"] - eq.network(state, t)["x"]).abs().max() > 1e-6
+
+
 @pytest.mark.parametrize("kw", [{}, {"parametrization": "x0", "scale": 0.5}])
 def test_unconditional_denoiser_equivariant_and_centred(kw):
     gen = torch.Generator().manual_seed(2)

@@ -84,10 +84,12 @@ class TrajectoryDataset(Dataset):
         cond_frames: leading frames used as the condition.
         pred_frames: following frames to predict.
         mask: ``(n, N)`` node mask (None: all real).
+        edges: ``(n, N, N)`` edge attributes (None: the network uses ``h_i h_j``), yielded as
+            ``edge`` ``(N, N, 1)``.
     """
 
     def __init__(self, traj: np.ndarray, h: np.ndarray, cond_frames: int, pred_frames: int,
-                 mask: np.ndarray | None = None) -> None:
+                 mask: np.ndarray | None = None, edges: np.ndarray | None = None) -> None:
         if traj.ndim != 4:
             raise ValueError(f"traj must be (n, T, N, D), got shape {traj.shape}")
         if cond_frames + pred_frames > traj.shape[1]:
@@ -99,12 +101,17 @@ class TrajectoryDataset(Dataset):
         self.h = torch.tensor(np.asarray(h), dtype=torch.float32)
         self.mask = (torch.ones(x.shape[:2]) if mask is None
                      else torch.as_tensor(mask, dtype=torch.float32))
+        self.edges = None if edges is None else \
+            torch.tensor(np.asarray(edges), dtype=torch.float32)[..., None]
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "cond": self.cond[i], "h": self.h[i], "mask": self.mask[i]}
+        item = {"x": self.x[i], "cond": self.cond[i], "h": self.h[i], "mask": self.mask[i]}
+        if self.edges is not None:
+            item["edge"] = self.edges[i]
+        return item
 
 
 def nbody_suffix(system: str, n_bodies: int) -> str:
@@ -346,7 +353,7 @@ class NBody(DomainDataModule):
                       "reference's force_length)", split, keep, n, loc_path, arg)
         self.kept = {**getattr(self, "kept", {}), split: (keep, n)}
         return TrajectoryDataset(d["loc"][:keep], d["charges"][:keep], self.cond_frames,
-                                 self.pred_frames)
+                                 self.pred_frames, edges=d["edges"][:keep])
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set, self.val_set, self.test_set = (self.dataset(s) for s in SPLITS)

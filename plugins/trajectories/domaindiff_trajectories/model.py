@@ -99,10 +99,10 @@ class GeoTDM(DiffusionModule):
 
     # --- hooks ---------------------------------------------------------------------------------
     def batch_to_state(self, batch: Any) -> dict[str, Tensor]:
-        """Dict batch -> state: absolute target ``x``, ``cond``, ``h``, ``mask``."""
+        """Dict batch -> state: absolute target ``x``, ``cond``, ``h``, ``mask`` (and ``edge``)."""
         if not isinstance(batch, dict) or "x" not in batch or "h" not in batch:
             raise TypeError("GeoTDM expects dict batches with keys 'x', 'h' (and 'cond', 'mask')")
-        state = {k: batch[k] for k in ("x", "h", "mask", "cond") if k in batch}
+        state = {k: batch[k] for k in ("x", "h", "mask", "cond", "edge") if k in batch}
         if self.task == "forecast" and "cond" not in state:
             raise KeyError("forecasting needs the condition frames under key 'cond'")
         if self.task == "unconditional":

@@ -18,7 +18,7 @@ from domaindiff.nn import sinusoidal_embedding
 
 PRIORS = ("learnable", "velocity", "last", "com", "none")
 PRIOR_INITS = ("velocity", "last")
-SPATIAL = ("egnn", "e3nn")
+SPATIAL = ("egnn", "e3nn", "plain")
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -67,6 +67,53 @@ class SpatialEGNN(nn.Module):
         deg = adj.sum(3).clamp_min(1.0)
         dx = (self.phi_x(m) * diff / (torch.sqrt(d2 + 1e-8) + 1.0) * adj).sum(3) / deg
         hf = hf + self.phi_h(torch.cat([hf, m.sum(3) / deg], -1))
+        return hf.transpose(1, 2), (xf + dx).transpose(1, 2)
+
+
+class SpatialPlain(nn.Module):
+    """The non-equivariant ablation of :class:`SpatialEGNN` (GeoTDM's "w/o equivariance" row).
+
+    The same message passing, but the edge MLP also reads the raw difference vector ``x_i - x_j``,
+    the node MLP reads the absolute position ``x_i``, and each node moves by a free 3-vector
+    ``W m_i`` instead of along differences: neither rotation- nor translation-equivariant.
+
+    Args:
+        hidden: feature width.
+        edge_dim: width of the edge attributes ``e_ij``.
+        dim: spatial dimension.
+    """
+
+    def __init__(self, hidden: int, edge_dim: int = 0, dim: int = 3) -> None:
+        super().__init__()
+        self.e_i, self.e_j = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden, bias=False)
+        self.e_rest = nn.Linear(1 + edge_dim + dim, hidden, bias=False)
+        self.phi_e = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.phi_h = nn.Sequential(nn.Linear(2 * hidden + dim, hidden), nn.SiLU(),
+                                   nn.Linear(hidden, hidden))
+        self.phi_x = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        nn.init.xavier_uniform_(self.phi_x[-1].weight, gain=0.001)
+        self.dim = dim
+
+    def forward(self, h: Tensor, x: Tensor, mask: Tensor, edge: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Update ``(h, x)``; same signature as :class:`SpatialEGNN`."""
+        n = x.shape[1]
+        hf, xf = h.transpose(1, 2), x.transpose(1, 2)
+        pad = self.dim - xf.shape[-1]  # 2-D data: pad the inputs to the layer's width
+        xp = torch.nn.functional.pad(xf, (0, pad)) if pad > 0 else xf
+        diff = xp[:, :, :, None] - xp[:, :, None, :]
+        d2 = (diff**2).sum(-1, keepdim=True)
+        parts = [d2, diff] if edge is None else [
+            d2, edge[:, None].expand(-1, hf.shape[1], -1, -1, -1), diff]
+        adj = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(n, dtype=x.dtype,
+                                                                   device=x.device))
+        adj = adj[:, None, :, :, None]
+        pre = self.e_i(hf)[:, :, :, None] + self.e_j(hf)[:, :, None, :] + \
+            self.e_rest(torch.cat(parts, -1))
+        m = self.phi_e(pre) * adj
+        agg = m.sum(3) / adj.sum(3).clamp_min(1.0)
+        dx = self.phi_x(agg)[..., :xf.shape[-1]]
+        hf = hf + self.phi_h(torch.cat([hf, agg, xp], -1))
         return hf.transpose(1, 2), (xf + dx).transpose(1, 2)
 
 
@@ -177,7 +224,8 @@ class EGTN(nn.Module):
         layers: number of (spatial, temporal) blocks.
         edge_dim: edge-attribute width (0: none).
         time_dim: relative-time embedding width.
-        spatial: ``egnn`` (as the paper) or ``e3nn`` (:class:`E3nnSpatial`).
+        spatial: ``egnn`` (as the paper), ``e3nn`` (:class:`E3nnSpatial`) or ``plain`` (the
+            non-equivariant ablation :class:`SpatialPlain`).
     """
 
     def __init__(self, in_features: int, hidden: int = 128, layers: int = 6, edge_dim: int = 0,
@@ -185,7 +233,7 @@ class EGTN(nn.Module):
         super().__init__()
         if spatial not in SPATIAL:
             raise ValueError(f"spatial: unknown {spatial!r}; choose one of {SPATIAL}")
-        layer = SpatialEGNN if spatial == "egnn" else E3nnSpatial
+        layer = {"egnn": SpatialEGNN, "e3nn": E3nnSpatial, "plain": SpatialPlain}[spatial]
         self.embed = nn.Linear(in_features, hidden)
         self.spatial = nn.ModuleList(layer(hidden, edge_dim) for _ in range(layers))
         self.temporal = nn.ModuleList(TemporalAttention(hidden, time_dim) for _ in range(layers))
@@ -272,7 +320,14 @@ class GeoTDMNetwork(nn.Module):
             else m.to(x.dtype)
 
     @staticmethod
-    def _edges(h: Tensor) -> Tensor:
+    def _edges(h: Tensor, state: dict[str, Tensor] | None = None) -> Tensor:
+        """Edge attributes: the data's ``edge`` ``(B, N, N, E)`` if given, else ``h_i h_j``.
+
+        N-body batches carry the generator's edges file (charged: ``q_i q_j``, the same as the
+        product; springs: the spring constants, which the node features do not hold).
+        """
+        if state is not None and state.get("edge") is not None:
+            return state["edge"].to(h.dtype)
         return h[:, :, None, :] * h[:, None, :, :]  # e.g. q_i q_j for charges
 
     def reference(self, state: dict[str, Tensor]) -> Tensor:
@@ -295,7 +350,7 @@ class GeoTDMNetwork(nn.Module):
             return com.expand(shape) * m
         h = state["h"].to(cond.dtype)
         feats = h[:, :, None].expand(-1, -1, tc, -1)
-        hc, xc = self.prior_net(feats, cond, mask, self._edges(h))
+        hc, xc = self.prior_net(feats, cond, mask, self._edges(h, state))
         w = self.prior_head(hc)  # (B, N, T_cond, T_pred): invariant weights
         if tc >= 2:
             w = torch.cat([w[:, :, :-2], w[:, :, -2:-1] + self.prior_offset, w[:, :, -1:]], 2)
@@ -330,7 +385,7 @@ class GeoTDMNetwork(nn.Module):
         flag[:, :, :tc] = 1.0
         feats = torch.cat([h[:, :, None].expand(-1, -1, tt, -1),
                            temb[:, None, None].expand(-1, n, tt, -1), flag], -1)
-        _, xout = self.egtn(feats, xin, mask, self._edges(h))
+        _, xout = self.egtn(feats, xin, mask, self._edges(h, state))
         if self.predict == "x0":
             out = xout[:, :, tc:] - ref if self.conditional else xout
         else:
@@ -348,11 +403,14 @@ class EGTNRegressor(nn.Module):
         hidden: EGTN width.
         layers: EGTN blocks.
         pred_frames: frames predicted.
+        time_dim: relative-time embedding width.
+        spatial: spatial layer (see :class:`EGTN`).
     """
 
-    def __init__(self, node_features: int, hidden: int, layers: int, pred_frames: int) -> None:
+    def __init__(self, node_features: int, hidden: int, layers: int, pred_frames: int,
+                 time_dim: int = 32, spatial: str = "egnn") -> None:
         super().__init__()
-        self.egtn = EGTN(node_features + 1, hidden, layers, node_features)
+        self.egtn = EGTN(node_features + 1, hidden, layers, node_features, time_dim, spatial)
         self.pred_frames = pred_frames
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
@@ -363,5 +421,5 @@ class EGTNRegressor(nn.Module):
         flag = torch.zeros(*xin.shape[:3], 1, dtype=xin.dtype, device=xin.device)
         flag[:, :, :tc] = 1
         feats = torch.cat([h[:, :, None].expand(-1, -1, xin.shape[2], -1), flag], -1)
-        _, x = self.egtn(feats, xin, mask.to(xin.dtype), h[:, :, None] * h[:, None])
+        _, x = self.egtn(feats, xin, mask.to(xin.dtype), GeoTDMNetwork._edges(h, batch))
         return x[:, :, tc:]
