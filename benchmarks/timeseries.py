@@ -80,7 +80,8 @@ def parse_variant(name: str) -> dict:
     ``ddpm``, ``ddim``, ``dpm_solver_pp_2m``, ...); options: ``eta<x>``, ``s<scale>``, ``x0-grad``,
     ``<k>inner`` (as ``5x2inner``: guidance steps per sampler step), ``pred-guided`` (DDPM with
     guidance on the prediction), ``seed<k>`` (noise seed, default 0: a repeat of a row with other
-    noise measures the sample noise of the CRPS). Example: ``tsdiff_q/dpm_solver_pp_2m-20+s32``.
+    noise measures the sample noise of the CRPS), ``x0steps<k>`` (k guidance steps on the
+    prediction per network evaluation, no network call). Example: ``tsdiff_q/dpm_solver_pp_2m-20+s32``.
     """
     if name in VARIANTS:
         return dict(VARIANTS[name])
@@ -105,6 +106,8 @@ def parse_variant(name: str) -> dict:
                 out["ddpm_rule"] = False
             elif o.startswith("seed"):
                 out["seed"] = int(o[4:])
+            elif o.startswith("x0steps"):
+                out["x0_steps"] = int(o[7:])
             elif o.endswith("inner"):
                 out["inner_steps"] = int(o.removesuffix("inner"))
             else:
@@ -112,7 +115,7 @@ def parse_variant(name: str) -> dict:
     except (ValueError, KeyError) as e:
         raise SystemExit(f"--variants: cannot read {name!r} ({e}); use a name of "
                          f"{list(VARIANTS)} or <tsdiff_q|tsdiff_ms>/<sampler>-<steps>"
-                         "[+eta<x>][+s<scale>][+x0-grad][+<k>inner][+seed<k>]") from None
+                         "[+eta<x>][+s<scale>][+x0-grad][+<k>inner][+seed<k>][+x0steps<k>]") from None
     return out
 
 

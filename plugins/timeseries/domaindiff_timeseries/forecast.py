@@ -173,6 +173,12 @@ class PredictionSelfGuidance(Guidance):
     with a fresh network evaluation each (``inner_steps`` NFE per sampler step, counted), on the
     step ``rho = rate * alpha_t`` that moves ``x_t`` as far as the prediction moves.
 
+    ``x0_steps = k > 0`` then takes ``k`` more guidance steps on the guided prediction itself,
+    ``x0_hat <- x0_hat - s sigma_t^2 grad_{x0} E(x0_hat)`` (line-searched like the others when
+    ``safe``), with no network call: several guidance steps per network evaluation. They move
+    only the observed positions of ``x0_hat`` (the energy's gradient in ``x0`` is zero on the
+    horizon), which reach the horizon through ``x_t`` at the next evaluation.
+
     Args:
         energy: ``energy(x0_state, t) -> (B,)``.
         scale: ``s``.
@@ -180,16 +186,20 @@ class PredictionSelfGuidance(Guidance):
         safe: line search on the step (see above).
         inner_steps: guidance steps per sampler step (network evaluations each).
         key: the guided component.
+        x0_steps: extra guidance steps on the prediction per evaluation (no network call).
     """
 
     FRACTIONS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.0)
 
     def __init__(self, energy, scale: float, gradient: str = "network", safe: bool = True,
-                 inner_steps: int = 1, key: str = "x") -> None:
+                 inner_steps: int = 1, key: str = "x", x0_steps: int = 0) -> None:
         if gradient not in ("network", "x0"):
             raise ValueError(f"gradient: use 'network' or 'x0', got {gradient!r}")
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
+        if isinstance(x0_steps, bool) or int(x0_steps) != x0_steps or x0_steps < 0:
+            raise ValueError(f"x0_steps must be an integer >= 0, got {x0_steps!r}")
+        self.x0_steps = int(x0_steps)
         self.energy, self.scale, self.gradient = energy, float(scale), gradient
         self.safe, self.inner_steps, self.key = safe, int(inner_steps), key
 
@@ -219,11 +229,27 @@ class PredictionSelfGuidance(Guidance):
             if i + 1 < steps:  # move x_t itself and evaluate the network again
                 xt = xt - _per_sample(rate * a, d) * d
         x0g = x0[k] - _per_sample(rate, d) * d
+        if self.x0_steps:
+            x0g = self._x0_steps(x, x0g, t, s)
         eps = dict(eps)
         x0 = dict(x0)
         x0[k] = p.space.project(x0g, x)
         eps[k] = p.space.project((x[k] - a * x0g) / s, x)
         return x0, eps
+
+    def _x0_steps(self, x: dict[str, Tensor], x0g: Tensor, t: Tensor, s: float) -> Tensor:
+        """``x0_steps`` gradient steps of the energy on the prediction (no network call)."""
+        k = self.key
+        for _ in range(self.x0_steps):
+            with torch.enable_grad():
+                leaf = x0g.detach().requires_grad_(True)
+                e = self.energy({**x, k: leaf}, t)
+                g = torch.autograd.grad(e.sum(), leaf)[0]
+            rate = torch.full_like(e, self.scale * s**2).detach()
+            if self.safe:
+                rate = self._best(x0g, g, rate, t)
+            x0g = x0g.detach() - _per_sample(rate, g) * g
+        return x0g
 
     def _direction(self, model, x: dict[str, Tensor], t: Tensor, a: float, s: float):
         """Prediction, guidance direction and its rate at ``x``."""
@@ -263,6 +289,7 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
              scenario: str = "none", missing: float = 0.5, batch_size: int = 800,
              seed: int = 0, progress: bool = True, gradient: str = "network", safe: bool = True,
              inner_steps: int = 1, ddpm_rule: bool = True, stats: dict | None = None,
+             x0_steps: int = 0,
              covariates: Sequence[np.ndarray] | None = None, **options) -> np.ndarray:
     """Probabilistic forecasts of the windows' horizons.
 
@@ -283,6 +310,8 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
         gradient: ``network`` (TSDiff) or ``x0`` (see :class:`PredictionSelfGuidance`).
         safe: overshoot-safe guidance steps (``False``: the paper's rules exactly).
         inner_steps: guidance steps per sampler step (extra network evaluations).
+        x0_steps: guidance steps on the prediction per network evaluation, no network call
+            (see :class:`PredictionSelfGuidance`; not with the DDPM rule).
         ddpm_rule: with ``sampler="ancestral"``, TSDiff's DDPM rule (:class:`DDPMSelfGuidance`,
             two network evaluations per step); ``False``: guidance on the prediction (one).
         stats: if given, receives ``nfe`` (network evaluations per sampled sequence: the core's
@@ -296,6 +325,9 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
     """
     c, h = model.context_length, model.prediction_length
     length = c + h
+    if x0_steps and sampler in ("ancestral", "ddpm") and ddpm_rule:
+        raise ValueError("x0_steps guides the prediction: not with TSDiff's DDPM rule (use "
+                         "ddpm_rule=False or another sampler)")
     steps = steps or model.processes["x"].num_steps
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -351,7 +383,7 @@ def forecast(model, windows: Sequence[dict], num_samples: int = 100, *, guidance
                                          safe=safe)
             else:
                 guide = PredictionSelfGuidance(energy, scale, gradient=gradient, safe=safe,
-                                               inner_steps=inner_steps)
+                                               inner_steps=inner_steps, x0_steps=x0_steps)
         x = model.sample(template=template, sampler=sampler, steps=steps, guidance=guide,
                          generator=gen, **options)["x"]
         calls += model.last_nfe + (guide_den.nfe if guide_den is not None else 0)
