@@ -270,8 +270,8 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
                    batch_size: int = 256, orbit: bool = True, nspdk: bool = True,
                    fcd: bool = True, sampler_options: dict | None = None,
                    use_ema: bool | None = None, nll_graphs: int = 0,
-                   nll_exact: bool = False, nll_tol: float = 1e-5
-                   ) -> tuple[dict[str, Any], dict, list]:
+                   nll_exact: bool = False, nll_tol: float = 1e-5,
+                   nll_probe: str = "rademacher") -> tuple[dict[str, Any], dict, list]:
     """Sample from a model and compute the dataset's GDSS metrics.
 
     Returns:
@@ -313,7 +313,9 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
         batch = next(iter(torch.utils.data.DataLoader(dm.test_data[:nll_graphs],
                                                       batch_size=nll_graphs,
                                                       collate_fn=D.Batch.from_data_list)))
-        ll = graph_log_likelihood(model, batch, exact=nll_exact, rtol=nll_tol, atol=nll_tol)
+        ll = graph_log_likelihood(model, batch, exact=nll_exact, rtol=nll_tol, atol=nll_tol,
+                                  probe=nll_probe)
+        res["nll_divergence"] = "exact" if nll_exact else f"hutchinson ({nll_probe})"
         res["nll_nats"] = float(-ll["logp"].mean())
         res["nll_bpd"] = float(ll["bpd"].mean())
     return res, samples, decoded
@@ -332,6 +334,11 @@ def evaluate(cfg: DictConfig) -> dict:
                  nonnegative=("nll_graphs", "seed"), optional=("steps", "num_samples", "threads"))
     if cfg.get("sampler") is not None:
         get_sampler(str(cfg.sampler))
+    from domaindiff.likelihood import PROBES
+
+    probe = str(cfg.get("nll_probe", "rademacher"))
+    if probe not in PROBES:
+        raise ValueError(f"nll_probe: unknown Hutchinson probe {probe!r}; choose one of {PROBES}")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
@@ -344,7 +351,8 @@ def evaluate(cfg: DictConfig) -> dict:
         batch_size=int(cfg.batch_size), orbit=bool(cfg.orbit), nspdk=bool(cfg.nspdk),
         fcd=bool(cfg.fcd), sampler_options=opts, use_ema=cfg.get("use_ema"),
         nll_graphs=int(cfg.nll_graphs), nll_exact=bool(cfg.nll_exact),
-        nll_tol=float(cfg.get("nll_tol", 1e-5)))
+        nll_tol=float(cfg.get("nll_tol", 1e-5)),
+        nll_probe=str(cfg.get("nll_probe", "rademacher")))
     res["dataset"] = str(cfg.dataset)
     res["ckpt"] = str(cfg.ckpt)
     out = Path(cfg.out_dir)

@@ -19,7 +19,8 @@ from domaindiff.likelihood import log_likelihood
 
 def graph_log_likelihood(model, batch: Any, *, exact: bool = True, rtol: float = 1e-5,
                          atol: float = 1e-5, use_ema: bool | None = None,
-                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                         generator: torch.Generator | None = None,
+                         probe: str = "rademacher") -> dict[str, Tensor]:
     """``log p(graph)`` of each graph of a PyG batch (or dense state) under ``model``.
 
     Args:
@@ -30,6 +31,8 @@ def graph_log_likelihood(model, batch: Any, *, exact: bool = True, rtol: float =
         atol: ODE absolute tolerance.
         use_ema: EMA weights (default: the model's ``sample_ema``).
         generator: random generator of the Hutchinson probes.
+        probe: Hutchinson probe distribution, ``"rademacher"`` or ``"gaussian"``
+            (see :mod:`domaindiff.likelihood`).
 
     Returns:
         ``{"logp": (B,), "bpd": (B,), "prior_logp": (B,), "nfe": int}``.
@@ -40,6 +43,6 @@ def graph_log_likelihood(model, batch: Any, *, exact: bool = True, rtol: float =
     model.eval()
     try:
         return log_likelihood(model.denoiser(ema), model.processes, state, exact=exact,
-                              rtol=rtol, atol=atol, generator=generator)
+                              rtol=rtol, atol=atol, generator=generator, probe=probe)
     finally:
         model.train(was_training)
