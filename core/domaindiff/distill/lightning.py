@@ -87,10 +87,15 @@ def build_student(teacher: DiffusionModule, parametrization: str | None = None
 
 
 def student_hparams(student: DiffusionModule, method: Method) -> dict[str, Any]:
-    """The student's hyper-parameters with its sampler and steps, where its class takes them."""
+    """The student's hyper-parameters with its sampler and steps, where its class takes them.
+
+    A ``sampler_options`` hyper-parameter (options of the teacher's default sampler, e.g. GDSS's
+    ``snr``) is emptied: they do not apply to the student's sampler.
+    """
     hparams = dict(student.hparams)
     params = inspect.signature(type(student).__init__).parameters
-    for key, value in (("sampler", method.sampler), ("sampling_steps", method.student_steps)):
+    for key, value in (("sampler", method.sampler), ("sampling_steps", method.student_steps),
+                       ("sampler_options", {})):
         if key in hparams or key in params:
             hparams[key] = value
     return hparams
@@ -172,10 +177,15 @@ class Distillation(L.LightningModule):
 
     # --- training ---------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        """Run ``method.total_iterations`` optimizer steps unless ``max_steps`` was given."""
+        """Run ``method.total_iterations`` optimizer steps unless ``max_steps`` was given.
+
+        The iteration count then decides alone: a ``max_epochs`` of a training config (e.g. the
+        toy demo's 30) is lifted.
+        """
         loop = self.trainer.fit_loop
         if loop.epoch_loop.max_steps == -1:
             loop.epoch_loop.max_steps = self.method.total_iterations
+            loop.max_epochs = -1
         self.teacher.eval()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
