@@ -327,16 +327,31 @@ class VP(GaussianProcess):
             return form(self, float(t))
         return super().coefficient(name, t)
 
+    def _one_time(self, t: Tensor) -> float | None:
+        return uniform_time(t) if self._fast and isinstance(t, Tensor) else None
+
     def alpha(self, t: Tensor) -> Tensor:
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._alpha_float(v), t)
         return torch.exp(-0.5 * self.int_beta(t))
 
     def sigma(self, t: Tensor) -> Tensor:
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._sigma_float(v), t)
         return (-torch.expm1(-self.int_beta(t))).clamp_min(1e-20).sqrt()
 
     def d_alpha(self, t: Tensor) -> Tensor:
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._d_alpha_float(v), t)
         return -0.5 * self.beta(t) * self.alpha(t)
 
     def d_sigma(self, t: Tensor) -> Tensor:
+        v = self._one_time(t)
+        if v is not None:
+            return _filled(self._d_sigma_float(v), t)
         a2 = torch.exp(-self.int_beta(t))
         return 0.5 * self.beta(t) * a2 / self.sigma(t)
 
