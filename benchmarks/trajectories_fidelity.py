@@ -1,0 +1,349 @@
+"""GeoTDM fidelity at equal budget: GeoTDM, its ablations and the EGTN regression, one run.
+
+Every row trains for the same number of optimiser steps (``--steps``, batch ``--batch-size``, one
+torch thread; on a shared machine equal steps is the fair budget, the seconds are recorded) on the same
+N-body files (the GeoTDM generator's ``loc_/vel_/edges_/charges_{split}_charged5_initvel1.npy`` in
+``--root``, read unchanged by :class:`~domaindiff_trajectories.data.NBody`) with the same
+optimiser (Adam, clip 1.0, the learning rate decayed linearly to 10 % over the steps), then is
+scored on the first ``--num-eval`` test trajectories: ADE/FDE averaged over K samples (what
+GeoTDM reports) and minimum over K. During training every row is scored at ``--curve-points``
+fractions of its budget (the training clock stops while it is scored), giving learning curves of
+ADE against steps and against training seconds. The first row is then swept over K and over the
+number of network evaluations (NFE).
+
+Rows (``--rows``): ``geotdm`` (learnable prior, x0 prediction with the alpha skip, residual scale
+0.5), ``geotdm_eps`` (the paper's parametrisation: eps prediction, scale 1, prior starting from
+the last frame), ``prior_normal`` (no prior: N(0, I) around the origin), ``prior_com`` (the
+condition's centre of mass), ``no_equivariance`` (the non-equivariant spatial layer) and
+``regression`` (the same EGTN trained with MSE as a deterministic forecaster).
+
+    python benchmarks/trajectories_fidelity.py --root DIR_OF_GENERATOR_FILES --steps 1500 \\
+        --out benchmarks/results/trajectories_fidelity.json
+
+Writes the JSON, ``<out>.png`` (learning curves: ADE avg / min against steps and seconds) and
+``<out>_k_nfe.png`` (ADE against K and against NFE) and prints the table. On a shared machine the
+rows can run as parallel processes (``--rows`` subsets, each its own ``--out``) started together,
+then ``--merge a.json,b.json,...`` writes the one table, JSON and plots of them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "trajectories")]
+
+from domaindiff.data import atomic_write_text  # noqa: E402
+from domaindiff.plotting import pyplot, save_figure  # noqa: E402
+from domaindiff_trajectories.data import NBody  # noqa: E402
+from domaindiff_trajectories.metrics import ade_fde, ade_fde_k, constant_velocity  # noqa: E402
+from domaindiff_trajectories.model import GeoTDM  # noqa: E402
+from domaindiff_trajectories.networks import EGTNRegressor  # noqa: E402
+
+TUNED = {"parametrization": "x0", "x0_skip": "alpha", "scale": 0.5, "prior": "learnable",
+         "prior_init": "velocity", "spatial": "egnn"}
+ROWS = {
+    "geotdm": ("GeoTDM (learnable prior)", TUNED),
+    "geotdm_eps": ("GeoTDM, paper parametrisation (eps, scale 1, last-frame start)",
+                   {**TUNED, "parametrization": "eps", "x0_skip": "identity", "scale": 1.0,
+                    "prior_init": "last"}),
+    "prior_normal": ("GeoTDM, N(0, I) prior (no prior)", {**TUNED, "prior": "none"}),
+    "prior_com": ("GeoTDM, CoM prior", {**TUNED, "prior": "com"}),
+    "no_equivariance": ("GeoTDM, no equivariance", {**TUNED, "spatial": "plain"}),
+    "regression": ("EGTN regression", None),
+}
+
+
+def _batches(loader: DataLoader) -> list[dict[str, torch.Tensor]]:
+    return [dict(b) for b in loader]
+
+
+@torch.no_grad()
+def score(model, batches, k: int, sampler: str, steps: int, seed: int = 0) -> dict[str, float]:
+    """ADE/FDE avg and min over ``k`` (GeoTDM) or of the single forecast (regression)."""
+    sums: dict[str, float] = {}
+    count = 0
+    gen = torch.Generator().manual_seed(seed)
+    for b in batches:
+        if isinstance(model, EGTNRegressor):
+            a, f = ade_fde(model(b), b["x"], b["mask"])
+            res = {"ade_avg": a, "fde_avg": f, "ade_min": a, "fde_min": f}
+        else:
+            s = model.forecast(b, k=k, sampler=sampler, steps=steps, generator=gen)
+            res = ade_fde_k(s, b["x"], b["mask"])
+        for key, v in res.items():
+            sums[key] = sums.get(key, 0.0) + float(v.sum())
+        count += len(b["x"])
+    return {key: v / count for key, v in sums.items() if key.endswith(("avg", "min"))}
+
+
+@torch.no_grad()
+def k_sweep(model, batches, k_max: int, sampler: str, steps: int) -> list[dict]:
+    """ADE/FDE avg and min over the first k of ``k_max`` samples, k = 1..k_max."""
+    gen = torch.Generator().manual_seed(1)
+    per = []  # (K, items) per batch
+    for b in batches:
+        s = model.forecast(b, k=k_max, sampler=sampler, steps=steps, generator=gen)
+        d = ((s - b["x"][None]) ** 2).sum(-1).sqrt()  # (K, B, N, T)
+        m = b["mask"][None, :, :, None]
+        d = (d * m).sum(2) / m.sum(2)  # (K, B, T)
+        per.append((d.mean(-1), d[..., -1]))
+    ade = torch.cat([p[0] for p in per], 1)
+    fde = torch.cat([p[1] for p in per], 1)
+    return [{"k": k, "ade_avg": float(ade[:k].mean()), "fde_avg": float(fde[:k].mean()),
+             "ade_min": float(ade[:k].min(0).values.mean()),
+             "fde_min": float(fde[:k].min(0).values.mean())} for k in range(1, k_max + 1)]
+
+
+def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args) -> dict:
+    """Train one row for ``args.steps`` optimiser steps; score at the curve points."""
+    torch.manual_seed(0)
+    if settings is None:
+        model = EGTNRegressor(1, args.hidden, args.layers, data.pred_frames, args.time_dim)
+    else:
+        model = GeoTDM(hidden=args.hidden, layers=args.layers, time_dim=args.time_dim,
+                       prior_layers=args.prior_layers, pred_frames=data.pred_frames,
+                       lr=args.lr, ema_decay=args.ema, x0_clip=20.0, **settings)
+    params = model.network.parameters() if settings is not None else model.parameters()
+    opt = torch.optim.Adam(params, lr=args.lr)
+    budget = int(args.steps)
+    points = [round(budget * (i + 1) / args.curve_points) for i in range(args.curve_points)]
+    curve, steps, trained, epoch = [], 0, 0.0, 0
+    t_wall = time.perf_counter()
+    while steps < budget:
+        for batch in data.train_loader(data.train_set, drop_last=True):
+            t0 = time.perf_counter()
+            for g in opt.param_groups:  # linear decay to 10 % over the budget
+                g["lr"] = args.lr * (1.0 - 0.9 * min(steps / budget, 1.0))
+            if settings is None:
+                loss = ((model(batch) - batch["x"]) ** 2).sum(-1).mean()
+            else:
+                model.train()
+                model.generator.manual_seed(steps)
+                loss = model.loss(model.batch_to_state(batch))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if settings is not None:
+                model.update_ema()
+            steps += 1
+            trained += time.perf_counter() - t0
+            if points and steps >= points[0]:
+                points.pop(0)
+                model.eval()
+                row = {"steps": steps, "train_seconds": trained, "epoch": epoch,
+                       "loss": float(loss.detach()),
+                       **score(model, eval_batches, args.k, args.sampler, args.nfe)}
+                curve.append(row)
+                print(f"  {name}: {json.dumps(row)}", flush=True)
+            if steps >= budget:
+                break
+        epoch += 1
+    model.eval()
+    return {"name": name, "label": ROWS[name][0], "settings": settings, "steps": steps,
+            "train_seconds": trained, "wall_seconds": time.perf_counter() - t_wall,
+            "epochs": epoch, "curve": curve, "final": curve[-1] if curve else {},
+            "_model": model}
+
+
+def plot_curves(rows: list[dict], path: Path, title: str) -> None:
+    """ADE avg (solid) and min (dashed) against steps and against training seconds."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, r in enumerate(rows):
+        c = f"C{i}"
+        for ax, key in zip(axes, ("steps", "train_seconds"), strict=True):
+            xs = [p[key] for p in r["curve"]]
+            ax.plot(xs, [p["ade_avg"] for p in r["curve"]], "o-", color=c, label=r["label"])
+            if r["name"] != "regression":
+                ax.plot(xs, [p["ade_min"] for p in r["curve"]], "s--", color=c, alpha=0.6)
+    for ax, xl in zip(axes, ("training steps", "training seconds (1 thread)"), strict=True):
+        ax.set_xlabel(xl)
+        ax.set_ylabel("ADE (solid: avg over K; dashed: min over K)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_k_nfe(ks: list[dict], nfes: list[dict], reg: float | None, path: Path,
+               title: str) -> None:
+    """ADE against K (avg and min over the first K samples) and against NFE."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    axes[0].plot([r["k"] for r in ks], [r["ade_avg"] for r in ks], "o-", label="avg over K")
+    axes[0].plot([r["k"] for r in ks], [r["ade_min"] for r in ks], "s--", label="min over K")
+    axes[0].set_xlabel("K (samples per trajectory)")
+    for sampler in sorted({r["sampler"] for r in nfes}):
+        sub = [r for r in nfes if r["sampler"] == sampler]
+        axes[1].plot([r["nfe"] for r in sub], [r["ade_avg"] for r in sub], "o-",
+                     label=f"{sampler}: avg over K")
+        axes[1].plot([r["nfe"] for r in sub], [r["ade_min"] for r in sub], "s--",
+                     label=f"{sampler}: min over K")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("network evaluations per sample (NFE)")
+    for ax in axes:
+        if reg is not None:
+            ax.axhline(reg, color="k", lw=1, ls=":", label="EGTN regression")
+        ax.set_ylabel("ADE")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def print_table(result: dict) -> None:
+    """The table of a result (final scores of every row, constant velocity)."""
+    print(f"\n{result['title']}")
+    print(f"{'method':<64}{'steps':>7}{'train s':>8}{'ADE avg':>9}{'FDE avg':>9}"
+          f"{'ADE min':>9}{'FDE min':>9}")
+    for r in result["rows"]:
+        f = r["final"]
+        print(f"{r['label']:<64}{r['steps']:>7}{r['train_seconds']:>8.0f}{f['ade_avg']:>9.4f}"
+              f"{f['fde_avg']:>9.4f}{f['ade_min']:>9.4f}{f['fde_min']:>9.4f}")
+        if "ancestral_1000" in r:
+            a = r["ancestral_1000"]
+            print(f"{'  the same, ancestral 1000 steps (paper sampler)':<64}{'':>15}"
+                  f"{a['ade_avg']:>9.4f}{a['fde_avg']:>9.4f}{a['ade_min']:>9.4f}"
+                  f"{a['fde_min']:>9.4f}")
+    cv = result["constant_velocity"]
+    print(f"{'constant velocity':<64}{0:>7}{'':>8}{cv['ade']:>9.4f}{cv['fde']:>9.4f}")
+
+
+def merge(paths: list[str], out: Path) -> int:
+    """Join the results of parallel runs (same data and settings) into one JSON, table, plots."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    result = dict(parts[0])
+    result["rows"] = [r for part in parts for r in part["rows"]]
+    result["merged_from"] = paths
+    for key in ("k_sweep", "nfe_sweep"):
+        found = [part[key] for part in parts if key in part]
+        if found:
+            result[key] = found[0]
+    atomic_write_text(out, json.dumps(result, indent=2))
+    plot_curves(result["rows"], out.with_suffix(".png"), result["title"])
+    reg = next((r["final"]["ade_avg"] for r in result["rows"] if r["name"] == "regression"),
+               None)
+    if "k_sweep" in result and "nfe_sweep" in result:
+        label = next(r["label"] for r in result["rows"] if r["name"] != "regression")
+        plot_k_nfe(result["k_sweep"], result["nfe_sweep"], reg,
+                   out.with_name(out.stem + "_k_nfe.png"), f"{label}: {result['title']}")
+    print_table(result)
+    print(f"wrote {out}, {out.with_suffix('.png')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every row; print the table, write JSON and the two PNGs."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", help="folder of the generator's N-body files")
+    p.add_argument("--merge", default=None, help="comma list of result JSONs to join (no training)")
+    p.add_argument("--no-sweeps", action="store_true", help="skip the K and NFE sweeps")
+    p.add_argument("--system", default="charged")
+    p.add_argument("--num-train", type=int, default=None)
+    p.add_argument("--num-eval", type=int, default=50)
+    p.add_argument("--steps", type=int, default=1500, help="optimiser steps per row")
+    p.add_argument("--curve-points", type=int, default=4)
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--time-dim", type=int, default=16)
+    p.add_argument("--prior-layers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--nfe", type=int, default=10)
+    p.add_argument("--k-max", type=int, default=20)
+    p.add_argument("--nfe-sweep", default="ddim:2,ddim:5,ddim:10,ddim:20,ddim:50,"
+                                          "ancestral:10,ancestral:100,ancestral:1000")
+    p.add_argument("--ancestral-rows", default="geotdm_eps",
+                   help="rows also scored with the paper's sampler, ancestral over all T steps "
+                        "(the reference's p_sample_loop), for the side-by-side")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+                                        "trajectories_fidelity.json"))
+    args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge.split(","), Path(args.out))
+    if not args.root:
+        p.error("--root is required (unless --merge)")
+    torch.set_num_threads(args.threads)
+    names = args.rows.split(",")
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        p.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
+    data = NBody(args.system, root=args.root, num_train=args.num_train,
+                 batch_size=args.batch_size)
+    data.setup()
+    n_eval = min(args.num_eval, len(data.test_set))
+    eval_batches = _batches(DataLoader(Subset(data.test_set, range(n_eval)), batch_size=64))
+    cv = [ade_fde(constant_velocity(b["cond"], b["x"].shape[2]), b["x"], b["mask"])
+          for b in eval_batches]
+    cv_ade = float(torch.cat([a for a, _ in cv]).mean())
+    cv_fde = float(torch.cat([f for _, f in cv]).mean())
+    out = Path(args.out)
+    result = {"root": str(args.root), "system": args.system, "kept": data.kept,
+              "num_eval": n_eval, "settings": {k: v for k, v in vars(args).items()},
+              "machine": platform.processor() or platform.machine(),
+              "constant_velocity": {"ade": cv_ade, "fde": cv_fde}, "rows": []}
+    result["title"] = (f"{args.system} 5-body, {data.kept['train'][0]} training trajectories, "
+                       f"{n_eval} test, EGTN {args.hidden} x {args.layers}, {args.steps} steps "
+                       f"per row, K = {args.k}, {args.sampler} {args.nfe} NFE")
+    rows = []
+    for name in names:
+        print(f"row {name}: training {args.steps} steps", flush=True)
+        r = train_row(name, ROWS[name][1], data, eval_batches, args)
+        rows.append(r)
+        result["rows"].append({k: v for k, v in r.items() if k != "_model"})
+        atomic_write_text(out, json.dumps(result, indent=2))
+    for r in rows:
+        if r["name"] in args.ancestral_rows.split(","):
+            t0 = time.perf_counter()
+            m = score(r["_model"], eval_batches, args.k, "ancestral", 1000)
+            result["rows"][rows.index(r)]["ancestral_1000"] = {
+                **m, "seconds": time.perf_counter() - t0}
+            print(f"  {r['name']} ancestral 1000: {json.dumps(m)}", flush=True)
+            atomic_write_text(out, json.dumps(result, indent=2))
+    reg = next((r["final"]["ade_avg"] for r in rows if r["name"] == "regression"), None)
+    main_row = next((r for r in rows if r["name"] != "regression"), None)
+    title = result["title"]
+    plot_curves(rows, out.with_suffix(".png"), title)
+    if main_row is not None and not args.no_sweeps:
+        model = main_row["_model"]
+        print("K sweep ...", flush=True)
+        result["k_sweep"] = k_sweep(model, eval_batches, args.k_max, args.sampler, args.nfe)
+        atomic_write_text(out, json.dumps(result, indent=2))
+        result["nfe_sweep"] = []
+        for spec in args.nfe_sweep.split(","):
+            sampler, nfe = spec.split(":")
+            t0 = time.perf_counter()
+            m = score(model, eval_batches, args.k, sampler, int(nfe))
+            result["nfe_sweep"].append({"sampler": sampler, "nfe": int(nfe), **m,
+                                        "seconds": time.perf_counter() - t0})
+            print(f"  NFE {spec}: {json.dumps(result['nfe_sweep'][-1])}", flush=True)
+            atomic_write_text(out, json.dumps(result, indent=2))
+        plot_k_nfe(result["k_sweep"], result["nfe_sweep"], reg,
+                   out.with_name(out.stem + "_k_nfe.png"), f"{main_row['label']}: " + title)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    print_table(result)
+    print(f"wrote {out}, {out.with_suffix('.png')}")
+    return 0 if all(math.isfinite(r["final"].get("ade_avg", math.nan)) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
