@@ -1,4 +1,4 @@
-"""Evaluation of a TSDiff checkpoint (a Hydra app): the forecasting and refinement tables.
+"""Evaluation of a TSDiff checkpoint (the core's EvalApp): the forecasting and refinement tables.
 
     domaindiff eval timeseries ckpt=run.ckpt
     domaindiff eval timeseries ckpt=run.ckpt sampler=ddim steps=10 methods=[tsdiff_q]
@@ -7,6 +7,12 @@
     domaindiff eval timeseries ckpt=run.ckpt anomaly=true methods=[]   # ImDiffusion PA-F1
 
 Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``fan_<sampler>_<steps>.png``.
+
+:class:`TimeSeriesEval` is a :class:`domaindiff.evaluation.EvalApp`: the core checks the shared
+settings (``ckpt``, ``sampler``, ``steps``, ``num_samples``, ``seed``, ``sampler_options``),
+loads the checkpoint (weights only unless ``trust_checkpoint``) and runs the Hydra entry point
+with one-line errors; the driver is this plugin's, because it compares several forecasters
+(the self-guided and conditional models and the baselines) on the same test windows.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ import json
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from domaindiff.cli import check_counts, report_errors
+from domaindiff.cli import check_counts
 from domaindiff.data import atomic_write_text
+from domaindiff.evaluation import EvalApp
 from domaindiff.module import load_checkpoint
 from domaindiff_timeseries.baselines import deepar, gluonts_seasonal_naive
 from domaindiff_timeseries.data import TimeSeriesData
@@ -31,18 +37,45 @@ from domaindiff_timeseries.plots import fan_chart
 METHODS = ("tsdiff_q", "tsdiff_ms", "tsdiff_cond", "seasonal_naive", "deepar")
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Forecast the test windows with each method, score them, write JSON and PNG."""
+def check_settings(cfg) -> None:
+    """Refuse this app's bad settings (counts, methods), each named."""
     check_counts(cfg, positive=("steps", "num_samples", "num_test_windows", "inner_steps",
                                 "anomaly_steps", "anomaly_samples"),
                  nonnegative=("deepar_epochs", "tstr_samples", "tstr_deepar_epochs",
                               "plot_windows", "seed"))
-    methods = list(cfg.methods)
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in list(cfg.get("methods") or []) if m not in METHODS]
     if bad:
         raise ValueError(f"methods: unknown {bad}; choose from {METHODS}")
+
+
+class TimeSeriesEval(EvalApp):
+    """``domaindiff eval timeseries`` on the core's app (see the module)."""
+
+    def check(self, cfg) -> None:
+        """The core's checks, then this app's."""
+        super().check(cfg)
+        check_settings(cfg)
+
+    def run(self, cfg) -> dict:
+        """Check, load, forecast with every method, score, write JSON and PNG."""
+        base = {k: v for k, v in self.base().items() if k not in cfg}
+        cfg = OmegaConf.merge(OmegaConf.create(base), cfg)
+        self.check(OmegaConf.to_container(cfg, resolve=True))
+        return evaluate(cfg, app=self)
+
+    def base(self) -> dict:
+        """The core's shared settings (without Hydra's)."""
+        from domaindiff.evaluation import base_config
+
+        return {k: v for k, v in base_config(self.plugin).items() if k != "hydra"}
+
+
+def evaluate(cfg: DictConfig, app: EvalApp | None = None) -> dict:
+    """Forecast the test windows with each method, score them, write JSON and PNG."""
+    check_settings(cfg)
+    methods = list(cfg.methods)
     trust = bool(cfg.get("trust_checkpoint", False))
-    model = load_checkpoint(cfg.ckpt, trust=trust)
+    model = app.load(cfg) if app is not None else load_checkpoint(cfg.ckpt, trust=trust)
     dm = TimeSeriesData(dataset=cfg.dataset, path=cfg.get("path"),
                         context_length=model.context_length,
                         prediction_length=model.prediction_length, lags=model.lags,
@@ -52,7 +85,9 @@ def evaluate(cfg: DictConfig) -> dict:
     windows = dm.test_windows()
     target = np.stack([w["target"][model.context_length:] for w in windows])
     histories = [w["history"] for w in windows]
-    opts = {} if cfg.get("eta") is None else {"eta": float(cfg.eta)}
+    opts = dict(cfg.get("sampler_options") or {})
+    if cfg.get("eta") is not None:
+        opts["eta"] = float(cfg.eta)
     guide_opts = {"safe": bool(cfg.get("safe", True)),
                   "gradient": str(cfg.get("gradient", "network")),
                   "inner_steps": int(cfg.get("inner_steps", 1))}
@@ -159,11 +194,8 @@ def evaluate(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="eval")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``domaindiff eval timeseries ...``)."""
-    evaluate(cfg)
+#: Hydra entry point (``domaindiff eval timeseries ...``)
+main = TimeSeriesEval("timeseries").hydra_main(Path(__file__).parent / "conf", "eval")
 
 
 if __name__ == "__main__":

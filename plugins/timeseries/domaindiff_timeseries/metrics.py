@@ -143,3 +143,24 @@ def seasonal_naive(windows: list[dict], prediction_length: int, season: int = 24
         idx = len(hist) - m + np.arange(prediction_length) % m
         out.append(hist[idx])
     return np.stack(out)[:, None].astype(np.float32)
+
+
+def metrics_table(forecasts: dict[str, np.ndarray], windows: list[dict], context_length: int,
+                  season: int):
+    """CRPS, ND, NRMSE and MASE of each method on the same test windows, as a DataFrame.
+
+    Args:
+        forecasts: method name -> samples ``(W, S, H[, D])``.
+        windows: the test windows (:meth:`TimeSeriesData.test_windows`).
+        context_length: the windows' context steps (the horizon follows).
+        season: seasonality of MASE (the data's ``season``).
+
+    Returns:
+        a ``pandas.DataFrame``, one row per method.
+    """
+    import pandas as pd
+
+    target = np.stack([w["target"][context_length:] for w in windows])
+    histories = [w["history"] for w in windows]
+    rows = {m: forecast_metrics(f, target, histories, season) for m, f in forecasts.items()}
+    return pd.DataFrame(rows).T
