@@ -6,7 +6,8 @@ import pytest
 
 AREAS = ["core", "graphs", "timeseries", "trajectories", "medical"]
 # further catalogues of an area
-EXTRA = {"graphs": ["tests.graphs.test_user_data", "tests.graphs.test_gdss_import"]}
+EXTRA = {"graphs": ["tests.graphs.test_user_data", "tests.graphs.test_gdss_import"],
+         "core": ["tests.core.test_distill_cli"]}
 
 
 def _catalogue(area):
