@@ -223,3 +223,17 @@ def test_training_learns_and_checkpoint_roundtrip(tmp_path):
     assert 0 <= saved["dice"] <= 1 and saved["dice"] == pytest.approx(summary["dice"])
     png = (tmp_path / "eval" / "overlays_ddim_2.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clip_x0_clips_the_predicted_mask_and_keeps_the_network_noise():
+    from domaindiff.samplers.base import Model
+    from domaindiff_medical.model import ClipX0
+    model = _model()
+    procs = model.processes
+    x = {"image": torch.zeros(2, 1, 4, 4), "mask": 3 * torch.randn(2, 1, 4, 4)}
+    net = Model(lambda s, t: {"mask": torch.full_like(s["mask"], -2.0)}, procs)
+    t = torch.full((2,), 0.9)
+    x0, eps = net.raw_predict(x, t)
+    cx0, ceps = ClipX0().predict(net, x, t)
+    assert torch.equal(ceps["mask"], eps["mask"])
+    assert torch.equal(cx0["mask"], x0["mask"].clamp(-1, 1)) and x0["mask"].abs().max() > 1

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from domaindiff.guidance import Compose, Guidance
 from domaindiff.module import DiffusionModule
 from domaindiff.processes import Bernoulli, DiscreteDDPM
 from domaindiff.samplers import get_sampler
@@ -46,7 +47,7 @@ from domaindiff.samplers import get_sampler
 from .networks import EchoDNDNet
 from .postprocess import postprocess, sector_mask
 
-__all__ = ["BERNOULLI_SAMPLERS", "NOISES", "BernoulliWalk", "EchoDND", "postprocess",
+__all__ = ["BERNOULLI_SAMPLERS", "NOISES", "BernoulliWalk", "ClipX0", "EchoDND", "postprocess",
            "sector_mask"]
 
 BERNOULLI_SAMPLERS = ("posterior", "ddim")
@@ -185,6 +186,30 @@ class BernoulliWalk:
         self.prob = prob.clamp(0.0, 1.0)
 
 
+class ClipX0(Guidance):
+    """Clip the Gaussian branch's predicted clean mask to [-1, 1], keeping the network's noise.
+
+    A prediction hook of the core's guidance interface (so every core sampler applies it):
+    DDIM then moves along the network's own noise prediction with the clipped ``x0``, as Song
+    et al.'s DDIM and guided diffusion's ``clip_denoised`` do. The mask lives in [-1, 1], and an
+    unclipped ``x0 = (x - sigma eps) / alpha`` amplifies the noise error by ``1 / alpha`` at
+    large ``t``.
+
+    Args:
+        key: the Gaussian branch's state key.
+    """
+
+    def __init__(self, key: str = "mask") -> None:
+        self.key = key
+
+    def predict(self, model: Any, x: dict[str, Tensor], t: Tensor) -> Any:
+        """The raw prediction with ``x0[key]`` clipped."""
+        x0, eps = model.raw_predict(x, t)
+        x0 = dict(x0)
+        x0[self.key] = x0[self.key].clamp(-1.0, 1.0)
+        return x0, eps
+
+
 class EchoDND(DiffusionModule):
     """Echo-DND: dual-noise diffusion for left-ventricle segmentation conditioned on the image.
 
@@ -215,6 +240,8 @@ class EchoDND(DiffusionModule):
             ``"bernoulli"`` (only that branch is trained and fused).
         restrict_to_sector: post-processing never keeps pixels outside the imaging sector
             (:func:`~domaindiff_medical.postprocess.sector_mask` of the image).
+        clip_x0: clip the Gaussian branch's predicted clean mask to [-1, 1] at every
+            evaluation (:class:`ClipX0`, composed before any user guidance).
         seed: noise seed.
     """
 
@@ -225,7 +252,8 @@ class EchoDND(DiffusionModule):
                  ema_decay: float = 0.999, dual_sampler: str = "ddim",
                  bernoulli_sampler: str = "posterior",
                  sampling_steps: int = 25, num_ensemble: int = 5, num_val_samples: int = 0,
-                 noise: str = "dual", restrict_to_sector: bool = True, seed: int = 0) -> None:
+                 noise: str = "dual", restrict_to_sector: bool = True, clip_x0: bool = True,
+                 seed: int = 0) -> None:
         self.save_hyperparameters()
         if bernoulli_sampler not in BERNOULLI_SAMPLERS:
             raise ValueError(f"bernoulli_sampler must be one of {list(BERNOULLI_SAMPLERS)}, got "
@@ -244,7 +272,7 @@ class EchoDND(DiffusionModule):
         self.num_steps = num_steps
         self.dual_sampler, self.num_ensemble = dual_sampler, num_ensemble
         self.bernoulli_sampler, self.noise = bernoulli_sampler, noise
-        self.restrict_to_sector = restrict_to_sector
+        self.restrict_to_sector, self.clip_x0 = restrict_to_sector, clip_x0
         self.lambdas = (lambda_bce, lambda_kl, lambda_cal, lambda_vlb)
         self.learn_sigma = learn_sigma
         self._walk_settings: tuple[str, torch.Generator | None] | None = None
@@ -412,6 +440,8 @@ class EchoDND(DiffusionModule):
             raise ValueError(f"bernoulli: unknown Bernoulli sampler {kind!r}; expected one of "
                              f"{list(BERNOULLI_SAMPLERS)}")
         get_sampler(sampler or self.default_sampler)  # an unknown name names the valid ones
+        if self.clip_x0:
+            guidance = ClipX0() if guidance is None else Compose(ClipX0(), guidance)
         self._walk_settings = (kind, generator)
         try:
             out = super().sample(template={"image": image, "mask": torch.zeros_like(image)},
