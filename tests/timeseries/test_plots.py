@@ -51,3 +51,15 @@ def test_panels_of_one_series_share_the_y_range(tmp_path, row):
     assert axes[row, 0].get_ylim() == axes[row, 1].get_ylim()
     lo, hi = axes[row, 1].get_ylim()
     assert hi - lo > 50
+
+
+def test_panel_titles_name_the_forecast_start_date(tmp_path):
+    import pandas as pd
+
+    wins, fc, c = _inputs()
+    wins[0]["forecast_start"] = pd.Timestamp("1995-03-04")
+    wins[1]["forecast_start"] = pd.Timestamp("2021-01-01 05:00")
+    fig = plots.fan_chart(wins, fc, c, tmp_path / "fan.png", n=2)
+    titles = [a.get_title() for a in fig.axes if a.get_title()]
+    assert "tsdiff_q, test window 0 (from 1995-03-04)" in titles
+    assert "seasonal_naive, test window 1 (from 2021-01-01 05:00)" in titles

@@ -36,6 +36,14 @@ def _fan(ax: Axes, xs: np.ndarray, y: np.ndarray, samples: np.ndarray, c: int, l
     ax.grid(alpha=0.3, lw=0.4)
 
 
+def _date(stamp) -> str:
+    """A forecast start as a short date (with the time when it has one)."""
+    import pandas as pd
+
+    ts = pd.Timestamp(stamp)
+    return str(ts.date()) if ts == ts.normalize() else ts.strftime("%Y-%m-%d %H:%M")
+
+
 def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_length: int,
               path: Path, n: int = 3, show_context: int = 96, run: str = "") -> Figure:
     """Forecast fan charts of the first ``n`` test windows, one column per method; a PNG.
@@ -69,7 +77,9 @@ def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_len
         for j, name in enumerate(names):
             ax = axes[i][j]
             _fan(ax, xs, y, np.asarray(forecasts[name])[i, :, :, 0], c, lo)
-            ax.set_title(f"{name}, test window {i}", fontsize=9)
+            when = windows[i].get("forecast_start")
+            ax.set_title(f"{name}, test window {i}" + (f" (from {_date(when)})"
+                                                         if when is not None else ""), fontsize=9)
             if j == 0:
                 ax.set_ylabel("value")
             if i == n - 1:
