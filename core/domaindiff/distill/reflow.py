@@ -14,6 +14,7 @@ batch's seed (so a resumed run repeats the uninterrupted one).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -99,11 +100,11 @@ def make_method(name: str, procs: Mapping[str, object], student_steps: int,
     if name == "reflow":
         return Reflow(procs, student_steps, teacher_steps, iterations, schedule,
                       teacher_sampler or "dpm_solver_pp_2m")
-    classes: dict[str, type[Method]] = {"progressive": Progressive,
-                                        "consistency": ConsistencyDistillation,
-                                        "consistency-training": ConsistencyTraining}
+    classes: dict[str, Any] = {"progressive": Progressive,
+                               "consistency": ConsistencyDistillation,
+                               "consistency-training": ConsistencyTraining}
     if name not in classes:
         raise ValueError(f"method: unknown {name!r}; choose one of {', '.join(METHODS)}")
     if teacher_sampler is not None:
         raise ValueError(f"teacher_sampler applies to reflow only, not to method {name!r}")
-    return classes[name](procs, student_steps, teacher_steps, iterations, schedule)  # type: ignore[call-arg]
+    return classes[name](procs, student_steps, teacher_steps, iterations, schedule)

@@ -95,8 +95,12 @@ def _run(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int
          timesteps: Sequence[float] | None) -> Sample:
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = distilled_times(st.procs, steps, schedule) if timesteps is None else \
-        explicit_times(st.procs, steps, timesteps)
+    if timesteps is not None:
+        ts = explicit_times(st.procs, steps, timesteps)
+    elif steps is None:
+        raise ValueError(f"steps: {name} needs a number of network evaluations or timesteps=")
+    else:
+        ts = distilled_times(st.procs, steps, schedule)
     steps = len(ts) - 1
     for i in steps_iter(steps, progress, name):
         t, s = ts[i], ts[i + 1]
