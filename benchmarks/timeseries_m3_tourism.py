@@ -55,8 +55,9 @@ DEFAULT_VARIANTS = ("tsdiff_q/ddpm-100,tsdiff_ms/ddpm-100,"
 LEVELS = (80, 60, 40, 20)  # central intervals whose bounds are the quantiles 0.1 .. 0.9
 
 
-def statsforecast_rows(wins: list[dict], h: int, season: int) -> dict[str, np.ndarray]:
-    """AutoETS / AutoTheta / AutoARIMA quantile forecasts as 11-sample arrays ``(W, 11, H)``."""
+def statsforecast_rows(wins: list[dict], h: int, season: int,
+                       names=("AutoETS", "AutoTheta", "AutoARIMA")) -> dict[str, np.ndarray]:
+    """statsforecast quantile forecasts as 11-sample arrays ``(W, 11, H, 1)``."""
     import pandas as pd
     from statsforecast import StatsForecast
     from statsforecast.models import AutoARIMA, AutoETS, AutoTheta
@@ -67,12 +68,15 @@ def statsforecast_rows(wins: list[dict], h: int, season: int) -> dict[str, np.nd
                             "y": np.asarray(w["history"], np.float64)[:, 0]})
               for i, w in enumerate(wins)]
     df = pd.concat(frames, ignore_index=True)
-    models = [AutoETS(season_length=season), AutoTheta(season_length=season),
-              AutoARIMA(season_length=season)]
+    known = {"AutoETS": AutoETS, "AutoTheta": AutoTheta, "AutoARIMA": AutoARIMA}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"--classical: unknown {bad}; use some of {list(known)}")
+    models = [known[n](season_length=season) for n in names]
     sf = StatsForecast(models=models, freq=1, n_jobs=1)
     fc = sf.forecast(df=df, h=h, level=list(LEVELS)).sort_values(["unique_id", "ds"])
     out = {}
-    for m in ("AutoETS", "AutoTheta", "AutoARIMA"):
+    for m in names:
         cols = [f"{m}-lo-{lv}" for lv in LEVELS] + [m] + [f"{m}-hi-{lv}" for lv in LEVELS[::-1]]
         q = fc[cols].to_numpy().reshape(len(wins), h, len(cols)).transpose(0, 2, 1)
         out[m] = quantiles_as_samples(q)[..., None]
@@ -138,9 +142,10 @@ def run_dataset(name: str, args) -> tuple[list[dict], dict]:
     print(f"\n== {name}: {len(wins)} series, context {c}, horizon {h}, season {m}, "
           f"{len(dm.padded)} left-padded", flush=True)
     rows.append(_row("seasonal naive", seasonal_naive(wins, h, m), target, hist, m, 0.0))
-    if not args.skip_classical:
+    if args.classical:
         t0 = time.perf_counter()
-        for k, s in statsforecast_rows(wins, h, m).items():
+        names = [n for n in args.classical.split(",") if n]
+        for k, s in statsforecast_rows(wins, h, m, names).items():
             rows.append(_row(f"{k} (statsforecast)", s, target, hist, m, None))
             forecasts[k] = s
         rows[-1]["seconds"] = time.perf_counter() - t0  # the three together
@@ -220,7 +225,8 @@ def main() -> None:
     ap.add_argument("--deepar-epochs", type=int, default=10)
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--variants", default=DEFAULT_VARIANTS)
-    ap.add_argument("--skip-classical", action="store_true")
+    ap.add_argument("--classical", default="AutoETS,AutoTheta,AutoARIMA",
+                    help="statsforecast models ('' for none)")
     ap.add_argument("--fan", type=int, default=3, help="series in the fan chart (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
