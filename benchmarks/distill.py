@@ -118,7 +118,7 @@ def main() -> None:
     atomic_write_text(out, json.dumps(result, indent=2))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    for name in {r["method"] for r in rows}:
+    for name in sorted({r["method"] for r in rows}):
         pts = sorted((r["nfe"], r["energy_distance"]) for r in rows if r["method"] == name)
         kind = "teacher" if name in dict(TEACHER_ROWS) else "student"
         ax.plot(*zip(*pts, strict=True), marker="o", ls="--" if kind == "teacher" else "-",
