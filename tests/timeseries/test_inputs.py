@@ -150,3 +150,16 @@ def test_calendar_covariates_follow_the_start():
     apr.load()
     # April's first step has the phase of January's fourth
     np.testing.assert_allclose(apr.test_cov[0][0], jan.test_cov[0][3], atol=1e-6)
+
+
+def test_co2_weekly_with_gaps_gets_its_yearly_season():
+    """The issue's case: statsmodels' weekly CO2 (59 missing weeks), a year ahead, 7 windows."""
+    from domaindiff_timeseries.own_data import run
+
+    res = run(epochs=0)
+    co2 = res["co2 (weekly)"]
+    assert (co2["freq"], co2["season"], co2["missing"]) == ("W-SAT", 52, 59)
+    assert co2["seasonal naive (season 52)"]["CRPS"] == pytest.approx(0.00468, abs=5e-5)
+    assert co2["seasonal naive (season 24)"]["CRPS"] == pytest.approx(0.00879, abs=5e-5)
+    sun = res["sunspots (monthly)"]
+    assert (sun["season"], sun["context_length"], sun["prediction_length"]) == (12, 72, 18)
