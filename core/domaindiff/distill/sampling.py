@@ -23,22 +23,6 @@ import torch
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import (
-    Callback,
-    Denoiser,
-    Model,
-    Processes,
-    Sample,
-    Start,
-    combine,
-    emit,
-    noise_like,
-    reference_process,
-    report_nfe,
-    scalar,
-    setup,
-    steps_iter,
-)
 
 
 def distilled_times(procs: Mapping[str, GaussianProcess], steps: int,
@@ -151,3 +135,23 @@ def sample_consistency(
     """
     return _run(denoiser, process, shape_or_x_T, steps, guidance, callback, generator, progress,
                 prior, info, schedule, True, "consistency", timesteps)
+
+
+# Imported last: ``domaindiff.samplers`` registers this module's samplers when it is imported, so
+# a program whose first import is this module must have defined them before the package runs.
+from domaindiff.samplers.base import (  # noqa: E402
+    Callback,
+    Denoiser,
+    Model,
+    Processes,
+    Sample,
+    Start,
+    combine,
+    emit,
+    noise_like,
+    reference_process,
+    report_nfe,
+    scalar,
+    setup,
+    steps_iter,
+)
