@@ -1,103 +1,366 @@
-"""Sampler accuracy against network evaluations, with the exact score of a Gaussian mixture.
+"""Sampler accuracy against network evaluations, with the exact score of Gaussian mixtures.
 
-For each sampler and NFE in {5, 10, 20, 50, 100, 250}: the energy distance and sliced W2 between
-its samples and exact samples of the target (8-Gaussian ring, VP SDE), and wall time; then which
-NFE each sampler needs to reach the accuracy of the adaptive probability-flow ODE (dopri5).
+Sections (``--sections``, default all):
 
-    python benchmarks/core_samplers.py [--n 4000] [--out benchmarks/results/core_samplers.json]
+* ``nfe``: for each sampler and NFE in {5, 10, 20, 50, 100, 250}, the energy distance between its
+  samples and exact samples of the 8-Gaussian ring under the VP SDE, wall time, and which NFE each
+  sampler needs to reach the accuracy of the adaptive probability-flow ODE (dopri5).
+* ``sweep``: at 10 NFE, solver x grid x t_min on every core process (VP, sub-VP, VE, EDM, linear
+  interpolant, discrete DDPM) for 8-mode isotropic mixtures in 2 and 16 dimensions: the
+  within-mode spread ratio (RMS distance to the nearest mode over the exact one) and the energy
+  distance against the two-sample noise floor.
+* ``defaults``: every ODE sampler with its default options at 10 NFE on the same targets.
+* ``optimize``: :func:`domaindiff.samplers.optimize_grid`'s fitted 10-NFE grid against the
+  default grid, on prior draws it was not fitted on.
+
+    python benchmarks/core_samplers.py [--sections nfe,sweep,defaults,optimize] [--n 2000]
+        [--out benchmarks/results/core_samplers.json]
+
+The denoiser is the closed-form ``eps`` of an isotropic mixture (the same function as
+``domaindiff.toy.mixtures.ExactDenoiser``, without its general-covariance linear algebra).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from domaindiff.data import atomic_write_text
-from domaindiff.processes import VP
-from domaindiff.samplers import get_sampler, sample_ode
-from domaindiff.toy.data import make_mixture
-from domaindiff.toy.metrics import energy_distance, sliced_wasserstein
-from domaindiff.toy.mixtures import ExactDenoiser
+from domaindiff.processes import EDM, VE, VP, DiscreteDDPM, GaussianProcess, Interpolant, SubVP
+from domaindiff.samplers import get_sampler, optimize_grid, sample_ode
 
-SAMPLERS = [
+NFE_SAMPLERS = [
     ("euler_maruyama", {}), ("pc", {"snr": 0.16}), ("ancestral", {}), ("ddim", {}),
     ("euler", {}), ("heun", {}), ("dpm_solver", {"order": 1}), ("dpm_solver", {"order": 2}),
-    ("dpm_solver", {"order": 3}), ("dpm_solver_pp_2m", {}), ("deis", {"order": 3}),
+    ("dpm_solver", {"order": 3}), ("dpm_solver_pp_2m", {}), ("dpm_solver_pp_3m", {}),
+    ("sde_dpm_solver_pp_2m", {}), ("unipc", {"order": 2}), ("unipc", {"order": 3}),
+    ("unipc", {"order": 3, "variant": "bh1"}), ("deis", {"order": 3}),
 ]
 NFES = (5, 10, 20, 50, 100, 250)
+SWEEP_SOLVERS = [("dpm_solver_pp_2m", {}), ("dpm_solver_pp_3m", {}), ("unipc", {"order": 3}),
+                 ("deis", {"order": 3})]
+GRID_NAMES = ("uniform", "logsnr", "karras", "quadratic", "cubic")
+DEFAULT_SAMPLERS = ["ddim", "euler", "heun", "dpm_solver", "dpm_solver_pp_2m",
+                    "dpm_solver_pp_3m", "unipc", "deis", "sde_dpm_solver_pp_2m"]
+STD = 0.2
+
+
+def processes() -> dict[str, GaussianProcess]:
+    """Every core Gaussian process with its default settings."""
+    return {"vp": VP(), "subvp": SubVP(), "ve": VE(), "edm": EDM(), "interpolant": Interpolant(),
+            "ddpm": DiscreteDDPM()}
+
+
+class IsoMixture:
+    """Exact ``eps`` prediction of an isotropic Gaussian mixture under a process."""
+
+    parametrization = "eps"
+
+    def __init__(self, means: Tensor, std: float, process: GaussianProcess) -> None:
+        self.mu, self.c, self.p = means.double(), std, process
+
+    def __call__(self, x: Any, t: Tensor) -> Any:
+        xt = x["x"] if isinstance(x, dict) else x
+        t = t.double()
+        a, s = self.p.alpha(t)[:, None, None], self.p.sigma(t)[:, None, None]
+        var = a**2 * self.c**2 + s**2
+        d = xt.double()[:, None, :] - a * self.mu[None]
+        r = torch.softmax(-(d**2).sum(-1) / (2 * var[..., 0]), 1)[..., None]
+        eps = (s[:, 0] * (r * d / var).sum(1)).to(xt.dtype)
+        return {"x": eps} if isinstance(x, dict) else eps
+
+
+def modes(dim: int) -> Tensor:
+    """8 mode centres: a ring of radius 2 in 2-D, seeded Gaussian draws (scale 2) otherwise."""
+    if dim == 2:
+        ang = torch.arange(8, dtype=torch.float64) * 2 * math.pi / 8
+        return 2 * torch.stack([ang.cos(), ang.sin()], 1)
+    return 2.0 * torch.randn(8, dim, generator=torch.Generator().manual_seed(0),
+                             dtype=torch.float64)
+
+
+def exact(mu: Tensor, n: int, seed: int) -> Tensor:
+    """Exact samples of the mixture."""
+    g = torch.Generator().manual_seed(seed)
+    k = torch.randint(0, len(mu), (n,), generator=g)
+    return (mu[k] + STD * torch.randn(n, mu.shape[1], generator=g, dtype=torch.float64)).float()
+
+
+def energy(x: Tensor, y: Tensor, yy: float | None = None) -> float:
+    """Energy distance ``2E|X-Y| - E|X-X'| - E|Y-Y'|`` (V-statistic)."""
+    x, y = x.float(), y.float()
+    yy = float(torch.cdist(y, y).mean()) if yy is None else yy
+    return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean()) - yy
+
+
+def spread(x: Tensor, mu: Tensor) -> float:
+    """Within-mode RMS distance to the nearest mode, per coordinate, over the exact ``STD``."""
+    x = x.double()
+    k = torch.cdist(x, mu).argmin(1)
+    return float(((x - mu[k]) ** 2).mean().sqrt()) / STD
+
+
+class Target:
+    """One mixture with its reference set and noise floor."""
+
+    def __init__(self, dim: int, n: int, floors: int = 8) -> None:
+        self.dim, self.n, self.mu = dim, n, modes(dim)
+        self.ref = exact(self.mu, n, 1)
+        self.yy = float(torch.cdist(self.ref, self.ref).mean())
+        eds = torch.tensor([energy(exact(self.mu, n, 100 + i), self.ref, self.yy)
+                            for i in range(floors)])
+        self.floor_mean, self.floor_max = float(eds.mean()), float(eds.max())
+        self.floor_sd = float(eds.std())
+        self.spread_exact = spread(exact(self.mu, n, 2), self.mu)
+
+    def score(self, x: Tensor) -> dict[str, float]:
+        """Spread ratio and energy distance of samples ``x``."""
+        if not torch.isfinite(x).all():
+            return {"spread": float("inf"), "ed": float("inf")}
+        return {"spread": spread(x, self.mu), "ed": energy(x, self.ref, self.yy)}
+
+    def ok(self, s: dict[str, float]) -> bool:
+        """The goal: spread within 2% of exact and ED within the floor's range (max of draws)."""
+        return abs(s["spread"] - 1) <= 0.02 and s["ed"] <= self.floor_max
+
+
+def grid(p: GaussianProcess, name: str, n: int) -> list[float]:
+    """A named grid of ``n`` intervals (the process's, or time-polynomial ones)."""
+    if name in ("uniform", "logsnr", "karras"):
+        return p.time_grid(n, name).tolist()
+    power = {"quadratic": 2, "cubic": 3}[name]
+    u = torch.linspace(0, 1, n + 1, dtype=torch.float64)
+    ts = (p.t_min + (p.T - p.t_min) * (1 - u) ** power).tolist()
+    ts[0], ts[-1] = p.T, p.t_min
+    return ts
+
+
+def run(name: str, opts: dict, p: GaussianProcess, tgt: Target, nfe: int | None,
+        timesteps: list[float] | None = None, seed: int = 0) -> Tensor:
+    """Samples of one sampler on a target."""
+    den = IsoMixture(tgt.mu, STD, p)
+    return get_sampler(name)(den, p, (tgt.n, tgt.dim), nfe, timesteps=timesteps,
+                             generator=torch.Generator().manual_seed(seed), **opts)
 
 
 def label(name: str, opts: dict) -> str:
     """Readable sampler name."""
-    return name + (f"-{opts['order']}" if "order" in opts else "")
+    extra = "".join(f"-{v}" for k, v in opts.items() if k in ("order", "variant"))
+    return name + extra
+
+
+def section_nfe(n: int) -> dict:
+    """The NFE table on the VP ring."""
+    proc, tgt = VP(), Target(2, n)
+    den = IsoMixture(tgt.mu, STD, proc)
+    t0 = time.perf_counter()
+    info: dict = {}
+    x = sample_ode(den, proc, (n, 2), None, generator=torch.Generator().manual_seed(0), info=info)
+    ode = {**tgt.score(x), "seconds": time.perf_counter() - t0, "nfe": info["nfe"]}
+    rows = []
+    for name, opts in NFE_SAMPLERS:
+        for nfe in NFES:
+            t0 = time.perf_counter()
+            x = run(name, opts, proc, tgt, nfe)
+            rows.append({"sampler": label(name, opts), "nfe": nfe, **tgt.score(x),
+                         "seconds": time.perf_counter() - t0})
+    target = 1.25 * ode["ed"]
+    needed = {}
+    print(f"\n## NFE sweep: 8-Gaussian ring, VP, {n} samples; noise floor ED "
+          f"{tgt.floor_mean:.4f} (max of 8 draws {tgt.floor_max:.4f}); adaptive ODE ED "
+          f"{ode['ed']:.4f} at {ode['nfe']} NFE")
+    print("| sampler | " + " | ".join(f"NFE {v}" for v in NFES) + " | NFE to reach ODE |")
+    print("|---" * (len(NFES) + 2) + "|")
+    for name, opts in NFE_SAMPLERS:
+        lab = label(name, opts)
+        mine = [r for r in rows if r["sampler"] == lab]
+        ok = [r["nfe"] for r in mine if r["ed"] <= target]
+        needed[lab] = min(ok) if ok else None
+        print(f"| {lab} | " + " | ".join(f"{r['ed']:.4f}" for r in mine) + f" | {needed[lab]} |")
+    print("\nseconds: | sampler | " + " | ".join(str(v) for v in NFES) + " |")
+    for name, opts in NFE_SAMPLERS:
+        lab = label(name, opts)
+        print(f"| {lab} | " + " | ".join(f"{r['seconds']:.3f}" for r in rows
+                                         if r["sampler"] == lab) + " |")
+    return {"ode": ode, "rows": rows, "nfe_to_reach_ode": needed, "floor": tgt.floor_mean,
+            "criterion": "energy distance <= 1.25 x adaptive ODE's"}
+
+
+def section_sweep(n: int, targets: dict[int, Target]) -> list[dict]:
+    """Solver x grid x t_min at 10 NFE on every process, 2-D and 16-D."""
+    rows = []
+    print("\n## 10-NFE sweep: within-mode spread ratio / energy distance (floor per dim below)")
+    for dim, tgt in targets.items():
+        print(f"\nD = {dim}: floor ED mean {tgt.floor_mean:.4f}, max {tgt.floor_max:.4f}; "
+              f"exact spread ratio {tgt.spread_exact:.3f}")
+        print("| process | t_min | grid | " + " | ".join(label(*s) for s in SWEEP_SOLVERS)
+              + " |")
+        print("|---" * (3 + len(SWEEP_SOLVERS)) + "|")
+        for pname, p0 in processes().items():
+            t_mins = [p0.t_min] + ([1e-3] if pname in ("vp", "subvp") else [])
+            for tm in t_mins:
+                p = p0.with_t_min(tm)
+                for g in GRID_NAMES:
+                    if pname == "edm" and g in ("uniform", "quadratic", "cubic"):
+                        continue  # t = sigma: polynomial-in-t grids put no step at low noise
+                    cells = []
+                    for name, opts in SWEEP_SOLVERS:
+                        s = tgt.score(run(name, opts, p, tgt, None, grid(p, g, 10)))
+                        rows.append({"dim": dim, "process": pname, "t_min": tm, "grid": g,
+                                     "sampler": label(name, opts), **s, "ok": tgt.ok(s)})
+                        mark = " **ok**" if tgt.ok(s) else ""
+                        cells.append(f"{s['spread']:.3f} / {s['ed']:.4f}{mark}")
+                    print(f"| {pname} | {tm:g} | {g} | " + " | ".join(cells) + " |", flush=True)
+    return rows
+
+
+def section_defaults(targets: dict[int, Target], nfe: int = 10) -> list[dict]:
+    """Every ODE sampler with default options at ``nfe`` NFE."""
+    rows = []
+    print(f"\n## Default options at {nfe} NFE: spread ratio / energy distance "
+          "(ok: spread within 2% and ED <= max of 8 floor draws)")
+    for dim, tgt in targets.items():
+        print(f"\nD = {dim} (floor ED mean {tgt.floor_mean:.4f}, max {tgt.floor_max:.4f})")
+        print("| process | " + " | ".join(DEFAULT_SAMPLERS) + " |")
+        print("|---" * (1 + len(DEFAULT_SAMPLERS)) + "|")
+        for pname, p in processes().items():
+            cells = []
+            for name in DEFAULT_SAMPLERS:
+                s = tgt.score(run(name, {}, p, tgt, nfe))
+                rows.append({"dim": dim, "process": pname, "sampler": name, **s,
+                             "ok": tgt.ok(s)})
+                cells.append(f"{s['spread']:.3f} / {s['ed']:.4f}" + (" ok" if tgt.ok(s) else ""))
+            print(f"| {pname} | " + " | ".join(cells) + " |", flush=True)
+    return rows
+
+
+def section_optimize(n: int) -> list[dict]:
+    """optimize_grid against the default grid on held-out draws (VP, 2-D ring, 10 NFE)."""
+    proc, tgt = VP(), Target(2, n)
+    den = IsoMixture(tgt.mu, STD, proc)
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
+    ref = sample_ode(den, proc, x_T.clone(), None, rtol=1e-8, atol=1e-8)
+    rows = []
+    print("\n## optimize_grid (global error against a fine ODE solve), VP ring, 10 NFE, "
+          f"fitted on 256 draws, scored on {n} others")
+    print("| sampler | grid | squared error to the exact ODE solution | spread ratio | ED | "
+          "fit NFE | fit s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, opts in [("dpm_solver_pp_2m", {}), ("unipc", {"order": 3}), ("deis", {"order": 3})]:
+        t0 = time.perf_counter()
+        info: dict = {}
+        fitted = optimize_grid(den, proc, (256, 2), 10, sampler=name, sampler_options=opts,
+                               generator=torch.Generator().manual_seed(0), info=info,
+                               max_trials=300)
+        sec = time.perf_counter() - t0
+        for gname, ts in (("default", None), ("optimized", fitted.tolist())):
+            x = get_sampler(name)(den, proc, x_T.clone(), 10 if ts is None else None,
+                                  timesteps=ts, **opts)
+            err = float(((x - ref) ** 2).mean())
+            s = tgt.score(x.float())
+            rows.append({"sampler": label(name, opts), "grid": gname, "error": err, **s,
+                         "timesteps": ts, "fit_nfe": info["nfe"], "fit_seconds": sec})
+            print(f"| {label(name, opts)} | {gname} | {err:.2e} | {s['spread']:.3f} | "
+                  f"{s['ed']:.4f} | {info['nfe'] if ts else ''} | "
+                  f"{f'{sec:.0f}' if ts else ''} |", flush=True)
+    return rows
 
 
 def main() -> None:
-    """Run the sweep, print the table, write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=4000, help="samples per run")
+    """Run the chosen sections, print the tables, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000, help="samples per run")
+    parser.add_argument("--sections", default="nfe,sweep,defaults,optimize")
     parser.add_argument("--out", default="benchmarks/results/core_samplers.json")
+    parser.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+                        help="combine earlier runs' section files into --out (runs nothing)")
     args = parser.parse_args()
+    if args.merge is not None:
+        merged: dict[str, Any] = {}
+        for f in args.merge:
+            merged.update(json.loads(Path(f).read_text()))
+        merged["merged_from"] = list(args.merge)
+        atomic_write_text(args.out, json.dumps(merged, indent=2))
+        plot(merged, Path(args.out).with_suffix(".png"))
+        print(f"wrote {args.out}")
+        return
     torch.set_num_threads(2)
-    mix = make_mixture("ring8")
-    proc = VP()
-    den = ExactDenoiser(mix, proc)
-    ref = mix.sample(args.n, torch.Generator().manual_seed(1))
-    floor = float(energy_distance(mix.sample(args.n, torch.Generator().manual_seed(2)), ref))
-
-    def score(x):
-        return (float(energy_distance(x, ref)),
-                float(sliced_wasserstein(x, ref, generator=torch.Generator().manual_seed(0))))
-
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - {"nfe", "sweep", "defaults", "optimize"}
+    if unknown:
+        parser.error(f"--sections: unknown {sorted(unknown)}")
+    result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(),
+                              "threads": torch.get_num_threads(), "n_samples": args.n,
+                              "defaults": {name: {k: v.default for k, v in inspect.signature(
+                                  get_sampler(name)).parameters.items()
+                                  if k in ("schedule", "order", "variant")}
+                                  for name in DEFAULT_SAMPLERS}}
     t0 = time.perf_counter()
-    nfe_box = {}
-    x = sample_ode(den, proc, (args.n, 2), None, generator=torch.Generator().manual_seed(0),
-                   callback=lambda info: nfe_box.update(nfe=info.get("nfe")))
-    ode = {"energy_distance": score(x)[0], "sliced_w2": score(x)[1],
-           "seconds": time.perf_counter() - t0, "nfe": nfe_box.get("nfe")}
-    rows = []
-    for name, opts in SAMPLERS:
-        for nfe in NFES:
-            t0 = time.perf_counter()
-            x = get_sampler(name)(den, proc, (args.n, 2), nfe,
-                                  generator=torch.Generator().manual_seed(0), **opts)
-            sec = time.perf_counter() - t0
-            ed, sw = score(x) if torch.isfinite(x).all() else (float("inf"), float("inf"))
-            rows.append({"sampler": label(name, opts), "nfe": nfe, "energy_distance": ed,
-                         "sliced_w2": sw, "seconds": sec})
-    target = 1.25 * ode["energy_distance"]
-    needed = {}
-    for name, opts in SAMPLERS:
-        lab = label(name, opts)
-        ok = [r["nfe"] for r in rows if r["sampler"] == lab and r["energy_distance"] <= target]
-        needed[lab] = min(ok) if ok else None
-    print(f"target: 8-Gaussian ring, VP SDE, exact score; {args.n} samples; "
-          f"noise floor (exact vs exact) ED = {floor:.4f}")
-    print(f"adaptive ODE (dopri5, rtol=atol=1e-5): ED = {ode['energy_distance']:.4f}, "
-          f"SW2 = {ode['sliced_w2']:.4f}, NFE = {ode['nfe']}, {ode['seconds']:.2f} s")
-    header = f"{'sampler':18s}" + "".join(f"{n:>9d}" for n in NFES) + "   NFE to reach ODE"
-    print("\nenergy distance by NFE\n" + header)
-    for name, opts in SAMPLERS:
-        lab = label(name, opts)
-        vals = [r["energy_distance"] for r in rows if r["sampler"] == lab]
-        print(f"{lab:18s}" + "".join(f"{v:9.4f}" for v in vals) + f"   {needed[lab]}")
-    print("\nseconds by NFE\n" + header.replace("   NFE to reach ODE", ""))
-    for name, opts in SAMPLERS:
-        lab = label(name, opts)
-        vals = [r["seconds"] for r in rows if r["sampler"] == lab]
-        print(f"{lab:18s}" + "".join(f"{v:9.3f}" for v in vals))
-    result = {"machine": platform.platform(), "processor": platform.processor(),
-              "threads": torch.get_num_threads(), "n_samples": args.n, "noise_floor": floor,
-              "ode": ode, "rows": rows, "nfe_to_reach_ode": needed,
-              "criterion": "energy distance <= 1.25 x adaptive ODE's"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    targets = {d: Target(d, args.n) for d in (2, 16)} if {"sweep", "defaults"} & set(
+        sections) else {}
+    result["floors"] = {d: {"mean": t.floor_mean, "max": t.floor_max, "sd": t.floor_sd}
+                        for d, t in targets.items()}
+    if "nfe" in sections:
+        result["nfe"] = section_nfe(max(args.n, 4000))
+    if "sweep" in sections:
+        result["sweep"] = section_sweep(args.n, targets)
+    if "defaults" in sections:
+        result["defaults_10nfe"] = section_defaults(targets)
+    if "optimize" in sections:
+        result["optimize"] = section_optimize(args.n)
+    result["seconds"] = time.perf_counter() - t0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    plot(result, out.with_suffix(".png"))
+    print(f"\nwrote {out} ({result['seconds']:.0f} s)")
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Energy distance against NFE per sampler, and the 10-NFE spread ratios of the defaults."""
+    from domaindiff.plotting import pyplot, save_figure
+
+    if "nfe" not in result and "defaults_10nfe" not in result:
+        return
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    if "nfe" in result:
+        ax = axes[0]
+        rows = result["nfe"]["rows"]
+        for lab in dict.fromkeys(r["sampler"] for r in rows):
+            mine = [r for r in rows if r["sampler"] == lab]
+            ax.loglog([r["nfe"] for r in mine], [max(r["ed"], 1e-5) for r in mine], marker="o",
+                      ms=3, label=lab)
+        ax.axhline(result["nfe"]["floor"], color="k", ls="--", lw=1, label="noise floor")
+        ax.set(xlabel="NFE", ylabel="energy distance", title="VP ring, exact score")
+        ax.legend(fontsize=6, ncol=2)
+    if "defaults_10nfe" in result:
+        ax = axes[1]
+        rows = result["defaults_10nfe"]
+        names = list(dict.fromkeys(r["sampler"] for r in rows))
+        cases = list(dict.fromkeys((r["process"], r["dim"]) for r in rows))
+        for j, (pn, d) in enumerate(cases):
+            vals = [next(r["spread"] for r in rows if r["sampler"] == nm and r["process"] == pn
+                         and r["dim"] == d) for nm in names]
+            ax.scatter(range(len(names)), [min(v, 2.0) for v in vals], s=14,
+                       label=f"{pn} {d}-D", marker="os^vDP<>"[j % 8])
+        ax.axhspan(0.98, 1.02, color="g", alpha=0.2, label="within 2%")
+        ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
+        ax.set(ylabel="within-mode spread / exact (capped at 2)",
+               title="default options at 10 NFE")
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

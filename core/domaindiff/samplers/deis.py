@@ -31,6 +31,7 @@ from domaindiff.samplers.base import (
     combine,
     emit,
     grid_or_steps,
+    multistep_grid,
     report_nfe,
     setup,
     steps_iter,
@@ -63,11 +64,13 @@ def sample_deis(
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        order: int = 3, schedule: str | None = "logsnr",
+        order: int = 3, schedule: str | None = None,
         timesteps: Timesteps | None = None) -> Sample:
     """tAB-DEIS of the given order (1-4): ``steps`` evaluations on ``steps + 1`` points.
 
     Order 1 is DDIM (exactly, since the exponential integral of a constant ``eps`` is exact).
+    Without ``schedule`` the grid is the process's measured default
+    (:data:`~domaindiff.samplers.base.MULTISTEP_GRIDS`).
     The common arguments (``timesteps`` included) are described in
     :mod:`domaindiff.samplers.base`.
     """
@@ -76,7 +79,7 @@ def sample_deis(
     st = setup(process, shape_or_x_T, generator, prior)
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = grid_or_steps(st.procs, steps, timesteps, f"deis{order}",
-                       grid=lambda n: time_points(st.procs, n, schedule))
+                       grid=lambda n: time_points(st.procs, n, multistep_grid(st.procs, schedule)))
     steps = len(ts) - 1
     hist_t: list[float] = []
     hist_eps: list[State] = []

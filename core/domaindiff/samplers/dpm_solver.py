@@ -1,9 +1,11 @@
 """DPM-Solver (Lu et al. 2022) singlestep orders 1-3; DPM-Solver++ (2M, 3M, SDE-2M) multistep.
 
-Both are exponential integrators in the half log-SNR ``lambda = log(alpha / sigma)``. In a state
+All are exponential integrators in the half log-SNR ``lambda = log(alpha / sigma)``. In a state
 with several components (e.g. GDSS's VP node features and VE adjacency) all components share the
-time points, chosen uniformly in the first component's ``lambda``; each component then uses its own
-``lambda`` step ``h`` and its own ratios ``r``, with the general-``r`` forms of the updates.
+time points, chosen on the first component's grid (singlestep: uniform in its ``lambda``;
+multistep: its process's measured default, :data:`~domaindiff.samplers.base.MULTISTEP_GRIDS`);
+each component then uses its own ``lambda`` step ``h`` and its own ratios ``r``, with the
+general-``r`` forms of the updates.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from domaindiff.samplers.base import (
     combine,
     emit,
     grid_or_steps,
+    multistep_grid,
     noise_like,
     reference_process,
     report_nfe,
@@ -161,7 +164,7 @@ def _multistep_pp(denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
     model, x = Model(denoiser, st.procs, guidance), st.x
     procs = st.procs
     ts = grid_or_steps(procs, steps, timesteps, name,
-                       grid=lambda n: time_points(procs, n, schedule))
+                       grid=lambda n: time_points(procs, n, multistep_grid(procs, schedule)))
     n = len(ts) - 1
     # newest first: (x0 prediction, lambda per key) at the last points
     hist: list[tuple[State, dict[str, float]]] = []
@@ -221,7 +224,7 @@ def sample_dpm_solver_pp_2m(
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = "logsnr", lower_order_final: bool = True,
+        schedule: str | None = None, lower_order_final: bool = True,
         timesteps: Timesteps | None = None) -> Sample:
     """DPM-Solver++(2M) (Lu et al. 2022b), data-prediction multistep, second order.
 
@@ -240,7 +243,7 @@ def sample_dpm_solver_pp_3m(
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = "logsnr", lower_order_final: bool = True,
+        schedule: str | None = None, lower_order_final: bool = True,
         timesteps: Timesteps | None = None, reference_d2: bool = False) -> Sample:
     """DPM-Solver++(3M) (Lu et al. 2022b), data-prediction multistep, third order.
 
@@ -260,7 +263,7 @@ def sample_sde_dpm_solver_pp_2m(
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = "logsnr", lower_order_final: bool = True,
+        schedule: str | None = None, lower_order_final: bool = True,
         timesteps: Timesteps | None = None) -> Sample:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b; k-diffusion / diffusers "sde-dpmsolver++").
 

@@ -32,6 +32,7 @@ from domaindiff.samplers.base import (
     Processes,
     Start,
     as_processes,
+    multistep_grid,
     reference_process,
     time_points,
 )
@@ -130,6 +131,8 @@ def optimize_grid(model_or_denoiser: Any, process: Processes | None = None,
     lam_hi = float(p.lambda_(torch.tensor(p.T, dtype=torch.float64)))
     lam_lo = float(p.lambda_(torch.tensor(p.t_min, dtype=torch.float64)))
     schedule = init_schedule or _default_schedule(fn)
+    if schedule is None and sampler != "euler":
+        schedule = multistep_grid(procs, None)
     init = torch.tensor(time_points(procs, int(nfe), schedule), dtype=torch.float64)
     dlam = np.diff(p.lambda_(init).numpy())
     z0 = np.log(np.clip(dlam / dlam.sum(), 1e-6, None))

@@ -40,6 +40,7 @@ from domaindiff.samplers.base import (
     combine,
     emit,
     grid_or_steps,
+    multistep_grid,
     report_nfe,
     scalar,
     setup,
@@ -115,7 +116,7 @@ def sample_unipc(
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
         order: int = 3, variant: str = "bh2", corrector: bool = True,
-        disable_corrector: Sequence[int] = (), schedule: str | None = "logsnr",
+        disable_corrector: Sequence[int] = (), schedule: str | None = None,
         lower_order_final: bool = True, timesteps: Timesteps | None = None) -> Sample:
     """UniPC multistep sampler: ``steps`` evaluations on ``steps + 1`` points.
 
@@ -135,7 +136,8 @@ def sample_unipc(
         corrector: apply UniC at every point after the first (free: it reuses the evaluation).
         disable_corrector: step indices ``i`` whose result is not corrected (the reference's
             ``disable_corrector``, useful for large guidance scales).
-        schedule: time grid.
+        schedule: time grid (default: the process's measured default,
+            :data:`~domaindiff.samplers.base.MULTISTEP_GRIDS`).
         lower_order_final: with ``lower_order_final`` the order is capped by the steps left
             (``min(order, steps - i)``), as the reference does.
         timesteps: the caller's own grid; ``schedule`` is then not used.
@@ -148,7 +150,7 @@ def sample_unipc(
     model, x = Model(denoiser, st.procs, guidance), st.x
     procs = st.procs
     ts = grid_or_steps(procs, steps, timesteps, "unipc",
-                       grid=lambda n: time_points(procs, n, schedule))
+                       grid=lambda n: time_points(procs, n, multistep_grid(procs, schedule)))
     n = len(ts) - 1
     hist: History = []
     last: State | None = None
@@ -160,7 +162,9 @@ def sample_unipc(
         if corrector and last is not None and (i - 1) not in skip:
             x = combine(x, {k: _update(p, k, last[k], hist, prev_order, ts[i - 1], s, variant,
                                        x0[k]) for k, p in procs.items()})
-            x = model.after_step(x, ts[i - 1], s, generator)
+            # onto the spaces only: guidance's step hook already ran for this interval (as in
+            # the reference pipelines, the corrected state is not re-guided)
+            x = combine(x, {k: p.space.project(x[k], x) for k, p in procs.items()})
         hist.insert(0, (x0, {k: scalar(p, "lambda_", s) for k, p in procs.items()}))
         del hist[order:]
         o = min(order, n - i) if lower_order_final else order
