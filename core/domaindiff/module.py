@@ -369,7 +369,9 @@ class DiffusionModule(L.LightningModule):
         self.eval()
         den = self.denoiser(use_ema)
         try:
-            out = fn(den, self.processes, template, steps or self.sampling_steps,
+            # with the caller's own grid (options["timesteps"]) the grid sets the evaluations
+            default = None if options.get("timesteps") is not None else self.sampling_steps
+            out = fn(den, self.processes, template, steps or default,
                      guidance=guidance, generator=generator, progress=progress, **options)
         finally:
             self.train(was_training)
