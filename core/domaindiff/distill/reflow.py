@@ -3,7 +3,9 @@
 The teacher's deterministic sampler couples noise and data: ``x_T = prior_std z`` (``z`` drawn in
 each space, the batch's masks and conditions kept) is carried to ``x0 = teacher(x_T)``. The student
 is trained on the straight interpolation of that pair in the process's own coordinates,
-``x_t = alpha_t x0 + sigma_t z``, to predict ``x0`` (weighted by ``max(SNR, 1)``). Since
+``x_t = alpha_t x0 + sigma_t z``, to predict ``x0`` (weighted by ``max(SNR, 1)``); at the first
+grid time ``T`` its input is the sampler's own start ``prior_std z`` (not ``alpha_T x0 + sigma_T z``,
+whose small ``alpha_T x0`` term would otherwise bias a one-step student). Since
 ``x_t / alpha_t = x0 + (sigma_t / alpha_t) z`` is a straight line in the DDIM variable, the student's
 deterministic DDIM steps (the ``distilled`` sampler) follow it exactly where the coupling is
 learned: for an interpolant ``alpha = 1 - t, sigma = t`` this is rectified flow's reflow. The
@@ -77,6 +79,10 @@ class Reflow(Method):
         j = self.batch_index(batch_of(x, self.procs), len(times) - 1, ref, generator)
         t = pick(times, j, ref)
         x_t = combine(x, x0, z, t, self.procs)
+        first = (j == 0).to(ref.device)  # at T the student sees what the sampler starts from
+        for k, p in self.procs.items():
+            mask = first.reshape(-1, *([1] * (x_t[k].dim() - 1)))
+            x_t[k] = torch.where(mask, p.prior_std * z[k], x_t[k])
         pred, _ = self.model(student).raw_predict(x_t, t)
         return x0_loss(pred, x0, x_t, t, self.procs, snr_weight=True)
 
