@@ -159,7 +159,7 @@ def run_dataset(name: str, args) -> tuple[list[dict], dict]:
                          time.perf_counter() - t0))
         forecasts["DeepAR"] = s
         print(f"DeepAR: {rows[-1]['seconds']:.0f} s", flush=True)
-    if args.epochs > 0:
+    if args.epochs > 0 and not args.no_cond:
         cond, sec = fit_tsdiff(TSDiffCond, dm, args.epochs, args.seed)
         info["tsdiff_cond_train_seconds"] = sec
         stats: dict = {}
@@ -169,6 +169,7 @@ def run_dataset(name: str, args) -> tuple[list[dict], dict]:
         rows.append(_row("TSDiff-Cond, DDPM-100", s, target, hist, m, time.perf_counter() - t0,
                          stats["nfe"]))
         forecasts["TSDiff-Cond"] = s
+    if args.epochs > 0:
         unc, sec = fit_tsdiff(TSDiff, dm, args.epochs, args.seed)
         info["tsdiff_train_seconds"] = sec
         for v in [v for v in args.variants.split(",") if v]:
@@ -203,7 +204,7 @@ def _fan(name: str, wins, c: int, forecasts: dict, args) -> None:
     from domaindiff_timeseries.plots import fan_chart
 
     keep = [k for k in ("AutoETS", "DeepAR", "TSDiff-Cond", "tsdiff_q/ddpm-100",
-                        "tsdiff_q/ddim-10+eta1+s32+x0steps4") if k in forecasts]
+                        "tsdiff_q/sde_dpm_solver_pp_2m-10+s32+x0steps4") if k in forecasts]
     path = Path(f"{args.out}_{name}_fan.png")
     fan_chart(wins, {k: forecasts[k] for k in keep}, c, path, n=args.fan,
               show_context=min(c, 48), run=f"{name}, {args.max_series} series")
@@ -225,6 +226,7 @@ def main() -> None:
     ap.add_argument("--deepar-epochs", type=int, default=10)
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--variants", default=DEFAULT_VARIANTS)
+    ap.add_argument("--no-cond", action="store_true", help="skip TSDiff-Cond")
     ap.add_argument("--classical", default="AutoETS,AutoTheta,AutoARIMA",
                     help="statsforecast models ('' for none)")
     ap.add_argument("--fan", type=int, default=3, help="series in the fan chart (0: none)")
