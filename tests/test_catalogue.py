@@ -7,7 +7,8 @@ import pytest
 AREAS = ["core", "graphs", "timeseries", "trajectories", "medical"]
 # further catalogues of an area
 EXTRA = {"graphs": ["tests.graphs.test_user_data", "tests.graphs.test_gdss_import"],
-         "core": ["tests.core.test_distill_cli"]}
+         "core": ["tests.core.test_distill_cli", "tests.core.test_grids"],
+         "timeseries": ["tests.timeseries.test_competitions"]}
 
 
 def _catalogue(area):
