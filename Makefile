@@ -21,7 +21,7 @@ $(STAMP): core/pyproject.toml $(wildcard plugins/*/pyproject.toml) pyproject.tom
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e core $(foreach p,$(PLUGINS),-e "plugins/$(p)[test]") "pytest>=8" "ruff>=0.6" "mypy>=1.8"
+	$(PIP) install -q -e "core[test]" $(foreach p,$(PLUGINS),-e "plugins/$(p)[test]") "pytest>=8" "ruff>=0.6" "mypy>=1.8"
 	$(VENV)/bin/domaindiff plugins
 	touch $@
 
