@@ -62,7 +62,8 @@ def register_sampler(name: str, fn: Callable[..., Any]) -> None:
 
 def get_sampler(name: str) -> Callable[..., Any]:
     """Look a sampler up by name (aliases: ``dpm_solver1/2/3``, ``ddpm``); clear error otherwise."""
-    aliases = {"ddpm": ("ancestral", {}), "em": ("euler_maruyama", {}),
+    aliases: dict[str, tuple[str, dict[str, Any]]] = {
+               "ddpm": ("ancestral", {}), "em": ("euler_maruyama", {}),
                "dpm_solver1": ("dpm_solver", {"order": 1}),
                "dpm_solver2": ("dpm_solver", {"order": 2}),
                "dpm_solver3": ("dpm_solver", {"order": 3}),
