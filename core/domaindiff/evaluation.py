@@ -1,17 +1,26 @@
 """An evaluation-app base that a plugin fills in, and the generic ``domaindiff eval <plugin>``.
 
 Every evaluation app does the same work around the part that knows its domain: refuse bad
-settings, load the checkpoint safely, draw ``num_samples`` samples in batches with a seeded
-generator, count the network evaluations, score, write the metrics JSON (atomically), the
-samples and a picture. :class:`EvalApp` does that work; a plugin overrides the hooks it needs
-(:meth:`~EvalApp.reference_batches`, :meth:`~EvalApp.sample`, :meth:`~EvalApp.score`,
-:meth:`~EvalApp.plot`) and exposes a Hydra entry point from its ``evaluate`` module::
+settings, load the checkpoint safely, draw the samples in batches with a seeded generator, count
+the network evaluations, score, write the samples, the pictures and last the metrics JSON (every
+file atomically). :class:`EvalApp` does that work; a plugin overrides the hooks it needs:
+
+* :meth:`~EvalApp.check` (its settings), :meth:`~EvalApp.prepare` (what sampling needs from the
+  data, once the model is loaded), :meth:`~EvalApp.count` (how many samples: ``num_samples``,
+  or e.g. the size of the test split);
+* :meth:`~EvalApp.reference_batches`, :meth:`~EvalApp.sample`, :meth:`~EvalApp.metrics`,
+  :meth:`~EvalApp.update`, :meth:`~EvalApp.score` (sampling and scoring);
+* :meth:`~EvalApp.stem`, :meth:`~EvalApp.title`, :meth:`~EvalApp.save` (the samples in the
+  domain's own file formats) and :meth:`~EvalApp.plot` (returns one figure, or several by file
+  prefix; the driver saves them as ``<prefix>_<stem>.png``);
+
+and exposes a Hydra entry point from its ``evaluate`` module::
 
     # my_plugin/evaluate.py
     from domaindiff.evaluation import EvalApp
 
     class MyEval(EvalApp):
-        def score(self, model, samples, batches, cfg):
+        def score(self, model, samples, metrics, cfg):
             return {"mean": float(samples["x"].mean())}
 
     main = MyEval("my_plugin").hydra_main(Path(__file__).parent / "conf", "eval")
@@ -27,8 +36,13 @@ against the validation batches of the datamodule the run's ``config.yaml`` names
 Settings (``key=value``, Hydra; ``--multirun sampler=a,b steps=10,20`` sweeps):
 ``ckpt`` (required), ``sampler`` and ``steps`` (default: the model's), ``num_samples``,
 ``batch_size`` (default: all at once, or the data's batch size), ``seed``, ``out_dir``,
-``trust_checkpoint``, ``sampler_options`` (a dict), ``data`` (``auto``: the run's config.yaml;
-``none``; or a DataModule class path) and ``data_args`` (its init arguments).
+``threads`` (torch CPU threads; default torch's), ``trust_checkpoint``, ``sampler_options`` (a
+dict), ``data`` (``auto``: the run's config.yaml; ``none``; or a DataModule class path) and
+``data_args`` (its init arguments).
+
+In ``out_dir``, for ``<stem>`` = :meth:`EvalApp.stem` (default ``<sampler>_<steps>``):
+``samples_<stem>.pt`` (:meth:`EvalApp.save`), ``samples_<stem>.png`` (:meth:`EvalApp.plot`) and
+``metrics_<stem>.json`` last, naming the files written before it under ``files``.
 """
 
 from __future__ import annotations
@@ -63,6 +77,7 @@ def base_config(plugin: str = "plugin") -> dict[str, Any]:
         "batch_size": None,
         "seed": 0,
         "out_dir": f"eval_out/{plugin}",
+        "threads": None,
         "trust_checkpoint": False,
         "sampler_options": {},
         "data": "auto",
@@ -79,6 +94,9 @@ class EvalApp:
     Args:
         plugin: the plugin's name (default output directory ``eval_out/<plugin>``, titles).
     """
+
+    #: resolution of the PNGs the driver writes
+    dpi: int = 100
 
     def __init__(self, plugin: str = "plugin") -> None:
         self.plugin = plugin
@@ -97,8 +115,9 @@ class EvalApp:
         if ckpt in (None, "", "???"):
             raise ValueError("ckpt: required, e.g. ckpt=lightning_logs/version_0/checkpoints/"
                              "last.ckpt")
-        check_counts(cfg, positive=("steps", "num_samples", "batch_size"),
-                     nonnegative=("seed",), optional=("steps", "batch_size"))
+        check_counts(cfg, positive=("steps", "num_samples", "batch_size", "threads"),
+                     nonnegative=("seed",),
+                     optional=("steps", "num_samples", "batch_size", "threads"))  # see count()
         if cfg.get("sampler") is not None:
             get_sampler(str(cfg["sampler"]))
         if not isinstance(cfg.get("sampler_options") or {}, Mapping):
@@ -110,6 +129,23 @@ class EvalApp:
         from domaindiff.checkpoint import load_checkpoint
 
         return load_checkpoint(str(cfg["ckpt"]), trust=bool(cfg.get("trust_checkpoint", False)))
+
+    def prepare(self, model: DiffusionModule, cfg: Mapping[str, Any]) -> None:
+        """Set up what sampling needs once the model is loaded (default: nothing).
+
+        E.g. read the evaluation data, refuse a model that does not fit it, or give the model
+        statistics of the data an old checkpoint lacks.
+        """
+
+    def count(self, model: DiffusionModule, cfg: Mapping[str, Any]) -> int:
+        """How many samples to draw (default: ``num_samples``).
+
+        Raises:
+            ValueError: ``num_samples`` is null and the app has no count of its own.
+        """
+        if cfg.get("num_samples") is None:
+            raise ValueError("num_samples=None: expected a positive integer")
+        return int(cfg["num_samples"])
 
     def reference_batches(self, model: DiffusionModule,
                           cfg: Mapping[str, Any]) -> Iterator[Any] | None:
@@ -162,66 +198,131 @@ class EvalApp:
         values = metrics.compute()
         return {str(k): float(v) for k, v in _flatten(values).items()}
 
+    def stem(self, cfg: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        """The common part of the output file names (default ``<sampler>_<steps>``)."""
+        return f"{result['sampler']}_{result['steps']}"
+
+    def title(self, cfg: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        """The pictures' title: the plugin, checkpoint, sampler, steps, NFE and sample count."""
+        return (f"{self.plugin}: {Path(str(cfg['ckpt'])).name}, {result['sampler']}, "
+                f"{result['steps']} steps ({result['nfe']} NFE), {result['num_samples']} samples")
+
+    def save(self, model: DiffusionModule, samples: State, cfg: Mapping[str, Any], out: Path,
+             stem: str) -> list[Path]:
+        """Write the samples into ``out``; returns the files (default ``samples_<stem>.pt``)."""
+        path = out / f"samples_{stem}.pt"
+        model.save_samples(samples, path)
+        return [path]
+
     def plot(self, model: DiffusionModule, samples: State, references: list[Any],
-             cfg: Mapping[str, Any], title: str) -> Figure | None:
-        """A picture of the samples (default: per-component value histograms), or None."""
+             cfg: Mapping[str, Any], title: str) -> Figure | Mapping[str, Figure | None] | None:
+        """Pictures of the samples, unsaved: the driver writes them (atomically) and closes them.
+
+        Returns:
+            a figure (saved as ``samples_<stem>.png``), figures by file prefix (``{"fan": fig}``
+            is saved as ``fan_<stem>.png``; None values are skipped) or None (no picture).
+            Default: per-component value histograms beside the data's.
+        """
         return _histograms(model, samples, references, title)
 
     # --- driver ---------------------------------------------------------------------------------
-    def run(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
-        """Check, load, sample in batches, score, write JSON + samples + PNG; returns the JSON."""
+    def settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """``cfg`` over :func:`base_config`, as a plain dict (Hydra's ``defaults`` list dropped)."""
         from omegaconf import OmegaConf
 
+        base = {k: v for k, v in base_config(self.plugin).items() if k != "hydra"}
+        merged = OmegaConf.to_container(OmegaConf.merge(base, cfg), resolve=True)
+        merged.pop("defaults", None)  # type: ignore[union-attr]
+        return merged  # type: ignore[return-value]
+
+    def run(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Check, load, :meth:`evaluate`, :meth:`write`; returns the metrics JSON's content."""
+        cfg = self.settings(cfg)
+        self.check(cfg)
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg["threads"]))
+        model = self.load(cfg)
+        cfg = _model_defaults(model, cfg)
+        result, samples, refs = self.evaluate(model, cfg)
+        return self.write(model, cfg, result, samples, refs)
+
+    def evaluate(self, model: DiffusionModule, cfg: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], State, list[Any]]:
+        """Sample and score a loaded model, writing nothing (the in-memory half of :meth:`run`).
+
+        Returns:
+            the result (run facts and scores), the samples (concatenated over the sampling
+            calls) and the data batches they were drawn against.
+        """
+        cfg = _model_defaults(model, cfg)
+        self.prepare(model, cfg)
+        cfg = {**cfg, "num_samples": self.count(model, cfg)}
+        gen = torch.Generator().manual_seed(int(cfg["seed"]))
+        metrics = self.metrics(model, cfg)
+        parts, refs, nfes, seconds = self._draw(model, cfg, metrics, gen)
+        samples = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        n = int(cfg["num_samples"])
+        result: dict[str, Any] = {
+            "plugin": self.plugin, "ckpt": str(cfg.get("ckpt")), "sampler": cfg["sampler"],
+            "steps": cfg["steps"], "nfe": max(nfes), "nfe_total": sum(nfes),
+            "batches": len(nfes), "num_samples": n, "seed": int(cfg["seed"]),
+            "seconds": seconds, "seconds_per_sample": seconds / n,
+        }
+        result.update(self.score(model, samples, metrics, cfg))
+        return result, samples, refs
+
+    def write(self, model: DiffusionModule, cfg: Mapping[str, Any], result: dict[str, Any],
+              samples: State, references: list[Any]) -> dict[str, Any]:
+        """Write the samples (:meth:`save`), pictures (:meth:`plot`) and last the JSON.
+
+        The JSON lists the files written before it under ``files`` (names in ``out_dir``): when
+        it exists, they are complete. Returns ``result`` with ``files``.
+        """
         from domaindiff.data import atomic_write_text
         from domaindiff.plotting import save_figure
 
-        base = {k: v for k, v in base_config(self.plugin).items() if k != "hydra"}
-        cfg = OmegaConf.to_container(OmegaConf.merge(base, cfg), resolve=True)  # type: ignore
-        self.check(cfg)
-        model = self.load(cfg)
-        sampler = str(cfg.get("sampler") or model.default_sampler)
-        steps = int(cfg.get("steps") or model.sampling_steps)
-        cfg = {**cfg, "sampler": sampler, "steps": steps}
-        gen = torch.Generator().manual_seed(int(cfg["seed"]))
-        metrics = self.metrics(model, cfg)
-        t0 = time.perf_counter()
-        parts, refs, nfes = self._draw(model, cfg, metrics, gen)
-        seconds = time.perf_counter() - t0
-        samples = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        result: dict[str, Any] = {
-            "plugin": self.plugin, "ckpt": str(cfg["ckpt"]), "sampler": sampler,
-            "steps": steps, "nfe": max(nfes), "nfe_total": sum(nfes), "batches": len(nfes),
-            "num_samples": int(cfg["num_samples"]), "seed": int(cfg["seed"]),
-            "seconds": seconds,
-        }
-        result.update(self.score(model, samples, metrics, cfg))
         out = Path(str(cfg["out_dir"]))
         out.mkdir(parents=True, exist_ok=True)
-        stem = f"{sampler}_{steps}"
-        model.save_samples(samples, out / f"samples_{stem}.pt")
-        title = (f"{self.plugin}: {Path(str(cfg['ckpt'])).name}, {sampler}, {steps} steps "
-                 f"({result['nfe']} NFE), {result['num_samples']} samples")
-        fig = self.plot(model, samples, refs, cfg, title)
-        if fig is not None:
-            save_figure(fig, out / f"samples_{stem}.png")
-        atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
-        print(json.dumps(result, indent=2))
+        stem = self.stem(cfg, result)
+        files = list(self.save(model, samples, cfg, out, stem))
+        figs = self.plot(model, samples, references, cfg, self.title(cfg, result))
+        named = figs if isinstance(figs, Mapping) else {"samples": figs}
+        for prefix, fig in named.items():
+            if fig is not None:
+                files.append(save_figure(fig, out / f"{prefix}_{stem}.png", dpi=self.dpi))
+        result = {**result, "files": [Path(p).name for p in files]}
+        atomic_write_text(out / f"metrics_{stem}.json",
+                          json.dumps(result, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str))
         return result
 
     def _draw(self, model: DiffusionModule, cfg: Mapping[str, Any], metrics: Any,
-              gen: torch.Generator) -> tuple[list[State], list[Any], list[int]]:
-        """Sample ``num_samples`` in batches; returns the parts, the data batches and each NFE."""
+              gen: torch.Generator) -> tuple[list[State], list[Any], list[int], float]:
+        """Sample ``num_samples`` in batches (a tqdm bar over the calls).
+
+        Returns:
+            the parts, the data batches, each call's NFE and the seconds spent sampling.
+        """
+        from tqdm.auto import tqdm
+
         parts: list[State] = []
         refs: list[Any] = []
         nfes: list[int] = []
+        seconds = 0.0
+        bar = tqdm(total=int(cfg["num_samples"]), desc=f"{self.plugin}: sampling", unit="sample",
+                   disable=None)  # None: no bar where stderr is not a terminal (logs, tests)
         for n, batch in self._chunks(model, cfg):
+            t0 = time.perf_counter()
             part = self.sample(model, cfg, n, batch, gen)
+            seconds += time.perf_counter() - t0
+            bar.update(n)
             self.update(model, metrics, part, batch)
             parts.append({k: v.detach().cpu() for k, v in part.items()})
             if batch is not None:
                 refs.append(batch)
             nfes.append(int(model.last_nfe))
-        return parts, refs, nfes
+        bar.close()
+        return parts, refs, nfes, seconds
 
     def _chunks(self, model: DiffusionModule,
                 cfg: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
@@ -292,6 +393,12 @@ def default_main(plugin: str) -> Callable[[], None]:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+def _model_defaults(model: DiffusionModule, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with ``sampler`` and ``steps`` filled in from the model where they are null."""
+    return {**cfg, "sampler": str(cfg.get("sampler") or model.default_sampler),
+            "steps": int(cfg.get("steps") or model.sampling_steps)}
+
+
 def _batch_len(model: DiffusionModule, batch: Any) -> int:
     state = model.batch_to_state(batch)
     key = next((k for k in model.processes if k in state), next(iter(state)))

@@ -129,6 +129,7 @@ def test_eval_of_a_plugin_without_script_scores_with_its_metrics(fakeplugin):
     assert samples["x"].shape == (12, 2)
     assert res["val/mean_abs"] == pytest.approx(float(samples["x"].abs().mean()), rel=1e-5)
     assert (fakeplugin.out / "samples_ddim_3.png").stat().st_size > 1000
+    assert res["files"] == ["samples_ddim_3.pt", "samples_ddim_3.png"]
 
 
 def test_batch_size_splits_the_data_batches(fakeplugin):
@@ -242,6 +243,88 @@ def test_a_plugin_config_extends_the_base_settings(fakeplugin, tmp_path, monkeyp
     main_fn()
     res = json.loads((fakeplugin.out / "metrics_ddim_2.json").read_text())
     assert res["num_samples"] == 3 and res["nfe"] == 2 and seen["label"] == "mine"
+
+
+def test_hooks_set_the_count_file_names_samples_and_pictures(fakeplugin):
+    from domaindiff.plotting import pyplot
+
+    seen = {}
+
+    class MineEval(EvalApp):
+        dpi = 40
+
+        def prepare(self, model, cfg):
+            seen["prepared"] = type(model).__name__
+
+        def count(self, model, cfg):
+            assert seen["prepared"] == "FakeDiffusion"  # prepare runs first
+            return 6 if cfg["num_samples"] is None else int(cfg["num_samples"])
+
+        def stem(self, cfg, result):
+            return f"mine_{result['sampler']}_{result['nfe']}"
+
+        def title(self, cfg, result):
+            return super().title(cfg, result) + ", run A"
+
+        def save(self, model, samples, cfg, out, stem):
+            path = out / f"samples_{stem}.txt"
+            path.write_text("".join(f"{float(v):.6f}\n" for v in samples["x"][:, 0]))
+            return [path]
+
+        def plot(self, model, samples, references, cfg, title):
+            seen["title"] = title
+            figs = {}
+            for name in ("first", "second"):
+                fig, ax = pyplot().subplots()
+                ax.plot(samples["x"][:, 0].numpy())
+                figs[name] = fig
+            return {**figs, "skipped": None}
+
+    res = MineEval("fakeplugin").run({"ckpt": str(fakeplugin.ckpt), "num_samples": None,
+                                      "data": "none", "out_dir": str(fakeplugin.out)})
+    out = fakeplugin.out
+    assert res["num_samples"] == 6 and res["nfe"] == 3
+    assert res["files"] == ["samples_mine_ddim_3.txt", "first_mine_ddim_3.png",
+                            "second_mine_ddim_3.png"]
+    assert json.loads((out / "metrics_mine_ddim_3.json").read_text()) == res
+    assert len((out / "samples_mine_ddim_3.txt").read_text().splitlines()) == 6
+    for name in res["files"][1:]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "samples_mine_ddim_3.pt").exists()  # save() replaced the default
+    assert not list(out.glob("skipped_*")) and not list(out.glob(".*"))
+    assert seen["title"] == "fakeplugin: last.ckpt, ddim, 3 steps (3 NFE), 6 samples, run A"
+
+
+def test_default_run_lists_its_files_and_times_the_sampling(fakeplugin):
+    res = EvalApp("fakeplugin").run({"ckpt": str(fakeplugin.ckpt), "num_samples": 4,
+                                     "data": "none", "out_dir": str(fakeplugin.out)})
+    assert res["files"] == ["samples_ddim_3.pt", "samples_ddim_3.png"]
+    assert 0 < res["seconds"] and res["seconds_per_sample"] == pytest.approx(res["seconds"] / 4)
+
+
+def test_evaluate_in_memory_writes_nothing(fakeplugin):
+    from domaindiff.checkpoint import load_checkpoint
+
+    model = load_checkpoint(str(fakeplugin.ckpt))
+    app = EvalApp("fakeplugin")
+    cfg = app.settings({"ckpt": str(fakeplugin.ckpt), "num_samples": 5, "data": "none",
+                        "out_dir": str(fakeplugin.out), "steps": 2})
+    res, samples, refs = app.evaluate(model, cfg)
+    assert res["nfe"] == 2 and res["steps"] == 2 and res["sampler"] == "ddim"
+    assert samples["x"].shape == (5, 2) and refs == []
+    assert not fakeplugin.out.exists()
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["num_samples=null", "data=none"], "num_samples=None: expected a positive integer"),
+    (["threads=0"], "threads=0: expected a positive integer or null"),
+])
+def test_counts_the_base_refuses(fakeplugin, args, expect):
+    code, out, err = _call(["eval", "fakeplugin", f"ckpt={fakeplugin.ckpt}",
+                            f"out_dir={fakeplugin.out}", *args])
+    assert code == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1 and expect in err, err
+    assert not list(fakeplugin.out.glob("metrics_*.json"))
 
 
 # --------------------------------------------------------------------------- demo fit helper
