@@ -232,8 +232,8 @@ class EvalApp:
 
         base = {k: v for k, v in base_config(self.plugin).items() if k != "hydra"}
         merged = OmegaConf.to_container(OmegaConf.merge(base, cfg), resolve=True)
-        merged.pop("defaults", None)  # type: ignore[union-attr]
-        return merged  # type: ignore[return-value]
+        return {str(k): v for k, v in dict(merged).items()  # type: ignore[arg-type]
+                if k != "defaults"}
 
     def run(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
         """Check, load, :meth:`evaluate`, :meth:`write`; returns the metrics JSON's content."""
