@@ -54,6 +54,9 @@ class TSDiff(DiffusionModule):
             denoiser.
         missing_indicator: give the denoiser the observed masks of its value and lag channels
             (so a missing step's placeholder is never read as a value).
+        parametrization: what the network predicts (``eps`` as TSDiff; a distilled few-step
+            student may predict ``v`` or ``x0``: ``domaindiff distill --student-parametrization``).
+            TSDiff's DDPM guidance rule and refinement read an ``eps`` prediction.
     """
 
     conditional = False
@@ -66,7 +69,7 @@ class TSDiff(DiffusionModule):
                  num_steps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.1,
                  lr: float = 1e-3, ema_decay: float = 0.999, sampler: str = "ancestral",
                  sampling_steps: int = 100, seed: int = 0, covariates: int | None = None,
-                 missing_indicator: bool = True) -> None:
+                 missing_indicator: bool = True, parametrization: str = "eps") -> None:
         self.save_hyperparameters()
         if covariates is not None and covariates < 0:
             raise ValueError(f"covariates must be >= 0, got {covariates}")
@@ -84,7 +87,8 @@ class TSDiff(DiffusionModule):
                              missing_indicator=missing_indicator)
         proc = DiscreteDDPM(schedule="linear", num_steps=num_steps, beta_start=beta_start,
                             beta_end=beta_end)
-        super().__init__(net, {"x": proc}, parametrization="eps", lr=lr, ema_decay=ema_decay,
+        super().__init__(net, {"x": proc}, parametrization=parametrization, lr=lr,
+                         ema_decay=ema_decay,
                          sampler=sampler, sampling_steps=sampling_steps, seed=seed)
 
     # -- settings shared with the data --------------------------------------------------------
