@@ -348,7 +348,8 @@ CATALOGUE: list[BadInput] = [
              r"wide\.csv:12: duplicated timestamp", _csv_duplicated),
     BadInput("ts-csv-unsorted-timestamps",
              'TimeSeriesData(dataset="file", path="wide.csv").setup()',
-             r"wide\.csv:23: timestamp .*2021-01-01 20:00:00.* comes before the previous row's",
+             r"wide\.csv:23: timestamps are not increasing: 2021-01-01 20:00:00 comes after "
+             r"2021-01-01 21:00:00",
              _csv_unsorted),
     BadInput("ts-csv-uneven-timestamps",
              'TimeSeriesData(dataset="file", path="wide.csv").setup()  # a row dropped',

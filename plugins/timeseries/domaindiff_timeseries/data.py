@@ -31,7 +31,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from domaindiff.data import DatasetUnavailableError, DomainDataModule
-from domaindiff_timeseries.frequency import check_freq, default_lags, default_lengths, family, same_freq
+from domaindiff_timeseries.frequency import (
+    check_freq,
+    check_steps,
+    default_lags,
+    default_lengths,
+    family,
+    same_freq,
+)
 from domaindiff_timeseries.frequency import seasonality as _seasonality
 
 #: GluonTS name -> (frequency, context length, prediction length, lags) as in TSDiff.
@@ -448,28 +455,9 @@ def _check_index(index, path: Path, freq: str | None) -> str | None:
             i = int(np.flatnonzero(~(np.isfinite(raw) & (raw == np.round(raw))))[0])
             raise ValueError(f"{path}:{i + 2}: the first column ({index.name!r}) must be the time "
                              f"index (timestamps or step numbers), got {index[i]}")
-    vals = pd.Series(idx)
-    dup = np.flatnonzero(vals.duplicated().to_numpy())
-    if dup.size:
-        i = int(dup[0])
-        raise ValueError(f"{path}:{i + 2}: duplicated timestamp {index[i]!r} (one row per time "
-                         "step)")
-    raw = vals.to_numpy()
-    back = np.flatnonzero(raw[1:] < raw[:-1]) + 1
-    if back.size:
-        i = int(back[0])
-        raise ValueError(f"{path}:{i + 2}: timestamp {index[i]!r} comes before the previous "
-                         f"row's {index[i - 1]!r} (sort the rows by time)")
-    if not isinstance(idx, pd.DatetimeIndex) or len(idx) < 3:
-        return None
-    inferred = pd.infer_freq(idx)
+    inferred = check_steps(idx, lambda i: f"{path}:{i + 2}", labels=index)
     if inferred is None:
-        step = vals.diff().iloc[1:]
-        common = step.mode().iloc[0]
-        i = int(np.flatnonzero((step != common).to_numpy())[0]) + 1
-        raise ValueError(f"{path}:{i + 2}: timestamps are not evenly spaced ({index[i - 1]!r} -> "
-                         f"{index[i]!r}; most steps are {common}); give one row per time step, "
-                         "missing values as empty cells")
+        return None
     if freq is not None and not _same_freq(freq, inferred):
         raise ValueError(f"{path}: timestamps are spaced {inferred!r} but freq={freq!r}")
     return check_freq(inferred)

@@ -22,10 +22,11 @@ default. What follows from it, the way GluonTS does it:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["check_freq", "default_lags", "default_lengths", "family", "infer_freq",
+__all__ = ["check_freq", "check_steps", "default_lags", "default_lengths", "family", "infer_freq",
            "period_alias", "same_freq", "seasonality"]
 
 #: M4 competition horizons by frequency family
@@ -150,9 +151,11 @@ def infer_freq(index, where: str) -> str | None:
     """
     import pandas as pd
 
+    def at(i: int) -> str:
+        return where
+
     if isinstance(index, pd.PeriodIndex):
-        stamps = index.to_timestamp()
-        _check_order(index, stamps, where)
+        check_steps(index.to_timestamp(), at, labels=index, spacing=False)
         if len(index) > 1 and not (np.diff(index.asi8) == 1).all():
             i = int(np.flatnonzero(np.diff(index.asi8) != 1)[0]) + 1
             raise ValueError(f"{where}: periods are not consecutive ({index[i - 1]} -> "
@@ -160,32 +163,57 @@ def infer_freq(index, where: str) -> str | None:
         return check_freq(index.freqstr)
     if not isinstance(index, pd.DatetimeIndex):
         return None
-    _check_order(index, index, where)
     if len(index) < 3:
+        check_steps(index, at, spacing=False)
         raise ValueError(f"{where}: {len(index)} timestamps are too few to tell the frequency; "
                          "pass freq=...")
-    found = pd.infer_freq(index)
-    if found is None:
-        step = pd.Series(index).diff().iloc[1:]
-        common = step.mode().iloc[0]
-        i = int(np.flatnonzero((step != common).to_numpy())[0]) + 1
-        raise ValueError(f"{where}: timestamps are not evenly spaced ({index[i - 1]} -> "
-                         f"{index[i]}; most steps are {common}); one row per time step, missing "
-                         "values as NaN")
-    return check_freq(found)
+    return check_steps(index, at)
 
 
-def _check_order(index, stamps, where: str) -> None:
+def check_steps(stamps, where: Callable[[int], str], labels=None,
+                spacing: bool = True) -> str | None:
+    """Refuse duplicated, unsorted and unevenly spaced time steps; the frequency of timestamps.
+
+    The one check of every time index the plugin reads (CSV files, DataFrames, Series, GluonTS
+    periods).
+
+    Args:
+        stamps: the rows' times: a ``DatetimeIndex``, or numbers (step numbers: order only).
+        where: ``where(i)`` is the location of row ``i`` in a message (``"wide.csv:12"``,
+            ``"DataFrame(...): item 'a': 'timestamp'"``).
+        labels: the rows' times as the user wrote them, shown in messages (default ``stamps``).
+        spacing: also refuse uneven spacing (timestamps only).
+
+    Returns:
+        The frequency (:func:`check_freq` of ``pd.infer_freq``) of at least three evenly spaced
+        timestamps; None for step numbers, fewer than three timestamps or ``spacing=False``.
+
+    Raises:
+        ValueError: ``where(i): duplicated timestamp ...``, ``... timestamps are not increasing:
+            <row i> comes after <row i-1> ...`` or ``... timestamps are not evenly spaced ...``.
+    """
     import pandas as pd
 
+    shown = stamps if labels is None else labels
     vals = pd.Series(stamps)
     dup = np.flatnonzero(vals.duplicated().to_numpy())
     if dup.size:
-        raise ValueError(f"{where}: duplicated timestamp {index[int(dup[0])]} (one row per time "
-                         "step)")
+        i = int(dup[0])
+        raise ValueError(f"{where(i)}: duplicated timestamp {shown[i]} (one row per time step)")
     raw = vals.to_numpy()
     back = np.flatnonzero(raw[1:] < raw[:-1]) + 1
     if back.size:
         i = int(back[0])
-        raise ValueError(f"{where}: timestamps are not increasing: {index[i]} comes after "
-                         f"{index[i - 1]} (sort by time)")
+        raise ValueError(f"{where(i)}: timestamps are not increasing: {shown[i]} comes after "
+                         f"{shown[i - 1]} (sort the rows by time)")
+    if not spacing or not isinstance(stamps, pd.DatetimeIndex) or len(stamps) < 3:
+        return None
+    found = pd.infer_freq(stamps)
+    if found is None:
+        step = vals.diff().iloc[1:]
+        common = step.mode().iloc[0]
+        i = int(np.flatnonzero((step != common).to_numpy())[0]) + 1
+        raise ValueError(f"{where(i)}: timestamps are not evenly spaced ({shown[i - 1]} -> "
+                         f"{shown[i]}; most steps are {common}); one row per time step, missing "
+                         "values as NaN")
+    return check_freq(found)
