@@ -102,6 +102,8 @@ def distill_cli(argv: Sequence[str], run: bool = True):
     from domaindiff.cli import _import_plugins_for, resolve_config_args
 
     args = _strip_model_sections(translate(resolve_config_args(list(argv))))
+    if not run:  # no subcommand then: LightningCLI parses fit's arguments alone
+        args = args[1:]
     from lightning.pytorch.cli import LightningCLI
 
     from domaindiff.checkpoint import check_resume_checkpoint
