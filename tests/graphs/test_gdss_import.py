@@ -401,3 +401,25 @@ def test_storage_record_of_the_wrong_size_is_named(tmp_path):
             zout.writestr(name, body)
     msg = raised(GDSSImportError, lambda: read_gdss_checkpoint(path))
     assert str(path) in msg and re.search(r"storage record \S+ holds \d+ bytes, expected", msg)
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("DOMAINDIFF_GDSS_DIR"),
+                    reason="set DOMAINDIFF_GDSS_DIR to a copy of GDSS's files")
+def test_released_grid_checkpoint_packed_path_equals_direct_and_gdss_formulas():
+    """On the released grid weights (361 nodes): the packed fast path changes no output."""
+    import os
+
+    src = Path(os.environ["DOMAINDIFF_GDSS_DIR"]) / "checkpoints" / "grid" / "gdss_grid.pth"
+    ckpt = read_gdss_checkpoint(src)
+    model = convert(ckpt, src)
+    net = model.ema_network.module
+    inp = random_inputs(model, batch=1, seed=1)
+    t = torch.full((1,), 0.3)
+    with torch.no_grad():
+        fast = net(inp, t)
+        net.net_adj.fast = False
+        direct = net(inp, t)
+        ref = reference_outputs(ckpt, inp["x"], inp["adj"], inp["mask"], "ema")
+    for k in ("x", "adj"):
+        torch.testing.assert_close(fast[k], direct[k], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast[k], ref[k], rtol=1e-5, atol=1e-5)

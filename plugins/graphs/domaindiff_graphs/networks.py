@@ -11,6 +11,15 @@
 
 As in the paper the networks are not time-conditioned; ``time_cond=True`` adds the time as an
 extra node feature channel (an option beyond the paper).
+
+Speed (same function, measured in ``tests/graphs/test_networks.py`` against the direct form and
+against GDSS's formulas): for an exactly symmetric input adjacency, which every sampler state is,
+every adjacency channel stays symmetric, so the per-pair channel MLPs (each layer's and the
+final one, most of the cost: ELU over ``N^2 x 2 fdim`` values) run once per unordered node pair
+on the packed upper triangle (:class:`_Packing`), in a channels-first layout that needs no
+permute copies; the three dense GCNs of each channel share one normalised adjacency and one
+matmul (PyG's ``DenseGCNConv`` normalises per call), batched over all channels. A non-symmetric
+input takes the direct form (``fast=False`` forces it).
 """
 
 from __future__ import annotations
@@ -34,6 +43,66 @@ def mask_adj(adj: Tensor, mask: Tensor | None) -> Tensor:
         return adj
     m = mask[:, :, None] * mask[:, None, :]
     return adj * (m[:, None] if adj.dim() == 4 else m)
+
+
+class _Packing:
+    """Index maps between (..., N, N) symmetric matrices and their packed upper triangle (..., M).
+
+    ``up`` / ``low`` are the flat positions of ``(i, j)`` and ``(j, i)`` for ``i <= j``;
+    ``offdiag`` is 0 on the packed diagonal entries, 1 elsewhere.
+    """
+
+    _cache: dict[tuple[int, str], tuple[Tensor, Tensor, Tensor]] = {}
+
+    def __init__(self, n: int, device: torch.device, dtype: torch.dtype,
+                 mask: Tensor | None) -> None:
+        key = (n, str(device))
+        if key not in self._cache:
+            i, j = torch.triu_indices(n, n, device=device)
+            self._cache[key] = (i * n + j, j * n + i, (i != j))
+        self.n = n
+        self.up, self.low, off = self._cache[key]
+        self.offdiag = off.to(dtype)
+        self.mask = None if mask is None else self.pack(mask[:, :, None] * mask[:, None, :])[:, None]
+
+    def _take(self, a: Tensor, idx: Tensor) -> Tensor:
+        flat = a.reshape(*a.shape[:-2], self.n * self.n)
+        return torch.gather(flat, -1, idx.expand(*flat.shape[:-1], -1))
+
+    def pack(self, a: Tensor) -> Tensor:
+        """(..., N, N) -> (..., M): the upper triangle (diagonal included)."""
+        return self._take(a, self.up)
+
+    def pack_sym(self, a: Tensor) -> Tensor:
+        """``0.5 (a + a^T)`` packed, without forming the transpose."""
+        return 0.5 * (self._take(a, self.up) + self._take(a, self.low))
+
+    def unpack(self, v: Tensor) -> Tensor:
+        """(B, C, M) -> the symmetric (B, C, N, N)."""
+        out = v.new_empty(*v.shape[:-1], self.n * self.n)
+        out.index_copy_(-1, self.up, v)
+        out.index_copy_(-1, self.low, v)
+        return out.reshape(*v.shape[:-1], self.n, self.n)
+
+    def apply_mask(self, v: Tensor) -> Tensor:
+        return v if self.mask is None else v * self.mask
+
+
+def _is_symmetric(adj: Tensor) -> bool:
+    return bool(torch.equal(adj, adj.transpose(-1, -2)))
+
+
+def gcn_norm(adj: Tensor) -> Tensor:
+    """``D^-1/2 (A with unit diagonal) D^-1/2`` over the last two dims, as ``DenseGCNConv``."""
+    a = adj.clone()
+    a.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+    d = a.sum(dim=-1).clamp(min=1).pow(-0.5)
+    return d.unsqueeze(-1) * a * d.unsqueeze(-2)
+
+
+def _mlp_channels_first(mlp: nn.Module, v: Tensor) -> Tensor:
+    """``mlp`` applied over dim -2 of (B, C, M) (each column one input vector)."""
+    return mlp(v.transpose(-1, -2)).transpose(-1, -2)
 
 
 def pow_tensor(adj: Tensor, c: int) -> Tensor:
@@ -104,6 +173,17 @@ class GraphAttention(nn.Module):
         att = torch.tanh(qh @ kh.transpose(-1, -2) / math.sqrt(self.out_dim)).mean(dim=1)
         return v, 0.5 * (att + att.transpose(-1, -2))
 
+    def head_mean(self, q: Tensor, k: Tensor) -> Tensor:
+        """``tanh(Q K^T / sqrt(out_dim))`` averaged over heads, not yet symmetrised.
+
+        The scale is applied to Q (N x d values) instead of the N x N products.
+        """
+        b, n, _ = q.shape
+        q = q / math.sqrt(self.out_dim)
+        qh = q.reshape(b, n, self.num_heads, -1).permute(0, 2, 1, 3)
+        kh = k.reshape(b, n, self.num_heads, -1).permute(0, 2, 1, 3)
+        return torch.tanh(qh @ kh.transpose(-1, -2)).mean(dim=1)
+
 
 class AttentionLayer(nn.Module):
     """One GMH layer over ``c_in`` adjacency channels: new node features and ``c_out`` channels."""
@@ -128,6 +208,35 @@ class AttentionLayer(nn.Module):
         a = self.mlp(feats).permute(0, 3, 1, 2)
         a = a + a.transpose(-1, -2)
         return x_out, mask_adj(a, mask)
+
+    def forward_packed(self, x: Tensor, adj: Tensor, packed: Tensor, mask: Tensor | None,
+                       pk: _Packing) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` for symmetric channels ``adj`` (B, C, N, N), ``packed`` = their triangle.
+
+        Returns the node features, the new channels (B, c_out, N, N) and their packed triangle.
+        """
+        an = gcn_norm(adj)  # one normalisation per channel for Q, K and V
+        gcn = self.attn[0].conv == "GCN"
+        lins = [m for layer in self.attn for m in ((layer.q, layer.k, layer.v) if gcn
+                                                   else (layer.v,))]
+        per = 3 if gcn else 1
+        w = torch.stack([torch.cat([lins[c * per + j].lin.weight for j in range(per)], 0)
+                         for c in range(len(self.attn))])  # (C, O, F)
+        bias = torch.stack([torch.cat([lins[c * per + j].bias for j in range(per)], 0)
+                            for c in range(len(self.attn))])  # (C, O)
+        h = torch.matmul(an, torch.matmul(x[:, None], w.transpose(1, 2))) + bias[:, None]
+        atts, vs = [], []
+        for c, layer in enumerate(self.attn):
+            if gcn:
+                q, k, v = h[:, c].split([layer.attn_dim, layer.attn_dim, layer.out_dim], -1)
+            else:
+                q, k, v = layer.q(x), layer.k(x), h[:, c]
+            atts.append(layer.head_mean(q, k))
+            vs.append(v)
+        x_out = torch.tanh(mask_x(self.multi_channel(torch.cat(vs, dim=-1)), mask))
+        feats = torch.cat([pk.pack_sym(torch.stack(atts, 1)), packed], 1)  # (B, 2C, M)
+        a = pk.apply_mask(2.0 * _mlp_channels_first(self.mlp, feats))
+        return x_out, pk.unpack(a), a
 
 
 class ScoreNetworkX(nn.Module):
@@ -169,6 +278,7 @@ class ScoreNetworkXGMH(nn.Module):
         super().__init__()
         f_in = max_feat + int(time_cond)
         self.time_cond, self.c_init = time_cond, c_init
+        self.fast = True  # packed form for symmetric inputs (module docstring); False: direct
         layers = []
         for i in range(depth):
             c_in = c_init if i == 0 else c_hid
@@ -186,6 +296,14 @@ class ScoreNetworkXGMH(nn.Module):
             x = torch.cat([x, mask_x(t[:, None, None].expand(*x.shape[:2], 1), mask)], dim=-1)
         adjc = pow_tensor(adj, self.c_init)
         hs = [x]
+        if self.fast and _is_symmetric(adj):
+            pk = _Packing(adj.shape[-1], adj.device, adj.dtype, mask)
+            packed = pk.pack(adjc)
+            for layer in self.layers:
+                x, adjc, packed = layer.forward_packed(x, adjc, packed, mask, pk)
+                x = torch.tanh(x)
+                hs.append(x)
+            return mask_x(self.final(torch.cat(hs, dim=-1)), mask)
         for layer in self.layers:
             x, adjc = layer(x, adjc, mask)
             x = torch.tanh(x)
@@ -216,6 +334,7 @@ class ScoreNetworkA(nn.Module):
         super().__init__()
         f_in = max_feat + int(time_cond)
         self.time_cond, self.c_init = time_cond, c_init
+        self.fast = True  # packed form for symmetric inputs (module docstring); False: direct
         layers = []
         for i in range(num_layers):
             c_in = c_init if i == 0 else c_hid
@@ -232,6 +351,8 @@ class ScoreNetworkA(nn.Module):
         if self.time_cond:
             x = torch.cat([x, mask_x(t[:, None, None].expand(*x.shape[:2], 1), mask)], dim=-1)
         adjc = pow_tensor(adj, self.c_init)
+        if self.fast and _is_symmetric(adj):
+            return self._forward_packed(x, adj, adjc, mask)
         chans = [adjc]
         for layer in self.layers:
             x, adjc = layer(x, adjc, mask)
@@ -240,6 +361,18 @@ class ScoreNetworkA(nn.Module):
         n = out.shape[-1]
         out = out * (1 - torch.eye(n, device=out.device, dtype=out.dtype))
         return mask_adj(out, mask)
+
+    def _forward_packed(self, x: Tensor, adj: Tensor, adjc: Tensor, mask: Tensor | None
+                        ) -> Tensor:
+        """:meth:`forward` on the packed triangle (``adj`` exactly symmetric)."""
+        pk = _Packing(adj.shape[-1], adj.device, adj.dtype, mask)
+        packed = pk.pack(adjc)
+        chans = [packed]
+        for layer in self.layers:
+            x, adjc, packed = layer.forward_packed(x, adjc, packed, mask, pk)
+            chans.append(packed)
+        out = _mlp_channels_first(self.final, torch.cat(chans, 1)) * pk.offdiag
+        return pk.unpack(pk.apply_mask(out))[:, 0]
 
 
 class GDSSNetwork(nn.Module):
