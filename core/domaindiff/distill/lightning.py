@@ -212,7 +212,10 @@ class Distillation(L.LightningModule):
             self.teacher.ema_network.module.load_state_dict(src.state_dict())
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        state = self.student.batch_to_state(batch)
+        # a module whose processes diffuse something else than batch_to_state's state (e.g. a
+        # residual around a learned reference) says so with distill_state(batch)
+        prepare = getattr(self.student, "distill_state", self.student.batch_to_state)
+        state = prepare(batch)
         student = self.student.denoiser(use_ema=False)
         teacher = self.teacher.denoiser(use_ema=True)
         loss = self.method.loss(student, teacher, state, self._gen, self.global_step)

@@ -117,6 +117,15 @@ class GeoTDM(DiffusionModule):
         state["x"] = (state["x"] - net.reference(state)) / self.scale
         return state
 
+    @torch.no_grad()
+    def distill_state(self, batch: Any) -> dict[str, Tensor]:
+        """The state the process diffuses, for ``domaindiff distill``: forecasts' residual.
+
+        (``batch_to_state`` keeps the absolute target; the residual is taken around this
+        model's current prior, as :meth:`loss` and :meth:`sample` do.)
+        """
+        return self._residual(self.network, self.batch_to_state(batch))
+
     def loss(self, state: dict[str, Tensor], net: nn.Module | None = None) -> Tensor:
         """Denoising loss on the residual ``x - x_ref`` (the prior is trained through it)."""
         net = self.network if net is None else net
