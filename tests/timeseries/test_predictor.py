@@ -33,7 +33,47 @@ def _dataset(n: int = 60):
     return ListDataset(rows, freq="M")
 
 
-@pytest.mark.parametrize("variant", ["tsdiff_q", "tsdiff_ms", "tsdiff_cond"])
+def _predictor(variant: str):
+    """The predictor of each TSDiff variant (tiny untrained models) and its name."""
+    torch.manual_seed(0)
+    if variant == "tsdiff_cond":
+        return TSDiffPredictor(TSDiffCond(**TINY), num_samples=8, sampler="ddim", steps=3), variant
+    if variant == "tsdiff_q_fast":  # the fast guided sampler: SDE-DPM-Solver++(2M), x0 steps
+        pred = TSDiffPredictor.fast(TSDiff(**TINY), num_samples=8)
+        assert (pred.sampler, pred.steps, pred.scale, pred.options) == \
+            ("sde_dpm_solver_pp_2m", 10, 32.0, {"x0_steps": 4})
+        return pred, "tsdiff_q"
+    if variant == "student":  # a distilled few-step student: its own sampler and steps
+        model = TSDiff(**TINY, sampler="distilled", sampling_steps=2, parametrization="v")
+        pred = TSDiffPredictor(model, num_samples=8)
+        assert (pred.sampler, pred.steps) == ("distilled", 2)
+        return pred, "tsdiff_q"
+    pred = TSDiffPredictor(TSDiff(**TINY), guidance="mse" if variant == "tsdiff_ms"
+                           else "quantile", num_samples=8, sampler="ddim", steps=3)
+    return pred, variant
+
+
+def test_the_predictor_is_exported_lazily():
+    """``from domaindiff_timeseries import TSDiffPredictor``; importing the package alone does not
+    import GluonTS's model stack."""
+    import subprocess
+    import sys
+
+    import domaindiff_timeseries
+
+    assert domaindiff_timeseries.TSDiffPredictor is TSDiffPredictor
+    assert "TSDiffPredictor" in domaindiff_timeseries.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        domaindiff_timeseries.Nope  # noqa: B018
+    code = ("import sys, domaindiff_timeseries; "
+            "print(sorted(m for m in sys.modules if m.startswith('gluonts.model')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("variant", ["tsdiff_q", "tsdiff_ms", "tsdiff_cond", "tsdiff_q_fast",
+                                     "student"])
 def test_backtest_and_gluonts_evaluators_run_and_agree_with_the_plugins_crps(variant):
     from gluonts.dataset.split import split
     from gluonts.ev.metrics import MeanWeightedSumQuantileLoss
@@ -42,11 +82,8 @@ def test_backtest_and_gluonts_evaluators_run_and_agree_with_the_plugins_crps(var
     from gluonts.model import evaluate_forecasts
     from gluonts.model.forecast import SampleForecast
 
-    torch.manual_seed(0)
-    model = (TSDiffCond if variant == "tsdiff_cond" else TSDiff)(**TINY)
-    pred = TSDiffPredictor(model, guidance="mse" if variant == "tsdiff_ms" else "quantile",
-                           num_samples=8, sampler="ddim", steps=3)
-    assert pred.name == variant and pred.prediction_length == H
+    pred, name = _predictor(variant)
+    assert pred.name == name and pred.prediction_length == H
     ds = _dataset()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -55,6 +92,9 @@ def test_backtest_and_gluonts_evaluators_run_and_agree_with_the_plugins_crps(var
         assert all(isinstance(f, SampleForecast) for f in forecasts)
         assert [f.item_id for f in forecasts] == ["s0", "s1", "s2", "short"]
         assert forecasts[0].samples.shape == (8, H)
+        assert forecasts[0].info["sampler"] == pred.sampler
+        # network evaluations per sequence: the sampler's steps (x0 steps cost none)
+        assert pred.model.last_nfe == pred.steps
         assert forecasts[0].start_date == pd.Period("2001-01", freq="M") + 60 - H
         agg, _ = Evaluator(quantiles=[0.1 * k for k in range(1, 10)], num_workers=0)(
             series, forecasts)

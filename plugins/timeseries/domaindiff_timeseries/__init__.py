@@ -15,4 +15,14 @@ DATAMODULES: list[type] = [TimeSeriesData, CompetitionData]
 MODELS: list[type] = [TSDiff, TSDiffCond]
 
 __all__ = ["DATAMODULES", "DATASETS", "CompetitionData", "MODELS", "S4DLayer", "TSDiff",
-           "TSDiffBackbone", "TSDiffCond", "TimeSeriesData", "__version__", "load_taylor_hourly"]
+           "TSDiffBackbone", "TSDiffCond", "TSDiffPredictor", "TimeSeriesData", "__version__",
+           "load_taylor_hourly"]
+
+
+def __getattr__(name: str):
+    """``TSDiffPredictor`` is imported on first use (it imports GluonTS's model stack)."""
+    if name == "TSDiffPredictor":
+        from domaindiff_timeseries.predictor import TSDiffPredictor
+
+        return TSDiffPredictor
+    raise AttributeError(f"module 'domaindiff_timeseries' has no attribute {name!r}")

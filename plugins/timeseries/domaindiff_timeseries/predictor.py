@@ -11,9 +11,14 @@
 
 Every variant: :class:`~domaindiff_timeseries.model.TSDiffCond` (conditional sampling),
 :class:`~domaindiff_timeseries.model.TSDiff` with ``guidance="quantile"`` (TSDiff-Q) or ``"mse"``
-(TSDiff-MS), under any core sampler (``sampler``, ``steps``). Each entry's forecast is drawn from
-its last ``context_length`` steps (a shorter entry is left-padded with missing values, which are
-unobserved like every NaN of the target); the ``max(lags)`` steps before feed the lag channels.
+(TSDiff-MS), under any core sampler (``sampler``, ``steps``); :meth:`TSDiffPredictor.fast` is
+the fast guided sampler (SDE-DPM-Solver++(2M), 10 network evaluations, guidance steps on the
+prediction), and a few-step student of ``domaindiff distill`` forecasts with its own sampler
+and steps (the defaults: the checkpoint's ``sampler`` / ``sampling_steps``).
+
+Each entry's forecast is drawn from its last ``context_length`` steps (a shorter entry is
+left-padded with missing values, which are unobserved like every NaN of the target); the
+``max(lags)`` steps before feed the lag channels.
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ class TSDiffPredictor(Predictor):
             ignored (``none``) for ``TSDiffCond``.
         num_samples: samples per forecast (``predict(..., num_samples=)`` overrides it).
         scale: guidance scale.
-        sampler: core sampler (``ancestral`` = DDPM, ``ddim``, ``dpm_solver_pp_2m`` ...).
-        steps: sampler steps (default: the diffusion's ``T``).
+        sampler: core sampler (``ancestral`` = DDPM, ``ddim``, ``dpm_solver_pp_2m``,
+            ``distilled`` ...; default: the model's own, e.g. ``ancestral`` for TSDiff and
+            ``distilled`` for a distilled student).
+        steps: sampler steps (default: the model's ``sampling_steps`` with its own sampler,
+            else the diffusion's ``T``).
         covariates: for a model with covariates: ``"time"`` (calendar features of each entry's
             dates), ``"file"`` (the entry's ``feat_dynamic_real`` over history and horizon,
             standardised over the history) or ``"file+time"``.
@@ -52,7 +60,7 @@ class TSDiffPredictor(Predictor):
     """
 
     def __init__(self, model: Any, freq: str | None = None, guidance: str = "quantile",
-                 num_samples: int = 100, scale: float = 4.0, sampler: str = "ancestral",
+                 num_samples: int = 100, scale: float = 4.0, sampler: str | None = None,
                  steps: int | None = None, covariates: str | None = None,
                  batch_size: int = 800, seed: int = 0, **options: Any) -> None:
         if model.context_length is None or model.prediction_length is None:
@@ -70,10 +78,30 @@ class TSDiffPredictor(Predictor):
                              "'time', 'file' or 'file+time' (as the data it was trained on)")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        own = getattr(model, "default_sampler", None) or "ancestral"
+        if sampler is None or sampler == own:
+            sampler = own
+            if steps is None and own != "ancestral":
+                steps = getattr(model, "sampling_steps", None)
         self.model, self.freq, self.guidance = model, freq, guidance
         self.num_samples, self.scale, self.sampler, self.steps = num_samples, scale, sampler, steps
         self.covariates = covariates if n_cov else None
         self.batch_size, self.seed, self.options = batch_size, seed, options
+
+    #: the fast guided sampler of :meth:`fast` (the plugin's <= 10-NFE TSDiff-Q setting)
+    FAST: dict[str, Any] = {"sampler": "sde_dpm_solver_pp_2m", "steps": 10, "scale": 32.0,
+                            "x0_steps": 4}
+
+    @classmethod
+    def fast(cls, model: Any, freq: str | None = None, guidance: str = "quantile",
+             **kwargs: Any) -> TSDiffPredictor:
+        """The fast guided predictor: SDE-DPM-Solver++(2M), 10 NFE, scale 32, 4 x0 steps.
+
+        Self-guidance on the prediction at each network evaluation with 4 extra guidance steps
+        on it (no network call; see :class:`~domaindiff_timeseries.forecast.
+        PredictionSelfGuidance`). ``kwargs`` override :attr:`FAST` and the other arguments.
+        """
+        return cls(model, freq=freq, guidance=guidance, **{**cls.FAST, **kwargs})
 
     @property
     def name(self) -> str:
@@ -104,7 +132,8 @@ class TSDiffPredictor(Predictor):
             s = samples[i]
             s = s[..., 0] if s.shape[-1] == 1 else s
             yield SampleForecast(samples=s, start_date=starts[i], item_id=ids[i],
-                                 info={"method": self.name})
+                                 info={"method": self.name, "sampler": self.sampler,
+                                       "steps": self.steps})
 
     def _window(self, entry: dict, i: int) -> tuple[dict, Any]:
         """The test window (context from the entry, horizon unknown) and the forecast start."""
