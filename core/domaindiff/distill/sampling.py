@@ -77,31 +77,29 @@ def _run(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int
          generator: torch.Generator | None, progress: bool, prior: bool | None,
          info: dict[str, Any] | None, schedule: str | None, renoise: bool, name: str,
          timesteps: Sequence[float] | None) -> Sample:
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
+    run = Run(name, denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
     if timesteps is not None:
-        ts = explicit_times(st.procs, steps, timesteps)
+        ts = explicit_times(run.procs, steps, timesteps)
     elif steps is None:
         raise ValueError(f"steps: {name} needs a number of network evaluations or timesteps=")
     else:
-        ts = distilled_times(st.procs, steps, schedule)
-    steps = len(ts) - 1
-    for i in steps_iter(steps, progress, name):
+        ts = distilled_times(run.procs, steps, schedule)
+    x, n = run.x, len(ts) - 1
+    for i in run.steps(n):
         t, s = ts[i], ts[i + 1]
-        x0, eps = model.predict(x, t)
-        last = i == steps - 1
+        x0, eps = run.model.predict(x, t)
+        last = i == n - 1
         if last:
-            upd = {k: x0[k] for k in st.procs}
+            upd = {k: x0[k] for k in run.procs}
         else:
-            z = noise_like(x, st.procs, generator) if renoise else eps
+            z = run.noise(x) if renoise else eps
             upd = {}
-            for k, p in st.procs.items():
+            for k, p in run.procs.items():
                 a_s, s_s = alpha_sigma(p, s)
                 upd[k] = a_s * x0[k] + s_s * z[k]
-        x = model.after_step(combine(x, upd), t, s, generator, final=last)
-        emit(callback, i, s, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        x = run.step(i, x, upd, t, s, x0, final=last)
+    return run.result(x)
 
 
 def sample_distilled(
@@ -142,16 +140,10 @@ def sample_consistency(
 from domaindiff.samplers.base import (  # noqa: E402
     Callback,
     Denoiser,
-    Model,
     Processes,
+    Run,
     Sample,
     Start,
-    combine,
-    emit,
-    noise_like,
     reference_process,
-    report_nfe,
     scalar,
-    setup,
-    steps_iter,
 )

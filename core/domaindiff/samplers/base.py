@@ -426,6 +426,88 @@ def emit(callback: Callback | None, i: int, t: float, x: State, x0: State | None
         callback({"i": i, "t": t, "x": x, "denoised": x0, "nfe": nfe})
 
 
+class Run:
+    """One sampling run, started, stepped and ended the one way every sampler does it.
+
+    It brings ``shape_or_x_T`` to the structured form (:func:`setup`, which draws the prior first
+    from ``generator``), wraps the denoiser (:class:`Model`: counted, guided) and keeps the common
+    arguments, so that a sampler is its grid and its update:
+
+        run = Run("euler", denoiser, process, shape_or_x_T, guidance=guidance, ...)
+        ts = run.grid(steps, timesteps, schedule)
+        x = run.x
+        for i in run.steps(len(ts) - 1):
+            ...  # the update ``upd`` from ts[i] to ts[i + 1]
+            x = run.step(i, x, upd, ts[i], ts[i + 1], x0, final=...)
+        return run.result(x)
+
+    Args:
+        name: the sampler's name, for messages and the progress bar.
+        denoiser: ``denoiser(state, t) -> predictions`` (see :class:`Model`).
+        process: one process or one per diffused key.
+        shape_or_x_T: the start (see :func:`setup`).
+        guidance: optional :class:`~domaindiff.guidance.Guidance`.
+        callback: optional per-step callback (see :func:`emit`).
+        generator: random generator of the prior draw and of every step's noise.
+        progress: show a progress bar.
+        prior: see :func:`setup`.
+        info: a dict that receives ``info["nfe"]`` at the end (see :func:`report_nfe`).
+    """
+
+    def __init__(self, name: str, denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
+                 *, guidance: Guidance | None, callback: Callback | None,
+                 generator: torch.Generator | None, progress: bool, prior: bool | None,
+                 info: dict[str, Any] | None) -> None:
+        self.name = name
+        self.start = setup(process, shape_or_x_T, generator, prior)
+        self.procs = self.start.procs
+        self.model = Model(denoiser, self.procs, guidance)
+        self.x = self.start.x
+        self.callback, self.generator, self.progress, self.info = (callback, generator,
+                                                                    progress, info)
+
+    def grid(self, steps: int | None, timesteps: Timesteps | None, schedule: str | None = None,
+             *, multistep: bool = False, intervals: Callable[[int], int] = lambda s: s,
+             nfe: Callable[[int], int] = lambda n: n,
+             grid: Callable[[int], list[float]] | None = None,
+             zero_end: bool = False) -> list[float]:
+        """The time points: :func:`grid_or_steps` on :func:`time_points` with ``schedule``.
+
+        ``multistep`` resolves ``schedule`` through :func:`multistep_grid` (the measured default
+        of the multistep exponential integrators); ``grid`` replaces :func:`time_points`.
+        """
+        sched = multistep_grid(self.procs, schedule) if multistep else schedule
+
+        def points(n: int) -> list[float]:
+            return time_points(self.procs, n, sched)
+
+        return grid_or_steps(self.procs, steps, timesteps, self.name, intervals=intervals,
+                             nfe=nfe, grid=points if grid is None else grid, zero_end=zero_end)
+
+    def steps(self, n: int, desc: str | None = None) -> Iterable[int]:
+        """``range(n)``, with a progress bar named ``desc`` (default: the sampler) if asked."""
+        return steps_iter(n, self.progress, self.name if desc is None else desc)
+
+    def noise(self, x: State) -> State:
+        """Standard noise in each diffused component's space, from the run's generator."""
+        return noise_like(x, self.procs, self.generator)
+
+    def step(self, i: int, x: State, upd: Mapping[str, Tensor], t_prev: float, t_next: float,
+             x0: State | None, final: bool) -> State:
+        """End step ``i``: ``x`` with ``upd``, projected and guided (:meth:`Model.after_step`).
+
+        The callback then receives the state at ``t_next`` with the running NFE.
+        """
+        x = self.model.after_step(combine(x, upd), t_prev, t_next, self.generator, final=final)
+        emit(self.callback, i, t_next, x, x0, self.model.nfe)
+        return x
+
+    def result(self, x: State) -> Sample:
+        """Report the NFE to ``info`` and return ``x`` in the caller's form."""
+        report_nfe(self.info, self.model.nfe)
+        return self.start.finish(x)
+
+
 def scalar(p: GaussianProcess, fn: str, t: float) -> float:
     """A process coefficient at a scalar time, in float64 (see ``GaussianProcess.coefficient``)."""
     return p.coefficient(fn, t)

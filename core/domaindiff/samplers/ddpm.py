@@ -25,19 +25,12 @@ from domaindiff.processes import GaussianProcess
 from domaindiff.samplers.base import (
     Callback,
     Denoiser,
-    Model,
     Processes,
+    Run,
     Sample,
     Start,
     Timesteps,
-    combine,
-    emit,
-    grid_or_steps,
-    noise_like,
-    report_nfe,
     scalar,
-    setup,
-    steps_iter,
 )
 
 #: ``update(posterior coefficients, x_t, x0_hat, eps_hat, z) -> x_s`` (``z`` is None when the
@@ -75,26 +68,24 @@ def _run(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps: int
          generator: torch.Generator | None, progress: bool, schedule: str | None,
          update: Update, name: str, prior: bool | None, info: dict[str, Any] | None,
          timesteps: Timesteps | None, noise: bool = True) -> Sample:
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = grid_or_steps(st.procs, steps, timesteps, name, zero_end=True,
-                       grid=lambda n: ddpm_time_points(st.procs, n, schedule))
-    steps = len(ts) - 1
-    for i in steps_iter(steps, progress, name):
+    run = Run(name, denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
+    ts = run.grid(steps, timesteps, zero_end=True,
+                  grid=lambda n: ddpm_time_points(run.procs, n, schedule))
+    x, n = run.x, len(ts) - 1
+    for i in run.steps(n):
         t, s = ts[i], ts[i + 1]
-        x0, eps = model.predict(x, t)
-        last = i == steps - 1
+        x0, eps = run.model.predict(x, t)
+        last = i == n - 1
         if last and s == 0.0:
-            upd = {k: x0[k] for k in st.procs}
+            upd = {k: x0[k] for k in run.procs}
         else:
             # eta = 0 DDIM adds no noise: drawing it would cost a full-size randn per step
-            z = noise_like(x, st.procs, generator) if noise else dict.fromkeys(st.procs)
+            z = run.noise(x) if noise else dict.fromkeys(run.procs)
             upd = {k: update(_posterior(p, t, s), x[k], x0[k], eps[k], z[k])
-                   for k, p in st.procs.items()}
-        x = model.after_step(combine(x, upd), t, s, generator, final=last)
-        emit(callback, i, s, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+                   for k, p in run.procs.items()}
+        x = run.step(i, x, upd, t, s, x0, final=last)
+    return run.result(x)
 
 
 def sample_ancestral(

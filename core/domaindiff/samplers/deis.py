@@ -19,24 +19,7 @@ import torch
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import (
-    Callback,
-    Denoiser,
-    Model,
-    Processes,
-    Sample,
-    Start,
-    State,
-    Timesteps,
-    combine,
-    emit,
-    grid_or_steps,
-    multistep_grid,
-    report_nfe,
-    setup,
-    steps_iter,
-    time_points,
-)
+from domaindiff.samplers.base import Callback, Denoiser, Processes, Run, Sample, Start, State, Timesteps
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
 
@@ -76,27 +59,24 @@ def sample_deis(
     """
     if order not in (1, 2, 3, 4):
         raise ValueError(f"order must be 1..4, got {order}")
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = grid_or_steps(st.procs, steps, timesteps, f"deis{order}",
-                       grid=lambda n: time_points(st.procs, n, multistep_grid(st.procs, schedule)))
-    steps = len(ts) - 1
+    run = Run(f"deis{order}", denoiser, process, shape_or_x_T, guidance=guidance,
+              callback=callback, generator=generator, progress=progress, prior=prior, info=info)
+    ts = run.grid(steps, timesteps, schedule, multistep=True)
+    x, n = run.x, len(ts) - 1
     hist_t: list[float] = []
     hist_eps: list[State] = []
-    for i in steps_iter(steps, progress, f"deis{order}"):
+    for i in run.steps(n):
         t, t_next = ts[i], ts[i + 1]
-        x0, eps = model.predict(x, t)
+        x0, eps = run.model.predict(x, t)
         hist_t.insert(0, t)
         hist_eps.insert(0, eps)
         del hist_t[order:], hist_eps[order:]
         upd: State = {}
-        for k, p in st.procs.items():
+        for k, p in run.procs.items():
             coeff = deis_coefficients(p, t, t_next, hist_t)
             ratio = float(p.alpha(torch.tensor(t_next, dtype=torch.float64))
                           / p.alpha(torch.tensor(t, dtype=torch.float64)))
             upd[k] = ratio * x[k] + sum(
                 (c * e[k] for c, e in zip(coeff, hist_eps)), torch.zeros_like(x[k]))
-        x = model.after_step(combine(x, upd), t, t_next, generator, final=i == steps - 1)
-        emit(callback, i, t_next, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        x = run.step(i, x, upd, t, t_next, x0, final=i == n - 1)
+    return run.result(x)

@@ -21,23 +21,15 @@ from domaindiff.processes import GaussianProcess
 from domaindiff.samplers.base import (
     Callback,
     Denoiser,
-    Model,
     Processes,
+    Run,
     Sample,
     Start,
     State,
     Timesteps,
     combine,
-    emit,
-    grid_or_steps,
-    multistep_grid,
-    noise_like,
     reference_process,
-    report_nfe,
     scalar,
-    setup,
-    steps_iter,
-    time_points,
 )
 
 
@@ -77,20 +69,19 @@ def sample_dpm_solver(
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    procs = st.procs
+    run = Run(f"dpm_solver{order}", denoiser, process, shape_or_x_T, guidance=guidance,
+              callback=callback, generator=generator, progress=progress, prior=prior, info=info)
+    model, x, procs = run.model, run.x, run.procs
     ref = reference_process(procs)
-    ts = grid_or_steps(procs, steps, timesteps, f"dpm_solver{order}",
-                       intervals=lambda s: len(singlestep_orders(s, order)),
-                       nfe=lambda n: order * n, grid=lambda n: time_points(procs, n, schedule))
+    ts = run.grid(steps, timesteps, schedule, intervals=lambda s: len(singlestep_orders(s, order)),
+                  nfe=lambda n: order * n)
     orders = singlestep_orders(steps, order) if steps is not None else [order] * (len(ts) - 1)
 
     def t_at(s: float, t: float, r: float) -> float:
         lam = _lam(ref, s) + r * (_lam(ref, t) - _lam(ref, s))
         return float(ref.t_from_lambda(torch.tensor(lam, dtype=torch.float64)))
 
-    for i in steps_iter(len(orders), progress, f"dpm_solver{order}"):
+    for i in run.steps(len(orders)):
         s, t, o = ts[i], ts[i + 1], orders[i]
         x0, eps_s = model.predict(x, s)
         h = {k: _lam(p, t) - _lam(p, s) for k, p in procs.items()}
@@ -129,10 +120,8 @@ def sample_dpm_solver(
             for k, p in procs.items():
                 phi2 = math.expm1(h[k]) / h[k] - 1
                 upd[k] = first(k, p, t) - sig_t[k] / r[k][1] * phi2 * (eps2[k] - eps_s[k])
-        x = model.after_step(combine(x, upd), s, t, generator, final=i == len(orders) - 1)
-        emit(callback, i, t, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        x = run.step(i, x, upd, s, t, x0, final=i == len(orders) - 1)
+    return run.result(x)
 
 
 def _multistep_pp(denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
@@ -160,23 +149,22 @@ def _multistep_pp(denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
     with ``lower_order_final`` and fewer than 15 steps the last step is first order and the one
     before at most second order, as the reference implementations do.
     """
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    procs = st.procs
-    ts = grid_or_steps(procs, steps, timesteps, name,
-                       grid=lambda n: time_points(procs, n, multistep_grid(procs, schedule)))
-    n = len(ts) - 1
+    run = Run(name, denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
+    procs = run.procs
+    ts = run.grid(steps, timesteps, schedule, multistep=True)
+    x, n = run.x, len(ts) - 1
     # newest first: (x0 prediction, lambda per key) at the last points
     hist: list[tuple[State, dict[str, float]]] = []
-    for i in steps_iter(n, progress, name):
+    for i in run.steps(n):
         s, t = ts[i], ts[i + 1]
-        x0, _ = model.predict(x, s)
+        x0, _ = run.model.predict(x, s)
         hist.insert(0, (x0, {k: _lam(p, s) for k, p in procs.items()}))
         del hist[order:]
         o = min(order, len(hist))
         if lower_order_final and n < 15:
             o = min(o, n - i)
-        z = noise_like(x, procs, generator) if sde else None
+        z = run.noise(x) if sde else None
         upd: State = {}
         for k, p in procs.items():
             lam_s, lam_t = hist[0][1][k], _lam(p, t)
@@ -213,10 +201,8 @@ def _multistep_pp(denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
                 elif d1 is not None:
                     out = out - 0.5 * a_t * em1 * d1
             upd[k] = out
-        x = model.after_step(combine(x, upd), s, t, generator, final=i == n - 1)
-        emit(callback, i, t, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        x = run.step(i, x, upd, s, t, x0, final=i == n - 1)
+    return run.result(x)
 
 
 def sample_dpm_solver_pp_2m(

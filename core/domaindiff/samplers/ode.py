@@ -19,23 +19,16 @@ from domaindiff.guidance import Guidance
 from domaindiff.samplers.base import (
     Callback,
     Denoiser,
-    Model,
     Processes,
+    Run,
     Sample,
     Start,
     State,
     Timesteps,
     combine,
-    emit,
     explicit_grid,
-    grid_or_steps,
-    noise_like,
     reference_process,
-    report_nfe,
     scalar,
-    setup,
-    steps_iter,
-    time_points,
 )
 
 
@@ -49,19 +42,16 @@ def sample_euler(
 
     The common arguments (``timesteps`` included) are described in :mod:`domaindiff.samplers.base`.
     """
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = grid_or_steps(st.procs, steps, timesteps, "euler",
-                       grid=lambda n: time_points(st.procs, n, schedule))
-    steps = len(ts) - 1
-    for i in steps_iter(steps, progress, "euler"):
+    run = Run("euler", denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
+    ts = run.grid(steps, timesteps, schedule)
+    x, n = run.x, len(ts) - 1
+    for i in run.steps(n):
         t, t_next = ts[i], ts[i + 1]
-        v, x0 = model.velocity(x, t)
-        x = model.after_step(combine(x, {k: x[k] + (t_next - t) * v[k] for k in st.procs}),
-                             t, t_next, generator, final=i == steps - 1)
-        emit(callback, i, t_next, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        v, x0 = run.model.velocity(x, t)
+        x = run.step(i, x, {k: x[k] + (t_next - t) * v[k] for k in run.procs}, t, t_next, x0,
+                     final=i == n - 1)
+    return run.result(x)
 
 
 def sample_heun(
@@ -97,44 +87,42 @@ def sample_heun(
         timesteps: the caller's own interval end points (``K + 1`` of them: ``2K - 1``
             evaluations); ``schedule`` and ``rho`` are then not used.
     """
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    ref = reference_process(st.procs)
+    run = Run("heun", denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
+    model, x, ref = run.model, run.x, reference_process(run.procs)
 
     def default(n: int) -> list[float]:
         if n < 1:
             raise ValueError(f"steps: Heun needs at least 1 network evaluation, got {steps}")
         return ref.time_grid(n, schedule, rho=rho).tolist()
 
-    ts = grid_or_steps(st.procs, steps, timesteps, "heun", intervals=lambda s: (s + 1) // 2,
-                       nfe=lambda n: 2 * n - 1, grid=default)
+    ts = run.grid(steps, timesteps, intervals=lambda s: (s + 1) // 2, nfe=lambda n: 2 * n - 1,
+                  grid=default)
     n = len(ts) - 1
-    for i in steps_iter(n, progress, "heun"):
+    for i in run.steps(n):
         t, t_next = ts[i], ts[i + 1]
         level = math.exp(-scalar(ref, "lambda_", t))
         gamma = min(churn / n, math.sqrt(2) - 1) if churn_tmin <= level <= churn_tmax else 0.0
         if gamma > 0:
             lam_hat = scalar(ref, "lambda_", t) - math.log1p(gamma)
             t_hat = min(float(ref.t_from_lambda(torch.tensor(lam_hat))), ref.T)
-            z = noise_like(x, st.procs, generator)
+            z = run.noise(x)
             upd: State = {}
-            for k, p in st.procs.items():
+            for k, p in run.procs.items():
                 r = scalar(p, "alpha", t_hat) / scalar(p, "alpha", t)
                 extra = max(scalar(p, "sigma", t_hat) ** 2 - (r * scalar(p, "sigma", t)) ** 2, 0.0)
                 upd[k] = r * x[k] + s_noise * math.sqrt(extra) * z[k]
             x, t = combine(x, upd), t_hat
         v, x0 = model.velocity(x, t)
         h = t_next - t
-        x_euler = combine(x, {k: x[k] + h * v[k] for k in st.procs})
+        x_euler = combine(x, {k: x[k] + h * v[k] for k in run.procs})
         if i < n - 1:
             v2, _ = model.velocity(x_euler, t_next)
-            x_new = combine(x, {k: x[k] + 0.5 * h * (v[k] + v2[k]) for k in st.procs})
+            x_new = combine(x, {k: x[k] + 0.5 * h * (v[k] + v2[k]) for k in run.procs})
         else:
             x_new = x_euler
-        x = model.after_step(x_new, t, t_next, generator, final=i == n - 1)  # t: after churn
-        emit(callback, i, t_next, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        x = run.step(i, x_new, {}, t, t_next, x0, final=i == n - 1)  # t: after churn
+    return run.result(x)
 
 
 # torchdiffeq's adaptive Runge-Kutta solvers: every stage lies in [t0, t0 + dt], and a step is cut at
@@ -276,13 +264,13 @@ def sample_ode(
             adaptive method also cuts its steps at every point in between (torchdiffeq's
             ``step_t``); a fixed-step method takes only the two end points.
     """
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    keys = list(st.procs)
-    ref = reference_process(st.procs)
+    run = Run("ode", denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
+    model, x, keys = run.model, run.x, list(run.procs)
+    ref = reference_process(run.procs)
     t_hi, t_lo = ref.T, ref.t_min
     if timesteps is not None:
-        ts = explicit_grid(st.procs, timesteps)
+        ts = explicit_grid(run.procs, timesteps)
         t_hi, t_lo = ts[0], ts[-1]
         if len(ts) > 2:
             if method not in _ADAPTIVE_RK:
@@ -311,8 +299,5 @@ def sample_ode(
     finally:
         if bar is not None:
             bar.close()
-    out = model.after_step(combine(x, {k: y[-1] for k, y in zip(keys, ys)}), t_hi, t_lo,
-                           generator, final=True)
-    emit(callback, 0, t_lo, out, None, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(out)
+    return run.result(run.step(0, x, {k: y[-1] for k, y in zip(keys, ys)}, t_hi, t_lo, None,
+                               final=True))

@@ -16,18 +16,13 @@ from domaindiff.samplers.base import (
     Denoiser,
     Model,
     Processes,
+    Run,
     Sample,
     Start,
     State,
     Timesteps,
     combine,
-    emit,
-    grid_or_steps,
     noise_like,
-    report_nfe,
-    setup,
-    steps_iter,
-    time_points,
 )
 
 
@@ -44,28 +39,10 @@ def sample_euler_maruyama(
     when ``denoise_final``. The common arguments (``timesteps`` included) are described in
     :mod:`domaindiff.samplers.base`.
     """
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = grid_or_steps(st.procs, steps, timesteps, "euler_maruyama",
-                       grid=lambda n: time_points(st.procs, n, schedule))
-    steps = len(ts) - 1
-    for i in steps_iter(steps, progress, "euler_maruyama"):
-        t, t_next = ts[i], ts[i + 1]
-        dt = t - t_next
-        score, x0 = model.score(x, t)
-        tt = model.time(t, x)
-        z = noise_like(x, st.procs, generator)
-        last = i == steps - 1
-        upd: State = {}
-        for k, p in st.procs.items():
-            drift, g = p.sde(x[k], tt)
-            g = bcast(g, x[k])
-            mean = x[k] - (drift - g**2 * score[k]) * dt
-            upd[k] = mean if (last and denoise_final) else mean + g * math.sqrt(dt) * z[k]
-        x = model.after_step(combine(x, upd), t, t_next, generator, final=last)
-        emit(callback, i, t_next, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+    run = Run("euler_maruyama", denoiser, process, shape_or_x_T, guidance=guidance,
+              callback=callback, generator=generator, progress=progress, prior=prior, info=info)
+    return _reverse_sde(run, run.grid(steps, timesteps, schedule), "euler_maruyama",
+                        denoise_final)
 
 
 def langevin_update(procs: Mapping[str, GaussianProcess], x: State, score: State, z: State,
@@ -148,23 +125,33 @@ def sample_pc(
     if corrector not in ("langevin", "none", None):
         raise ValueError(f"corrector: unknown {corrector!r}; use 'langevin' or 'none'")
     n_corr = n_corrector if corrector == "langevin" else 0
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    ts = grid_or_steps(st.procs, steps, timesteps, "pc", intervals=lambda s: s // (1 + n_corr),
-                       nfe=lambda n: n * (1 + n_corr),
-                       grid=lambda n: time_points(st.procs, n, schedule))
-    n = len(ts) - 1
-    for i in steps_iter(n, progress, "pc"):
+    run = Run("pc", denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
+    ts = run.grid(steps, timesteps, schedule, intervals=lambda s: s // (1 + n_corr),
+                  nfe=lambda n: n * (1 + n_corr))
+    return _reverse_sde(run, ts, predictor, denoise_final, n_corr, snr, scale_eps)
+
+
+def _reverse_sde(run: Run, ts: list[float], predictor: str, denoise_final: bool,
+                 n_corrector: int = 0, snr: float = 0.0, scale_eps: float = 1.0) -> Sample:
+    """The reverse-SDE walk over ``ts``: Langevin corrections, then the predictor, at each time.
+
+    ``predictor`` is ``"euler_maruyama"`` (Euler-Maruyama on ``dx = [f x - g^2 score] dt + g dW``)
+    or ``"reverse_diffusion"`` (the discretised reverse of the forward transition); the last step
+    returns the mean when ``denoise_final``.
+    """
+    model, x, n = run.model, run.x, len(ts) - 1
+    for i in run.steps(n):
         t, t_next = ts[i], ts[i + 1]
         dt = t - t_next
-        for _ in range(n_corr):
-            x = langevin_step(model, x, t, snr, scale_eps, generator, dt)
+        for _ in range(n_corrector):
+            x = langevin_step(model, x, t, snr, scale_eps, run.generator, dt)
         score, x0 = model.score(x, t)
         tt = model.time(t, x)
-        z = noise_like(x, st.procs, generator)
+        z = run.noise(x)
         last = i == n - 1
         upd: State = {}
-        for k, p in st.procs.items():
+        for k, p in run.procs.items():
             if predictor == "reverse_diffusion":
                 f, g = p.discretize(x[k], tt, torch.full_like(tt, dt))
                 g = bcast(g, x[k])
@@ -176,7 +163,5 @@ def sample_pc(
                 mean = x[k] - (drift - g**2 * score[k]) * dt
                 noise = g * math.sqrt(dt) * z[k]
             upd[k] = mean if (last and denoise_final) else mean + noise
-        x = model.after_step(combine(x, upd), t, t_next, generator, final=last)
-        emit(callback, i, t_next, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        x = run.step(i, x, upd, t, t_next, x0, final=last)
+    return run.result(x)

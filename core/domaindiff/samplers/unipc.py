@@ -31,21 +31,14 @@ from domaindiff.processes import GaussianProcess
 from domaindiff.samplers.base import (
     Callback,
     Denoiser,
-    Model,
     Processes,
+    Run,
     Sample,
     Start,
     State,
     Timesteps,
     combine,
-    emit,
-    grid_or_steps,
-    multistep_grid,
-    report_nfe,
     scalar,
-    setup,
-    steps_iter,
-    time_points,
 )
 
 #: newest first: (x0 prediction per key, lambda per key) at the last points
@@ -146,19 +139,18 @@ def sample_unipc(
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"variant: unknown UniPC variant {variant!r}; use 'bh1' or 'bh2'")
-    st = setup(process, shape_or_x_T, generator, prior)
-    model, x = Model(denoiser, st.procs, guidance), st.x
-    procs = st.procs
-    ts = grid_or_steps(procs, steps, timesteps, "unipc",
-                       grid=lambda n: time_points(procs, n, multistep_grid(procs, schedule)))
-    n = len(ts) - 1
+    run = Run("unipc", denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
+              generator=generator, progress=progress, prior=prior, info=info)
+    procs = run.procs
+    ts = run.grid(steps, timesteps, schedule, multistep=True)
+    x, n = run.x, len(ts) - 1
     hist: History = []
     last: State | None = None
     prev_order = 1
     skip = {int(i) for i in disable_corrector}
-    for i in steps_iter(n, progress, f"unipc{order}-{variant}"):
+    for i in run.steps(n, f"unipc{order}-{variant}"):
         s, t = ts[i], ts[i + 1]
-        x0, _ = model.predict(x, s)
+        x0, _ = run.model.predict(x, s)
         if corrector and last is not None and (i - 1) not in skip:
             x = combine(x, {k: _update(p, k, last[k], hist, prev_order, ts[i - 1], s, variant,
                                        x0[k]) for k, p in procs.items()})
@@ -170,9 +162,6 @@ def sample_unipc(
         o = min(order, n - i) if lower_order_final else order
         o = min(o, len(hist))
         last, prev_order = x, o
-        x = combine(x, {k: _update(p, k, x[k], hist, o, s, t, variant, None)
-                        for k, p in procs.items()})
-        x = model.after_step(x, s, t, generator, final=i == n - 1)
-        emit(callback, i, t, x, x0, model.nfe)
-    report_nfe(info, model.nfe)
-    return st.finish(x)
+        x = run.step(i, x, {k: _update(p, k, x[k], hist, o, s, t, variant, None)
+                            for k, p in procs.items()}, s, t, x0, final=i == n - 1)
+    return run.result(x)
