@@ -37,6 +37,7 @@ from torch import Tensor
 from domaindiff.data import atomic_write_text
 from domaindiff.processes import EDM, VE, VP, DiscreteDDPM, GaussianProcess, Interpolant, SubVP
 from domaindiff.samplers import get_sampler, optimize_grid, sample_ode
+from domaindiff.toy.mixtures import IsoMixtureEps
 
 NFE_SAMPLERS = [
     ("euler_maruyama", {}), ("pc", {"snr": 0.16}), ("ancestral", {}), ("ddim", {}),
@@ -58,25 +59,6 @@ def processes() -> dict[str, GaussianProcess]:
     """Every core Gaussian process with its default settings."""
     return {"vp": VP(), "subvp": SubVP(), "ve": VE(), "edm": EDM(), "interpolant": Interpolant(),
             "ddpm": DiscreteDDPM()}
-
-
-class IsoMixture:
-    """Exact ``eps`` prediction of an isotropic Gaussian mixture under a process."""
-
-    parametrization = "eps"
-
-    def __init__(self, means: Tensor, std: float, process: GaussianProcess) -> None:
-        self.mu, self.c, self.p = means.double(), std, process
-
-    def __call__(self, x: Any, t: Tensor) -> Any:
-        xt = x["x"] if isinstance(x, dict) else x
-        t = t.double()
-        a, s = self.p.alpha(t)[:, None, None], self.p.sigma(t)[:, None, None]
-        var = a**2 * self.c**2 + s**2
-        d = xt.double()[:, None, :] - a * self.mu[None]
-        r = torch.softmax(-(d**2).sum(-1) / (2 * var[..., 0]), 1)[..., None]
-        eps = (s[:, 0] * (r * d / var).sum(1)).to(xt.dtype)
-        return {"x": eps} if isinstance(x, dict) else eps
 
 
 def modes(dim: int) -> Tensor:
@@ -147,7 +129,7 @@ def grid(p: GaussianProcess, name: str, n: int) -> list[float]:
 def run(name: str, opts: dict, p: GaussianProcess, tgt: Target, nfe: int | None,
         timesteps: list[float] | None = None, seed: int = 0) -> Tensor:
     """Samples of one sampler on a target."""
-    den = IsoMixture(tgt.mu, STD, p)
+    den = IsoMixtureEps(tgt.mu, STD, p)
     return get_sampler(name)(den, p, (tgt.n, tgt.dim), nfe, timesteps=timesteps,
                              generator=torch.Generator().manual_seed(seed), **opts)
 
@@ -161,7 +143,7 @@ def label(name: str, opts: dict) -> str:
 def section_nfe(n: int) -> dict:
     """The NFE table on the VP ring."""
     proc, tgt = VP(), Target(2, n)
-    den = IsoMixture(tgt.mu, STD, proc)
+    den = IsoMixtureEps(tgt.mu, STD, proc)
     t0 = time.perf_counter()
     info: dict = {}
     x = sample_ode(den, proc, (n, 2), None, generator=torch.Generator().manual_seed(0), info=info)
@@ -246,7 +228,7 @@ def section_defaults(targets: dict[int, Target], nfe: int = 10) -> list[dict]:
 def section_optimize(n: int) -> list[dict]:
     """optimize_grid against the default grid on held-out draws (VP, 2-D ring, 10 NFE)."""
     proc, tgt = VP(), Target(2, n)
-    den = IsoMixture(tgt.mu, STD, proc)
+    den = IsoMixtureEps(tgt.mu, STD, proc)
     x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
     ref = sample_ode(den, proc, x_T.clone(), None, rtol=1e-8, atol=1e-8)
     rows = []

@@ -6,6 +6,7 @@ import torch
 from domaindiff.processes import VP
 from domaindiff.samplers import SAMPLERS, get_sampler
 from domaindiff.samplers.base import explicit_grid
+from domaindiff.toy.mixtures import IsoMixtureEps
 from tests.catalogue import BadInput, assert_refused, raised
 
 GRID_SAMPLERS = sorted(set(SAMPLERS) - {"ode"})
@@ -134,25 +135,6 @@ def test_grid_is_checked_against_every_component():
     assert explicit_grid(procs, (0.9, 0.1)) == [0.9, 0.1]
 
 
-class _IsoMixture:
-    """Exact ``eps`` of an isotropic Gaussian mixture (closed form, fast)."""
-
-    parametrization = "eps"
-
-    def __init__(self, means, std, process):
-        self.mu, self.c, self.p = means.double(), std, process
-
-    def __call__(self, x, t):
-        xt = x["x"] if isinstance(x, dict) else x
-        t = t.double()
-        a, s = self.p.alpha(t)[:, None, None], self.p.sigma(t)[:, None, None]
-        var = a**2 * self.c**2 + s**2
-        d = xt.double()[:, None, :] - a * self.mu[None]
-        r = torch.softmax(-(d**2).sum(-1) / (2 * var[..., 0]), 1)[..., None]
-        eps = (s[:, 0] * (r * d / var).sum(1)).to(xt.dtype)
-        return {"x": eps} if isinstance(x, dict) else eps
-
-
 def test_optimized_grid_beats_the_default_grid_on_fresh_draws():
     """optimize_grid's 10-NFE grid for DPM-Solver++(2M) on a 4-mode mixture: on prior draws it was
     not fitted on, its squared error to the exact ODE solution is below a third of the default
@@ -161,7 +143,7 @@ def test_optimized_grid_beats_the_default_grid_on_fresh_draws():
 
     proc = VP(t_min=1e-3)
     ang = torch.arange(4) * torch.pi / 2
-    den = _IsoMixture(2 * torch.stack([ang.cos(), ang.sin()], 1), 0.2, proc)
+    den = IsoMixtureEps(2 * torch.stack([ang.cos(), ang.sin()], 1), 0.2, proc)
     info = {}
     grid = optimize_grid(den, proc, (128, 2), 10, generator=torch.Generator().manual_seed(0),
                          max_trials=120, info=info)
@@ -185,3 +167,18 @@ def test_optimize_grid_refuses_what_it_cannot_fit():
         optimize_grid(lambda x, t: x["x"], VP(), (4, 2), 10, sampler="heun")
     with pytest.raises(ValueError, match="nfe"):
         optimize_grid(lambda x, t: x["x"], VP(), (4, 2), 1)
+
+
+def test_iso_mixture_eps_is_the_exact_mixture_eps():
+    """The isotropic closed form equals the general mixture's exact eps (-sigma * score)."""
+    from domaindiff.toy.mixtures import ExactDenoiser, GaussianMixture
+
+    g = torch.Generator().manual_seed(0)
+    means = 2 * torch.randn(5, 3, generator=g, dtype=torch.float64)
+    proc = VP()
+    x = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64)
+    exact = ExactDenoiser(GaussianMixture(means, 0.3**2), proc)(x, t)
+    torch.testing.assert_close(IsoMixtureEps(means, 0.3, proc)(x, t), exact, rtol=1e-10,
+                               atol=1e-12)
+    assert IsoMixtureEps(means, 0.3, proc)({"x": x}, t)["x"].shape == (7, 3)
