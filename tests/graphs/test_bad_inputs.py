@@ -224,6 +224,24 @@ def _qm9pack(index: list[int], rows: str = "1,C\n2,N\n3,O\n") -> Callable[[Path]
 
 
 ENZ = "Enzymes(folder=ENZYMES).setup()"
+def _eval_probe(tmp: Path) -> str:
+    """``domaindiff eval graphs`` with an unknown Hutchinson probe, on a tiny written checkpoint."""
+    import torch
+
+    from domaindiff_graphs import GraphDiffusion
+
+    torch.manual_seed(0)
+    model = GraphDiffusion(max_nodes=8, max_feat=10, sampling_steps=2, depth=1, nhid=8,
+                           num_layers=2, adim=8, num_heads=2)
+    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp / "g.ckpt")
+    message = cli_message(["eval", "graphs", f"ckpt={tmp / 'g.ckpt'}", "nll_graphs=2",
+                           "nll_probe=laplace", f"out_dir={tmp / 'ev'}"], cwd=tmp)
+    assert not list((tmp / "ev").glob("*.*")), "files written before the refusal"
+    return message
+
+
 CATALOGUE: list[BadInput] = [
     BadInput("graphs-tu-short-graph-labels", f"{ENZ}  # ENZYMES_graph_labels.txt cut short",
              r"ENZYMES_graph_labels.txt: ends after line 1; expected 2 lines \(one per graph of "
@@ -335,6 +353,10 @@ CATALOGUE: list[BadInput] = [
              r"valid_idx: \S*nope.json: no such file; expected GDSS's valid_idx_qm9.json",
              lambda tmp: raised(ERRORS, lambda: QM9(valid_idx=str(tmp / "nope.json"),
                                                     root=str(tmp)).setup())),
+    BadInput("graphs-eval-unknown-nll-probe", "domaindiff eval graphs ckpt=g.ckpt nll_graphs=2 "
+             "nll_probe=laplace",
+             r"nll_probe: unknown Hutchinson probe 'laplace'; choose one of .*rademacher",
+             _eval_probe, max_lines=1),
 ]
 
 
