@@ -45,7 +45,8 @@ def _date(stamp) -> str:
 
 
 def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_length: int,
-              path: Path, n: int = 3, show_context: int = 96, run: str = "") -> Figure:
+              path: Path, n: int = 3, show_context: int = 96, run: str = "",
+              ylabel: str = "value") -> Figure:
     """Forecast fan charts of the first ``n`` test windows, one column per method; a PNG.
 
     Every panel shows the observed history, the true future (dashed), the 50% and 90% bands and
@@ -60,6 +61,7 @@ def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_len
         n: windows drawn (rows).
         show_context: history steps drawn before the forecast start.
         run: which run the picture is of (checkpoint name, sampler, steps), for the title.
+        ylabel: the y-axis label (what the series measures, with its unit).
 
     Returns:
         the (saved, closed) figure.
@@ -81,7 +83,7 @@ def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_len
             ax.set_title(f"{name}, test window {i}" + (f" (from {_date(when)})"
                                                          if when is not None else ""), fontsize=9)
             if j == 0:
-                ax.set_ylabel("value")
+                ax.set_ylabel(ylabel)
             if i == n - 1:
                 ax.set_xlabel("time step (0 = forecast start)")
     handles, labels = axes[0][0].get_legend_handles_labels()
