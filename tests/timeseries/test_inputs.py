@@ -21,8 +21,18 @@ from domaindiff_timeseries.frequency import default_lags, default_lengths, seaso
 from domaindiff_timeseries.metrics import crps, seasonal_naive
 
 # freq alias -> (season, context, horizon) the data must get without any option
-PATHS = {"h": (24, 336, 24), "D": (7, 56, 14), "W-SUN": (52, 104, 13), "MS": (12, 72, 18),
-         "QS-JAN": (4, 32, 8), "YS-JAN": (1, 24, 6)}
+PATHS = {"h": (24, 336, 24), "D": (7, 56, 14), "B": (5, 40, 10), "W-SUN": (52, 104, 13),
+         "MS": (12, 72, 18), "ME": (12, 72, 18), "QS-JAN": (4, 32, 8), "QE-DEC": (4, 32, 8),
+         "YS-JAN": (1, 24, 6), "YE-DEC": (1, 24, 6)}
+# the default lags of each path, written out (README's frequency table)
+LAGS = {"h": [23, 24, 25, 47, 48, 49, 71, 72, 73, 95, 96, 97, 119, 120, 121, 143, 144, 145, 167,
+              168, 169, 335, 336],
+        "D": [7, 8, 13, 14, 15, 20, 21, 22, 27, 28, 29, 30, 31, 56],
+        "B": [5, 9, 10, 11, 14, 15, 16, 19, 20, 21, 22, 23, 39],
+        "W-SUN": [8, 12, 51, 52, 53, 103, 104],
+        "MS": [11, 12, 13, 23, 24, 25, 35, 36, 37], "ME": [11, 12, 13, 23, 24, 25, 35, 36, 37],
+        "QS-JAN": [4, 8, 9, 11, 12, 13], "QE-DEC": [4, 8, 9, 11, 12, 13], "YS-JAN": [],
+        "YE-DEC": []}
 
 
 def _cycle(freq: str, season: int, n: int, level: float = 50.0) -> pd.Series:
@@ -58,6 +68,29 @@ def test_each_frequency_sets_season_lengths_and_lags_from_the_data(freq):
                                rtol=1e-6)
     if season > 1:
         assert crps(seasonal_naive(wins, horizon, 1), target) > 0.01
+
+
+@pytest.mark.parametrize("freq", list(PATHS))
+def test_each_frequency_path_follows_gluonts(freq):
+    """Season: GluonTS's ``get_seasonality`` (daily 7 and weekly 52 as the Monash archive);
+    lags: GluonTS's ``get_lags_for_frequency`` up to the context, lag 1 dropped, the season added;
+    horizon: the M4 competition's; context: ``max(4 horizons, 2 seasons)`` (hourly: TSDiff's 336).
+    """
+    from gluonts.time_feature import get_lags_for_frequency, get_seasonality
+
+    season, context, horizon = PATHS[freq]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = get_seasonality(freq)
+        glags = get_lags_for_frequency(freq, lag_ub=context, num_default_lags=1)
+    assert seasonality(freq) == ({"D": 7, "W-SUN": 52}.get(freq) or theirs) == season
+    assert default_lengths(freq) == (context, horizon)
+    assert context == (336 if freq == "h" else max(4 * horizon, 2 * season))
+    assert default_lags(freq, context) == LAGS[freq]
+    want = {g for g in glags if 1 < g <= context} | ({season} if season > 1 else set())
+    assert set(LAGS[freq]) == want
+    # a shorter context cuts the lags there
+    assert default_lags(freq, 12) == [g for g in LAGS[freq] if g <= 12]
 
 
 def test_frequency_helpers_agree_with_gluonts_and_monash():
