@@ -48,7 +48,10 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightning.pytorch.cli import LightningCLI
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_BATCH_SIZE = 256
@@ -448,26 +451,16 @@ def _quote_override(arg: str) -> str:
 
 def _hydra_config_args(argv: Sequence[str]) -> list[str]:
     """``--config plugin:name`` or ``--config FILE`` as Hydra's ``--config-path/--config-name``."""
-    out: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        value = None
-        if arg == "--config" and i + 1 < len(args):
-            value, i = args[i + 1], i + 2
-        elif arg.startswith("--config="):
-            value, i = arg[len("--config="):], i + 1
-        else:
-            out.append(arg)
-            i += 1
-            continue
+
+    def hydra(flag: str, value: str, joined: bool) -> list[str]:
         path = Path(_config_file(value)).resolve()
         if not path.is_file():
             raise ValueError(f"--config {value}: no such file; give <plugin>:<name> (see "
                              "`domaindiff configs`) or the path of a YAML file")
-        out += [f"--config-path={path.parent}", f"--config-name={path.stem}"]
-    return out
+        return [f"--config-path={path.parent}", f"--config-name={path.stem}"]
+
+    # Hydra's own -c is --cfg, so only the long spelling is ours
+    return _replace_config_args(argv, ("--config",), hydra)
 
 
 def _cmd_eval(argv: Sequence[str]) -> int:
@@ -534,22 +527,59 @@ def _config_file(value: str) -> str:
     return value
 
 
-def resolve_config_args(argv: Sequence[str]) -> list[str]:
-    """Replace every ``--config plugin:name`` (``-c``, ``--config=``) by the shipped file's path."""
+def _replace_config_args(argv: Sequence[str], flags: tuple[str, ...],
+                         replace: Callable[[str, str, bool], list[str]]) -> list[str]:
+    """``argv`` with every config argument replaced by ``replace(flag, value, joined)``.
+
+    A config argument is one of ``flags`` followed by its value, or ``--config=VALUE``
+    (``joined``); a flag with no value after it is kept as it is.
+    """
     out: list[str] = []
     args = list(argv)
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg in ("--config", "-c") and i + 1 < len(args):
-            out += [arg, _config_file(args[i + 1])]
+        if arg in flags and i + 1 < len(args):
+            out += replace(arg, args[i + 1], False)
             i += 2
-            continue
-        if arg.startswith("--config="):
-            arg = "--config=" + _config_file(arg[len("--config="):])
-        out.append(arg)
-        i += 1
+        elif arg.startswith("--config="):
+            out += replace("--config", arg[len("--config="):], True)
+            i += 1
+        else:
+            out.append(arg)
+            i += 1
     return out
+
+
+def resolve_config_args(argv: Sequence[str]) -> list[str]:
+    """Replace every ``--config plugin:name`` (``-c``, ``--config=``) by the shipped file's path."""
+
+    def resolve(flag: str, value: str, joined: bool) -> list[str]:
+        return [f"{flag}={_config_file(value)}"] if joined else [flag, _config_file(value)]
+
+    return _replace_config_args(argv, ("--config", "-c"), resolve)
+
+
+def checked_cli_class() -> type[LightningCLI]:
+    """LightningCLI that vets ``--ckpt_path`` before Lightning reads its hyper-parameters.
+
+    Both ``domaindiff fit|validate|test|predict`` and ``domaindiff distill`` build theirs from it.
+    """
+    from lightning.pytorch.cli import LightningCLI
+
+    from domaindiff.checkpoint import check_resume_checkpoint
+
+    class DomainDiffCLI(LightningCLI):
+        """LightningCLI that vets ``--ckpt_path`` before Lightning reads its hyper-parameters."""
+
+        def _parse_ckpt_path(self) -> None:
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if ckpt_path:
+                check_resume_checkpoint(ckpt_path)
+            super()._parse_ckpt_path()
+
+    return DomainDiffCLI
 
 
 #: LightningCLI arguments whose value names the model or data class
@@ -661,19 +691,7 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
     """
     # names resolve before the heavy imports: a typo is reported at once
     resolved = resolve_config_args(sys.argv[1:] if argv is None else argv)
-    from lightning.pytorch.cli import LightningCLI
-
-    from domaindiff.checkpoint import check_resume_checkpoint
-
-    class DomainDiffCLI(LightningCLI):
-        """LightningCLI that vets ``--ckpt_path`` before Lightning reads its hyper-parameters."""
-
-        def _parse_ckpt_path(self) -> None:
-            sub = self.config.get("subcommand")
-            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if ckpt_path:
-                check_resume_checkpoint(ckpt_path)
-            super()._parse_ckpt_path()
+    cli_class = checked_cli_class()
 
     from domaindiff.data import DomainDataModule
     from domaindiff.module import DiffusionModule
@@ -690,7 +708,7 @@ def lightning_cli(argv: Sequence[str] | None = None, run: bool = True):
         sys.argv = ["domaindiff"]
         argv = resolved
     try:
-        return DomainDiffCLI(
+        return cli_class(
             DiffusionModule,
             DomainDataModule,
             subclass_mode_model=True,

@@ -99,32 +99,20 @@ def _strip_model_sections(args: list[str]) -> list[str]:
 
 def distill_cli(argv: Sequence[str], run: bool = True):
     """Build (and by default run) the LightningCLI of a distillation."""
-    from domaindiff.cli import _import_plugins_for, resolve_config_args
+    from domaindiff.cli import _import_plugins_for, checked_cli_class, resolve_config_args
 
     args = _strip_model_sections(translate(resolve_config_args(list(argv))))
     if not run:  # no subcommand then: LightningCLI parses fit's arguments alone
         args = args[1:]
-    from lightning.pytorch.cli import LightningCLI
-
-    from domaindiff.checkpoint import check_resume_checkpoint
+    cli_class = checked_cli_class()
     from domaindiff.data import DomainDataModule
     from domaindiff.distill.lightning import Distillation
-
-    class DistillCLI(LightningCLI):
-        """LightningCLI that vets ``--ckpt_path`` before Lightning reads it."""
-
-        def _parse_ckpt_path(self) -> None:
-            sub = self.config.get("subcommand")
-            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if ckpt_path:
-                check_resume_checkpoint(ckpt_path)
-            super()._parse_ckpt_path()
 
     _import_plugins_for(args)
     with warnings.catch_warnings():
         # the real command line stays in sys.argv (Lightning's DDP launcher restarts it)
         warnings.filterwarnings("ignore", message=".*args.*parameter.*")
-        return DistillCLI(
+        return cli_class(
             Distillation, DomainDataModule, subclass_mode_model=False, subclass_mode_data=True,
             parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
             save_config_kwargs={"overwrite": True}, seed_everything_default=0, args=args,
