@@ -100,6 +100,9 @@ class EvalApp:
 
     def __init__(self, plugin: str = "plugin") -> None:
         self.plugin = plugin
+        #: the plugin's eval config (set by :meth:`hydra_main`): :meth:`settings` reads its
+        #: defaults, so ``run(cfg)`` from Python gets the same defaults as the command line
+        self.config_file: Path | None = None
 
     # --- hooks ----------------------------------------------------------------------------------
     def check(self, cfg: Mapping[str, Any]) -> None:
@@ -227,13 +230,22 @@ class EvalApp:
 
     # --- driver ---------------------------------------------------------------------------------
     def settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
-        """``cfg`` over :func:`base_config`, as a plain dict (Hydra's ``defaults`` list dropped)."""
+        """``cfg`` over the plugin's eval config over :func:`base_config`, as a plain dict.
+
+        Hydra's ``defaults`` list and ``hydra`` section are dropped.
+        """
         from omegaconf import OmegaConf
 
-        base = {k: v for k, v in base_config(self.plugin).items() if k != "hydra"}
-        merged = OmegaConf.to_container(OmegaConf.merge(base, cfg), resolve=True)
-        return {str(k): v for k, v in dict(merged).items()  # type: ignore[arg-type]
-                if k != "defaults"}
+        layers: list[Any] = [base_config(self.plugin)]
+        if self.config_file is not None and self.config_file.is_file():
+            layers.append(OmegaConf.load(self.config_file))
+        layers.append(cfg)
+        plain = [OmegaConf.to_container(c, resolve=False) if OmegaConf.is_config(c) else c
+                 for c in layers]
+        merged = OmegaConf.merge(*({k: v for k, v in dict(c).items()  # type: ignore[arg-type]
+                                    if k not in ("defaults", "hydra")} for c in plain))
+        resolved = OmegaConf.to_container(merged, resolve=True)
+        return {str(k): v for k, v in dict(resolved).items()}  # type: ignore[arg-type]
 
     def run(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
         """Check, load, :meth:`evaluate`, :meth:`write`; returns the metrics JSON's content."""
@@ -246,9 +258,12 @@ class EvalApp:
         result, samples, refs = self.evaluate(model, cfg)
         return self.write(model, cfg, result, samples, refs)
 
-    def evaluate(self, model: DiffusionModule, cfg: Mapping[str, Any]
+    def evaluate(self, model: DiffusionModule, cfg: Mapping[str, Any],
+                 generator: torch.Generator | None = None
                  ) -> tuple[dict[str, Any], State, list[Any]]:
         """Sample and score a loaded model, writing nothing (the in-memory half of :meth:`run`).
+
+        ``generator``: the noise generator (default: a CPU one seeded with ``cfg.seed``).
 
         Returns:
             the result (run facts and scores), the samples (concatenated over the sampling
@@ -257,9 +272,9 @@ class EvalApp:
         cfg = _model_defaults(model, cfg)
         self.prepare(model, cfg)
         cfg = {**cfg, "num_samples": self.count(model, cfg)}
-        gen = torch.Generator().manual_seed(int(cfg["seed"]))
+        gen = generator or torch.Generator().manual_seed(int(cfg["seed"]))
         metrics = self.metrics(model, cfg)
-        parts, refs, nfes, seconds = self._draw(model, cfg, metrics, gen)
+        parts, refs, nfes, seconds = self.draw(model, cfg, metrics, gen)
         samples = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         n = int(cfg["num_samples"])
         result: dict[str, Any] = {
@@ -296,9 +311,9 @@ class EvalApp:
         print(json.dumps(result, indent=2, default=str))
         return result
 
-    def _draw(self, model: DiffusionModule, cfg: Mapping[str, Any], metrics: Any,
-              gen: torch.Generator) -> tuple[list[State], list[Any], list[int], float]:
-        """Sample ``num_samples`` in batches (a tqdm bar over the calls).
+    def draw(self, model: DiffusionModule, cfg: Mapping[str, Any], metrics: Any,
+             gen: torch.Generator) -> tuple[list[State], list[Any], list[int], float]:
+        """Sample ``num_samples`` in batches (the loop of :meth:`evaluate`; a tqdm bar).
 
         Returns:
             the parts, the data batches, each call's NFE and the seconds spent sampling.
@@ -370,6 +385,8 @@ class EvalApp:
         from domaindiff.cli import report_errors
 
         name = config_name
+        if config_path is not None and config_name is not None:
+            self.config_file = Path(config_path).resolve() / f"{config_name}.yaml"
         store = ConfigStore.instance()
         # a plugin's eval.yaml starts with ``defaults: [domaindiff_eval_base, _self_]``
         store.store(name="domaindiff_eval_base", node=base_config(self.plugin))

@@ -1,4 +1,4 @@
-"""Evaluation of a graph checkpoint (a Hydra app): GDSS's tables for any dataset and sampler.
+"""Evaluation of a graph checkpoint (the core's EvalApp): GDSS's tables for any dataset and sampler.
 
     domaindiff eval graphs ckpt=run.ckpt dataset=community_small sampler=s4 steps=1000
     domaindiff eval graphs ckpt=run.ckpt --multirun sampler=s4,gdss_pc,dpm_solver steps=50,1000
@@ -18,32 +18,39 @@ graphs, and writes into ``out_dir``, for ``<stem>`` = ``<dataset>_<sampler>_<ste
 
 Every file is written atomically. Your own data: ``dataset=user_graphs
 +data_args.path=my_graphs.g6`` or ``dataset=user_molecules +data_args.path=mols.csv``.
+
+:class:`GraphsEval` is a :class:`domaindiff.evaluation.EvalApp`: the core checks the shared
+settings, loads the checkpoint (weights only unless ``trust_checkpoint``), samples in batches
+with a seeded generator, counts the NFE and writes the files; this module fills in the dataset,
+the GDSS metrics, the graph6 / SMILES files and the picture. :func:`evaluate_model` is the same
+evaluation in memory (a loaded model and a DataModule; nothing written).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import time
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hydra
 import networkx as nx
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from domaindiff.cli import check_counts, report_errors
+from domaindiff.cli import check_counts
 from domaindiff.data import atomic_save, atomic_write_text
-from domaindiff.module import load_checkpoint
-from domaindiff.plotting import pyplot, save_figure
-from domaindiff.samplers import get_sampler
+from domaindiff.evaluation import EvalApp
+from domaindiff.plotting import pyplot
 from domaindiff_graphs import data as D
 from domaindiff_graphs.metrics import graph_metrics, molecule_metrics
 from domaindiff_graphs.user_data import UserGraphs, UserMolecules
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+CONF = Path(__file__).parent / "conf" / "eval.yaml"
 DATASETS = {"community_small": D.CommunitySmall, "ego_small": D.EgoSmall, "grid": D.Grid,
             "enzymes": D.Enzymes, "qm9": D.QM9, "zinc250k": D.ZINC250k,
             "user_graphs": UserGraphs, "user_molecules": UserMolecules}
@@ -60,25 +67,17 @@ def make_datamodule(name: str, args: dict[str, Any] | None = None) -> D.GraphDat
 def sample_graphs(model, num_samples: int, sampler: str | None, steps: int | None,
                   batch_size: int, seed: int, options: dict[str, Any] | None = None,
                   use_ema: bool | None = None) -> tuple[dict[str, torch.Tensor], float, int]:
-    """Sample in batches with a progress bar; returns the dense samples, seconds and NFE.
+    """Sample in batches (the app's loop); returns the dense samples, seconds and NFE.
 
     The NFE is the core's count (``model.last_nfe``, network calls of one batched sampling
     call), the largest over the batches (they differ only for adaptive ODE solvers).
     """
-    from tqdm.auto import tqdm
-
-    gen = torch.Generator().manual_seed(seed)
-    outs = []
-    nfe = 0
-    t0 = time.perf_counter()
-    for start in tqdm(range(0, num_samples, batch_size), desc="sampling batches"):
-        n = min(batch_size, num_samples - start)
-        outs.append(model.sample(n, sampler=sampler, steps=steps, generator=gen, progress=True,
-                                 use_ema=use_ema, **(options or {})))
-        nfe = max(nfe, int(model.last_nfe))
-    seconds = time.perf_counter() - t0
-    cat = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-    return cat, seconds, nfe
+    app = GraphsEval("graphs")
+    cfg = app.settings({"sampler": sampler, "steps": steps, "num_samples": num_samples,
+                        "batch_size": batch_size, "seed": seed, "use_ema": use_ema,
+                        "sampler_options": dict(options or {}), "data": None})
+    parts, _, nfes, seconds = app.draw(model, cfg, None, torch.Generator().manual_seed(seed))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}, seconds, max(nfes)
 
 
 # --- saved samples -------------------------------------------------------------------------
@@ -134,10 +133,6 @@ def save_molecules(mols: list, stem: Path) -> list[Path]:
 # --- pictures ---------------------------------------------------------------------------------
 
 
-def _save_figure(fig, path: Path) -> None:
-    save_figure(fig, path, dpi=90)
-
-
 def _grid(rows: int, cols: int, cell: float = 2.6):
     plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.6),
@@ -157,12 +152,12 @@ def _panels(test: list, generated: list, cols: int, max_plots: int) -> list[tupl
     return cells + [("generated", g) for g in generated[:max(room, cols)]]
 
 
-def plot_graphs(graphs: list[nx.Graph], path: Path, title: str, max_plots: int = 16,
-                test_graphs: list[nx.Graph] | None = None, cols: int = 4) -> None:
-    """Save a PNG grid (atomically): a top row of test graphs, generated graphs below.
+def plot_graphs(graphs: list[nx.Graph], title: str, max_plots: int = 16,
+                test_graphs: list[nx.Graph] | None = None, cols: int = 4) -> Figure:
+    """A grid of graph drawings (unsaved): a top row of test graphs, generated graphs below.
 
     Each panel's title says which it is (``test 2`` / ``generated 5``) with its node and edge
-    counts; test graphs are drawn in blue, generated ones in orange.
+    counts; test graphs are drawn in blue, generated ones in orange, said by a legend.
     """
     cells = _panels(list(test_graphs or []), graphs, cols, max_plots)
     rows = int(math.ceil(len(cells) / cols)) or 1
@@ -177,11 +172,21 @@ def plot_graphs(graphs: list[nx.Graph], path: Path, title: str, max_plots: int =
                 width=0.6, node_color="tab:blue" if kind == "test" else "tab:orange")
         ax.set_title(f"{kind} {count[kind]}: {n} nodes, {g.number_of_edges()} edges", fontsize=8)
         ax.axis("off")
+    _legend(fig, [("test graph", "tab:blue")] * bool(test_graphs) + [("generated", "tab:orange")])
     if test_graphs:
-        title = f"{title} - top row: test graphs (blue), below: generated (orange)"
+        title = f"{title}\ntop row: test graphs, below: generated"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save_figure(fig, path)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _legend(fig: Figure, entries: list[tuple[str, str]]) -> None:
+    """A figure legend at the bottom: node colour -> which graphs."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", color=c, ms=6) for _, c in entries]
+    fig.legend(handles, [label for label, _ in entries], loc="lower center",
+               ncol=len(entries), fontsize=8, frameon=False)
 
 
 def _mol_picture(mol, size: int = 300):
@@ -210,9 +215,9 @@ def _mol_picture(mol, size: int = 300):
     return np.asarray(Image.open(io.BytesIO(drawer.GetDrawingText())).convert("RGB"))
 
 
-def plot_molecules(mols: list, path: Path, max_plots: int = 16, test_mols: list | None = None,
-                   title: str = "", cols: int = 4) -> None:
-    """Save a PNG grid of RDKit drawings (atomically), each with its SMILES underneath.
+def plot_molecules(mols: list, max_plots: int = 16, test_mols: list | None = None,
+                   title: str = "", cols: int = 4) -> Figure:
+    """A grid of RDKit drawings (unsaved), each with its SMILES underneath.
 
     A top row shows test molecules (when given), generated molecules follow in sampling order;
     a generated sample that did not decode is shown as ``invalid``.
@@ -234,10 +239,10 @@ def plot_molecules(mols: list, path: Path, max_plots: int = 16, test_mols: list 
         ax.imshow(_mol_picture(m))
     heading = title or "molecules"
     if test_mols:
-        heading += " - top row: test molecules, below: generated"
+        heading += "\ntop row: test molecules (blue titles), below: generated"
     fig.suptitle(heading, fontsize=10)
-    fig.tight_layout()
-    _save_figure(fig, path)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    return fig
 
 
 def check_model_fits(model, dm: D.GraphDataModule) -> None:
@@ -265,6 +270,143 @@ def check_model_fits(model, dm: D.GraphDataModule) -> None:
                          f"{dm.max_nodes}; expected a model at least that large")
 
 
+class GraphsEval(EvalApp):
+    """``domaindiff eval graphs`` on the core's app (see the module).
+
+    Settings beyond the core's (``conf/eval.yaml``): ``dataset`` (and its ``data_args``),
+    ``use_ema``, ``orbit``, ``nspdk``, ``fcd``, ``nll_graphs``, ``nll_exact``, ``nll_probe``,
+    ``nll_tol``, ``save_samples`` and ``num_plots``; ``num_samples`` null: as many as the test set.
+    """
+
+    dpi = 90
+
+    def __init__(self, plugin: str = "graphs", datamodule: D.GraphDataModule | None = None
+                 ) -> None:
+        super().__init__(plugin)
+        self.config_file = CONF  # its defaults also for evaluate(cfg) and evaluate_model
+        self.given = datamodule  # evaluate_model: a DataModule instead of cfg.dataset
+
+    def check(self, cfg: Mapping[str, Any]) -> None:
+        """The core's checks, then this app's (each named)."""
+        from domaindiff.likelihood import PROBES
+
+        super().check(cfg)
+        check_counts(cfg, positive=("num_plots",), nonnegative=("nll_graphs",))
+        if str(cfg.get("dataset")).lower() not in DATASETS:
+            raise ValueError(f"dataset: unknown {cfg.get('dataset')!r}; choose one of "
+                             f"{sorted(DATASETS)}")
+        probe = str(cfg["nll_probe"])
+        if probe not in PROBES:
+            raise ValueError(f"nll_probe: unknown Hutchinson probe {probe!r}; choose one of "
+                             f"{PROBES}")
+
+    def prepare(self, model, cfg: Mapping[str, Any]) -> None:
+        """The dataset; refuse a model that does not fit it; node counts and prior moments."""
+        torch.manual_seed(int(cfg["seed"]))
+        dm = self.given or make_datamodule(str(cfg["dataset"]), dict(cfg.get("data_args") or {}))
+        dm.setup()
+        check_model_fits(model, dm)
+        if model.node_count_hist.sum() == 0:
+            model.set_node_counts(dm.node_counts())
+        self.start = (cfg.get("sampler_options") or {}).get("prior", model.prior)
+        self.moments_from_data = self.start == "moment_matched" and model.prior_moments is None
+        if self.moments_from_data:  # a checkpoint written before the moments were stored
+            model.set_prior_moments(dm.train_data)
+        self.dm = dm
+
+    def count(self, model, cfg: Mapping[str, Any]) -> int:
+        """``num_samples``, or as many as the test set (GDSS)."""
+        return int(cfg.get("num_samples") or len(self.dm.test_data))
+
+    def reference_batches(self, model, cfg: Mapping[str, Any]) -> None:
+        """None: graph sizes come from the model's node-count histogram, not data batches."""
+        return None
+
+    def sample(self, model, cfg: Mapping[str, Any], n: int, batch: Any,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n`` graphs; the checkpoint's default sampler gets its stored ``sampler_options``."""
+        return model.sample(n, sampler=cfg.get("sampler"), steps=cfg.get("steps"),
+                            generator=generator, progress=sys.stderr.isatty(),
+                            use_ema=cfg.get("use_ema"),
+                            **dict(cfg.get("sampler_options") or {}))
+
+    def metrics(self, model, cfg: Mapping[str, Any]) -> None:
+        """None: :meth:`score` computes GDSS's metrics on all samples at once."""
+        return None
+
+    def score(self, model, samples: dict[str, torch.Tensor], metrics: Any,
+              cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """Decode; MMDs (graphs) or validity, NSPDK, FCD, ... (molecules); optional NLL."""
+        dm = self.dm
+        res: dict[str, Any] = {"prior": str(self.start)}
+        if self.moments_from_data:
+            res["prior_moments_from"] = f"{type(dm).__name__} training split"
+        if dm.is_molecule:
+            from domaindiff_graphs.mol import decode_molecules
+
+            mols, valid_wo = decode_molecules(samples["x"], samples["adj"], samples["mask"],
+                                              dm.atom_types)
+            res.update(molecule_metrics(mols, valid_wo, dm.train_smiles(),
+                                        dm.test_graphs() if cfg["nspdk"] else None,
+                                        dm.test_smiles() if cfg["fcd"] else None))
+            self.decoded: list = mols
+        else:
+            decoded = model.decode(samples)
+            if getattr(dm, "keep_isolated", False):  # your graphs have isolated nodes: keep them
+                decoded = D.dense_to_graphs(samples["adj"], samples["mask"], drop_isolated=False)
+            res.update(graph_metrics(dm.test_graphs(), decoded, orbit=bool(cfg["orbit"])))
+            self.decoded = decoded
+        if int(cfg["nll_graphs"]) > 0:
+            res.update(self._likelihood(model, cfg))
+        return res
+
+    def _likelihood(self, model, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        from domaindiff_graphs.likelihood import graph_log_likelihood
+
+        n, exact = int(cfg["nll_graphs"]), bool(cfg["nll_exact"])
+        probe, tol = str(cfg["nll_probe"]), float(cfg["nll_tol"])
+        batch = next(iter(torch.utils.data.DataLoader(self.dm.test_data[:n], batch_size=n,
+                                                      collate_fn=D.Batch.from_data_list)))
+        ll = graph_log_likelihood(model, batch, exact=exact, rtol=tol, atol=tol, probe=probe)
+        return {"nll_divergence": "exact" if exact else f"hutchinson ({probe})",
+                "nll_nats": float(-ll["logp"].mean()), "nll_bpd": float(ll["bpd"].mean())}
+
+    def evaluate(self, model, cfg: Mapping[str, Any], generator: torch.Generator | None = None
+                 ) -> tuple[dict[str, Any], dict, list]:
+        """The core's evaluation plus GDSS's timing fields; returns the decoded graphs third."""
+        res, samples, _ = super().evaluate(model, cfg, generator)
+        res.update(dataset=str(cfg.get("dataset", type(self.dm).__name__)),
+                   sampling_seconds=res["seconds"], seconds_per_graph=res["seconds_per_sample"])
+        return res, samples, self.decoded
+
+    def stem(self, cfg: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        """``<dataset>_<sampler>_<nfe>``."""
+        return f"{cfg['dataset']}_{result['sampler']}_{result['nfe']}"
+
+    def title(self, cfg: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        """What (dataset, graphs or molecules) and which run (checkpoint, sampler, NFE)."""
+        what = "molecules" if self.dm.is_molecule else "graphs"
+        return (f"{cfg['dataset']} {what} from {Path(str(cfg['ckpt'])).name}: "
+                f"{result['sampler']}, {result['nfe']} NFE, {result['num_samples']} samples")
+
+    def save(self, model, samples: dict[str, torch.Tensor], cfg: Mapping[str, Any], out: Path,
+             stem: str) -> list[Path]:
+        """graph6 + PyG lists (graphs) or SMILES CSV + text (molecules), if ``save_samples``."""
+        if not cfg["save_samples"]:
+            return []
+        save = save_molecules if self.dm.is_molecule else save_graphs
+        return save(self.decoded, out / f"samples_{stem}")
+
+    def plot(self, model, samples: dict[str, torch.Tensor], references: list[Any],
+             cfg: Mapping[str, Any], title: str) -> Figure:
+        """Test graphs / molecules (top row) beside generated ones (``samples_<stem>.png``)."""
+        num = int(cfg["num_plots"])
+        if self.dm.is_molecule:
+            return plot_molecules(self.decoded, max_plots=num, test_mols=self.dm.test_items,
+                                  title=title)
+        return plot_graphs(self.decoded, title, max_plots=num, test_graphs=self.dm.test_graphs())
+
+
 def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
                    steps: int | None = None, num_samples: int | None = None, seed: int = 0,
                    batch_size: int = 256, orbit: bool = True, nspdk: bool = True,
@@ -272,126 +414,26 @@ def evaluate_model(model, dm: D.GraphDataModule, *, sampler: str | None = None,
                    use_ema: bool | None = None, nll_graphs: int = 0,
                    nll_exact: bool = False, nll_tol: float = 1e-5,
                    nll_probe: str = "rademacher") -> tuple[dict[str, Any], dict, list]:
-    """Sample from a model and compute the dataset's GDSS metrics.
+    """Sample from a model and compute the dataset's GDSS metrics (:class:`GraphsEval`, in memory).
 
     Returns:
         The metrics dict, the dense samples and the decoded graphs / molecules.
     """
-    dm.setup()
-    check_model_fits(model, dm)
-    if model.node_count_hist.sum() == 0:
-        model.set_node_counts(dm.node_counts())
-    start = (sampler_options or {}).get("prior", model.prior)
-    moments_from_data = start == "moment_matched" and model.prior_moments is None
-    if moments_from_data:  # a checkpoint written before the moments were stored
-        model.set_prior_moments(dm.train_data)
-    n = int(num_samples or len(dm.test_data))
-    samples, seconds, nfe = sample_graphs(model, n, sampler, steps, batch_size, seed,
-                                          sampler_options, use_ema)
-    res: dict[str, Any] = {"sampler": sampler or model.default_sampler, "nfe": nfe,
-                           "num_samples": n, "sampling_seconds": seconds,
-                           "seconds_per_graph": seconds / n, "prior": str(start)}
-    if moments_from_data:
-        res["prior_moments_from"] = f"{type(dm).__name__} training split"
-    if dm.is_molecule:
-        from domaindiff_graphs.mol import decode_molecules
-
-        mols, valid_wo = decode_molecules(samples["x"], samples["adj"], samples["mask"],
-                                          dm.atom_types)
-        res.update(molecule_metrics(mols, valid_wo, dm.train_smiles(),
-                                    dm.test_graphs() if nspdk else None,
-                                    dm.test_smiles() if fcd else None))
-        decoded = mols
-    else:
-        decoded = model.decode(samples)
-        if getattr(dm, "keep_isolated", False):  # your graphs have isolated nodes: keep them too
-            decoded = D.dense_to_graphs(samples["adj"], samples["mask"], drop_isolated=False)
-        res.update(graph_metrics(dm.test_graphs(), decoded, orbit=orbit))
-    if nll_graphs > 0:
-        from domaindiff_graphs.likelihood import graph_log_likelihood
-
-        batch = next(iter(torch.utils.data.DataLoader(dm.test_data[:nll_graphs],
-                                                      batch_size=nll_graphs,
-                                                      collate_fn=D.Batch.from_data_list)))
-        ll = graph_log_likelihood(model, batch, exact=nll_exact, rtol=nll_tol, atol=nll_tol,
-                                  probe=nll_probe)
-        res["nll_divergence"] = "exact" if nll_exact else f"hutchinson ({nll_probe})"
-        res["nll_nats"] = float(-ll["logp"].mean())
-        res["nll_bpd"] = float(ll["bpd"].mean())
-    return res, samples, decoded
+    app = GraphsEval("graphs", datamodule=dm)
+    cfg = app.settings({"sampler": sampler, "steps": steps, "num_samples": num_samples,
+                        "seed": seed, "batch_size": batch_size, "orbit": orbit, "nspdk": nspdk,
+                        "fcd": fcd, "sampler_options": dict(sampler_options or {}),
+                        "use_ema": use_ema, "nll_graphs": nll_graphs, "nll_exact": nll_exact,
+                        "nll_tol": nll_tol, "nll_probe": nll_probe, "data": None,
+                        "dataset": type(dm).__name__})
+    return app.evaluate(model, cfg)
 
 
-def _plain(value) -> dict:
-    """A config node (or None) as a plain dict."""
-    if value is None:
-        return {}
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else dict(value)
-
-
-def evaluate(cfg: DictConfig) -> dict:
-    """Load the checkpoint, sample, compute metrics, write JSON and PNG into ``cfg.out_dir``."""
-    check_counts(cfg, positive=("steps", "num_samples", "batch_size", "threads", "num_plots"),
-                 nonnegative=("nll_graphs", "seed"), optional=("steps", "num_samples", "threads"))
-    if cfg.get("sampler") is not None:
-        get_sampler(str(cfg.sampler))
-    from domaindiff.likelihood import PROBES
-
-    probe = str(cfg.get("nll_probe", "rademacher"))
-    if probe not in PROBES:
-        raise ValueError(f"nll_probe: unknown Hutchinson probe {probe!r}; choose one of {PROBES}")
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
-    torch.manual_seed(int(cfg.seed))
-    dm = make_datamodule(str(cfg.dataset), _plain(cfg.get("data_args")))
-    opts = _plain(cfg.get("sampler_options"))
-    res, _, decoded = evaluate_model(
-        model, dm, sampler=cfg.get("sampler"), steps=cfg.get("steps"),
-        num_samples=cfg.get("num_samples"), seed=int(cfg.seed),
-        batch_size=int(cfg.batch_size), orbit=bool(cfg.orbit), nspdk=bool(cfg.nspdk),
-        fcd=bool(cfg.fcd), sampler_options=opts, use_ema=cfg.get("use_ema"),
-        nll_graphs=int(cfg.nll_graphs), nll_exact=bool(cfg.nll_exact),
-        nll_tol=float(cfg.get("nll_tol", 1e-5)),
-        nll_probe=str(cfg.get("nll_probe", "rademacher")))
-    res["dataset"] = str(cfg.dataset)
-    res["ckpt"] = str(cfg.ckpt)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{cfg.dataset}_{res['sampler']}_{res['nfe']}"
-    written = write_outputs(dm, decoded, out / f"samples_{stem}",
-                            f"{cfg.dataset}: {res['sampler']}, {res['nfe']} NFE",
-                            save=bool(cfg.get("save_samples", True)),
-                            num_plots=int(cfg.get("num_plots", 16)))
-    res["files"] = [p.name for p in written]
-    # the JSON comes last: when it exists, the samples and pictures it names are complete
-    atomic_write_text(out / f"metrics_{stem}.json", json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
-    return res
-
-
-def write_outputs(dm: D.GraphDataModule, decoded: list, stem: Path, title: str,
-                  save: bool = True, num_plots: int = 16) -> list[Path]:
-    """Save the generated graphs / molecules (when ``save``) and the PNG beside test items.
-
-    Returns:
-        The files written: ``<stem>.g6`` and ``<stem>.pt`` (graphs) or ``<stem>.csv`` and
-        ``<stem>.txt`` (molecules), then ``<stem>.png``.
-    """
-    png = stem.with_suffix(".png")
-    if dm.is_molecule:
-        written = save_molecules(decoded, stem) if save else []
-        plot_molecules(decoded, png, max_plots=num_plots, test_mols=dm.test_items, title=title)
-    else:
-        written = save_graphs(decoded, stem) if save else []
-        plot_graphs(decoded, png, title, max_plots=num_plots, test_graphs=dm.test_graphs())
-    return [*written, png]
-
-
-@hydra.main(version_base=None, config_path="conf", config_name="eval")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``domaindiff eval graphs ...``)."""
-    evaluate(cfg)
+APP = GraphsEval("graphs")
+#: Hydra entry point (``domaindiff eval graphs ...``)
+main = APP.hydra_main(CONF.parent, "eval")
+#: the same from Python: settings (a dict or DictConfig) -> the metrics JSON's content
+evaluate = APP.run
 
 
 if __name__ == "__main__":
