@@ -22,7 +22,7 @@ import abc
 import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -98,6 +98,10 @@ class GaussianProcess(abc.ABC):
 
     #: the preferred time grid of first-order samplers: "uniform", "logsnr" or "karras"
     default_schedule = "uniform"
+    #: closed forms ``(self, t) -> value`` in Python floats of some coefficient methods, used by
+    #: :meth:`coefficient` while ``_fast`` (a subclass sets it when it keeps the methods they mirror)
+    _FLOAT_FORMS: ClassVar[Mapping[str, Callable[[Any, float], float]]] = {}
+    _fast = False
 
     def __init__(self, T: float = 1.0, t_min: float = 1e-5, space: Space | None = None) -> None:
         if not 0 <= t_min < T:
@@ -171,13 +175,16 @@ class GaussianProcess(abc.ABC):
         """One coefficient (``"alpha"``, ``"sigma"``, ``"lambda_"``, ``"f"``, ...) at one time.
 
         What samplers ask for at every step. Evaluated through the tensor method in float64;
-        processes with closed forms override this with Python-float arithmetic (the same values
-        up to float rounding, without creating tensors).
+        processes with closed forms list them in ``_FLOAT_FORMS``, Python-float arithmetic used
+        while ``_fast`` (the same values up to float rounding, without creating tensors).
 
         Args:
             name: the name of a coefficient method of this process.
             t: the time.
         """
+        form = self._FLOAT_FORMS.get(name)
+        if form is not None and self._fast and math.isfinite(t):
+            return form(self, float(t))
         return float(getattr(self, name)(torch.tensor(t, dtype=torch.float64)))
 
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -320,12 +327,6 @@ class VP(GaussianProcess):
     _FLOAT_FORMS = {"alpha": _alpha_float, "sigma": _sigma_float, "lambda_": _lambda_float,
                     "f": _f_float, "g2": _beta_float, "d_alpha": _d_alpha_float,
                     "d_sigma": _d_sigma_float, "beta": _beta_float, "int_beta": _int_beta_float}
-
-    def coefficient(self, name: str, t: float) -> float:
-        form = self._FLOAT_FORMS.get(name)
-        if form is not None and self._fast and math.isfinite(t):
-            return form(self, float(t))
-        return super().coefficient(name, t)
 
     def _one_time(self, t: Tensor) -> float | None:
         return uniform_time(t) if self._fast and isinstance(t, Tensor) else None
@@ -547,12 +548,6 @@ class DiscreteDDPM(GaussianProcess):
                     "f": _f_float, "g2": _g2_float, "d_alpha": _d_alpha_float,
                     "d_sigma": _d_sigma_float}
 
-    def coefficient(self, name: str, t: float) -> float:
-        form = self._FLOAT_FORMS.get(name)
-        if form is not None and self._fast and math.isfinite(t):
-            return form(self, float(t))
-        return super().coefficient(name, t)
-
     def _one_time(self, t: Tensor) -> float | None:
         return uniform_time(t) if self._fast else None
 
@@ -564,17 +559,20 @@ class DiscreteDDPM(GaussianProcess):
             self._log_abar_by_device[device] = table
         return table
 
+    def _cell(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Each time's cell of the step table: its lower step index and the upper step's weight."""
+        pos = (t.to(torch.float64) * self.num_steps).clamp(0, self.num_steps)
+        lo = pos.floor().clamp(max=self.num_steps - 1)
+        return lo.long(), pos - lo
+
     def _log_abar_at(self, t: Tensor) -> Tensor:
         t = _t(t)
         v = self._one_time(t)
         if v is not None:
             return _filled(self._log_abar_float(v), t)
-        pos = (t.to(torch.float64) * self.num_steps).clamp(0, self.num_steps)
-        lo = pos.floor().clamp(max=self.num_steps - 1)
-        w = pos - lo
+        lo, w = self._cell(t)
         table = self._table_on(t.device)
-        lo_i = lo.long()
-        out = table[lo_i] * (1 - w) + table[lo_i + 1] * w
+        out = table[lo] * (1 - w) + table[lo + 1] * w
         return out.to(t.dtype)
 
     def _slope(self, t: Tensor) -> Tensor:
@@ -582,8 +580,7 @@ class DiscreteDDPM(GaussianProcess):
         v = self._one_time(t)
         if v is not None:
             return _filled(self._slope_float(v), t)
-        pos = (t.to(torch.float64) * self.num_steps).clamp(0, self.num_steps)
-        lo = pos.floor().clamp(max=self.num_steps - 1).long()
+        lo, _ = self._cell(t)
         table = self._table_on(t.device)
         return ((table[lo + 1] - table[lo]) * self.num_steps).to(t.dtype)
 
