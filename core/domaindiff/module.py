@@ -422,15 +422,24 @@ class DiffusionModule(L.LightningModule):
         replaces trainer callbacks of the same type). Nothing is added when checkpointing is
         disabled (``enable_checkpointing: false`` and no checkpoint callback).
         """
-        trainer = self._trainer
-        if trainer is None:
-            return []
-        # Trainer.callbacks is set by Lightning's callback connector, undeclared on the class
-        ckpts = [c for c in trainer.callbacks  # type: ignore[attr-defined]
-                 if isinstance(c, ModelCheckpoint)]
-        if not ckpts or any(c.save_last for c in ckpts):
-            return []
-        return [*ckpts, LastCheckpoint()]
+        return last_checkpoint_callbacks(self._trainer)
+
+
+def last_checkpoint_callbacks(trainer: L.Trainer | None) -> list:
+    """A module's ``configure_callbacks``: the trainer's checkpoint callbacks + a LastCheckpoint.
+
+    Empty (nothing added) without a trainer, when checkpointing is disabled (no checkpoint
+    callback) or when one of them already saves ``last.ckpt``. The trainer's own checkpoint
+    callbacks are returned again because Lightning replaces trainer callbacks of the same type.
+    """
+    if trainer is None:
+        return []
+    # Trainer.callbacks is set by Lightning's callback connector, undeclared on the class
+    ckpts = [c for c in trainer.callbacks  # type: ignore[attr-defined]
+             if isinstance(c, ModelCheckpoint)]
+    if not ckpts or any(c.save_last for c in ckpts):
+        return []
+    return [*ckpts, LastCheckpoint()]
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -25,7 +25,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
@@ -33,7 +32,12 @@ from domaindiff.checkpoint import load_checkpoint
 from domaindiff.data import atomic_save
 from domaindiff.distill.base import Method
 from domaindiff.distill.reflow import make_method
-from domaindiff.module import DiffusionModule, LastCheckpoint, mix_seed, seed_global_rngs
+from domaindiff.module import (
+    DiffusionModule,
+    last_checkpoint_callbacks,
+    mix_seed,
+    seed_global_rngs,
+)
 
 STUDENT_FILE = "student.ckpt"
 
@@ -233,14 +237,7 @@ class Distillation(L.LightningModule):
 
     def configure_callbacks(self) -> list:
         """Add a :class:`~domaindiff.module.LastCheckpoint` unless ``last.ckpt`` is written."""
-        trainer = self._trainer
-        if trainer is None:
-            return []
-        ckpts = [c for c in trainer.callbacks  # type: ignore[attr-defined]
-                 if isinstance(c, ModelCheckpoint)]
-        if not ckpts or any(c.save_last for c in ckpts):
-            return []
-        return [*ckpts, LastCheckpoint()]
+        return last_checkpoint_callbacks(self._trainer)
 
     # --- state ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
