@@ -7,6 +7,7 @@ tips) and evaluates the checkpoint :func:`domaindiff.module.fitted_checkpoint` p
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,9 +15,33 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lightning.pytorch.cli import LightningCLI
 
-__all__ = ["fit_args", "fit_config"]
+__all__ = ["demo_args", "fit_args", "fit_config"]
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+
+
+def demo_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+              ) -> tuple[argparse.Namespace, list[str]]:
+    """Parse a demo's command line: the demo's own options, the rest LightningCLI overrides.
+
+    Adds ``--threads`` (torch CPU threads, default 1) to ``parser``, parses the options it knows
+    and sets torch's thread count; the arguments it does not know are returned for
+    :func:`fit_config` (e.g. ``--model.init_args.noise=gaussian``).
+
+    Args:
+        parser: the demo's parser with its own options.
+        argv: the command line (default ``sys.argv[1:]``).
+
+    Returns:
+        ``(args, overrides)``.
+    """
+    import torch
+
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 avoids oversubscription on a shared machine)")
+    args, overrides = parser.parse_known_args(argv)
+    torch.set_num_threads(args.threads)
+    return args, overrides
 
 
 def fit_args(config: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> list[str]:

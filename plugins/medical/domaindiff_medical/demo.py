@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from domaindiff.data import atomic_write_text
-from domaindiff.demo_utils import fit_config
+from domaindiff.demo_utils import demo_args, fit_config
 from domaindiff.module import load_checkpoint
 from domaindiff.quiet import quiet_third_party
 
@@ -43,10 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=10, help="sampler network evaluations")
     ap.add_argument("--num-samples", type=int, default=3, help="ensemble size")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1 avoids oversubscription on a shared machine)")
-    args, overrides = ap.parse_known_args(argv)
-    torch.set_num_threads(args.threads)
+    args, overrides = demo_args(ap, argv)
     out = Path(args.out)
     t0 = time.perf_counter()
     print(f"training Echo-DND on {args.num_train} synthetic {args.size}x{args.size} echoes "

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from domaindiff.data import atomic_write_text
-from domaindiff.demo_utils import fit_config
+from domaindiff.demo_utils import demo_args, fit_config
 from domaindiff.module import load_checkpoint
 from domaindiff.quiet import quiet_third_party
 from domaindiff_trajectories.evaluate import forecast_metrics, plot_forecasts
@@ -35,10 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 is fastest on a shared 2-core machine)")
-    args, overrides = parser.parse_known_args(argv)
-    torch.set_num_threads(args.threads)
+    args, overrides = demo_args(parser, argv)
     out = Path(args.out)
     t0 = time.perf_counter()
     cli, ckpt = fit_config(CONF / "demo.yaml", out,
