@@ -1,0 +1,68 @@
+"""Shared by the per-plugin distillation benchmarks: one progressive chain through the real CLI.
+
+:func:`progressive_chain` runs ``domaindiff distill --method progressive --student-steps 1
+--teacher-steps M --iterations R`` (``M -> M/2 -> ... -> 1``, ``R`` optimizer steps per round)
+and writes the student at the end of every round and ``snapshots - 1`` times within each round,
+so one run gives the ``M/2``-, ..., 2- and 1-step students of the uninterrupted chain and each
+student's metric against its distillation steps.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def progressive_chain(data_args: list[str], teacher: Path, work: Path, teacher_steps: int,
+                      iterations: int, snapshots: int, lr: float) -> dict:
+    """Distil ``teacher`` down to 1 step, snapshotting every round's student.
+
+    Args:
+        data_args: the data (and config) arguments of the command line.
+        teacher: the teacher checkpoint.
+        work: where the logs and the students go.
+        teacher_steps: the teacher's DDIM steps (a power of two).
+        iterations: optimizer steps per round.
+        snapshots: students written per round (the last at its end).
+        lr: Adam learning rate.
+
+    Returns:
+        ``{"students": {label: (steps, path, optimizer steps)}, "cpu_seconds", "argv",
+        "optimizer_steps"}``.
+    """
+    import lightning as L
+
+    from domaindiff.distill.command import distill_cli
+    from domaindiff.distill.lightning import write_student
+    from domaindiff.distill.reflow import make_method
+
+    argv = [*data_args, "--ckpt", str(teacher), "--method", "progressive",
+            "--student-steps", "1", "--teacher-steps", str(teacher_steps),
+            "--iterations", str(iterations), "--lr", str(lr),
+            "--trainer.default_root_dir", str(work / "distill"),
+            "--trainer.enable_progress_bar=false", "--out", str(work / "student_1.ckpt")]
+    written: dict[str, tuple[int, str, int]] = {}
+    every = max(iterations // max(snapshots, 1), 1)
+
+    class Snapshot(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            step = trainer.global_step
+            r, within = divmod(step, iterations)
+            if within and within % every:
+                return
+            r = r - 1 if within == 0 else r  # at a round's end: the round just finished
+            steps = teacher_steps >> (r + 1)
+            if steps < 1:
+                return
+            method = make_method("progressive", module.teacher.processes, steps,
+                                 teacher_steps, iterations)
+            path = work / f"student_{steps}_{step}.ckpt"
+            write_student(module.student, method, path, str(teacher), step)
+            written[f"progressive{steps}@{step}"] = (steps, str(path), step)
+
+    t0 = time.thread_time()
+    cli = distill_cli(argv, run=False)
+    cli.trainer.callbacks.append(Snapshot())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return {"students": written, "cpu_seconds": time.thread_time() - t0, "argv": argv,
+            "optimizer_steps": int(cli.trainer.global_step)}

@@ -1,0 +1,149 @@
+"""Few-step students of GDSS's released community-small model, against the teacher, in one run.
+
+The teacher is GDSS's released ``gdss_community_small.pth``, imported with
+``domaindiff graphs import-gdss IN OUT --graphs community_small.pkl`` (node counts and the
+moment-matched start's moments from GDSS's training split). The students come from the real
+``domaindiff distill`` command line (``--method progressive``: DDIM on ``--teacher-steps`` steps
+halved round by round, ``--iterations`` optimizer steps per round) on GDSS's training split
+(``--data domaindiff_graphs.GraphFile --data.path community_small.pkl``); one chain
+``teacher_steps -> ... -> 1`` is snapshotted at every round's end, so the 4-, 2- and 1-step
+students are those of the uninterrupted ``--student-steps 4`` / ``2`` / ``1`` runs' chains
+(the same rounds) and, within the last rounds, also at ``--snapshots`` intermediate steps (the
+student metric against distillation steps).
+
+Every row is sampled here, on GDSS's exact test split (first 20% of the file, 20 graphs) over
+``--seeds`` seeds, MMDs degree / clustering / orbit (``graph_metrics``):
+
+- teacher, fast S4 at 100 NFE from N(0, I) (within the stored 2000-NFE sampler's spread,
+  plugins/graphs/README.md) -- the teacher's best many-step metric measured here;
+- teacher, DDIM from the moment-matched start at the students' NFE and at ``teacher_steps``
+  (what the students are distilled from; raw and EMA weights);
+- each student with the ``distilled`` sampler from the moment-matched start.
+
+    DOMAINDIFF_THREADS=1 python benchmarks/distill_graphs.py --gdss-dir /work/shared/data/gdss \
+        --work /tmp/distill_graphs [--iterations 200] [--lr 2e-4] [--snapshots 2] [--seeds 3]
+
+Results are written after every row (``--out``, default
+``benchmarks/results/distill_graphs_cpu.json``); a rerun keeps rows already measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs"), str(ROOT / "benchmarks")]
+
+from distill_common import progressive_chain  # noqa: E402
+from graphs_deterministic_samplers import run  # noqa: E402
+from graphs_gdss_released import METRICS  # noqa: E402
+
+from domaindiff.checkpoint import load_checkpoint  # noqa: E402
+from domaindiff.data import atomic_write_text  # noqa: E402
+from domaindiff_graphs.gdss_import import import_gdss, read_gdss_checkpoint  # noqa: E402
+from domaindiff_graphs.graphs import read_graph_pickle  # noqa: E402
+from domaindiff_graphs.solvers import fast_s4_options  # noqa: E402
+
+#: the stored 2000-NFE sampler on the same weights and split, 5 seeds (plugins/graphs/README.md)
+STORED_2000 = {"degree_mmd": 0.050, "clustering_mmd": 0.087, "orbit_mmd": 0.0088}
+
+
+def distill(teacher: Path, pkl: Path, work: Path, teacher_steps: int, iterations: int,
+            snapshots: int, lr: float) -> dict:
+    """The progressive chain on GDSS's training split (:func:`distill_common.progressive_chain`)."""
+    data = ["--config", "graphs:community_small", "--data", "domaindiff_graphs.GraphFile",
+            "--data.path", str(pkl)]
+    return progressive_chain(data, teacher, work, teacher_steps, iterations, snapshots, lr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--gdss-dir", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True, help="teacher, students, logs")
+    ap.add_argument("--iterations", type=int, default=200, help="optimizer steps per round")
+    ap.add_argument("--teacher-steps", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-4, help="distillation Adam lr (the default, "
+                    "the teacher's 0.01, throws the student off at the first step)")
+    ap.add_argument("--snapshots", type=int, default=2, help="students written per round")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only", choices=["teacher", "students", "all"], default="all")
+    ap.add_argument("--out", type=Path,
+                    default=ROOT / "benchmarks" / "results" / "distill_graphs_cpu.json")
+    args = ap.parse_args(argv)
+    threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
+    torch.set_num_threads(threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    src = args.gdss_dir / "checkpoints" / "community_small" / "gdss_community_small.pth"
+    pkl = args.gdss_dir / "data" / "community_small.pkl"
+    raw = read_gdss_checkpoint(src)
+    graphs = read_graph_pickle(pkl)
+    n_test = int(float(raw["model_config"]["data"]["test_split"]) * len(graphs))
+    test, train = graphs[:n_test], graphs[n_test:]
+    teacher_path = args.work / "teacher.ckpt"
+    if not teacher_path.exists():
+        import_gdss(src, teacher_path, train_graphs=train)
+    teacher = load_checkpoint(teacher_path)
+    result = {"machine": f"{platform.machine()} CPU, {threads} torch thread(s), shared 2-core "
+                         "host", "torch": torch.__version__,
+              "dataset": "community_small (GDSS file, GDSS split, 20 test graphs)",
+              "stored_2000_nfe_5_seeds_readme": STORED_2000, "rows": []}
+    if args.out.exists():
+        old = json.loads(args.out.read_text())
+        result["rows"] = old.get("rows", [])
+        result["distill"] = old.get("distill")
+    done = {r["config"] for r in result["rows"]}
+    seeds = range(args.seeds)
+
+    def measure(model, label, start, sampler, nfe, opts, extra) -> None:
+        if label in done:
+            return
+        t0 = time.thread_time()
+        row = run(model, test, train, label, start, sampler, nfe, opts, seeds, len(test))
+        row["cpu_seconds"] = time.thread_time() - t0
+        row.update(extra)
+        result["rows"].append(row)
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+
+    if args.only in ("teacher", "all"):
+        snr = float(teacher.hparams["sampler_options"]["snr"])
+        measure(teacher, "teacher/s4_100", "prior", "s4", 100,
+                {**fast_s4_options(100, snr, 1000), "eps": 1e-4}, {"role": "teacher"})
+        for nfe in sorted({1, 4, args.teacher_steps}):
+            for ema in (False, True):
+                measure(teacher, f"teacher/ddim{nfe}{'/ema' if ema else ''}", "moment", "ddim",
+                        nfe, {"use_ema": ema}, {"role": "teacher"})
+    if args.only in ("students", "all"):
+        if not result.get("distill"):
+            result["distill"] = distill(teacher_path, pkl, args.work, args.teacher_steps,
+                                        args.iterations, args.snapshots, args.lr)
+            result["distill"]["iterations_per_round"] = args.iterations
+            atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        for label, (steps, path, step) in sorted(result["distill"]["students"].items(),
+                                                 key=lambda kv: (kv[1][0], kv[1][2])):
+            if steps not in (1, 2, 4):
+                continue
+            student = load_checkpoint(path)
+            measure(student, f"student/{label}", "moment", "distilled", steps, {},
+                    {"role": "student", "student_steps": steps, "optimizer_steps": step})
+    print_table(result)
+    return 0
+
+
+def print_table(result: dict) -> None:
+    print("| row | NFE | " + " | ".join(k[:-4] for k in METRICS) + " | opt. steps |")
+    print("|---|---:|" + "---:|" * (len(METRICS) + 1))
+    for r in result["rows"]:
+        cells = " | ".join(f"{r[k]:.4f}±{r[k + '_std']:.4f}" for k in METRICS)
+        print(f"| {r['config']} | {r['nfe']} | {cells} | {r.get('optimizer_steps', '')} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
