@@ -1,4 +1,4 @@
-"""Evaluation of a GeoTDM checkpoint (a Hydra app): the paper's tables for any sampler and steps.
+"""Evaluation of a GeoTDM checkpoint (the core's EvalApp): the paper's tables for any sampler.
 
 - N-body / MD17 forecasting: ADE/FDE averaged over K samples (what GeoTDM reports) and minimum
   over K, next to constant velocity (``dataset=nbody`` or ``dataset=md17``).
@@ -12,28 +12,35 @@
     domaindiff eval trajectories ckpt=eth.ckpt dataset=eth_ucy eth_ucy.scene=hotel steps=100
     domaindiff eval trajectories ckpt=uncond.ckpt num_items=500     # task read from the ckpt
 
-Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``<kind>_<sampler>_<steps>.png``.
+Writes into ``out_dir``, for ``<stem>`` = ``<sampler>_<steps>``: ``samples_<stem>.pt`` (the
+sampled trajectories, ``x``: (items, K, N, T, D) forecasts or (items, N, T, D) generated),
+``forecasts_<stem>.png`` (observed, truth and every sample; start / end markers) or
+``trajectories_<stem>.png`` (unconditional: test data beside generated), for K > 1
+``ade_vs_k_<stem>.png`` (avg and min over the first j samples), then ``metrics_<stem>.json``;
+last ``ade_vs_nfe.png``, ADE/FDE against NFE over the forecasting runs of this checkpoint and
+dataset in ``out_dir`` (a ``--multirun`` sweep), once there are two NFE.
+
+:class:`TrajectoriesEval` is a :class:`domaindiff.evaluation.EvalApp`: the core checks the
+shared settings, loads the checkpoint (weights only unless ``trust_checkpoint``), draws the
+batches with a seeded generator, counts the NFE and writes the files; this module fills in the
+test split, the protocols and the pictures.
 """
 
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
-from domaindiff.cli import check_counts, report_errors
-from domaindiff.data import atomic_write_text
-from domaindiff.module import load_checkpoint
+from domaindiff.cli import check_counts
+from domaindiff.evaluation import EvalApp
 from domaindiff_trajectories.data import ETHUCY, MD17, NBody
 from domaindiff_trajectories.metrics import (
     ade_fde,
-    ade_fde_k,
     bond_columns,
     bond_pairs,
     classification_score,
@@ -43,9 +50,25 @@ from domaindiff_trajectories.metrics import (
     marginal_score,
     prediction_score,
 )
-from domaindiff_trajectories.plots import plot_forecasts, plot_unconditional
+from domaindiff_trajectories.plots import (
+    plot_ade_vs_k,
+    plot_ade_vs_nfe,
+    plot_forecasts,
+    plot_unconditional,
+)
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["TrajectoriesEval", "check_fits", "evaluate", "forecast_metrics", "main",
+           "plot_forecasts", "test_split"]
+
+CONF = Path(__file__).parent / "conf" / "eval.yaml"
 DATASETS = {"nbody": NBody, "md17": MD17, "eth_ucy": ETHUCY}
+PROTOCOLS = ("auto", "avg_k", "kmeans")
+#: the keys :func:`forecast_metrics` returns
+FORECAST_KEYS = ("ade_avg", "fde_avg", "ade_min", "fde_min", "cv_ade", "cv_fde", "items", "nfe",
+                 "nfe_per_trajectory", "seconds")
 
 
 def _nfe_fields(total: int, k: int) -> dict[str, float]:
@@ -58,135 +81,24 @@ def _nfe_fields(total: int, k: int) -> dict[str, float]:
     return {"nfe": int(per) if per == int(per) else per, "nfe_per_trajectory": total}
 
 
-def forecast_metrics(model, loader: DataLoader, sampler: str, steps: int, k: int,
-                     generator: torch.Generator | None = None, progress: bool = True
-                     ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """ADE/FDE (avg and min over ``k``) of a forecasting model and of constant velocity.
-
-    Returns:
-        the metrics and the first batch's ``cond``, ``x`` and ``samples`` (for plots).
-    """
-    sums: dict[str, float] = {}
-    count, first, nfe, seconds = 0, None, 0, 0.0
-    for batch in tqdm(loader, desc=f"{sampler} x{steps}", disable=not progress):
-        t0 = time.perf_counter()
-        samples = model.forecast(batch, k=k, sampler=sampler, steps=steps, generator=generator)
-        seconds += time.perf_counter() - t0
-        nfe = max(nfe, model.last_nfe)
-        res = ade_fde_k(samples, batch["x"], batch["mask"])
-        cv_ade, cv_fde = ade_fde(constant_velocity(batch["cond"], batch["x"].shape[2]),
-                                 batch["x"], batch["mask"])
-        res["cv_ade"], res["cv_fde"] = cv_ade, cv_fde
-        for key, v in res.items():
-            sums[key] = sums.get(key, 0.0) + float(v.sum())
-        count += len(batch["x"])
-        if first is None:
-            first = {"cond": batch["cond"], "x": batch["x"], "samples": samples,
-                     "mask": batch["mask"]}
-    out = {key: v / max(count, 1) for key, v in sums.items()}
-    out.update(items=count, **_nfe_fields(nfe, k), seconds=seconds)
-    return out, first
+def _centred(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's real trajectories minus their centre of mass (padded nodes zero)."""
+    w = batch["mask"][:, :, None, None]
+    com = (batch["x"] * w).sum((1, 2), keepdim=True) / (w.sum((1, 2), keepdim=True)
+                                                        * batch["x"].shape[2])
+    return (batch["x"] - com) * w
 
 
-def kmeans_metrics(model, loader: DataLoader, sampler: str, steps: int, samples: int = 60,
-                   clusters: int = 20, generator: torch.Generator | None = None,
-                   progress: bool = True) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """ETH-UCY protocol: ``samples`` forecasts per scene, k-means to ``clusters``, min over them.
-
-    Returns:
-        minADE/minFDE (averaged over scenes), constant velocity, and the first batch for plots.
-    """
-    sums = {"min_ade": 0.0, "min_fde": 0.0, "cv_ade": 0.0, "cv_fde": 0.0}
-    count, first, seconds, nfe = 0, None, 0.0, 0
-    for batch in tqdm(loader, desc=f"{sampler} x{steps}", disable=not progress):
-        t0 = time.perf_counter()
-        out = model.forecast(batch, k=samples, sampler=sampler, steps=steps, generator=generator)
-        seconds += time.perf_counter() - t0
-        nfe = max(nfe, model.last_nfe)
-        cv_ade, cv_fde = ade_fde(constant_velocity(batch["cond"], batch["x"].shape[2]),
-                                 batch["x"], batch["mask"])
-        sums["cv_ade"] += float(cv_ade.sum())
-        sums["cv_fde"] += float(cv_fde.sum())
-        for i in range(len(batch["x"])):
-            real = batch["mask"][i].bool()
-            a, f = kmeans_min_of(out[:, i][:, real].numpy(), batch["x"][i][real].numpy(),
-                                 clusters)
-            sums["min_ade"] += a
-            sums["min_fde"] += f
-        count += len(batch["x"])
-        if first is None:
-            first = {"cond": batch["cond"], "x": batch["x"], "samples": out[:clusters],
-                     "mask": batch["mask"]}
-    res = {k: v / max(count, 1) for k, v in sums.items()}
-    res.update(items=count, **_nfe_fields(nfe, samples), seconds=seconds)
-    return res, first
-
-
-def unconditional_metrics(model, loader: DataLoader, sampler: str, steps: int, scores: DictConfig,
-                          bonds: bool = False, generator: torch.Generator | None = None,
-                          progress: bool = True
-                          ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Generate one trajectory per test trajectory and score the set (GeoTDM's table).
-
-    Args:
-        model: an unconditional GeoTDM.
-        loader: the test split (its ``x`` frames are the real trajectories, centred).
-        sampler: sampler name.
-        steps: network evaluations.
-        scores: ``bins``, ``bond_cutoff``, ``epochs``, ``hidden``, ``layers``, ``lr``,
-            ``batch_size``, ``seed`` of the scores.
-        bonds: marginal over bond lengths (MD17) instead of coordinates (N-body).
-        generator: noise generator.
-        progress: progress bar.
-
-    Returns:
-        ``marginal`` (lower is better), ``classification`` (higher is better, ln 2 at best),
-        ``prediction`` (lower is better) and the real/generated sets for plots.
-    """
-    reals, fakes, hs, masks, seconds, nfe = [], [], [], [], 0.0, 0
-    for batch in tqdm(loader, desc=f"{sampler} x{steps}", disable=not progress):
-        t0 = time.perf_counter()
-        out = model.sample(len(batch["x"]), batch=batch, sampler=sampler, steps=steps,
-                           generator=generator)["x"]
-        seconds += time.perf_counter() - t0
-        nfe = max(nfe, model.last_nfe)
-        m = batch["mask"]
-        w = m[:, :, None, None]
-        com = (batch["x"] * w).sum((1, 2), keepdim=True) / (w.sum((1, 2), keepdim=True)
-                                                            * batch["x"].shape[2])
-        reals.append((batch["x"] - com) * w)
-        fakes.append(out.cpu() * w)
-        hs.append(batch["h"])
-        masks.append(m)
-    real, fake, h, mask = (torch.cat(v) for v in (reals, fakes, hs, masks))
-    if bonds:
-        pairs = bond_pairs(real[0, :, 0], float(scores.bond_cutoff))
-        marg = marginal_score(bond_columns(real, pairs), bond_columns(fake, pairs),
-                              int(scores.bins))
-    else:
-        marg = marginal_score(coordinate_columns(real, mask), coordinate_columns(fake, mask),
-                              int(scores.bins))
-    opts = {k: scores[k] for k in ("epochs", "hidden", "layers", "lr", "batch_size", "seed")}
-    both_h, both_m = torch.cat([h, h]), torch.cat([mask, mask])
-    res = {"marginal": marg,
-           "classification": classification_score(real, fake, both_h, both_m, **opts),
-           "prediction": prediction_score(fake, real, both_h, both_m, **opts),
-           "items": len(real), **_nfe_fields(nfe, 1), "seconds": seconds,
-           "finite": bool(torch.isfinite(fake).all())}
-    return res, {"real": real, "fake": fake}
-
-
-def test_split(cfg: DictConfig):
+def test_split(cfg: Mapping[str, Any]):
     """The test split of ``cfg.dataset`` built from the settings under ``cfg.<dataset>``.
 
     ETH-UCY's test positions are divided by its ``traj_scale`` (see :class:`ETHUCY`);
     :func:`evaluate` multiplies the displacement errors back.
     """
-    name = str(cfg.dataset)
+    name = str(cfg["dataset"])
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown {name!r}; choose one of {sorted(DATASETS)}")
-    kwargs = OmegaConf.to_container(cfg[name], resolve=True)
-    data = DATASETS[name](**kwargs)
+    data = DATASETS[name](**dict(cfg[name]))
     if name == "nbody":
         return data.dataset("test")
     data.setup("test")
@@ -211,72 +123,247 @@ def check_fits(model, test, ckpt: str, dataset: str) -> None:
                          f"{int(h.shape[-1])})")
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate the checkpoint on the test split; write the metrics JSON and a PNG."""
-    check_counts(cfg, positive=("steps", "k", "num_items", "batch_size"),
-                 nonnegative=("plots", "seed"))
-    model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
-    model.eval()
-    test = test_split(cfg)
-    check_fits(model, test, str(cfg.ckpt), str(cfg.dataset))
-    test = Subset(test, range(min(int(cfg.num_items), len(test))))
-    loader = DataLoader(test, batch_size=int(cfg.batch_size))
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    sampler, steps, dataset = str(cfg.sampler), int(cfg.steps), str(cfg.dataset)
-    protocol = str(cfg.get("protocol", "auto"))
-    if model.task == "unconditional":
-        protocol = "unconditional"
-    elif protocol == "auto":
-        protocol = "kmeans" if dataset == "eth_ucy" else "avg_k"
-    if protocol == "unconditional":
-        metrics, first = unconditional_metrics(model, loader, sampler, steps, cfg.scores,
-                                               bonds=dataset == "md17", generator=gen)
-        kind = "trajectories"
-    elif protocol == "kmeans":
-        metrics, first = kmeans_metrics(model, loader, sampler, steps,
-                                        int(cfg.kmeans.samples), int(cfg.kmeans.clusters), gen)
-        kind = "forecasts"
-    elif protocol == "avg_k":
-        metrics, first = forecast_metrics(model, loader, sampler, steps, int(cfg.k), gen)
-        kind = "forecasts"
-    else:
-        raise ValueError(f"protocol: unknown {protocol!r}; use auto, avg_k, kmeans")
-    scale = float(cfg[dataset].get("traj_scale", 1.0)) if dataset == "eth_ucy" else 1.0
-    if scale != 1.0 and protocol != "unconditional":  # back to metres, as the reference
-        metrics = {k: v * scale if k.split("_")[-1] in ("ade", "fde", "avg", "min") else v
-                   for k, v in metrics.items()}
-        first = {k: v * scale if k != "mask" else v for k, v in first.items()}
-        metrics["traj_scale"] = scale
-    if protocol == "unconditional":
-        title = (f"unconditional {sampler} {metrics['nfe']} NFE: marginal {metrics['marginal']:.4f} "
-                 f"classification {metrics['classification']:.3f} "
-                 f"prediction {metrics['prediction']:.4f}")
-    elif protocol == "kmeans":
-        title = (f"{sampler} {metrics['nfe']} NFE: minADE {metrics['min_ade']:.3f} minFDE "
-                 f"{metrics['min_fde']:.3f} ({cfg.kmeans.clusters} of {cfg.kmeans.samples})")
-    else:
-        title = (f"{sampler} {metrics['nfe']} NFE: ADE {metrics['ade_avg']:.3f} "
-                 f"FDE {metrics['fde_avg']:.3f} (avg of {int(cfg.k)})")
-    result = {"task": model.task, "protocol": protocol, "dataset": dataset,
-              "data": OmegaConf.to_container(cfg[dataset], resolve=True), "sampler": sampler,
-              "steps": steps, "k": int(cfg.k), "ckpt": str(cfg.ckpt), **metrics}
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{sampler}_{steps}"
-    atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
-    if int(cfg.plots) > 0:
-        title = f"{Path(str(cfg.ckpt)).name}, {dataset}: {title}"
-        if protocol == "unconditional":
-            plot_unconditional(first, out / f"{kind}_{stem}.png", int(cfg.plots), title)
+class TrajectoriesEval(EvalApp):
+    """``domaindiff eval trajectories`` on the core's app (see the module).
+
+    Settings beyond the core's (``conf/eval.yaml``): ``dataset`` and its section (``nbody``,
+    ``md17``, ``eth_ucy``), ``protocol``, ``k``, ``num_items`` (the count: test trajectories,
+    capped by the split), ``plots``, ``kmeans`` and ``scores``.
+    """
+
+    dpi = 90
+
+    def __init__(self, plugin: str = "trajectories", loader: DataLoader | None = None) -> None:
+        super().__init__(plugin)
+        self.config_file = CONF  # its defaults also for evaluate(cfg) and forecast_metrics
+        self.given = loader  # forecast_metrics: a loader instead of cfg's test split
+
+    def check(self, cfg: Mapping[str, Any]) -> None:
+        """The core's checks, then this app's (each named)."""
+        super().check(cfg)
+        check_counts(cfg, positive=("k", "num_items"), nonnegative=("plots",))
+        if str(cfg.get("protocol")) not in PROTOCOLS:
+            raise ValueError(f"protocol: unknown {cfg.get('protocol')!r}; use auto, avg_k, "
+                             "kmeans")
+        if str(cfg.get("dataset")) not in DATASETS:
+            raise ValueError(f"dataset: unknown {cfg.get('dataset')!r}; choose one of "
+                             f"{sorted(DATASETS)}")
+
+    def prepare(self, model, cfg: Mapping[str, Any]) -> None:
+        """The test split (refusing a checkpoint that does not fit it) and the protocol."""
+        model.eval()
+        self.loader = self.given
+        if self.loader is None:
+            test = test_split(cfg)
+            check_fits(model, test, str(cfg["ckpt"]), str(cfg["dataset"]))
+            test = Subset(test, range(min(int(cfg["num_items"]), len(test))))
+            self.loader = DataLoader(test, batch_size=int(cfg["batch_size"] or 256))
+        protocol = str(cfg["protocol"])
+        if model.task == "unconditional":
+            protocol = "unconditional"
+        elif protocol == "auto":
+            protocol = "kmeans" if cfg["dataset"] == "eth_ucy" else "avg_k"
+        self.protocol = protocol
+        self.k = {"avg_k": int(cfg["k"]), "kmeans": int(cfg["kmeans"]["samples"]),
+                  "unconditional": 1}[protocol]
+        self.sums: dict[str, float] = {}
+        self.per_sample: dict[str, list[torch.Tensor]] = {"ade": [], "fde": []}
+        self.sets: dict[str, list[torch.Tensor]] = {"real": [], "fake": [], "h": [], "mask": []}
+        self.first: dict[str, torch.Tensor] | None = None
+        self.kmeans = dict(cfg["kmeans"])
+        self.nfe = 0
+
+    def count(self, model, cfg: Mapping[str, Any]) -> int:
+        """The test trajectories evaluated (``num_items``, capped by the split)."""
+        return len(self.loader.dataset)  # type: ignore[arg-type]
+
+    def reference_batches(self, model, cfg: Mapping[str, Any]) -> Iterator[Any]:
+        """The test split's batches."""
+        return iter(self.loader)
+
+    def sample(self, model, cfg: Mapping[str, Any], n: int, batch: Any,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``x``: ``(B, K, N, T, D)`` forecasts, or ``(B, N, T, D)`` generated trajectories."""
+        kw = {"sampler": cfg["sampler"], "steps": cfg["steps"], "generator": generator,
+              **dict(cfg.get("sampler_options") or {})}
+        if self.protocol == "unconditional":
+            return {"x": model.sample(n, batch=batch, **kw)["x"].cpu()}
+        return {"x": model.forecast(batch, k=self.k, **kw).cpu().transpose(0, 1)}
+
+    def metrics(self, model, cfg: Mapping[str, Any]) -> None:
+        """None: :meth:`update` keeps this app's sums."""
+        return None
+
+    def update(self, model, metrics: Any, samples: dict[str, torch.Tensor], batch: Any) -> None:
+        """Per-batch sums of the protocol's errors (or the real and generated sets)."""
+        self.nfe = max(self.nfe, int(model.last_nfe))  # this batch's sampling call(s)
+        out = samples["x"]
+        if self.protocol == "unconditional":
+            for key, v in (("real", _centred(batch)), ("fake", out * batch["mask"][:, :, None,
+                                                                                None]),
+                           ("h", batch["h"]), ("mask", batch["mask"])):
+                self.sets[key].append(v)
+            return
+        out = out.transpose(0, 1)  # (K, B, N, T, D)
+        cv = ade_fde(constant_velocity(batch["cond"], batch["x"].shape[2]), batch["x"],
+                     batch["mask"])
+        res = {"cv_ade": cv[0], "cv_fde": cv[1]}
+        if self.protocol == "kmeans":
+            mins = [kmeans_min_of(out[:, i][:, real].numpy(), batch["x"][i][real].numpy(),
+                                  int(self.clusters))
+                    for i, real in enumerate(batch["mask"].bool())]
+            res["min_ade"] = torch.tensor([m[0] for m in mins])
+            res["min_fde"] = torch.tensor([m[1] for m in mins])
         else:
-            plot_forecasts(first, out / f"{kind}_{stem}.png", int(cfg.plots), title,
-                           fit="truth" if dataset == "eth_ucy" else "samples")
-    print(json.dumps(result, indent=2))
-    return result
+            ade, fde = ade_fde(out, batch["x"], batch["mask"])  # (K, B)
+            self.per_sample["ade"].append(ade)
+            self.per_sample["fde"].append(fde)
+            res.update(ade_avg=ade.mean(0), fde_avg=fde.mean(0), ade_min=ade.min(0).values,
+                       fde_min=fde.min(0).values)
+        for key, v in res.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(v.sum())
+        if self.first is None:
+            keep = self.clusters if self.protocol == "kmeans" else self.k
+            self.first = {"cond": batch["cond"], "x": batch["x"], "samples": out[:keep],
+                          "mask": batch["mask"]}
+
+    @property
+    def clusters(self) -> int:
+        """k-means clusters of the ETH-UCY protocol."""
+        return int(self.kmeans["clusters"])
+
+    def evaluate(self, model, cfg: Mapping[str, Any], generator: torch.Generator | None = None
+                 ) -> tuple[dict[str, Any], dict, list]:
+        """The core's evaluation with this app's fields first (task, protocol, dataset, ...)."""
+        res, samples, refs = super().evaluate(model, cfg, generator)
+        head = {"task": model.task, "protocol": self.protocol, "dataset": cfg["dataset"],
+                "data": cfg.get(str(cfg["dataset"])), "k": int(cfg["k"])}
+        return {**head, **res}, samples, refs
+
+    def score(self, model, samples: dict[str, torch.Tensor], metrics: Any,
+              cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The protocol's table; ETH-UCY's errors back in metres (``traj_scale``)."""
+        count = int(cfg["num_samples"])
+        nfe = _nfe_fields(self.nfe, self.k)
+        if self.protocol == "unconditional":
+            return {**self._unconditional(cfg), "items": count, **nfe}
+        res: dict[str, Any] = {k: v / max(count, 1) for k, v in self.sums.items()}
+        res.update(items=count, **nfe)
+        scale = self.scale(cfg)
+        if scale != 1.0:  # back to metres, as the reference
+            res = {k: v * scale if k.split("_")[-1] in ("ade", "fde", "avg", "min") else v
+                   for k, v in res.items()}
+            res["traj_scale"] = scale
+        return res
+
+    def scale(self, cfg: Mapping[str, Any]) -> float:
+        """ETH-UCY's ``traj_scale`` (1 elsewhere and for unconditional scores)."""
+        if cfg["dataset"] != "eth_ucy" or self.protocol == "unconditional":
+            return 1.0
+        return float(cfg["eth_ucy"].get("traj_scale", 1.0))
+
+    def _unconditional(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """GeoTDM's marginal, classification and prediction scores of the generated set."""
+        scores = cfg["scores"]
+        real, fake, h, mask = (torch.cat(self.sets[k]) for k in ("real", "fake", "h", "mask"))
+        self.first = {"real": real, "fake": fake}
+        if cfg["dataset"] == "md17":
+            pairs = bond_pairs(real[0, :, 0], float(scores["bond_cutoff"]))
+            marg = marginal_score(bond_columns(real, pairs), bond_columns(fake, pairs),
+                                  int(scores["bins"]))
+        else:
+            marg = marginal_score(coordinate_columns(real, mask), coordinate_columns(fake, mask),
+                                  int(scores["bins"]))
+        opts = {k: scores[k] for k in ("epochs", "hidden", "layers", "lr", "batch_size", "seed")}
+        both_h, both_m = torch.cat([h, h]), torch.cat([mask, mask])
+        return {"marginal": marg,
+                "classification": classification_score(real, fake, both_h, both_m, **opts),
+                "prediction": prediction_score(fake, real, both_h, both_m, **opts),
+                "finite": bool(torch.isfinite(fake).all())}
+
+    def title(self, cfg: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        """Which run (checkpoint, dataset, sampler, NFE) and its table's numbers."""
+        run = f"{Path(str(cfg['ckpt'])).name}, {cfg['dataset']}: {result['sampler']} " \
+              f"{result['nfe']} NFE"
+        if self.protocol == "unconditional":
+            return (f"{run} (unconditional): marginal {result['marginal']:.4f} "
+                    f"classification {result['classification']:.3f} "
+                    f"prediction {result['prediction']:.4f}")
+        if self.protocol == "kmeans":
+            return (f"{run}: minADE {result['min_ade']:.3f} minFDE {result['min_fde']:.3f} "
+                    f"({self.clusters} of {self.k})")
+        return (f"{run}: ADE {result['ade_avg']:.3f} FDE {result['fde_avg']:.3f} (avg of "
+                f"{self.k}), min of {self.k} {result['ade_min']:.3f} / {result['fde_min']:.3f}")
+
+    def plot(self, model, samples: dict[str, torch.Tensor], references: list[Any],
+             cfg: Mapping[str, Any], title: str) -> dict[str, Figure | None] | None:
+        """Forecasts (or test beside generated trajectories), and ADE/FDE against K."""
+        n = int(cfg["plots"])
+        if n <= 0 or self.first is None:
+            return None
+        if self.protocol == "unconditional":
+            return {"trajectories": plot_unconditional(self.first, None, n, title)}
+        scale = self.scale(cfg)
+        first = {k: v * scale if k != "mask" else v for k, v in self.first.items()}
+        figs: dict[str, Figure | None] = {"forecasts": plot_forecasts(
+            first, None, n, title, fit="truth" if cfg["dataset"] == "eth_ucy" else "samples")}
+        if self.protocol == "avg_k" and self.k > 1:
+            ade, fde = (torch.cat(self.per_sample[k], 1) * scale for k in ("ade", "fde"))
+            cv = tuple(self.sums[k] * scale / ade.shape[1] for k in ("cv_ade", "cv_fde"))
+            figs["ade_vs_k"] = plot_ade_vs_k(ade, fde, title, cv)  # type: ignore[arg-type]
+        return figs
+
+    def write(self, model, cfg: Mapping[str, Any], result: dict[str, Any], samples: dict,
+              references: list[Any]) -> dict[str, Any]:
+        """The core's files, then ``ade_vs_nfe.png`` over this out_dir's runs of the model."""
+        result = super().write(model, cfg, result, samples, references)
+        if self.protocol != "avg_k" or int(cfg["plots"]) <= 0:
+            return result
+        rows = []
+        for path in sorted(Path(str(cfg["out_dir"])).glob("metrics_*.json")):
+            try:
+                row = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # another app's or a partial file: not this sweep's
+            same = all(row.get(k) == result[k] for k in ("ckpt", "dataset", "protocol", "k"))
+            if same and all(k in row for k in ("ade_avg", "ade_min", "fde_avg", "fde_min")):
+                rows.append(row)
+        if len({r["nfe"] for r in rows}) >= 2:
+            from domaindiff.plotting import save_figure
+
+            save_figure(plot_ade_vs_nfe(rows, f"{Path(str(cfg['ckpt'])).name}, "
+                                              f"{cfg['dataset']}: ADE / FDE against NFE, "
+                                              f"K = {self.k}, {result['items']} test "
+                                              "trajectories"),
+                        Path(str(cfg["out_dir"])) / "ade_vs_nfe.png", dpi=self.dpi)
+        return result
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="eval")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``domaindiff eval trajectories ...``)."""
-    evaluate(cfg)
+def forecast_metrics(model, loader: DataLoader, sampler: str, steps: int, k: int,
+                     generator: torch.Generator | None = None, progress: bool = True
+                     ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """ADE/FDE (avg and min over ``k``) of a forecasting model and of constant velocity.
+
+    The app's avg-over-K protocol on a loader, in memory (``progress``: the core's bar shows
+    where stderr is a terminal).
+
+    Returns:
+        the metrics (:data:`FORECAST_KEYS`) and the first batch's ``cond``, ``x``, ``samples``
+        (K, B, N, T, D) and ``mask`` (for plots).
+    """
+    app = TrajectoriesEval(loader=loader)
+    cfg = app.settings({"sampler": sampler, "steps": steps, "k": k, "protocol": "avg_k",
+                        "ckpt": None, "data": None})
+    res, _, _ = app.evaluate(model, cfg, generator)
+    return {key: res[key] for key in FORECAST_KEYS}, app.first  # type: ignore[return-value]
+
+
+APP = TrajectoriesEval("trajectories")
+#: Hydra entry point (``domaindiff eval trajectories ...``)
+main = APP.hydra_main(CONF.parent, "eval")
+#: the same from Python: settings (a dict or DictConfig) -> the metrics JSON's content
+evaluate = APP.run
+
+
+if __name__ == "__main__":
+    main()

@@ -85,7 +85,7 @@ def _agents(first: dict[str, torch.Tensor], i: int) -> range | list[int]:
     return range(n) if mask is None else [j for j in range(n) if bool(mask[i, j])]
 
 
-def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4,
+def plot_forecasts(first: dict[str, torch.Tensor], path: Path | None, n: int = 4,
                    title: str = "", fit: str = "samples") -> Figure:
     """``n`` forecasts: ground truth (top row) beside the sampled futures (bottom row); a PNG.
 
@@ -99,7 +99,7 @@ def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4,
     Args:
         first: ``cond`` (B, N, Tc, D), ``x`` (B, N, T, D), ``samples`` (K, B, N, T, D) and
             optionally ``mask`` (B, N).
-        path: the PNG to write.
+        path: the PNG to write (None: return the figure unsaved, open).
         n: items drawn (columns).
         title: what and which run (checkpoint, sampler, steps, metrics).
         fit: ``samples`` or ``truth`` (see above).
@@ -137,11 +137,10 @@ def plot_forecasts(first: dict[str, torch.Tensor], path: Path, n: int = 4,
                                  ("sampled end", {"marker": "x", "ls": "", "ms": 3})])
     _suptitle(fig, title or "trajectory forecasts")
     fig.tight_layout(rect=(0, bottom, 1, 1), h_pad=1.8)
-    save_figure(fig, path, dpi=90)
-    return fig
+    return _done(fig, path)
 
 
-def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
+def plot_unconditional(sets: dict[str, torch.Tensor], path: Path | None, n: int = 4,
                        title: str = "") -> Figure:
     """``n`` test trajectories (top row) beside ``n`` generated ones (bottom row); a PNG.
 
@@ -150,7 +149,7 @@ def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
 
     Args:
         sets: ``real`` and ``fake``, each (items, N, T, D).
-        path: the PNG to write.
+        path: the PNG to write (None: return the figure unsaved, open).
         n: trajectories per row.
         title: what and which run (checkpoint, sampler, steps, scores).
 
@@ -175,5 +174,82 @@ def plot_unconditional(sets: dict[str, torch.Tensor], path: Path, n: int = 4,
                                  ("last frame", {"marker": "*", "ls": "", "ms": 6})])
     _suptitle(fig, title or "unconditional trajectories")
     fig.tight_layout(rect=(0, bottom, 1, 1), h_pad=1.8)
-    save_figure(fig, path, dpi=90)
+    return _done(fig, path)
+
+
+def plot_ade_vs_k(ade: torch.Tensor, fde: torch.Tensor, title: str = "",
+                  cv: tuple[float, float] | None = None, path: Path | None = None) -> Figure:
+    """ADE and FDE against the number of samples K, from one run's ``K`` samples per item.
+
+    For each ``j <= K`` the first ``j`` samples give the average over them (what GeoTDM
+    reports; flat in expectation) and the minimum over them (best of ``j``, falls with ``j``).
+
+    Args:
+        ade: ``(K, items)`` per-sample ADE.
+        fde: ``(K, items)`` per-sample FDE.
+        title: what and which run.
+        cv: constant velocity's (ADE, FDE), drawn as horizontal lines.
+        path: the PNG to write (None: return the figure unsaved, open).
+    """
+    plt = pyplot()
+    k = ade.shape[0]
+    js = list(range(1, k + 1))
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8), sharex=True)
+    for ax, err, name, ref in zip(axes, (ade, fde), ("ADE", "FDE"),
+                                  (None, None) if cv is None else cv, strict=True):
+        ax.plot(js, [float(err[:j].mean()) for j in js], "o-", label=f"{name} avg over K")
+        ax.plot(js, [float(err[:j].min(0).values.mean()) for j in js], "s--",
+                label=f"{name} min over K")
+        if ref is not None:
+            ax.axhline(ref, color="0.4", lw=1, ls=":", label="constant velocity")
+        ax.set_xlabel("K (samples per trajectory)")
+        ax.set_ylabel(f"{name} (data units)")
+        ax.set_xticks(js if k <= 12 else js[::max(1, k // 10)])
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _suptitle(fig, title or "ADE / FDE against K")
+    fig.tight_layout()
+    return _done(fig, path)
+
+
+def plot_ade_vs_nfe(rows: list[dict], title: str = "", path: Path | None = None) -> Figure:
+    """ADE and FDE (avg and min over K) against network evaluations, one line per sampler.
+
+    Args:
+        rows: metrics JSONs of the eval app (``sampler``, ``nfe``, ``ade_avg``, ``ade_min``,
+            ``fde_avg``, ``fde_min``; optional ``cv_ade``, ``cv_fde``).
+        title: what and which runs.
+        path: the PNG to write (None: return the figure unsaved, open).
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8), sharex=True)
+    samplers = sorted({r["sampler"] for r in rows})
+    for ax, name in zip(axes, ("ade", "fde"), strict=True):
+        for c, sampler in enumerate(samplers):
+            pts = sorted((r["nfe"], r[f"{name}_avg"], r[f"{name}_min"]) for r in rows
+                         if r["sampler"] == sampler)
+            nfe = [p[0] for p in pts]
+            ax.plot(nfe, [p[1] for p in pts], "o-", color=f"C{c}", label=f"{sampler}: avg over K")
+            ax.plot(nfe, [p[2] for p in pts], "s--", color=f"C{c}", alpha=0.7,
+                    label=f"{sampler}: min over K")
+        cv = [r[f"cv_{name}"] for r in rows if f"cv_{name}" in r]
+        if cv:
+            ax.axhline(cv[0], color="0.4", lw=1, ls=":", label="constant velocity")
+        ax.set_xscale("log")
+        ticks = sorted({r["nfe"] for r in rows})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("network evaluations per trajectory (NFE)")
+        ax.set_ylabel(f"{name.upper()} (data units)")
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7)
+    _suptitle(fig, title or "ADE / FDE against NFE")
+    fig.tight_layout()
+    return _done(fig, path)
+
+
+def _done(fig: Figure, path: Path | None) -> Figure:
+    """Save ``fig`` to ``path`` (atomically, closed) unless ``path`` is None."""
+    if path is not None:
+        save_figure(fig, path, dpi=90)
     return fig
