@@ -6,26 +6,32 @@
     domaindiff eval timeseries ckpt=run.ckpt tstr_samples=1000 tstr_deepar_epochs=5  # TSTR
     domaindiff eval timeseries ckpt=run.ckpt anomaly=true methods=[]   # ImDiffusion PA-F1
 
-Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and ``fan_<sampler>_<steps>.png``.
+Writes into ``out_dir``, for ``<stem>`` = ``<sampler>_<steps>``: ``samples_<stem>.pt`` (each
+method's forecast samples, ``(windows, num_samples, horizon, dim)`` by method name),
+``fan_<stem>.png`` (history, true future and each method's bands, one column per method, a
+shared y-range per window) and last ``metrics_<stem>.json`` (with the settings under
+``config`` and the files under ``files``).
 
 :class:`TimeSeriesEval` is a :class:`domaindiff.evaluation.EvalApp`: the core checks the shared
-settings (``ckpt``, ``sampler``, ``steps``, ``num_samples``, ``seed``, ``sampler_options``),
-loads the checkpoint (weights only unless ``trust_checkpoint``) and runs the Hydra entry point
-with one-line errors; the driver is this plugin's, because it compares several forecasters
-(the self-guided and conditional models and the baselines) on the same test windows.
+settings (``ckpt``, ``sampler``, ``steps``, ``num_samples``, ``seed``, ``sampler_options``,
+``threads``), loads the checkpoint (weights only unless ``trust_checkpoint``), writes the
+samples, the picture and the JSON and runs the Hydra entry point with one-line errors. This app
+fills in :meth:`~TimeSeriesEval.evaluate`: it compares several forecasters (the self-guided and
+conditional models and the baselines) on the same test windows, so its sampling is its own.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from domaindiff.cli import check_counts
-from domaindiff.data import atomic_write_text
 from domaindiff.evaluation import EvalApp
 from domaindiff.module import load_checkpoint
 from domaindiff_timeseries.baselines import deepar, gluonts_seasonal_naive
@@ -34,6 +40,7 @@ from domaindiff_timeseries.forecast import forecast, refine
 from domaindiff_timeseries.metrics import forecast_metrics
 from domaindiff_timeseries.plots import fan_chart
 
+CONF = Path(__file__).parent / "conf" / "eval.yaml"
 METHODS = ("tsdiff_q", "tsdiff_ms", "tsdiff_cond", "seasonal_naive", "deepar")
 
 
@@ -51,31 +58,57 @@ def check_settings(cfg) -> None:
 class TimeSeriesEval(EvalApp):
     """``domaindiff eval timeseries`` on the core's app (see the module)."""
 
+    dpi = 90
+
+    def __init__(self, plugin: str = "timeseries") -> None:
+        super().__init__(plugin)
+        self.config_file = CONF  # its defaults also for evaluate(cfg) from Python
+
     def check(self, cfg) -> None:
         """The core's checks, then this app's."""
         super().check(cfg)
         check_settings(cfg)
 
-    def run(self, cfg) -> dict:
-        """Check, load, forecast with every method, score, write JSON and PNG."""
-        base = {k: v for k, v in self.base().items() if k not in cfg}
-        cfg = OmegaConf.merge(OmegaConf.create(base), cfg)
-        self.check(OmegaConf.to_container(cfg, resolve=True))
-        return evaluate(cfg, app=self)
+    def evaluate(self, model, cfg: Mapping[str, Any], generator: torch.Generator | None = None
+                 ) -> tuple[dict, dict, list]:
+        """Forecast the test windows with each method and score them (see :func:`compare`)."""
+        result, forecasts, windows = compare(model, OmegaConf.create(dict(cfg)))
+        self.context_length = model.context_length
+        head = {"plugin": self.plugin, "ckpt": str(cfg["ckpt"]), "seed": int(cfg["seed"])}
+        return ({**head, **result, "config": dict(cfg)},
+                {m: torch.as_tensor(np.asarray(f, dtype=np.float32)) for m, f in forecasts.items()},
+                windows)
 
-    def base(self) -> dict:
-        """The core's shared settings (without Hydra's)."""
-        from domaindiff.evaluation import base_config
+    def save(self, model, samples: dict, cfg: Mapping[str, Any], out: Path,
+             stem: str) -> list[Path]:
+        """Each method's forecast samples (none when no method ran, e.g. ``methods=[]``)."""
+        return super().save(model, samples, cfg, out, stem) if samples else []
 
-        return {k: v for k, v in base_config(self.plugin).items() if k != "hydra"}
+    def title(self, cfg: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        """Which run: checkpoint, sampler, steps, samples and the data."""
+        data = Path(str(cfg["path"])).name if cfg.get("path") else cfg["dataset"]
+        return (f"{Path(str(cfg['ckpt'])).name}, {cfg['sampler']}, {int(cfg['steps'])} steps, "
+                f"{int(cfg['num_samples'])} samples, {data}")
+
+    def plot(self, model, samples: dict, references: list, cfg: Mapping[str, Any],
+             title: str) -> dict | None:
+        """Fan charts of the first ``plot_windows`` test windows, one column per method."""
+        if not samples or int(cfg["plot_windows"]) <= 0:
+            return None
+        forecasts = {m: f.numpy() for m, f in samples.items()}
+        return {"fan": fan_chart(references, forecasts, self.context_length, None,
+                                 int(cfg["plot_windows"]), run=title)}
 
 
-def evaluate(cfg: DictConfig, app: EvalApp | None = None) -> dict:
-    """Forecast the test windows with each method, score them, write JSON and PNG."""
-    check_settings(cfg)
+def compare(model, cfg: DictConfig) -> tuple[dict, dict[str, np.ndarray], list[dict]]:
+    """Forecast the test windows with each method and score them.
+
+    Returns:
+        the tables (forecasting, and as configured refinement, synthesis, anomaly), each
+        method's forecast samples and the test windows.
+    """
     methods = list(cfg.methods)
-    trust = bool(cfg.get("trust_checkpoint", False))
-    model = app.load(cfg) if app is not None else load_checkpoint(cfg.ckpt, trust=trust)
+    trust = bool(cfg.trust_checkpoint)
     dm = TimeSeriesData(dataset=cfg.dataset, path=cfg.get("path"),
                         context_length=model.context_length,
                         prediction_length=model.prediction_length, lags=model.lags,
@@ -180,22 +213,14 @@ def evaluate(cfg: DictConfig, app: EvalApp | None = None) -> dict:
             num_anomalies=int(cfg.anomaly_count), repeats=int(cfg.anomaly_repeats),
             seed=int(cfg.seed), season=dm.season, mask=str(cfg.anomaly_mask),
             steps=int(cfg.anomaly_steps), num_samples=int(cfg.anomaly_samples))
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{cfg.sampler}_{int(cfg.steps)}"
-    atomic_write_text(out / f"metrics_{stem}.json", json.dumps(
-        {**result, "config": OmegaConf.to_container(cfg, resolve=False)}, indent=2, default=str))
-    if forecasts:
-        fan_chart(windows, forecasts, model.context_length, out / f"fan_{stem}.png",
-                  int(cfg.plot_windows), run=f"{Path(cfg.ckpt).name}, {cfg.sampler}, "
-                  f"{int(cfg.steps)} steps, "
-                  f"{Path(str(cfg.path)).name if cfg.get('path') else cfg.dataset}")
-    print(json.dumps(result, indent=2))
-    return result
+    return result, forecasts, windows
 
 
+APP = TimeSeriesEval("timeseries")
 #: Hydra entry point (``domaindiff eval timeseries ...``)
-main = TimeSeriesEval("timeseries").hydra_main(Path(__file__).parent / "conf", "eval")
+main = APP.hydra_main(CONF.parent, "eval")
+#: the same from Python: settings (a dict or DictConfig) -> the metrics JSON's content
+evaluate = APP.run
 
 
 if __name__ == "__main__":

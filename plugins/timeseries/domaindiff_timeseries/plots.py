@@ -45,7 +45,7 @@ def _date(stamp) -> str:
 
 
 def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_length: int,
-              path: Path, n: int = 3, show_context: int = 96, run: str = "",
+              path: Path | None, n: int = 3, show_context: int = 96, run: str = "",
               ylabel: str = "value") -> Figure:
     """Forecast fan charts of the first ``n`` test windows, one column per method; a PNG.
 
@@ -57,14 +57,14 @@ def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_len
         windows: test windows; ``target`` is (context + horizon, dim), the first dim is drawn.
         forecasts: method name -> samples (windows, samples, horizon, dim).
         context_length: length of the history part of ``target``.
-        path: the PNG to write.
+        path: the PNG to write (None: return the figure unsaved, open).
         n: windows drawn (rows).
         show_context: history steps drawn before the forecast start.
         run: which run the picture is of (checkpoint name, sampler, steps), for the title.
         ylabel: the y-axis label (what the series measures, with its unit).
 
     Returns:
-        the (saved, closed) figure.
+        the figure (saved and closed when ``path`` is given).
     """
     plt = pyplot()
     n = max(1, min(n, len(windows)))
@@ -93,5 +93,6 @@ def fan_chart(windows: list[dict], forecasts: dict[str, np.ndarray], context_len
     fig.suptitle(textwrap.fill(heading, max(30, int(fig.get_figwidth() * 11))), fontsize=10)
     legend_rows = -(-len(labels) // ncol)
     fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.1) / fig.get_figheight(), 1, 1))
-    save_figure(fig, path, dpi=90)
+    if path is not None:
+        save_figure(fig, path, dpi=90)
     return fig
