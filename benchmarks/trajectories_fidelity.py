@@ -59,6 +59,8 @@ ROWS = {
     "prior_normal": ("GeoTDM, N(0, I) prior (no prior)", {**TUNED, "prior": "none"}),
     "prior_com": ("GeoTDM, CoM prior", {**TUNED, "prior": "com"}),
     "no_equivariance": ("GeoTDM, no equivariance", {**TUNED, "spatial": "plain"}),
+    "geotdm_skip_sd": ("GeoTDM, skip for a residual of std 0.5 (skip_sigma_data 0.5)",
+                       {**TUNED, "skip_sigma_data": 0.5}),
     "regression": ("EGTN regression", None),
 }
 
@@ -68,22 +70,33 @@ def _batches(loader: DataLoader) -> list[dict[str, torch.Tensor]]:
 
 
 @torch.no_grad()
-def score(model, batches, k: int, sampler: str, steps: int, seed: int = 0) -> dict[str, float]:
-    """ADE/FDE avg and min over ``k`` (GeoTDM) or of the single forecast (regression)."""
+def score(model, batches, k: int, sampler: str, steps: int, seed: int = 0,
+          use_ema: bool = True) -> dict[str, float]:
+    """ADE/FDE avg and min over ``k`` (GeoTDM) or of the single forecast (regression).
+
+    GeoTDM also gets ``ade_meank``/``fde_meank``: the error of the mean of its ``k`` samples (a
+    point forecast, the quantity the regression estimates; not what GeoTDM reports).
+    ``sample_cpu_seconds``: CPU time of the scoring (one thread).
+    """
     sums: dict[str, float] = {}
     count = 0
     gen = torch.Generator().manual_seed(seed)
+    c0 = time.process_time()
     for b in batches:
         if isinstance(model, EGTNRegressor):
             a, f = ade_fde(model(b), b["x"], b["mask"])
             res = {"ade_avg": a, "fde_avg": f, "ade_min": a, "fde_min": f}
         else:
-            s = model.forecast(b, k=k, sampler=sampler, steps=steps, generator=gen)
+            s = model.forecast(b, k=k, sampler=sampler, steps=steps, generator=gen,
+                               use_ema=use_ema)
             res = ade_fde_k(s, b["x"], b["mask"])
+            a, f = ade_fde(s.mean(0), b["x"], b["mask"])
+            res = {**res, "ade_meank": a, "fde_meank": f}
         for key, v in res.items():
             sums[key] = sums.get(key, 0.0) + float(v.sum())
         count += len(b["x"])
-    return {key: v / count for key, v in sums.items() if key.endswith(("avg", "min"))}
+    out = {key: v / count for key, v in sums.items() if key.endswith(("avg", "min", "meank"))}
+    return {**out, "sample_cpu_seconds": time.process_time() - c0}
 
 
 @torch.no_grad()
@@ -117,11 +130,12 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args)
     opt = torch.optim.Adam(params, lr=args.lr)
     budget = int(args.steps)
     points = [round(budget * (i + 1) / args.curve_points) for i in range(args.curve_points)]
-    curve, steps, trained, epoch = [], 0, 0.0, 0
+    curve, steps, trained, trained_cpu, epoch = [], 0, 0.0, 0.0, 0
+    subset: dict = {}
     t_wall = time.perf_counter()
     while steps < budget:
         for batch in data.train_loader(data.train_set, drop_last=True):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for g in opt.param_groups:  # linear decay to 10 % over the budget
                 g["lr"] = args.lr * (1.0 - 0.9 * min(steps / budget, 1.0))
             if settings is None:
@@ -138,43 +152,80 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args)
                 model.update_ema()
             steps += 1
             trained += time.perf_counter() - t0
+            trained_cpu += time.process_time() - c0
             if points and steps >= points[0]:
                 points.pop(0)
                 model.eval()
-                row = {"steps": steps, "train_seconds": trained, "epoch": epoch,
+                row = {"steps": steps, "train_seconds": trained,
+                       "train_cpu_seconds": trained_cpu, "epoch": epoch,
                        "loss": float(loss.detach()),
                        **score(model, eval_batches, args.k, args.sampler, args.nfe)}
+                if settings is not None:
+                    for spec in filter(None, args.curve_samplers.split(",")):
+                        sampler, nfe = spec.split(":")
+                        row[spec] = score(model, eval_batches, args.k, sampler, int(nfe))
+                    if args.curve_raw:
+                        row["raw_weights"] = score(model, eval_batches, args.k, args.sampler,
+                                                   args.nfe, use_ema=False)
                 curve.append(row)
                 print(f"  {name}: {json.dumps(row)}", flush=True)
+                if args.on_curve:
+                    args.on_curve(name, {"curve": curve})
+            if steps == args.subset_at and args.subset_n:
+                model.eval()
+                sub = args.subset_batches
+                specs = args.subset_samplers.split(",") if settings is not None else ["-:1"]
+                for spec in specs:
+                    sampler, nfe = spec.split(":")
+                    subset[spec] = {"steps": steps, "train_seconds": trained,
+                                    "train_cpu_seconds": trained_cpu,
+                                    **score(model, sub, args.k, sampler, int(nfe))}
+                    print(f"  {name} subset {spec}: {json.dumps(subset[spec])}", flush=True)
             if steps >= budget:
                 break
         epoch += 1
     model.eval()
     return {"name": name, "label": ROWS[name][0], "settings": settings, "steps": steps,
-            "train_seconds": trained, "wall_seconds": time.perf_counter() - t_wall,
+            "train_seconds": trained, "train_cpu_seconds": trained_cpu,
+            "wall_seconds": time.perf_counter() - t_wall,
             "epochs": epoch, "curve": curve, "final": curve[-1] if curve else {},
+            "subset": subset,
             "_model": model}
 
 
 def plot_curves(rows: list[dict], path: Path, title: str) -> None:
-    """ADE avg (solid) and min (dashed) against steps and against training seconds."""
+    """ADE and FDE avg (solid) and min (dashed) against steps; ADE against training seconds."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    panels = (("steps", "ade"), ("steps", "fde"), ("train_seconds", "ade"))
     for i, r in enumerate(rows):
         c = f"C{i}"
-        for ax, key in zip(axes, ("steps", "train_seconds"), strict=True):
+        for ax, (key, metric) in zip(axes, panels, strict=True):
             xs = [p[key] for p in r["curve"]]
-            ax.plot(xs, [p["ade_avg"] for p in r["curve"]], "o-", color=c, label=r["label"])
+            ax.plot(xs, [p[f"{metric}_avg"] for p in r["curve"]], "o-", color=c,
+                    label=r["label"])
             if r["name"] != "regression":
-                ax.plot(xs, [p["ade_min"] for p in r["curve"]], "s--", color=c, alpha=0.6)
-    for ax, xl in zip(axes, ("training steps", "training seconds (1 thread)"), strict=True):
+                ax.plot(xs, [p[f"{metric}_min"] for p in r["curve"]], "s--", color=c, alpha=0.6)
+    labels = ("training steps", "training steps", "training seconds (wall, 1 thread)")
+    for ax, xl, (_, metric) in zip(axes, labels, panels, strict=True):
         ax.set_xlabel(xl)
-        ax.set_ylabel("ADE (solid: avg over K; dashed: min over K)")
+        ax.set_ylabel(f"{metric.upper()} (solid: avg over K; dashed: min over K)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def write_curve_csv(rows: list[dict], path: Path) -> None:
+    """One line per (row, curve point): steps, seconds and the scores."""
+    keys = ["steps", "train_seconds", "train_cpu_seconds", "loss", "ade_avg", "fde_avg",
+            "ade_min", "fde_min", "ade_meank", "fde_meank"]
+    lines = [",".join(["row"] + keys)]
+    for r in rows:
+        for p in r["curve"]:
+            lines.append(",".join([r["name"]] + [f"{p[k]:.6g}" if k in p else "" for k in keys]))
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def plot_k_nfe(ks: list[dict], nfes: list[dict], reg: float | None, path: Path,
@@ -234,6 +285,7 @@ def merge(paths: list[str], out: Path) -> int:
             result[key] = found[0]
     atomic_write_text(out, json.dumps(result, indent=2))
     plot_curves(result["rows"], out.with_suffix(".png"), result["title"])
+    write_curve_csv(result["rows"], out.with_suffix(".csv"))
     reg = next((r["final"]["ade_avg"] for r in result["rows"] if r["name"] == "regression"),
                None)
     if "k_sweep" in result and "nfe_sweep" in result:
@@ -274,6 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ancestral-rows", default="geotdm_eps",
                    help="rows also scored with the paper's sampler, ancestral over all T steps "
                         "(the reference's p_sample_loop), for the side-by-side")
+    p.add_argument("--curve-samplers", default="",
+                   help="extra GeoTDM scores at every curve point, e.g. ddim:2")
+    p.add_argument("--curve-raw", action="store_true",
+                   help="also score the raw (non-EMA) weights at every curve point")
+    p.add_argument("--subset-at", type=int, default=0,
+                   help="step at which every row is also scored on the first --subset-n test "
+                        "trajectories (the side-by-side with the reference's own sampler)")
+    p.add_argument("--subset-n", type=int, default=0)
+    p.add_argument("--subset-samplers", default="ancestral:1000,ddim:10")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                         "trajectories_fidelity.json"))
@@ -292,25 +353,35 @@ def main(argv: list[str] | None = None) -> int:
     data.setup()
     n_eval = min(args.num_eval, len(data.test_set))
     eval_batches = _batches(DataLoader(Subset(data.test_set, range(n_eval)), batch_size=64))
+    args.subset_batches = _batches(DataLoader(
+        Subset(data.test_set, range(min(args.subset_n, len(data.test_set)))), batch_size=20))
     cv = [ade_fde(constant_velocity(b["cond"], b["x"].shape[2]), b["x"], b["mask"])
           for b in eval_batches]
     cv_ade = float(torch.cat([a for a, _ in cv]).mean())
     cv_fde = float(torch.cat([f for _, f in cv]).mean())
     out = Path(args.out)
     result = {"root": str(args.root), "system": args.system, "kept": data.kept,
-              "num_eval": n_eval, "settings": {k: v for k, v in vars(args).items()},
+              "num_eval": n_eval, "settings": {k: v for k, v in vars(args).items()
+                           if k not in ("subset_batches", "on_curve")},
               "machine": platform.processor() or platform.machine(),
               "constant_velocity": {"ade": cv_ade, "fde": cv_fde}, "rows": []}
     result["title"] = (f"{args.system} 5-body, {data.kept['train'][0]} training trajectories, "
                        f"{n_eval} test, EGTN {args.hidden} x {args.layers}, {args.steps} steps "
                        f"per row, K = {args.k}, {args.sampler} {args.nfe} NFE")
     rows = []
+
+    def on_curve(name: str, partial: dict) -> None:  # incremental writes during a long row
+        atomic_write_text(out, json.dumps({**result, "running": {"name": name, **partial}},
+                                          indent=2))
+
+    args.on_curve = on_curve
     for name in names:
         print(f"row {name}: training {args.steps} steps", flush=True)
         r = train_row(name, ROWS[name][1], data, eval_batches, args)
         rows.append(r)
         result["rows"].append({k: v for k, v in r.items() if k != "_model"})
         atomic_write_text(out, json.dumps(result, indent=2))
+        write_curve_csv(result["rows"], out.with_suffix(".csv"))
     for r in rows:
         if r["name"] in args.ancestral_rows.split(","):
             t0 = time.perf_counter()
@@ -323,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     main_row = next((r for r in rows if r["name"] != "regression"), None)
     title = result["title"]
     plot_curves(rows, out.with_suffix(".png"), title)
+    write_curve_csv(rows, out.with_suffix(".csv"))
     if main_row is not None and not args.no_sweeps:
         model = main_row["_model"]
         print("K sweep ...", flush=True)

@@ -133,6 +133,33 @@ def test_x0_skip_alpha_feeds_alpha_scaled_residual():
         _model(x0_skip="alpha")  # eps prediction has no skip connection to change
 
 
+def test_skip_sigma_data_is_the_linear_posterior_mean_factor():
+    """``skip_sigma_data = s`` feeds ``alpha s^2 / (alpha^2 s^2 + sigma^2) x_t``: checked against
+    E[x0 | x_t] of a Gaussian x0 ~ N(0, s^2) by regression on simulated pairs."""
+    gen = torch.Generator().manual_seed(6)
+    kw = {"parametrization": "x0", "scale": 0.5}
+    plain, skip = _model(**kw), _model(x0_skip="alpha", skip_sigma_data=0.3, **kw)
+    skip.network.load_state_dict(plain.network.state_dict())
+    proc = skip.processes["x"]
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    c = skip.skip_factor(t)
+    a, sig = proc.alpha(t), proc.sigma(t)
+    x0 = 0.3 * torch.randn(200_000, 3, generator=gen, dtype=torch.float64)
+    xt = a * x0 + sig * torch.randn(200_000, 3, generator=gen, dtype=torch.float64)
+    slope = (x0 * xt).sum(0) / (xt * xt).sum(0)  # least-squares E[x0 | x_t] = slope * x_t
+    torch.testing.assert_close(c, slope, rtol=0.02, atol=3e-3)
+    assert float(c[1]) < float(a[1]) / 2  # much less noise passes at mid noise than with alpha
+    state = skip.batch_to_state(_batch(gen))
+    out = skip.denoise(skip.network, state, t)["x"]
+    ref = plain.denoise(plain.network, {**state, "x": state["x"] * c.view(-1, 1, 1, 1)}, t)["x"]
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    assert torch.equal(_model(x0_skip="alpha", **kw).skip_factor(t), a)  # s = 1: exactly alpha
+    with pytest.raises(ValueError, match="skip_sigma_data"):
+        _model(skip_sigma_data=0.5, **kw)  # no alpha skip to change
+    with pytest.raises(ValueError, match="skip_sigma_data"):
+        _model(x0_skip="alpha", skip_sigma_data=0.0, **kw)
+
+
 class _RotatedNoise:
     """A space whose noise is the base space's noise rotated by ``q`` (same generator stream)."""
 

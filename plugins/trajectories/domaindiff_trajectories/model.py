@@ -59,6 +59,11 @@ class GeoTDM(DiffusionModule):
             ``alpha`` feeds ``alpha(t) x_t`` instead (skip connection ``alpha(t) x_t``, the
             linear posterior mean for a unit-variance residual, as EDM's ``c_skip``), so at high
             noise the network starts from the prior rather than from pure noise.
+        skip_sigma_data: with ``x0_skip='alpha'``, the standard deviation ``s`` assumed for the
+            diffused residual: the skip factor is ``alpha s^2 / (alpha^2 s^2 + sigma^2)``, the
+            linear posterior mean ``E[x_0 | x_t]`` of a residual of that spread (EDM's ``c_skip``
+            in this process's units; ``1`` gives ``alpha``, the default). Below 1 less of
+            ``x_t``'s noise passes through the skip at intermediate noise.
         seed: noise seed.
     """
 
@@ -72,7 +77,7 @@ class GeoTDM(DiffusionModule):
                  num_val_samples: int = 0, x0_clip: float | None = 100.0,
                  prior_init: str = "velocity", scale: float = 1.0, lr_gamma: float | None = None,
                  parametrization: str = "eps", x0_skip: str = "identity",
-                 seed: int = 0) -> None:
+                 skip_sigma_data: float = 1.0, seed: int = 0) -> None:
         self.save_hyperparameters()
         self.x0_clip, self._sampling = x0_clip, False
         if task not in TASKS:
@@ -82,7 +87,11 @@ class GeoTDM(DiffusionModule):
             raise ValueError(f"x0_skip: unknown {x0_skip!r}; choose identity or alpha")
         if x0_skip == "alpha" and parametrization != "x0":
             raise ValueError("x0_skip='alpha' needs parametrization='x0'")
-        self.x0_skip = x0_skip
+        if not skip_sigma_data > 0:
+            raise ValueError(f"skip_sigma_data must be positive, got {skip_sigma_data}")
+        if skip_sigma_data != 1.0 and x0_skip != "alpha":
+            raise ValueError("skip_sigma_data needs x0_skip='alpha'")
+        self.x0_skip, self.skip_sigma_data = x0_skip, float(skip_sigma_data)
         beta_scale = 1000.0 / num_steps
         space = NodeMasked() if task == "forecast" else ZeroCoM(com_dims=(1, 2))
         process = DiscreteDDPM(schedule="linear", num_steps=num_steps,
@@ -131,6 +140,15 @@ class GeoTDM(DiffusionModule):
         net = self.network if net is None else net
         return super().loss(self._residual(net, state), net)
 
+    def skip_factor(self, t: Tensor) -> Tensor:
+        """``alpha s^2 / (alpha^2 s^2 + sigma^2)`` at ``t`` (``alpha`` when ``s = 1``)."""
+        proc = self.processes["x"]
+        alpha = proc.alpha(t)
+        if self.skip_sigma_data == 1.0:
+            return alpha
+        s2 = self.skip_sigma_data ** 2
+        return alpha * s2 / (alpha * alpha * s2 + proc.sigma(t) ** 2)
+
     def denoise(self, net: nn.Module, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
         """Network prediction (noise, or clean residual for ``x0``), projected to the space.
 
@@ -138,7 +156,7 @@ class GeoTDM(DiffusionModule):
         to norm <= ``x0_clip`` (equivariant; keeps sampling bounded even when untrained).
         """
         proc = self.processes["x"]
-        skip = proc.alpha(t) if self.x0_skip == "alpha" else None
+        skip = self.skip_factor(t) if self.x0_skip == "alpha" else None
         pred = proc.space.project(net(state, t, skip=skip)["x"], state)
         clip = self._sampling and self.x0_clip is not None and self.x0_clip > 0
         if self.parametrization == "x0":
