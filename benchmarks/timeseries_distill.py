@@ -1,0 +1,221 @@
+"""Few-step TSDiff students (``domaindiff distill``) against their teachers, CRPS on Taylor.
+
+In one run, with one seed:
+
+1. trains the teachers through the real CLI on the offline default (the demo's config,
+   ``timeseries:demo``: pmdarima's Taylor hourly demand): TSDiff (unconditional, forecasts by
+   self-guidance) and, unless ``--no-cond``, TSDiff-Cond (the same config, conditional class);
+2. distils each teacher into a ``--student-steps`` (default 4 and 1) student with
+   ``domaindiff distill --method reflow`` (the teacher's deterministic DPM-Solver++(2M)-20
+   coupling; ``--method`` takes any core method);
+3. scores, on the same 7 rolling test days and the same samples per window: seasonal naive, the
+   teacher's many-step samplers (TSDiff-Q DDPM-100 with the paper's rule, 199 NFE; the fast
+   guided SDE-DPM-Solver++(2M)-10 with 4 x0 guidance steps; the coupling sampler itself) and
+   the students under the ``distilled`` sampler. TSDiff's students are guided exactly as the
+   teacher is (TSDiff-Q: quantile self-guidance on the prediction at each of the student's
+   network evaluations, overshoot-safe); TSDiff-Cond's students read the context through the
+   condition, which ``distill`` passes to teacher and student unchanged.
+
+Prints and writes (JSON) per row: NFE (the core's count per sampled sequence), CRPS (GluonTS
+mean weighted quantile loss), ND, MASE, seconds per window, and the CRPS ratio to the teacher's
+best many-step row.
+
+    python benchmarks/timeseries_distill.py --epochs 6 --iterations 500 --samples 16 --seed 0
+    python benchmarks/timeseries_distill.py --teacher run.ckpt --no-cond     # reuse a teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "plugins" / "timeseries" / "domaindiff_timeseries" / "conf"
+
+#: teacher rows of the unconditional model: name -> forecast() options
+TEACHER_Q = {
+    "tsdiff_q/ddpm-100": {"guidance": "quantile", "sampler": "ancestral", "steps": 100},
+    "tsdiff_q/sde_dpm_solver_pp_2m-10+s32+x0steps4": {
+        "guidance": "quantile", "sampler": "sde_dpm_solver_pp_2m", "steps": 10, "scale": 32.0,
+        "x0_steps": 4},
+    "tsdiff_q/dpm_solver_pp_2m-20": {"guidance": "quantile", "sampler": "dpm_solver_pp_2m",
+                                     "steps": 20},
+}
+#: teacher rows of TSDiff-Cond
+TEACHER_COND = {
+    "tsdiff_cond/ddpm-100": {"guidance": "none", "sampler": "ancestral", "steps": 100},
+    "tsdiff_cond/dpm_solver_pp_2m-20": {"guidance": "none", "sampler": "dpm_solver_pp_2m",
+                                        "steps": 20},
+}
+
+
+def _write(path: Path, res: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name)
+    tmp.write_text(json.dumps(res, indent=2))
+    tmp.replace(path)
+
+
+def train_teacher(kind: str, epochs: int, seed: int, out: Path) -> str:
+    """Fit the demo config (``kind``: ``tsdiff`` or ``cond``) through the CLI; the checkpoint."""
+    from domaindiff.demo_utils import fit_config
+
+    over = [f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
+            f"--seed_everything={seed}", f"--model.init_args.seed={seed}"]
+    if kind == "cond":
+        over.append("--model.class_path=domaindiff_timeseries.TSDiffCond")
+    _, ckpt = fit_config(CONF / "demo.yaml", out, over)
+    return str(ckpt)
+
+
+def distill(teacher: str, method: str, steps: int, iterations: int, seed: int, out: Path,
+            parametrization: str | None) -> tuple[str, float]:
+    """``domaindiff distill`` (the real CLI); the student file and the seconds it took."""
+    from domaindiff.cli import main as cli_main
+
+    student = out / "student.ckpt"
+    argv = ["distill", "--ckpt", teacher, "--method", method, "--student-steps", str(steps),
+            "--iterations", str(iterations), "--seed", str(seed), "--config", "timeseries:demo",
+            f"--seed_everything={seed}", f"--trainer.default_root_dir={out}",
+            "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0",
+            "--out", str(student)]
+    if parametrization:
+        argv += ["--student-parametrization", parametrization]
+    t0 = time.perf_counter()
+    code = cli_main(argv)
+    if code or not student.is_file():
+        raise RuntimeError(f"distill {method} {steps} steps failed (exit {code})")
+    return str(student), time.perf_counter() - t0
+
+
+def main() -> None:
+    """Run the benchmark."""
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default=None, help="reuse this TSDiff checkpoint (no training)")
+    ap.add_argument("--epochs", type=int, default=6, help="teacher epochs (the demo's 6)")
+    ap.add_argument("--method", default="reflow")
+    ap.add_argument("--student-steps", default="4,1")
+    ap.add_argument("--iterations", type=int, default=500)
+    ap.add_argument("--parametrization", default="v",
+                    help="the students' prediction (empty: the teacher's eps)")
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--scale", type=float, default=4.0, help="guidance scale (TSDiff-Q)")
+    ap.add_argument("--student-scales", default="4,32",
+                    help="guidance scales of the guided students")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-cond", action="store_true", help="skip TSDiff-Cond")
+    ap.add_argument("--work", default="/tmp/domaindiff_bench_ts_distill")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"
+                                         / "timeseries_distill.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from domaindiff.module import load_checkpoint
+    from domaindiff.quiet import quiet_third_party
+    from domaindiff_timeseries.baselines import gluonts_seasonal_naive
+    from domaindiff_timeseries.data import TimeSeriesData
+    from domaindiff_timeseries.forecast import forecast
+    from domaindiff_timeseries.metrics import forecast_metrics
+
+    quiet_third_party()
+    work, out = Path(args.work), Path(args.out)
+    steps_list = [int(s) for s in args.student_steps.split(",") if s]
+    scales = [float(s) for s in args.student_scales.split(",") if s]
+    res: dict = {"settings": vars(args), "torch": torch.__version__, "teachers": {},
+                 "students": {}, "rows": []}
+    kinds = ["tsdiff"] + ([] if args.no_cond else ["cond"])
+    rows = res["rows"]
+    wins: list = []
+    target = hist = dm = None
+
+    def score(name: str, kind: str, ckpt: str, opts: dict) -> None:
+        model = load_checkpoint(ckpt)
+        opts = dict(opts)
+        scale = opts.pop("scale", args.scale)
+        stats: dict = {}
+        t0 = time.perf_counter()
+        s = forecast(model, wins, args.samples, scale=scale, progress=False, stats=stats,
+                     seed=args.seed, **opts)
+        sec = (time.perf_counter() - t0) / len(wins)
+        rows.append({"method": name, "model": kind, "ckpt": ckpt, "options": opts,
+                     "scale": scale, "nfe": stats["nfe"],
+                     **forecast_metrics(s, target, hist, dm.season), "seconds_per_window": sec})
+        print(f"{name:52s} NFE {stats['nfe']:5.0f} CRPS {rows[-1]['CRPS']:.4f} "
+              f"{sec:.2f} s/window", flush=True)
+        _write(out, res)
+
+    # each model in turn: teacher, its students, their scores (partial results are kept)
+    for kind in kinds:
+        if kind == "tsdiff" and args.teacher:
+            teacher = args.teacher
+        else:
+            t0 = time.perf_counter()
+            teacher = train_teacher(kind, args.epochs, args.seed, work / f"teacher_{kind}")
+            res["teachers"][kind] = {"ckpt": teacher, "seconds": time.perf_counter() - t0}
+            print(f"teacher {kind}: {teacher}", flush=True)
+        if dm is None:
+            ref = load_checkpoint(teacher)
+            dm = TimeSeriesData(context_length=ref.context_length,
+                                prediction_length=ref.prediction_length, lags=ref.lags)
+            wins = dm.test_windows()
+            c = ref.context_length
+            target = np.stack([w["target"][c:] for w in wins])
+            hist = [w["history"] for w in wins]
+            rows.append({"method": "seasonal_naive", "model": "-", "nfe": 0, **forecast_metrics(
+                gluonts_seasonal_naive(wins, ref.prediction_length, dm.freq, dm.season),
+                target, hist, dm.season), "seconds_per_window": 0.0})
+        students: dict[int, str] = {}
+        for n in steps_list:
+            path, sec = distill(teacher, args.method, n, args.iterations, args.seed,
+                                work / f"student_{kind}_{args.method}_{n}",
+                                args.parametrization or None)
+            students[n] = path
+            res["students"][f"{kind}/{n}"] = {"ckpt": path, "seconds": sec}
+            print(f"student {kind} {n} steps: {path} ({sec:.0f} s)", flush=True)
+            _write(out, res)
+        table = TEACHER_Q if kind == "tsdiff" else TEACHER_COND
+        for name, opts in table.items():
+            score(f"teacher {name}", kind, teacher, opts)
+        for n in steps_list:
+            base = {"sampler": "distilled", "steps": n}
+            if kind == "tsdiff":
+                for s in scales:
+                    score(f"student {args.method}-{n} tsdiff_q/distilled-{n}+s{s:g}", kind,
+                          students[n], {**base, "guidance": "quantile", "scale": s})
+                score(f"student {args.method}-{n} tsdiff_q/distilled-{n}+s{scales[-1]:g}"
+                      f"+x0steps4", kind, students[n],
+                      {**base, "guidance": "quantile", "scale": scales[-1], "x0_steps": 4})
+                if n < 4:  # guidance steps on x_T through the student: 4 NFE in all
+                    k = 4 // n
+                    score(f"student {args.method}-{n} tsdiff_q/distilled-{n}+s{scales[0]:g}"
+                          f"+{k}inner", kind, students[n],
+                          {**base, "guidance": "quantile", "scale": scales[0],
+                           "inner_steps": k})
+            else:
+                score(f"student {args.method}-{n} tsdiff_cond/distilled-{n}", kind,
+                      students[n], {**base, "guidance": "none"})
+    for kind in kinds:
+        mine = [r for r in rows if r["model"] == kind and r["method"].startswith("teacher")]
+        best = min(mine, key=lambda r: r["CRPS"])
+        for r in rows:
+            if r["model"] == kind:
+                r["crps_ratio_to_best_teacher"] = r["CRPS"] / best["CRPS"]
+                r["best_teacher"] = best["method"]
+    print(f"\n{'method':60s} {'NFE':>5s} {'CRPS':>7s} {'ND':>7s} {'MASE':>6s} {'s/win':>6s} "
+          f"{'ratio':>6s}")
+    for r in rows:
+        ratio = f"{r['crps_ratio_to_best_teacher']:6.3f}" if "crps_ratio_to_best_teacher" in r \
+            else ""
+        print(f"{r['method']:60s} {r['nfe']:5.0f} {r['CRPS']:7.4f} {r['ND']:7.4f} "
+              f"{r['MASE']:6.3f} {r['seconds_per_window']:6.2f} {ratio}")
+    _write(out, res)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
