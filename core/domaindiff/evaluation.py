@@ -43,6 +43,11 @@ dict), ``data`` (``auto``: the run's config.yaml; ``none``; or a DataModule clas
 In ``out_dir``, for ``<stem>`` = :meth:`EvalApp.stem` (default ``<sampler>_<steps>``):
 ``samples_<stem>.pt`` (:meth:`EvalApp.save`), ``samples_<stem>.png`` (:meth:`EvalApp.plot`) and
 ``metrics_<stem>.json`` last, naming the files written before it under ``files``.
+
+From Python, ``app.run(cfg)`` does what the command line does and ``app.evaluate(model, cfg)``
+the same evaluation of a loaded model in memory (nothing written; for demos and benchmarks);
+``app.settings(cfg)`` fills ``cfg`` in from the base settings and the app's ``eval.yaml``
+(:attr:`EvalApp.config_file`, set by :meth:`EvalApp.hydra_main` or by the subclass).
 """
 
 from __future__ import annotations
