@@ -137,13 +137,5 @@ def sample_consistency(
 
 # Imported last: ``domaindiff.samplers`` registers this module's samplers when it is imported, so
 # a program whose first import is this module must have defined them before the package runs.
-from domaindiff.samplers.base import (  # noqa: E402
-    Callback,
-    Denoiser,
-    Processes,
-    Run,
-    Sample,
-    Start,
-    reference_process,
-    scalar,
-)
+from domaindiff.samplers.base import Run, reference_process, scalar  # noqa: E402
+from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start  # noqa: E402

@@ -19,11 +19,15 @@ Network evaluations are counted one way for every sampler: the denoiser is wrapp
 :class:`CountingDenoiser` (inside :class:`Model`), each callback dict carries the running count as
 ``"nfe"``, and a dict passed as ``info`` receives the total as ``info["nfe"]`` when sampling ends.
 Guidance is any :class:`domaindiff.guidance.Guidance`.
+
+A sampler is written as its grid and its update on a :class:`Run` (which starts, steps and ends
+every sampler the same way); the names its signature is written in live in
+:mod:`domaindiff.samplers.signature` (re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,16 +37,15 @@ from torch import Tensor
 from domaindiff.guidance import Guidance, check_guidance
 from domaindiff.parametrization import check, to_x0_eps
 from domaindiff.processes import GaussianProcess, bcast
-
-State = dict[str, Tensor]
-Denoiser = Callable[[State, Tensor], Any]
-Callback = Callable[[dict[str, Any]], None]
-#: a sampler's ``process`` argument: one process, or one per diffused key
-Processes = GaussianProcess | Mapping[str, GaussianProcess]
-#: a sampler's ``shape_or_x_T`` argument
-Start = Sequence[int] | Tensor | Mapping[str, Tensor]
-#: what a sampler returns: a tensor for a tensor/shape input with one process, else a state
-Sample = Tensor | State
+from domaindiff.samplers.signature import (  # the signature's names, re-exported
+    Callback,
+    Denoiser,
+    Processes,
+    Sample,
+    Start,
+    State,
+    Timesteps,
+)
 
 SINGLE_KEY = "x"
 
@@ -254,10 +257,6 @@ class Model:
 def reference_process(procs: Mapping[str, GaussianProcess]) -> GaussianProcess:
     """The process whose time grid all components share (the first)."""
     return next(iter(procs.values()))
-
-
-#: what a sampler's ``timesteps`` option accepts: a 1-D decreasing sequence of times
-Timesteps = Sequence[float] | Tensor
 
 
 def time_points(procs: Mapping[str, GaussianProcess], n: int, schedule: str | None = None,

@@ -22,16 +22,8 @@ from torch import Tensor
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import (
-    Callback,
-    Denoiser,
-    Processes,
-    Run,
-    Sample,
-    Start,
-    Timesteps,
-    scalar,
-)
+from domaindiff.samplers.base import Run, scalar
+from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, Timesteps
 
 #: ``update(posterior coefficients, x_t, x0_hat, eps_hat, z) -> x_s`` (``z`` is None when the
 #: sampler adds no noise)

@@ -19,7 +19,8 @@ import torch
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import Callback, Denoiser, Processes, Run, Sample, Start, State, Timesteps
+from domaindiff.samplers.base import Run
+from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, State, Timesteps
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
 

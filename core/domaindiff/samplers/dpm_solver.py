@@ -18,19 +18,8 @@ from torch import Tensor
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import (
-    Callback,
-    Denoiser,
-    Processes,
-    Run,
-    Sample,
-    Start,
-    State,
-    Timesteps,
-    combine,
-    reference_process,
-    scalar,
-)
+from domaindiff.samplers.base import Run, combine, reference_process, scalar
+from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, State, Timesteps
 
 
 def _lam(p: GaussianProcess, t: float) -> float:

@@ -16,20 +16,8 @@ import torch
 from torch import Tensor
 
 from domaindiff.guidance import Guidance
-from domaindiff.samplers.base import (
-    Callback,
-    Denoiser,
-    Processes,
-    Run,
-    Sample,
-    Start,
-    State,
-    Timesteps,
-    combine,
-    explicit_grid,
-    reference_process,
-    scalar,
-)
+from domaindiff.samplers.base import Run, combine, explicit_grid, reference_process, scalar
+from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, State, Timesteps
 
 
 def sample_euler(

@@ -11,19 +11,8 @@ from torch import Tensor
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import VP, DiscreteDDPM, GaussianProcess, bcast
-from domaindiff.samplers.base import (
-    Callback,
-    Denoiser,
-    Model,
-    Processes,
-    Run,
-    Sample,
-    Start,
-    State,
-    Timesteps,
-    combine,
-    noise_like,
-)
+from domaindiff.samplers.base import Model, Run, combine, noise_like
+from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, State, Timesteps
 
 
 def sample_euler_maruyama(

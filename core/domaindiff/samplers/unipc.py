@@ -28,18 +28,8 @@ from torch import Tensor
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import (
-    Callback,
-    Denoiser,
-    Processes,
-    Run,
-    Sample,
-    Start,
-    State,
-    Timesteps,
-    combine,
-    scalar,
-)
+from domaindiff.samplers.base import Run, combine, scalar
+from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, State, Timesteps
 
 #: newest first: (x0 prediction per key, lambda per key) at the last points
 History = list[tuple[State, dict[str, float]]]
