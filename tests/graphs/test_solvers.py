@@ -273,3 +273,22 @@ def test_fast_s4_rule_keeps_the_cold_corrector_only_where_the_component_ends_noi
     opts = fast_s4_rule(qm9, 100, {"snr": 0.2, "scale_eps": 0.7, "eps": 1e-4})
     # QM9's VE components end at sigma 0.1 > END_NOISE_MAX: the reference's colder chain
     assert opts["scale_eps"] == {"x": 0.7, "adj": 0.7} and opts["snr"] == pytest.approx(0.2)
+
+
+def test_s4_final_x0_ends_on_the_last_denoised_prediction_per_component():
+    procs = {"x": VP(0.1, 1.0, space=NodeMasked()), "adj": VE(0.2, 1.0, space=SymmetricAdjacency())}
+    tmpl = {"x": torch.zeros(8, 5, 2), "adj": torch.zeros(8, 5, 5), "mask": torch.ones(8, 5)}
+    den = _gaussian_denoiser(procs, 0.25)
+    seen = []
+    outs = {}
+    for flag in (False, {"x": False, "adj": True}):
+        g = torch.Generator().manual_seed(3)
+        outs[str(flag)] = sample_s4(den, procs, tmpl, 6, generator=g, snr=0.1, final_x0=flag,
+                                    callback=lambda d: seen.append(d["denoised"]))
+    plain, x0_adj = outs["False"], outs[str({"x": False, "adj": True})]
+    last = seen[-1]  # the second run's last evaluation
+    assert torch.equal(x0_adj["adj"], last["adj"])  # the denoised prediction, not the step
+    assert torch.equal(x0_adj["x"], plain["x"])  # the other component is unchanged
+    assert not torch.allclose(x0_adj["adj"], plain["adj"])
+    with pytest.raises(ValueError, match="final_x0"):
+        sample_s4(den, procs, tmpl, 2, final_x0={"adj": True})

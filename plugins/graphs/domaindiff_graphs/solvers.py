@@ -122,7 +122,8 @@ def sample_s4(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps
               generator: torch.Generator | None = None, progress: bool = False,
               prior: bool | None = None, info: dict[str, Any] | None = None,
               snr: PerKey = 0.1, scale_eps: PerKey = 1.0, eps: float | None = None,
-              schedule: str | None = None, denoise_final: bool = True) -> Sample:
+              schedule: str | None = None, denoise_final: bool = True,
+              final_x0: bool | Mapping[str, bool] = False) -> Sample:
     """GDSS's S4 solver: one score evaluation per step, Langevin correction + split prediction.
 
     The correction is the core's :func:`~domaindiff.samplers.sde.langevin_update` on the step's
@@ -144,9 +145,13 @@ def sample_s4(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps
         eps: end time (default: the process's ``t_min``).
         schedule: time grid (default: the process's).
         denoise_final: skip the noise of the last half transition (GDSS returns the mean).
+        final_x0: end with the last evaluation's denoised prediction ``x0_hat`` (Tweedie's
+            ``E[x_0 | x_t]``, no extra evaluation) instead of the last step's result; one flag
+            for all components or a dict per component.
     """
     st = setup(_ending_at(process, eps), shape_or_x_T, generator, prior)
     snrs, scales = per_key(snr, st.procs, "snr"), per_key(scale_eps, st.procs, "scale_eps")
+    use_x0 = {k for k, v in per_key(final_x0, st.procs, "final_x0").items() if v}
     model, x = Model(denoiser, st.procs, guidance), st.x
     ts = time_points(st.procs, steps, schedule)
     for i in steps_iter(steps, progress, "s4"):
@@ -159,6 +164,8 @@ def sample_s4(denoiser: Denoiser, process: Processes, shape_or_x_T: Start, steps
         xc = _langevin(st.procs, x, score, z_corr, times[0], snrs, scales, dt)
         x = _split_prediction(st.procs, xc, score, z1, z2, times, dt,
                               noise_last=not (last and denoise_final))
+        if last and use_x0:
+            x = combine(x, {k: x0[k] for k in use_x0})
         x = model.after_step(x, t, t_next, generator, final=last)
         emit(callback, i, t_next, x, x0, model.nfe)
     report_nfe(info, model.nfe)
