@@ -59,3 +59,11 @@ def test_geotdm_distills_the_forecast_residual():
     ref = cond[:, :, -1:] + torch.arange(1, 4.0)[None, None, :, None] * vel
     torch.testing.assert_close(state["x"], (batch["x"] - ref) / 0.5)
     assert torch.equal(state["cond"], cond) and torch.equal(state["mask"], batch["mask"])
+
+
+def test_echo_dnd_refuses_distillation_by_name():
+    med = pytest.importorskip("domaindiff_medical")
+    model = med.EchoDND(base_channels=4, levels=2, temb_dim=8, num_steps=10)
+    batch = {"image": torch.zeros(1, 1, 8, 8), "mask": torch.zeros(1, 1, 8, 8)}
+    with pytest.raises(ValueError, match="EchoDND cannot be distilled.*Bernoulli"):
+        model.distill_state(batch)

@@ -285,6 +285,18 @@ class EchoDND(DiffusionModule):
         self.image_size = int(batch["image"].shape[-1])
         return {"image": batch["image"], "mask": batch["mask"]}
 
+    def distill_state(self, batch: Any) -> dict[str, Tensor]:
+        """Refuse ``domaindiff distill`` (it would otherwise train on a wrong state, silently).
+
+        Raises:
+            ValueError: always: every network call takes the Bernoulli branch's state, which
+                only the sampler's sequential walk provides (and the Gaussian branch diffuses
+                ``2 m - 1``, not the 0/1 mask); the core distils Gaussian components only.
+        """
+        raise ValueError("distill: EchoDND cannot be distilled: every network call takes the "
+                         "Bernoulli branch's state, which only its sampler's walk provides; the "
+                         "core distils Gaussian components only")
+
     def configure_metrics(self) -> Any:
         """Validation Dice and IoU (MONAI per image, averaged by torchmetrics)."""
         from torchmetrics import MeanMetric, MetricCollection
