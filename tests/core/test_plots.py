@@ -34,15 +34,16 @@ def test_toy_evaluation_titles_its_png_with_checkpoint_sampler_and_steps(tmp_pat
     from domaindiff.toy.model import ToyDiffusion
 
     model = ToyDiffusion(hidden=8, depth=1, num_val_samples=0, ema_decay=0.0)
-    monkeypatch.setattr(toy_eval, "load_checkpoint", lambda path, trust=False: model)
+    monkeypatch.setattr(toy_eval.ToyEval, "load", lambda self, cfg: model)
     titles = []
-    monkeypatch.setattr(toy_eval, "save_figure",
-                        lambda fig, path, **kw: titles.append(fig.get_suptitle()))
+    monkeypatch.setattr("domaindiff.plotting.save_figure",  # the core's driver saves it
+                        lambda fig, path, **kw: titles.append(fig.get_suptitle()) or path)
     cfg = OmegaConf.create({"ckpt": "runs/epoch=3.ckpt", "sampler": "ddim", "steps": 4,
                             "num_samples": 16, "seed": 0, "nll_samples": 0,
                             "out_dir": str(tmp_path)})
     toy_eval.evaluate(cfg)
-    assert len(titles) == 1 and titles[0].startswith("epoch=3.ckpt: ddim, 4 steps (4 NFE)")
+    assert len(titles) == 1
+    assert titles[0].startswith("toy: epoch=3.ckpt, ddim, 4 steps (4 NFE), 16 samples; energy")
 
 
 SOURCES = ["core/domaindiff/toy", "plugins/timeseries/domaindiff_timeseries",

@@ -49,7 +49,7 @@ def test_toy_evaluation_saves_its_plot_atomically_and_reports_nfe(tmp_path, monk
     from domaindiff.toy.model import ToyDiffusion
 
     model = ToyDiffusion(hidden=8, depth=1, num_val_samples=0, ema_decay=0.0)
-    monkeypatch.setattr(toy_eval, "load_checkpoint", lambda path, trust=False: model)
+    monkeypatch.setattr(toy_eval.ToyEval, "load", lambda self, cfg: model)
     cfg = OmegaConf.create({"ckpt": "unused.ckpt", "sampler": "heun", "steps": 5,
                             "num_samples": 16, "seed": 0, "nll_samples": 0,
                             "out_dir": str(tmp_path)})
@@ -58,4 +58,6 @@ def test_toy_evaluation_saves_its_plot_atomically_and_reports_nfe(tmp_path, monk
     assert json.loads((tmp_path / "metrics_heun_5.json").read_text())["nfe"] == 5
     assert (tmp_path / "samples_heun_5.png").read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics_heun_5.json",
-                                                          "samples_heun_5.png"]
+                                                          "samples_heun_5.png",
+                                                          "samples_heun_5.pt"]
+    assert result["files"] == ["samples_heun_5.pt", "samples_heun_5.png"]

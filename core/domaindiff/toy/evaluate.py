@@ -1,46 +1,39 @@
-"""Evaluation of a toy checkpoint (a Hydra app): sample distance and exact likelihood.
+"""Evaluation of a toy checkpoint (the core's EvalApp): sample distance and exact likelihood.
 
     domaindiff eval toy ckpt=run.ckpt sampler=heun steps=20
     domaindiff eval toy ckpt=run.ckpt --multirun sampler=ddim,heun,dpm_solver_pp_2m steps=10,20,50
 
-Writes ``<out_dir>/metrics_<sampler>_<steps>.json`` and a scatter plot PNG next to it.
+Writes into ``out_dir``, for ``<stem>`` = ``<sampler>_<steps>``: ``samples_<stem>.pt``,
+``samples_<stem>.png`` (exact-mixture samples beside generated ones) and last
+``metrics_<stem>.json``. :class:`ToyEval` is the smallest filled-in
+:class:`~domaindiff.evaluation.EvalApp`: the mixture in :meth:`~ToyEval.prepare`, the scores in
+:meth:`~ToyEval.score`, the picture in :meth:`~ToyEval.plot`.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import hydra
 import torch
-from omegaconf import DictConfig
 
-from domaindiff.cli import check_counts, report_errors
-from domaindiff.data import atomic_write_text
+from domaindiff.cli import check_counts
+from domaindiff.evaluation import EvalApp
 from domaindiff.likelihood import log_likelihood
-from domaindiff.module import load_checkpoint
 from domaindiff.plotting import pyplot, save_figure
-from domaindiff.samplers import get_sampler
 from domaindiff.toy.data import make_mixture
 from domaindiff.toy.metrics import energy_distance, sliced_wasserstein
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-
-def check_config(cfg: DictConfig) -> None:
-    """Refuse bad settings before any work: the counts and the sampler name.
-
-    Raises:
-        ValueError: naming the setting and what was expected.
-    """
-    check_counts(cfg, positive=("steps", "num_samples"), nonnegative=("nll_samples", "seed"))
-    get_sampler(str(cfg.sampler))
+CONF = Path(__file__).parent / "conf" / "eval.yaml"
 
 
-def plot_samples(data: torch.Tensor, samples: torch.Tensor, path: Path, title: str) -> Figure:
+def plot_samples(data: torch.Tensor, samples: torch.Tensor, path: Path | None,
+                 title: str) -> Figure:
     """Data samples (left) beside generated ones (right), first two coordinates; a PNG.
 
     Both panels share their limits and are square, so shapes compare directly.
@@ -48,11 +41,12 @@ def plot_samples(data: torch.Tensor, samples: torch.Tensor, path: Path, title: s
     Args:
         data: (n, dim) samples of the exact mixture.
         samples: (m, dim) generated samples.
-        path: the PNG to write (atomically, through :func:`~domaindiff.plotting.save_figure`).
+        path: the PNG to write (atomically, through :func:`~domaindiff.plotting.save_figure`);
+            None: return the figure unsaved, open.
         title: what and which run (checkpoint, sampler, steps).
 
     Returns:
-        the (saved, closed) figure.
+        the figure (saved and closed when ``path`` is given).
     """
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.8), sharex=True, sharey=True)
@@ -66,55 +60,84 @@ def plot_samples(data: torch.Tensor, samples: torch.Tensor, path: Path, title: s
     axes[0].set_ylabel("x2")
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.11, top=0.88, wspace=0.1)
-    save_figure(fig, path)
+    if path is not None:
+        save_figure(fig, path)
     return fig
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Sample from the checkpoint, compare with exact mixture samples, write JSON and PNG."""
-    check_config(cfg)
-    model = load_checkpoint(cfg.ckpt, trust=bool(cfg.get("trust_checkpoint", False)))
-    hp = dict(model.hparams)
-    # the training data's mixture is recorded by the demo config; default ring8
-    mixture = make_mixture(str(cfg.get("mixture", "ring8")), int(hp.get("dim", 2)),
-                           int(cfg.get("mixture_seed", 0)))
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    t0 = time.perf_counter()
-    samples = model.sample(int(cfg.num_samples), sampler=cfg.sampler, steps=int(cfg.steps),
-                           generator=gen, progress=True)["x"]
-    seconds = time.perf_counter() - t0
-    nfe = model.last_nfe  # network evaluations of the (single-batch) sampling call
-    ref = mixture.sample(int(cfg.num_samples), gen)
-    result = {
-        "sampler": cfg.sampler, "steps": int(cfg.steps), "nfe": nfe,
-        "num_samples": int(cfg.num_samples),
-        "energy_distance": float(energy_distance(samples, ref)),
-        "sliced_w2": float(sliced_wasserstein(samples, ref, generator=gen)),
-        "seconds": seconds,
-    }
-    if int(cfg.nll_samples) > 0:
-        x = mixture.sample(int(cfg.nll_samples), gen)
-        ll = log_likelihood(model.denoiser(), model.processes, x, exact=True)
-        result["nll_model"] = float(-ll["logp"].mean())
-        result["nll_true"] = float(-mixture.log_prob(x).mean())
-        result["bpd_model"] = float(ll["bpd"].mean())
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{cfg.sampler}_{int(cfg.steps)}"
-    atomic_write_text(out / f"metrics_{stem}.json", json.dumps(result, indent=2))
-    if samples.shape[1] >= 2:
-        plot_samples(ref, samples, out / f"samples_{stem}.png",
-                     f"{Path(str(cfg.ckpt)).name}: {cfg.sampler}, {int(cfg.steps)} steps "
-                     f"({nfe} NFE); energy distance {result['energy_distance']:.4f}")
-    print(json.dumps(result, indent=2))
-    return result
+class ToyEval(EvalApp):
+    """``domaindiff eval toy``: generated samples against the exact mixture (see the module).
+
+    Settings beyond the core's (``conf/eval.yaml``): ``mixture`` and ``mixture_seed`` (the
+    training data's mixture) and ``nll_samples``.
+    """
+
+    def __init__(self, plugin: str = "toy") -> None:
+        super().__init__(plugin)
+        self.config_file = CONF
+
+    def check(self, cfg: Mapping[str, Any]) -> None:
+        """The core's checks and ``nll_samples``."""
+        super().check(cfg)
+        check_counts(cfg, nonnegative=("nll_samples",))
+
+    def prepare(self, model, cfg: Mapping[str, Any]) -> None:
+        """The exact mixture of the model's dimension."""
+        self.mixture = make_mixture(str(cfg["mixture"]), int(dict(model.hparams).get("dim", 2)),
+                                    int(cfg["mixture_seed"]))
+
+    def reference_batches(self, model, cfg: Mapping[str, Any]) -> None:
+        """None: the reference is the exact mixture, drawn in :meth:`score`."""
+        return None
+
+    def sample(self, model, cfg: Mapping[str, Any], n: int, batch: Any,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n`` samples (a progress bar where stderr is a terminal)."""
+        return model.sample(n, sampler=cfg["sampler"], steps=cfg["steps"], generator=generator,
+                            progress=sys.stderr.isatty(), **dict(cfg.get("sampler_options") or {}))
+
+    def metrics(self, model, cfg: Mapping[str, Any]) -> None:
+        """None: :meth:`score` compares all samples at once."""
+        return None
+
+    def evaluate(self, model, cfg: Mapping[str, Any], generator: torch.Generator | None = None
+                 ) -> tuple[dict[str, Any], dict, list]:
+        """The core's evaluation; the mixture's samples continue the same generator."""
+        self.gen = generator or torch.Generator().manual_seed(int(cfg["seed"]))
+        return super().evaluate(model, cfg, self.gen)
+
+    def score(self, model, samples: dict[str, torch.Tensor], metrics: Any,
+              cfg: Mapping[str, Any]) -> dict[str, float]:
+        """Energy distance and sliced W2 to as many mixture samples; exact NLL if asked."""
+        x = samples["x"]
+        self.ref = self.mixture.sample(len(x), self.gen)
+        res = {"energy_distance": float(energy_distance(x, self.ref)),
+               "sliced_w2": float(sliced_wasserstein(x, self.ref, generator=self.gen))}
+        if int(cfg["nll_samples"]) > 0:
+            test = self.mixture.sample(int(cfg["nll_samples"]), self.gen)
+            ll = log_likelihood(model.denoiser(), model.processes, test, exact=True)
+            res.update(nll_model=float(-ll["logp"].mean()),
+                       nll_true=float(-self.mixture.log_prob(test).mean()),
+                       bpd_model=float(ll["bpd"].mean()))
+        return res
+
+    def title(self, cfg: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        """The core's title and the energy distance."""
+        return f"{super().title(cfg, result)}; energy distance {result['energy_distance']:.4f}"
+
+    def plot(self, model, samples: dict[str, torch.Tensor], references: list[Any],
+             cfg: Mapping[str, Any], title: str) -> Figure | None:
+        """Mixture samples beside generated ones (first two coordinates)."""
+        if samples["x"].shape[1] < 2:
+            return None
+        return plot_samples(self.ref, samples["x"], None, title)
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="eval")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``domaindiff eval toy ...``); a bad setting ends it with one line."""
-    evaluate(cfg)
+APP = ToyEval("toy")
+#: Hydra entry point (``domaindiff eval toy ...``); a bad setting ends it with one line
+main = APP.hydra_main(CONF.parent, "eval")
+#: the same from Python: settings (a dict or DictConfig) -> the metrics JSON's content
+evaluate = APP.run
 
 
 if __name__ == "__main__":
