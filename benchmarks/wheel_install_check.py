@@ -177,6 +177,7 @@ class Runner:
                         MPLBACKEND="Agg", VIRTUAL_ENV=str(venv))
         self.env.pop("PYTHONPATH", None)
         self.ckpts: dict[str, Path] = {}
+        self.needs_data: dict[str, str] = {}  # fit key -> why its fit could not get its data
         self.last_cwd: Path | None = None
         self.count = 0
 
@@ -266,9 +267,9 @@ def _clear_refusal(rc: int, stderr: str) -> tuple[bool, str]:
 
 
 def _needs_offline_missing(argv: list[str]) -> bool:
-    """Whether a line reads data that cannot be had offline."""
-    text = " ".join(argv)
-    return any(k in text for k in OFFLINE_MISSING)
+    """Whether a line reads data that cannot be had offline (``MD17`` as a class name too)."""
+    text = " ".join(argv).lower()
+    return any(k.lower() in text for k in OFFLINE_MISSING)
 
 
 def check_fit(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
@@ -283,11 +284,12 @@ def check_fit(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
     else:
         runs.append([*argv, "--print_config"])
         shrink = list(FIT_SHRINK.get(plugin, []))
-        text = " ".join(argv)
-        if plugin == "trajectories" and ("nbody" in text or "charged" in text or "demo" in text):
-            shrink += NBODY_SHRINK
-        if plugin == "trajectories" and "md17" in text:
+        text = " ".join(argv).lower()
+        if plugin == "trajectories" and "md17" in text:  # the config's or ``--data ...MD17``
             shrink += MD17_SHRINK
+        elif plugin == "trajectories" and ("nbody" in text or "charged" in text
+                                           or "demo" in text):
+            shrink += NBODY_SHRINK
         if plugin == "medical" and "medical:demo" in text:
             shrink += MEDICAL_SYNTH_SHRINK
         runs.append([*argv, "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
@@ -298,6 +300,8 @@ def check_fit(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
         ck = _last_ckpt(cwd)
         if ck is not None:
             r.ckpts.setdefault(_fit_key(argv), ck)
+    elif res.status == "NEEDS_DATA":
+        r.needs_data.setdefault(_fit_key(argv), f"{ln.readme}:{ln.lineno}: {res.note}")
 
 
 def _run_all(r: Runner, runs: list[list[str]], cwd: Path, res: Result, need_ckpt: bool) -> None:
@@ -377,6 +381,11 @@ def check_eval(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
     else:
         plugin = argv[2] if len(argv) > 2 else ""
         new, why = _rewrite_eval(r, plugin, argv)
+        key = _eval_key(plugin, argv)
+        if why and key not in r.ckpts and key in r.needs_data:
+            # its only README fit needs data that cannot be had offline: not a broken line
+            res.status, res.note = "NEEDS_DATA", f"its checkpoint's fit needs data ({r.needs_data[key]})"
+            return
         if why:
             res.status, res.note = "FAIL", why
             return
@@ -452,9 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.run_dir, ignore_errors=True)
     args.run_dir.mkdir(parents=True)
     r = Runner(args.venv, args.run_dir, args.data, args.timeout)
-    lines = [ln for rel in READMES if (ROOT / rel).is_file()
-             for ln in extract(ROOT / rel, rel)]
-    lines = [ln for ln in lines if re.search(args.only, ln.text)] if args.only else lines
+    every = [ln for rel in READMES if (ROOT / rel).is_file() for ln in extract(ROOT / rel, rel)]
+    lines = [ln for ln in every if re.search(args.only, ln.text)] if args.only else every
     results: list[Result] = []
     seen: dict[str, Result] = {}
     t0 = time.perf_counter()
@@ -470,19 +478,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{res.status:<15} {res.seconds:6.1f}s  {ln.readme}:{ln.lineno}  {ln.text[:90]}",
               flush=True)
     results.sort(key=lambda x: (READMES.index(x.readme), x.lineno))
-    _report(args, results, time.perf_counter() - t0)
+    _report(args, results, time.perf_counter() - t0, every)
     return 1 if any(x.status == "FAIL" for x in results) else 0
 
 
-def _report(args: argparse.Namespace, results: list[Result], total: float) -> None:
+def _merge(results: list[Result], old: list[Result], current: list[Line]) -> list[Result]:
+    """This run's rows plus the old rows of README lines it did not run, matched by text.
+
+    READMEs change between runs, so an old row is kept only while its line is still in its
+    README (with that line's current number); rows of lines that are gone are dropped.
+    """
+    ran = {(x.readme, x.line) for x in results}
+    where: dict[tuple[str, str], list[int]] = {}
+    for ln in current:
+        where.setdefault((ln.readme, ln.text), []).append(ln.lineno)
+    kept: list[Result] = []
+    for x in old:
+        key = (x.readme, x.line)
+        if key in ran or not where.get(key):
+            continue
+        x.lineno = where[key].pop(0)
+        kept.append(x)
+    return sorted(results + kept, key=lambda x: (READMES.index(x.readme), x.lineno))
+
+
+def _report(args: argparse.Namespace, results: list[Result], total: float,
+            current: list[Line]) -> None:
     """Print the table and write the JSON atomically (``--merge``: with the old file's lines)."""
     install = json.loads(args.install_log.read_text()) if args.install_log else {}
     if args.merge and args.out.is_file():
         old = json.loads(args.out.read_text())
         install = install or old.get("install", {})
-        mine = {(x.readme, x.lineno) for x in results}
-        kept = [Result(**d) for d in old["lines"] if (d["readme"], d["lineno"]) not in mine]
-        results = sorted(results + kept, key=lambda x: (READMES.index(x.readme), x.lineno))
+        results = _merge(results, [Result(**d) for d in old["lines"]], current)
     print(f"\n{'status':<15} {'secs':>6}  where / line")
     for x in results:
         print(f"{x.status:<15} {x.seconds:6.1f}  {x.readme}:{x.lineno}  {x.line[:100]}")

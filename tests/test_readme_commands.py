@@ -78,3 +78,30 @@ def test_every_eval_line_gets_a_real_checkpoint(ln, tmp_path):
     assert ckpts and all(Path(c).parent == tmp_path for c in ckpts), new
     steps = [a for a in new if a.startswith("steps=")]
     assert all(int(s) <= W.MAX_EVAL_STEPS for a in steps for s in a[6:].split(","))
+
+
+def test_merge_keeps_old_rows_by_line_text_and_drops_lines_that_are_gone():
+    current = [W.Line("R.md", 10, "domaindiff plugins", 1), W.Line("R.md", 12, "domaindiff configs", 1)]
+    new = [W.Result("R.md", 10, "domaindiff plugins", "PASS")]
+    old = [W.Result("R.md", 3, "domaindiff configs", "PASS"),      # moved from line 3 to 12
+           W.Result("R.md", 4, "domaindiff old-command", "FAIL"),  # no longer in the README
+           W.Result("R.md", 10, "domaindiff plugins", "FAIL")]     # ran again: the new row wins
+    W.READMES.append("R.md")
+    try:
+        merged = W._merge(new, old, current)
+    finally:
+        W.READMES.remove("R.md")
+    assert [(x.lineno, x.line, x.status) for x in merged] == [
+        (10, "domaindiff plugins", "PASS"), (12, "domaindiff configs", "PASS")]
+
+
+def test_offline_data_is_recognised_in_class_names_and_an_eval_inherits_its_fits_need(tmp_path):
+    assert W._needs_offline_missing(["--data", "domaindiff_trajectories.MD17"])
+    runner = W.Runner(tmp_path, tmp_path / "run", tmp_path / "data", timeout=1)
+    runner.needs_data["trajectories:uncond_md17"] = "R.md:1: MD17 file missing"
+    ln = W.Line("R.md", 2, "domaindiff eval trajectories ckpt=runs/uncond_aspirin.ckpt dataset=md17", 1)
+    argv = ["domaindiff", "eval", "trajectories", "ckpt=runs/uncond_aspirin.ckpt", "dataset=md17"]
+    res = W.Result("R.md", 2, ln.text, "FAIL")
+    W.check_eval(runner, ln, argv, res)
+    assert res.status == "NEEDS_DATA" and "MD17 file missing" in res.note
+    assert not runner.run_dir.exists() or not any(runner.run_dir.iterdir())  # nothing was run
