@@ -56,6 +56,10 @@ def test_eval_app_on_camus_files(tmp_path, fmt):
     dice = [float(r.split(",")[1]) for r in rows[1:]]
     assert np.mean(dice) == pytest.approx(saved["dice"], abs=1e-5)
     assert (out / "overlays_ddpm_3.png").read_bytes()[:8] == PNG
+    # the JSON, written last, lists every file written before it
+    assert set(saved["files"]) == {"samples_ddpm_3.pt", "per_image_ddpm_3.csv",
+                                   "overlays_ddpm_3.png"}
+    assert all((out / f).is_file() for f in saved["files"])
 
 
 def test_eval_app_on_echonet_files_defaults_to_checkpoint_size(tmp_path):

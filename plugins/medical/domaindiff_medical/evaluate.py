@@ -237,6 +237,8 @@ class MedicalEval(EvalApp):
     ``threads``, and for synthetic data ``generator``, ``corruption``, ``severity``.
     """
 
+    dpi = 90
+
     def check(self, cfg: Mapping[str, Any]) -> None:
         """The core's checks plus the medical settings (each named when bad)."""
         from domaindiff.cli import check_counts
@@ -342,6 +344,7 @@ class MedicalEval(EvalApp):
         for i in range(n):
             writer.writerow([i, *(f"{float(per[c][i]):.6g}" for c in cols)])
         atomic_write_text(path, buf.getvalue())
+        self._csv = path
         return {**out, "num_images": n, "num_samples": int(cfg["ensemble"]),
                 "nfe_per_image": int(model.last_nfe) * int(cfg["ensemble"]),
                 "distance_unit": self._unit, "data": str(cfg["data"]),
@@ -349,24 +352,27 @@ class MedicalEval(EvalApp):
                 "bernoulli_sampler": cfg.get("bernoulli") or model.bernoulli_sampler,
                 "per_image_csv": str(path)}
 
+    def save(self, model: Any, samples: dict[str, torch.Tensor], cfg: Mapping[str, Any],
+             out: Path, stem: str) -> list[Path]:
+        """The samples (the core's ``samples_<stem>.pt``) and the per-image CSV :meth:`score` wrote."""
+        return [*super().save(model, samples, cfg, out, stem), self._csv]
+
     def plot(self, model: Any, samples: dict[str, torch.Tensor], references: list[Any],
-             cfg: Mapping[str, Any], title: str) -> None:
-        """The worst images by Dice (PNG ``overlays_<sampler>_<steps>.png``)."""
+             cfg: Mapping[str, Any], title: str) -> dict[str, Any] | None:
+        """The worst images by Dice, unsaved (the driver writes ``overlays_<stem>.png``)."""
         num = int(cfg.get("num_overlays", 4))
         if num <= 0:
             return None
         dice = self._per["dice"]
         order = torch.argsort(torch.nan_to_num(dice, nan=-1.0))[:num]
-        path = Path(str(cfg["out_dir"])) / f"overlays_{cfg['sampler']}_{cfg['steps']}.png"
-        write_overlays(path, self._split["image"][order], self._split["mask"][order],
-                       samples["mask"][order], samples["var"][order], len(order),
-                       title=overlay_title(Path(str(cfg["ckpt"])).name, str(cfg["data"]),
-                                           str(cfg["sampler"]), int(cfg["steps"]),
-                                           int(cfg["ensemble"]), float(dice.nanmean())) +
-                       "; worst images by Dice",
-                       labels=[f"image {int(i)}: Dice {float(dice[i]):.3f}" for i in order])
-        return None
-
+        fig = write_overlays(None, self._split["image"][order], self._split["mask"][order],
+                             samples["mask"][order], samples["var"][order], len(order),
+                             title=overlay_title(Path(str(cfg["ckpt"])).name, str(cfg["data"]),
+                                                 str(cfg["sampler"]), int(cfg["steps"]),
+                                                 int(cfg["ensemble"]), float(dice.nanmean())) +
+                             "; worst images by Dice",
+                             labels=[f"image {int(i)}: Dice {float(dice[i]):.3f}" for i in order])
+        return {"overlays": fig}
 
 APP = MedicalEval("medical")
 main = APP.hydra_main(Path(__file__).parent / "conf", "eval")

@@ -43,7 +43,7 @@ def overlay_title(ckpt: str, data: str, sampler: str, steps: int, ensemble: int,
     return f"{ckpt} on {data}: {sampler}, {steps} steps, ensemble of {ensemble}{score}"
 
 
-def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
+def write_overlays(path: str | Path | None, images: torch.Tensor, masks: torch.Tensor,
                    pred: torch.Tensor, var: torch.Tensor, num: int = 4, title: str = "",
                    labels: list[str] | None = None) -> Figure:
     """One PNG with a row per image: the image, its contours, and the uncertainty map.
@@ -53,7 +53,8 @@ def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
     (one scale for all rows) and the ground-truth contour for orientation.
 
     Args:
-        path: the PNG to write.
+        path: the PNG to write, or None to return the figure unsaved (an eval app's driver saves
+            it).
         images: (N, 1, H, W) images.
         masks: (N, 1, H, W) ground-truth masks.
         pred: (N, 1, H, W) predicted masks (probabilities or 0/1).
@@ -63,7 +64,7 @@ def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
         labels: one name per row (default ``test image r``), e.g. its index and Dice.
 
     Returns:
-        the (saved, closed) figure.
+        the figure (saved and closed when ``path`` is given).
     """
     from matplotlib.lines import Line2D
 
@@ -94,5 +95,6 @@ def write_overlays(path: str | Path, images: torch.Tensor, masks: torch.Tensor,
                fontsize=8, frameon=False)
     fig.suptitle(title or "segmentations", fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    save_figure(fig, path, dpi=90)
+    if path is not None:
+        save_figure(fig, path, dpi=90)
     return fig
