@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def progressive_chain(data_args: list[str], teacher: Path, work: Path, teacher_steps: int,
-                      iterations: int, snapshots: int, lr: float) -> dict:
-    """Distil ``teacher`` down to 1 step, snapshotting every round's student.
+                      iterations: int, snapshots: int, lr: float, final_steps: int = 1) -> dict:
+    """Distil ``teacher`` down to ``final_steps`` steps, snapshotting every round's student.
 
     Args:
         data_args: the data (and config) arguments of the command line.
@@ -25,6 +25,7 @@ def progressive_chain(data_args: list[str], teacher: Path, work: Path, teacher_s
         iterations: optimizer steps per round.
         snapshots: students written per round (the last at its end).
         lr: Adam learning rate.
+        final_steps: the last round's student steps (``--student-steps``).
 
     Returns:
         ``{"students": {label: (steps, path, optimizer steps)}, "cpu_seconds", "argv",
@@ -37,10 +38,10 @@ def progressive_chain(data_args: list[str], teacher: Path, work: Path, teacher_s
     from domaindiff.distill.reflow import make_method
 
     argv = [*data_args, "--ckpt", str(teacher), "--method", "progressive",
-            "--student-steps", "1", "--teacher-steps", str(teacher_steps),
+            "--student-steps", str(final_steps), "--teacher-steps", str(teacher_steps),
             "--iterations", str(iterations), "--lr", str(lr),
             "--trainer.default_root_dir", str(work / "distill"),
-            "--trainer.enable_progress_bar=false", "--out", str(work / "student_1.ckpt")]
+            "--trainer.enable_progress_bar=false", "--out", str(work / f"student_{final_steps}.ckpt")]
     written: dict[str, tuple[int, str, int]] = {}
     every = max(iterations // max(snapshots, 1), 1)
 
@@ -52,7 +53,7 @@ def progressive_chain(data_args: list[str], teacher: Path, work: Path, teacher_s
                 return
             r = r - 1 if within == 0 else r  # at a round's end: the round just finished
             steps = teacher_steps >> (r + 1)
-            if steps < 1:
+            if steps < final_steps:
                 return
             method = make_method("progressive", module.teacher.processes, steps,
                                  teacher_steps, iterations)

@@ -57,11 +57,12 @@ STORED_2000 = {"degree_mmd": 0.050, "clustering_mmd": 0.087, "orbit_mmd": 0.0088
 
 
 def distill(teacher: Path, pkl: Path, work: Path, teacher_steps: int, iterations: int,
-            snapshots: int, lr: float) -> dict:
+            snapshots: int, lr: float, final_steps: int = 1) -> dict:
     """The progressive chain on GDSS's training split (:func:`distill_common.progressive_chain`)."""
     data = ["--config", "graphs:community_small", "--data", "domaindiff_graphs.GraphFile",
             "--data.path", str(pkl)]
-    return progressive_chain(data, teacher, work, teacher_steps, iterations, snapshots, lr)
+    return progressive_chain(data, teacher, work, teacher_steps, iterations, snapshots, lr,
+                             final_steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-4, help="distillation Adam lr (the default, "
                     "the teacher's 0.01, throws the student off at the first step)")
     ap.add_argument("--snapshots", type=int, default=2, help="students written per round")
+    ap.add_argument("--final-steps", type=int, default=1, help="the chain's last student")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--only", choices=["teacher", "students", "all"], default="all")
     ap.add_argument("--out", type=Path,
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("students", "all"):
         if not result.get("distill"):
             result["distill"] = distill(teacher_path, pkl, args.work, args.teacher_steps,
-                                        args.iterations, args.snapshots, args.lr)
+                                        args.iterations, args.snapshots, args.lr,
+                                        args.final_steps)
             result["distill"]["iterations_per_round"] = args.iterations
             atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         for label, (steps, path, step) in sorted(result["distill"]["students"].items(),
