@@ -11,7 +11,10 @@ read, ``\\`` continuations are joined, ``#`` comments dropped, and each command 
 * ``domaindiff eval|sample``: the checkpoint placeholder (``run.ckpt``, ``RUN.ckpt``, ``ckpt=...``)
   is replaced by the ``last.ckpt`` of the matching short fit, and sizes are shrunk (number of
   samples / items / images, sampler steps capped); the command that ran is recorded.
+* ``domaindiff distill``: the teacher placeholder is the matching short fit's ``last.ckpt``,
+  ``--iterations 2``; the student it writes (``--out``) is what later lines naming that file load.
 * ``python -m <plugin>.demo``: runs with the demo's own size flags made tiny.
+* A line with ``...`` in it is ``ELIDED`` (not a line a shell runs as written).
 * ``python benchmarks/...``, ``make ...`` and ``pip install -e ...``: need a checkout; the check
   records whether the README says so next to the line.
 * Lines that need data that cannot be had offline (CAMUS, EchoNet, MD17, ETH-UCY files) pass as
@@ -46,7 +49,8 @@ READMES = ["README.md", "plugins/graphs/README.md", "plugins/timeseries/README.m
            "plugins/trajectories/README.md", "plugins/medical/README.md", "core/README.md"]
 
 # data that no wheel can bring offline: the line must fail with one clear line
-OFFLINE_MISSING = ("md17", "eth_ucy", "camus", "echonet", "CAMUS", "EchoNet", "import-gdss")
+OFFLINE_MISSING = ("md17", "eth_ucy", "camus", "echonet", "CAMUS", "EchoNet", "import-gdss",
+                   "/path/to/", "DIR/")  # the last two: the user's own files (placeholders)
 
 # extra overrides that make a paper-scale fit tiny (appended after the README's own arguments)
 FIT_SHRINK = {
@@ -105,10 +109,11 @@ class Result:
     readme: str
     lineno: int
     line: str
-    status: str  # PASS | FAIL | NEEDS_DATA | NEEDS_CHECKOUT | SETUP
+    status: str  # PASS | FAIL | NEEDS_DATA | NEEDS_CHECKOUT | SETUP | ELIDED
     ran: list[str] = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""
+    when: str = ""  # UTC start of the run that checked it ('' = an older run, kept by --merge)
 
 
 def extract(readme: Path, rel: str) -> list[Line]:
@@ -178,6 +183,7 @@ class Runner:
         self.env.pop("PYTHONPATH", None)
         self.ckpts: dict[str, Path] = {}
         self.needs_data: dict[str, str] = {}  # fit key -> why its fit could not get its data
+        self.outputs: dict[str, Path] = {}  # file name a line wrote with --out -> where it is
         self.last_cwd: Path | None = None
         self.count = 0
 
@@ -343,7 +349,9 @@ def _rewrite_eval(r: Runner, plugin: str, argv: list[str]) -> tuple[list[str], s
             out.append(a)
             continue
         keys.add(k.lstrip("+"))
-        if k in ("ckpt", "cond_ckpt") and CKPT_PLACEHOLDER.search(v):
+        if k == "ckpt" and v in r.outputs:  # a student an earlier distill line wrote
+            out.append(f"{k}={r.outputs[v]}")
+        elif k in ("ckpt", "cond_ckpt") and CKPT_PLACEHOLDER.search(v):
             path = cond if k == "cond_ckpt" else ck
             if path is None:
                 return argv, (f"no README fit line trains the checkpoint {k}={v} needs "
@@ -373,7 +381,9 @@ def _rewrite_eval(r: Runner, plugin: str, argv: list[str]) -> tuple[list[str], s
 def check_eval(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
     """Run an evaluation or sampling line against a short fit's checkpoint."""
     if argv[1] == "sample":
-        ck = r.ckpts.get("toy:demo")
+        given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ckpt"]
+        ck = r.outputs.get(given[0]) if given else None
+        ck = ck or r.ckpts.get("toy:demo")
         if ck is None:
             res.status, res.note = "FAIL", "no toy checkpoint from a short fit"
             return
@@ -391,6 +401,46 @@ def check_eval(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
             return
     cwd = r.fresh_dir(ln.text[:40])
     _run_all(r, [new], cwd, res, need_ckpt=False)
+
+
+def check_distill(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
+    """``domaindiff distill``: the teacher is a short fit's checkpoint, two iterations.
+
+    ``--ckpt`` naming a placeholder (``TEACHER.ckpt``, a ``lightning_logs/...`` path) gets the
+    ``last.ckpt`` of the short fit of the same ``--config``; the student written with ``--out``
+    is what later lines that name that file load. A line naming the user's own files
+    (``DIR/...``) runs as written and must refuse in one line (NEEDS_DATA).
+    """
+    plugin = _plugin_of_fit(argv) or "toy"
+    teacher = r.ckpts.get(_config_of(argv) or "toy:demo")
+    new: list[str] = []
+    it = iter(range(len(argv)))
+    for i in it:
+        a = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if a == "--ckpt" and not _needs_offline_missing(argv) and CKPT_PLACEHOLDER.search(nxt):
+            if teacher is None:
+                res.status, res.note = "FAIL", f"no README fit line trains the teacher {nxt}"
+                return
+            new += [a, str(teacher)]
+            next(it)
+        elif a == "--iterations" and nxt.isdigit():
+            new += [a, "2"]
+            next(it)
+        else:
+            new.append(a)
+    shrink = list(FIT_SHRINK.get(plugin, []))
+    if plugin == "trajectories" and "demo" in _config_of(argv):
+        shrink += NBODY_SHRINK
+    new += ["--trainer.limit_val_batches=0", *shrink]
+    cwd = r.fresh_dir(ln.text[:40])
+    _run_all(r, [new], cwd, res, need_ckpt=False)
+    outs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"]
+    if res.status == "PASS" and outs:
+        if not (cwd / outs[0]).is_file():
+            res.status, res.note = "FAIL", f"the distill exited 0 but wrote no {outs[0]}"
+        else:
+            r.outputs[outs[0]] = cwd / outs[0]
 
 
 def check_demo(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
@@ -426,6 +476,11 @@ def check_line(r: Runner, ln: Line) -> Result:
         return res
     if argv[0] == "domaindiff" and len(argv) > 1 and argv[1] == "fit":
         check_fit(r, ln, argv, res)
+    elif "..." in argv:
+        res.status = "ELIDED"
+        res.note = "part of the line is elided with '...': not a line a shell runs as written"
+    elif argv[0] == "domaindiff" and len(argv) > 1 and argv[1] == "distill":
+        check_distill(r, ln, argv, res)
     elif argv[0] == "domaindiff" and len(argv) > 1 and argv[1] in ("eval", "sample"):
         check_eval(r, ln, argv, res)
     elif argv[:2] == ["python", "-m"] and argv[2].endswith(".demo"):
@@ -436,11 +491,11 @@ def check_line(r: Runner, ln: Line) -> Result:
 
 
 def _order(lines: list[Line]) -> list[Line]:
-    """Fits first (they make the checkpoints), then the rest, each group in README order."""
-    def is_fit(ln: Line) -> bool:
-        a = _strip_prefix(ln.argv)
-        return a[:2] == ["domaindiff", "fit"]
-    return [ln for ln in lines if is_fit(ln)] + [ln for ln in lines if not is_fit(ln)]
+    """Fits first (they make the checkpoints), then distills (their students), then the rest."""
+    def rank(ln: Line) -> int:
+        a = _strip_prefix(ln.argv)[:2]
+        return {"fit": 0, "distill": 1}.get(a[1], 2) if a[:1] == ["domaindiff"] and a[1:] else 2
+    return sorted(lines, key=rank)  # stable: README order within each group
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     seen: dict[str, Result] = {}
     t0 = time.perf_counter()
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for ln in _order(lines):
         key = shlex.join(_strip_prefix(ln.argv))
         if key in seen:
@@ -474,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"same line as {first.readme}:{first.lineno}. {first.note}".strip())
         else:
             res = seen[key] = check_line(r, ln)
+        res.when = when
         results.append(res)
         print(f"{res.status:<15} {res.seconds:6.1f}s  {ln.readme}:{ln.lineno}  {ln.text[:90]}",
               flush=True)

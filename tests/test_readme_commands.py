@@ -105,3 +105,33 @@ def test_offline_data_is_recognised_in_class_names_and_an_eval_inherits_its_fits
     W.check_eval(runner, ln, argv, res)
     assert res.status == "NEEDS_DATA" and "MD17 file missing" in res.note
     assert not runner.run_dir.exists() or not any(runner.run_dir.iterdir())  # nothing was run
+
+
+def test_distill_gets_the_fits_teacher_two_iterations_and_its_student_feeds_later_lines(tmp_path):
+    runner = W.Runner(tmp_path, tmp_path / "run", tmp_path / "data", timeout=1)
+    runner.ckpts["toy:demo"] = tmp_path / "teacher.ckpt"
+    ran: list[list[str]] = []
+
+    def fake_run(argv, cwd):
+        ran.append(argv)
+        if "--out" in argv:
+            (cwd / argv[argv.index("--out") + 1]).write_text("student")
+        return 0, "", "", 0.1
+
+    runner.run = fake_run
+    text = ("domaindiff distill --ckpt lightning_logs/version_0/checkpoints/last.ckpt --method "
+            "reflow --iterations 2000 --config toy:demo --out student.ckpt")
+    ln = W.Line("R.md", 1, text, 1, text.split())
+    res = W.check_line(runner, ln)
+    assert res.status == "PASS", res.note
+    argv = ran[0]
+    assert argv[argv.index("--ckpt") + 1] == str(tmp_path / "teacher.ckpt")
+    assert argv[argv.index("--iterations") + 1] == "2"
+    student = runner.outputs["student.ckpt"]
+    assert student.is_file()
+    new, why = W._rewrite_eval(runner, "toy", ["domaindiff", "eval", "toy", "ckpt=student.ckpt"])
+    assert why == "" and f"ckpt={student}" in new
+    elided = W.Line("R.md", 2, "domaindiff distill ... --ckpt_path x.ckpt", 1,
+                    ["domaindiff", "distill", "...", "--ckpt_path", "x.ckpt"])
+    assert W.check_line(runner, elided).status == "ELIDED"
+    assert len(ran) == 1
