@@ -183,7 +183,9 @@ class Runner:
         self.env.pop("PYTHONPATH", None)
         self.ckpts: dict[str, Path] = {}
         self.needs_data: dict[str, str] = {}  # fit key -> why its fit could not get its data
-        self.outputs: dict[str, Path] = {}  # file name a line wrote with --out -> where it is
+        # "<plugin>:<file name>" a line wrote with --out -> where it is / why it could not
+        self.outputs: dict[str, Path] = {}
+        self.outputs_need_data: dict[str, str] = {}
         self.last_cwd: Path | None = None
         self.count = 0
 
@@ -349,8 +351,8 @@ def _rewrite_eval(r: Runner, plugin: str, argv: list[str]) -> tuple[list[str], s
             out.append(a)
             continue
         keys.add(k.lstrip("+"))
-        if k == "ckpt" and v in r.outputs:  # a student an earlier distill line wrote
-            out.append(f"{k}={r.outputs[v]}")
+        if k == "ckpt" and f"{plugin}:{v}" in r.outputs:  # a student an earlier line wrote
+            out.append(f"{k}={r.outputs[f'{plugin}:{v}']}")
         elif k in ("ckpt", "cond_ckpt") and CKPT_PLACEHOLDER.search(v):
             path = cond if k == "cond_ckpt" else ck
             if path is None:
@@ -382,7 +384,7 @@ def check_eval(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
     """Run an evaluation or sampling line against a short fit's checkpoint."""
     if argv[1] == "sample":
         given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ckpt"]
-        ck = r.outputs.get(given[0]) if given else None
+        ck = r.outputs.get(f"toy:{given[0]}") if given else None
         ck = ck or r.ckpts.get("toy:demo")
         if ck is None:
             res.status, res.note = "FAIL", "no toy checkpoint from a short fit"
@@ -390,6 +392,11 @@ def check_eval(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
         new = [f"{ck}" if i > 0 and argv[i - 1] == "--ckpt" else a for i, a in enumerate(argv)]
     else:
         plugin = argv[2] if len(argv) > 2 else ""
+        named = [f"{plugin}:{a[5:]}" for a in argv if a.startswith("ckpt=")]
+        if named and named[0] in r.outputs_need_data:
+            res.status = "NEEDS_DATA"
+            res.note = f"its checkpoint's line needs data ({r.outputs_need_data[named[0]]})"
+            return
         new, why = _rewrite_eval(r, plugin, argv)
         key = _eval_key(plugin, argv)
         if why and key not in r.ckpts and key in r.needs_data:
@@ -440,7 +447,9 @@ def check_distill(r: Runner, ln: Line, argv: list[str], res: Result) -> None:
         if not (cwd / outs[0]).is_file():
             res.status, res.note = "FAIL", f"the distill exited 0 but wrote no {outs[0]}"
         else:
-            r.outputs[outs[0]] = cwd / outs[0]
+            r.outputs[f"{plugin}:{outs[0]}"] = cwd / outs[0]
+    elif res.status == "NEEDS_DATA" and outs:
+        r.outputs_need_data[f"{plugin}:{outs[0]}"] = f"{ln.readme}:{ln.lineno}: {res.note}"
 
 
 def check_demo(r: Runner, ln: Line, argv: list[str], res: Result) -> None:

@@ -127,7 +127,7 @@ def test_distill_gets_the_fits_teacher_two_iterations_and_its_student_feeds_late
     argv = ran[0]
     assert argv[argv.index("--ckpt") + 1] == str(tmp_path / "teacher.ckpt")
     assert argv[argv.index("--iterations") + 1] == "2"
-    student = runner.outputs["student.ckpt"]
+    student = runner.outputs["toy:student.ckpt"]
     assert student.is_file()
     new, why = W._rewrite_eval(runner, "toy", ["domaindiff", "eval", "toy", "ckpt=student.ckpt"])
     assert why == "" and f"ckpt={student}" in new
@@ -135,3 +135,19 @@ def test_distill_gets_the_fits_teacher_two_iterations_and_its_student_feeds_late
                     ["domaindiff", "distill", "...", "--ckpt_path", "x.ckpt"])
     assert W.check_line(runner, elided).status == "ELIDED"
     assert len(ran) == 1
+
+
+def test_a_student_whose_distill_needs_the_users_files_makes_its_eval_needs_data(tmp_path):
+    runner = W.Runner(tmp_path, tmp_path / "run", tmp_path / "data", timeout=1)
+    runner.run = lambda argv, cwd: (1, "", "error: teacher.ckpt: no such checkpoint file", 0.1)
+    text = ("domaindiff distill --config graphs:community_small --data.path DIR/data/c.pkl "
+            "--ckpt teacher.ckpt --iterations 100 --out student4.ckpt")
+    res = W.check_line(runner, W.Line("R.md", 1, text, 1, text.split()))
+    assert res.status == "NEEDS_DATA", res.note
+    ev = "domaindiff eval graphs ckpt=student4.ckpt sampler=distilled steps=4"
+    res = W.check_line(runner, W.Line("R.md", 2, ev, 1, ev.split()))
+    assert res.status == "NEEDS_DATA" and "R.md:1" in res.note
+    other = "domaindiff eval trajectories ckpt=student4.ckpt sampler=distilled steps=4"
+    runner.ckpts["trajectories:nbody_charged"] = tmp_path / "t.ckpt"
+    new, why = W._rewrite_eval(runner, "trajectories", other.split())  # another plugin's student
+    assert why == "" and f"ckpt={tmp_path / 't.ckpt'}" in new
