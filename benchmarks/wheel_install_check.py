@@ -519,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--install-log", type=Path, default=None, help="JSON of install timings")
     ap.add_argument("--merge", action="store_true",
                     help="keep the lines of an existing --out file that this run did not run")
+    ap.add_argument("--budget", type=float, default=0.0,
+                    help="seconds: lines not started by then are not run (listed as not_run; "
+                         "with --merge their old rows stay); 0 = no limit")
     args = ap.parse_args(argv)
     if args.run_dir.resolve().is_relative_to(ROOT):
         ap.error(f"--run-dir {args.run_dir} is inside the repository; it must be outside it")
@@ -531,8 +534,14 @@ def main(argv: list[str] | None = None) -> int:
     seen: dict[str, Result] = {}
     t0 = time.perf_counter()
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    not_run: list[str] = []
     for ln in _order(lines):
         key = shlex.join(_strip_prefix(ln.argv))
+        if args.budget and time.perf_counter() - t0 > args.budget and key not in seen:
+            not_run.append(f"{ln.readme}:{ln.lineno}  {ln.text}")
+            print(f"{'NOT RUN':<15} {'':>7}  {ln.readme}:{ln.lineno}  {ln.text[:90]} (budget)",
+                  flush=True)
+            continue
         if key in seen:
             first = seen[key]
             res = Result(ln.readme, ln.lineno, ln.text, first.status, [], 0.0,
@@ -544,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{res.status:<15} {res.seconds:6.1f}s  {ln.readme}:{ln.lineno}  {ln.text[:90]}",
               flush=True)
     results.sort(key=lambda x: (READMES.index(x.readme), x.lineno))
-    _report(args, results, time.perf_counter() - t0, every)
+    _report(args, results, time.perf_counter() - t0, every, not_run)
     return 1 if any(x.status == "FAIL" for x in results) else 0
 
 
@@ -569,9 +578,12 @@ def _merge(results: list[Result], old: list[Result], current: list[Line]) -> lis
 
 
 def _report(args: argparse.Namespace, results: list[Result], total: float,
-            current: list[Line]) -> None:
+            current: list[Line], not_run: list[str] | None = None) -> None:
     """Print the table and write the JSON atomically (``--merge``: with the old file's lines)."""
     install = json.loads(args.install_log.read_text()) if args.install_log else {}
+    this_run: dict[str, int] = {}
+    for x in results:
+        this_run[x.status] = this_run.get(x.status, 0) + 1
     if args.merge and args.out.is_file():
         old = json.loads(args.out.read_text())
         install = install or old.get("install", {})
@@ -596,6 +608,9 @@ def _report(args: argparse.Namespace, results: list[Result], total: float,
         "install": install,
         "total_seconds": round(total, 1),
         "counts": counts,
+        "this_run": {"only": args.only, "merge": args.merge, "budget_s": args.budget,
+                     "counts": this_run},
+        "not_run": not_run or [],
         "lines": [asdict(x) | {"seconds": round(x.seconds, 1)} for x in results],
     }
     from domaindiff.data import atomic_write_text  # the wheel's own atomic writer
