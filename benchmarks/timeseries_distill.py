@@ -22,6 +22,7 @@ best many-step row.
 
     python benchmarks/timeseries_distill.py --epochs 6 --iterations 500 --samples 16 --seed 0
     python benchmarks/timeseries_distill.py --teacher run.ckpt --no-cond     # reuse a teacher
+    python benchmarks/timeseries_distill.py --reuse     # score what a previous run left in --work
 """
 
 from __future__ import annotations
@@ -45,12 +46,19 @@ TEACHER_Q = {
         "x0_steps": 4},
     "tsdiff_q/dpm_solver_pp_2m-20": {"guidance": "quantile", "sampler": "dpm_solver_pp_2m",
                                      "steps": 20},
+    # the coupling the students learn (no guidance): how well a student copies its teacher
+    "tsdiff/dpm_solver_pp_2m-20 unguided": {"guidance": "none", "sampler": "dpm_solver_pp_2m",
+                                            "steps": 20},
+    "tsdiff/ddpm-100 unguided": {"guidance": "none", "sampler": "ancestral", "steps": 100},
 }
 #: teacher rows of TSDiff-Cond
 TEACHER_COND = {
     "tsdiff_cond/ddpm-100": {"guidance": "none", "sampler": "ancestral", "steps": 100},
     "tsdiff_cond/dpm_solver_pp_2m-20": {"guidance": "none", "sampler": "dpm_solver_pp_2m",
                                         "steps": 20},
+    # the probability-flow ODE better solved: is the 20-NFE coupling or the ODE the limit?
+    "tsdiff_cond/dpm_solver_pp_2m-50": {"guidance": "none", "sampler": "dpm_solver_pp_2m",
+                                        "steps": 50},
 }
 
 
@@ -110,6 +118,8 @@ def main() -> None:
                     help="guidance scales of the guided students")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-cond", action="store_true", help="skip TSDiff-Cond")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take the teachers and students a previous run left in --work")
     ap.add_argument("--work", default="/tmp/domaindiff_bench_ts_distill")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"
                                          / "timeseries_distill.json"))
@@ -151,8 +161,13 @@ def main() -> None:
 
     # each model in turn: teacher, its students, their scores (partial results are kept)
     for kind in kinds:
+        done = sorted((work / f"teacher_{kind}").glob("lightning_logs/version_*/checkpoints/"
+                                                       f"epoch={args.epochs - 1}-*.ckpt"))
         if kind == "tsdiff" and args.teacher:
             teacher = args.teacher
+        elif args.reuse and done:
+            teacher = str(done[-1])
+            res["teachers"][kind] = {"ckpt": teacher, "reused": True}
         else:
             t0 = time.perf_counter()
             teacher = train_teacher(kind, args.epochs, args.seed, work / f"teacher_{kind}")
@@ -171,6 +186,11 @@ def main() -> None:
                 target, hist, dm.season), "seconds_per_window": 0.0})
         students: dict[int, str] = {}
         for n in steps_list:
+            there = work / f"student_{kind}_{args.method}_{n}" / "student.ckpt"
+            if args.reuse and there.is_file():
+                students[n] = str(there)
+                res["students"][f"{kind}/{n}"] = {"ckpt": str(there), "reused": True}
+                continue
             path, sec = distill(teacher, args.method, n, args.iterations, args.seed,
                                 work / f"student_{kind}_{args.method}_{n}",
                                 args.parametrization or None)
@@ -190,6 +210,8 @@ def main() -> None:
                 score(f"student {args.method}-{n} tsdiff_q/distilled-{n}+s{scales[-1]:g}"
                       f"+x0steps4", kind, students[n],
                       {**base, "guidance": "quantile", "scale": scales[-1], "x0_steps": 4})
+                score(f"student {args.method}-{n} tsdiff/distilled-{n} unguided", kind,
+                      students[n], {**base, "guidance": "none"})
                 if n < 4:  # guidance steps on x_T through the student: 4 NFE in all
                     k = 4 // n
                     score(f"student {args.method}-{n} tsdiff_q/distilled-{n}+s{scales[0]:g}"
