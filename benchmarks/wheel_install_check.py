@@ -15,6 +15,8 @@ read, ``\\`` continuations are joined, ``#`` comments dropped, and each command 
   ``--iterations 2``; the student it writes (``--out``) is what later lines naming that file load.
 * ``python -m <plugin>.demo``: runs with the demo's own size flags made tiny.
 * A line with ``...`` in it is ``ELIDED`` (not a line a shell runs as written).
+* A line that refuses in one line naming ``pip install '<dist>[<extra>]'`` is ``NEEDS_EXTRA`` (the
+  wheels are installed without extras); the note says whether the README says so near the line.
 * ``python benchmarks/...``, ``make ...`` and ``pip install -e ...``: need a checkout; the check
   records whether the README says so next to the line.
 * Lines that need data that cannot be had offline (CAMUS, EchoNet, MD17, ETH-UCY files) pass as
@@ -109,7 +111,7 @@ class Result:
     readme: str
     lineno: int
     line: str
-    status: str  # PASS | FAIL | NEEDS_DATA | NEEDS_CHECKOUT | SETUP | ELIDED
+    status: str  # PASS | FAIL | NEEDS_DATA | NEEDS_EXTRA | NEEDS_CHECKOUT | SETUP | ELIDED
     ran: list[str] = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""
@@ -161,6 +163,14 @@ def _strip_prefix(argv: list[str]) -> list[str]:
     if i < len(argv) and argv[i] == "nice":
         i += 3 if i + 1 < len(argv) and argv[i + 1] == "-n" else 1
     return argv[i:]
+
+
+def _says_near(readme: Path, lineno: int, text: str) -> bool:
+    """Whether ``text`` appears in ``readme`` within 25 lines before ``lineno`` (or just after)."""
+    if not readme.is_file():
+        return False
+    lines = readme.read_text().splitlines()
+    return text in "\n".join(lines[max(0, lineno - 25): lineno + 2])
 
 
 def _says_checkout(readme: Path, lineno: int) -> bool:
@@ -320,8 +330,14 @@ def _run_all(r: Runner, runs: list[list[str]], cwd: Path, res: Result, need_ckpt
         res.seconds += dt
         if rc != 0:
             clear, msg = _clear_refusal(rc, se)
+            extra = re.search(r"pip install '?[A-Za-z0-9_.-]+\[([A-Za-z0-9_-]+)\]", msg)
             if clear and _needs_offline_missing(argv):
                 res.status, res.note = "NEEDS_DATA", msg
+            elif clear and extra:
+                said = _says_near(ROOT / res.readme, res.lineno, f"[{extra.group(1)}]")
+                res.status = "NEEDS_EXTRA"
+                res.note = (f"{msg} (README {'says so' if said else 'does not say so'} "
+                            "near the line)")
             else:
                 res.status = "FAIL"
                 noisy = [x for x in se.strip().splitlines() if "%|" not in x]  # no tqdm bars

