@@ -174,8 +174,17 @@ class TrajectoriesEval(EvalApp):
         self.nfe = 0
 
     def count(self, model, cfg: Mapping[str, Any]) -> int:
-        """The test trajectories evaluated (``num_items``, capped by the split)."""
-        return len(self.loader.dataset)  # type: ignore[arg-type]
+        """The test trajectories evaluated (``num_items``, capped by the split).
+
+        A loader without a ``dataset`` (e.g. a list of batches given to :func:`forecast_metrics`)
+        counts its batches' items.
+        """
+        dataset = getattr(self.loader, "dataset", None)
+        if dataset is not None:
+            return len(dataset)
+        from domaindiff.evaluation import _batch_len
+
+        return sum(_batch_len(model, batch) for batch in self.loader)
 
     def reference_batches(self, model, cfg: Mapping[str, Any]) -> Iterator[Any]:
         """The test split's batches."""
