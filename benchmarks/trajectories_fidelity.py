@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ancestral-rows", default="geotdm_eps",
                    help="rows also scored with the paper's sampler, ancestral over all T steps "
                         "(the reference's p_sample_loop), for the side-by-side")
+    p.add_argument("--skip-sigma-data", type=float, default=0.5,
+                   help="skip_sigma_data of the geotdm_skip_sd row")
     p.add_argument("--curve-samplers", default="",
                    help="extra GeoTDM scores at every curve point, e.g. ddim:2")
     p.add_argument("--curve-raw", action="store_true",
@@ -345,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--root is required (unless --merge)")
     torch.set_num_threads(args.threads)
     names = args.rows.split(",")
+    sd = args.skip_sigma_data
+    ROWS["geotdm_skip_sd"] = (f"GeoTDM, skip for a residual of std {sd:g} (skip_sigma_data {sd:g})",
+                              {**TUNED, "skip_sigma_data": sd})
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         p.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
