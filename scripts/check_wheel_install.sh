@@ -5,7 +5,11 @@
 # (benchmarks/wheel_install_check.py prints PASS/FAIL per line and writes
 # benchmarks/results/wheel_install_check.json atomically).
 #
-#   bash scripts/check_wheel_install.sh [--only REGEX] [--timeout SECONDS]
+#   bash scripts/check_wheel_install.sh [--only REGEX] [--timeout SECONDS] [--budget SECONDS] [--merge]
+#
+# --only runs the README lines matching REGEX; --merge keeps the rows of the other lines from the
+# existing JSON (matched by line text); --budget stops starting lines after that many seconds and
+# still writes the JSON (lines not started are listed as not_run).
 #
 # Environment: WHEELS (/tmp/wheels), WHEEL_VENV (/tmp/wheelvenv), WHEEL_RUN (/tmp/wheelrun),
 # DOMAINDIFF_DATA (/tmp/wheeldata), TORCH ("torch==2.13.0", as the Makefile), BUILD_PY (the
