@@ -172,3 +172,10 @@ def test_a_one_line_refusal_naming_an_extra_is_needs_extra(tmp_path, monkeypatch
     runner.run = lambda argv, cwd: (1, "", "Traceback (most recent call last):\n" + msg, 0.1)
     W._run_all(runner, [["domaindiff", "fit"]], tmp_path, res, need_ckpt=True)
     assert res.status == "FAIL"  # a traceback is never a clear refusal
+
+
+def test_nbody_paper_configs_need_the_generators_files_unless_simulated():
+    assert W._needs_offline_missing(["domaindiff", "fit", "--config", "trajectories:nbody_springs"])
+    assert not W._needs_offline_missing(["domaindiff", "fit", "--config", "trajectories:nbody_charged",
+                                         "--data.init_args.simulate=true"])
+    assert not W._needs_offline_missing(["domaindiff", "fit", "--config", "trajectories:demo"])
