@@ -179,3 +179,13 @@ def test_nbody_paper_configs_need_the_generators_files_unless_simulated():
     assert not W._needs_offline_missing(["domaindiff", "fit", "--config", "trajectories:nbody_charged",
                                          "--data.init_args.simulate=true"])
     assert not W._needs_offline_missing(["domaindiff", "fit", "--config", "trajectories:demo"])
+
+
+def test_the_checks_own_overrides_never_make_a_line_needs_data(tmp_path):
+    runner = W.Runner(tmp_path, tmp_path / "run", tmp_path / "data", timeout=1)
+    runner.run = lambda argv, cwd: (2, "", "error: FileNotFoundError: N-body file x.npy is missing", 0.1)
+    line = "domaindiff eval trajectories ckpt=runs/charged.ckpt sampler=ddim steps=10"
+    res = W.Result("R.md", 1, line, "FAIL")
+    W._run_all(runner, [[*line.split(), "+md17.standin_steps=2000"]], tmp_path, res, need_ckpt=False)
+    assert res.status == "FAIL", res.note
+    assert not W._needs_offline_missing(["domaindiff", "eval", "toy", "ckpt=/tmp/run_dir/a.ckpt"])
