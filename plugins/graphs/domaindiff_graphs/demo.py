@@ -30,7 +30,6 @@ def _fit(config: str, out: Path, epochs: int) -> str:
     # no sampling during validation: the eval app samples and scores the checkpoint afterwards
     return fit_config(CONF / config, out, [f"--trainer.max_epochs={epochs}",
                                            f"--trainer.check_val_every_n_epoch={epochs}",
-                                           "--trainer.enable_progress_bar=false",
                                            "--model.init_args.num_val_samples=0"])[1]
 
 

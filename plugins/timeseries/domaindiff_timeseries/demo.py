@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=4.0)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    _, ckpt = fit_config(CONF / "demo.yaml", out, [f"--trainer.max_epochs={args.epochs}",
-                                                   "--trainer.enable_progress_bar=false"])
+    _, ckpt = fit_config(CONF / "demo.yaml", out, [f"--trainer.max_epochs={args.epochs}"])
     print(f"checkpoint: {ckpt}")
     code = cli_main(["eval", "timeseries", f"ckpt={ckpt}", f"sampler={args.sampler}",
                      f"steps={args.steps}", f"scale={args.scale}", f"eta={args.eta}",
