@@ -38,6 +38,7 @@ sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs")]  # runs un
 from domaindiff.data import atomic_write_text  # noqa: E402
 from domaindiff.module import load_checkpoint  # noqa: E402
 from domaindiff_graphs.gdss_import import (  # noqa: E402
+    RELEASED_CHECKPOINTS,
     gcn_reference,
     import_gdss,
     random_inputs,
@@ -48,9 +49,8 @@ from domaindiff_graphs.graphs import read_graph_pickle  # noqa: E402
 from domaindiff_graphs.metrics import graph_metrics  # noqa: E402
 from domaindiff_graphs.solvers import fast_s4_options, fast_s4_rule  # noqa: E402
 
-CKPT = {"community_small": "community_small/gdss_community_small.pth",
-        "ego_small": "ego_small/gdss_ego_small.pth", "grid": "grid/gdss_grid.pth",
-        "ENZYMES": "ENZYMES/gdss_enzymes.pth"}
+CKPT = RELEASED_CHECKPOINTS  # name -> path under the authors' checkpoints/ folder
+
 #: the paper's Table 1/2 numbers (shared/REFERENCES.md) and the reference code's own runs of the
 #: released checkpoints (3 seeds, as reported in the issue)
 PAPER = {"community_small": (0.045, 0.086, 0.007), "ego_small": (0.021, 0.024, 0.007),

@@ -28,15 +28,14 @@ sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs")]  # runs un
 
 from domaindiff.data import atomic_write_text  # noqa: E402
 from domaindiff_graphs.gdss_import import (  # noqa: E402
+    RELEASED_CHECKPOINTS,
     convert,
     random_inputs,
     read_gdss_checkpoint,
     reference_outputs,
 )
 
-CKPT = {"community_small": "community_small/gdss_community_small.pth",
-        "ego_small": "ego_small/gdss_ego_small.pth", "grid": "grid/gdss_grid.pth",
-        "ENZYMES": "ENZYMES/gdss_enzymes.pth"}
+CKPT = RELEASED_CHECKPOINTS  # name -> path under the authors' checkpoints/ folder
 
 
 def _set_fast(net: torch.nn.Module, fast: bool) -> None:

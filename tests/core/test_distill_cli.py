@@ -18,15 +18,6 @@ DATA = ["--data", "GaussianMixtureData", "--data.num_train=256", "--data.num_val
         "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("teacher")
-    res = run_cli(["fit", "--config", str(CONF / "toy_fit.yaml"), "--trainer.max_epochs=1",
-                   f"--trainer.default_root_dir={root}"], cwd=root)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return next(root.rglob("last.ckpt"))
-
-
 def _distill(teacher: Path, root: Path, *extra: str) -> None:
     root.mkdir(exist_ok=True)
     res = run_cli(["distill", "--ckpt", str(teacher), "--method", "progressive",

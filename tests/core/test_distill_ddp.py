@@ -21,15 +21,6 @@ DATA = ["--data", "GaussianMixtureData", "--data.num_train=256", "--data.num_val
 DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("teacher")
-    res = run_cli(["fit", "--config", str(CONF / "toy_fit.yaml"), "--trainer.max_epochs=1",
-                   f"--trainer.default_root_dir={root}"], cwd=root)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return next(root.rglob("last.ckpt"))
-
-
 def _args(teacher: Path, root: Path, *extra: str) -> list[str]:
     return ["distill", "--ckpt", str(teacher), "--method", "progressive", "--student-steps", "1",
             "--teacher-steps", "4", "--iterations", "3", *DATA,

@@ -51,6 +51,10 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {
 _SAFE_BUILTINS = ("set", "frozenset", "list", "dict", "tuple", "int", "float", "str", "bool",
                   "complex", "bytes", "bytearray", "slice", "range")
 _MOLECULES = {"QM9": "qm9", "ZINC250k": "zinc250k"}
+#: the GDSS authors' released generic-graph checkpoints, relative to their ``checkpoints/`` folder
+RELEASED_CHECKPOINTS = {"community_small": "community_small/gdss_community_small.pth",
+                        "ego_small": "ego_small/gdss_ego_small.pth", "grid": "grid/gdss_grid.pth",
+                        "ENZYMES": "ENZYMES/gdss_enzymes.pth"}
 
 
 class GDSSImportError(ValueError):
@@ -626,7 +630,8 @@ def random_inputs(model, batch: int = 3, seed: int = 0) -> dict[str, Tensor]:
     return {"x": x, "adj": adj, "mask": mask}
 
 
-__all__ = ["GDSSImportError", "checkpoint_dict", "convert", "convert_state_dict", "gcn_reference",
+__all__ = ["RELEASED_CHECKPOINTS", "GDSSImportError", "checkpoint_dict", "convert",
+           "convert_state_dict", "gcn_reference",
            "hparams_from_gdss", "import_gdss", "random_inputs", "read_gdss_checkpoint",
            "reference_outputs",
            "rename_key", "sampler_settings"]
