@@ -17,8 +17,8 @@ read, ``\\`` continuations are joined, ``#`` comments dropped, and each command 
 * A line with ``...`` in it is ``ELIDED`` (not a line a shell runs as written).
 * A line that refuses in one line naming ``pip install '<dist>[<extra>]'`` is ``NEEDS_EXTRA`` (the
   wheels are installed without extras); the note says whether the README says so near the line.
-* ``python benchmarks/...``, ``make ...`` and ``pip install -e ...``: need a checkout; the check
-  records whether the README says so next to the line.
+* ``python benchmarks/...``, ``make ...``, ``pip install -e ...`` and ``pip wheel ./...``: need a
+  checkout; the check records whether the README says so next to the line.
 * Lines that need data that cannot be had offline (CAMUS, EchoNet, MD17, ETH-UCY files) pass as
   ``NEEDS_DATA`` when they exit non-zero with at most two lines on stderr, no traceback, naming
   the path or the manual step.
@@ -498,7 +498,9 @@ def check_line(r: Runner, ln: Line) -> Result:
         res.note = "has an optional part in [brackets]: not a line a shell runs as written"
         argv = [a for a in argv if not re.fullmatch(r"\[.*\]", a)]
     if argv[0] == "make" or (argv[0] == "python" and "benchmarks/" in " ".join(argv[:3])) \
-            or (argv[:4] == ["python", "-m", "pip", "install"] and "-e" in argv):
+            or (argv[:4] == ["python", "-m", "pip", "install"] and "-e" in argv) \
+            or (argv[:4] == ["python", "-m", "pip", "wheel"]
+                and any(a.startswith("./") for a in argv)):  # builds from a checkout's folders
         res.status = "NEEDS_CHECKOUT"
         res.note = ("README says so nearby" if _says_checkout(readme, ln.lineno)
                     else "README does not say this needs a checkout")

@@ -189,3 +189,12 @@ def test_the_checks_own_overrides_never_make_a_line_needs_data(tmp_path):
     W._run_all(runner, [[*line.split(), "+md17.standin_steps=2000"]], tmp_path, res, need_ckpt=False)
     assert res.status == "FAIL", res.note
     assert not W._needs_offline_missing(["domaindiff", "eval", "toy", "ckpt=/tmp/run_dir/a.ckpt"])
+
+
+def test_building_wheels_from_the_checkouts_folders_needs_a_checkout(tmp_path):
+    runner = W.Runner(tmp_path, tmp_path / "run", tmp_path / "data", timeout=1)
+    runner.run = lambda argv, cwd: pytest.fail(f"ran {argv}")  # planned, never run
+    text = ("python -m pip wheel --no-deps -w dist ./core ./plugins/graphs && "
+            "python -m pip install dist/*.whl")
+    res = W.check_line(runner, W.Line("plugins/graphs/README.md", 22, text, 1, text.split()))
+    assert res.status == "NEEDS_CHECKOUT", res.note
