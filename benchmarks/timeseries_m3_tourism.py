@@ -172,14 +172,15 @@ class CurveCallback:
         return _Curve()
 
 
-def fit_tsdiff(cls, dm, steps: int, seed: int, callbacks=()):
+def fit_tsdiff(cls, dm, steps: int, seed: int, callbacks=(), hidden: int = 64,
+               num_blocks: int = 3):
     """Train a TSDiff / TSDiffCond for ``steps`` gradient steps (paper backbone, no lags)."""
     import lightning as L
 
     L.seed_everything(seed, verbose=False)
     model = cls(dim=1, context_length=dm.context_length, prediction_length=dm.prediction_length,
-                lags=[], hidden=64, num_blocks=3, emb_dim=128, d_state=64, num_steps=100,
-                seed=seed)
+                lags=[], hidden=hidden, num_blocks=num_blocks, emb_dim=128, d_state=64,
+                num_steps=100, seed=seed)
     trainer = L.Trainer(max_steps=steps, max_epochs=-1, accelerator="cpu", devices=1,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, gradient_clip_val=0.5, limit_val_batches=0,
@@ -206,8 +207,9 @@ class Dataset:
         collection, subset = name.split("_", 1)
         self.name, self.args, self.save = name, args, save
         self.dm = CompetitionData(collection, subset, max_series=args.num_series,
+                                  context_length=args.context.get(name),
                                   batches_per_epoch=100, batch_size=args.batch_size,
-                                  seed=args.seed)
+                                  seed=args.seed, window_sampling=args.window_sampling)
         self.dm.setup("fit")
         self.wins = self.dm.test_windows()
         self.c, self.h, self.m = self.dm.context_length, self.dm.prediction_length, self.dm.season
@@ -221,10 +223,44 @@ class Dataset:
         self.curves: dict[str, list] = {}
         self.info = {"series": len(self.wins), "padded_series": len(self.dm.padded),
                      "context_length": self.c, "horizon": self.h, "season": self.m,
+                     "window_sampling": args.window_sampling,
                      "ref_series": len(self.ref), "ref_index": self.ref.tolist()}
         print(f"\n== {name}: {len(self.wins)} series, context {self.c}, horizon {self.h}, "
               f"season {self.m}, {len(self.dm.padded)} left-padded; reference subset "
               f"{len(self.ref)} series", flush=True)
+
+    def reuse(self, path: str, prefixes: list[str]) -> None:
+        """Copy the rows of ``prefixes`` methods from an earlier result JSON of this script.
+
+        The test windows do not depend on the context length, the training or the seed (one per
+        series: its holdout after its whole history), so a row of the same dataset with the
+        same series and horizon scores the same windows.
+
+        Raises:
+            SystemExit: the file is missing or unreadable, holds no such dataset, or its
+                series or horizon differ from this run's.
+        """
+        try:
+            old = json.loads(Path(path).read_text())["datasets"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SystemExit(f"--reuse: cannot read {path} as a result of this script "
+                             f"({err})") from None
+        if self.name not in old:
+            return
+        d = old[self.name]
+        if (d.get("series"), d.get("horizon")) != (len(self.wins), self.h):
+            raise SystemExit(f"--reuse: {path}: {self.name} has {d.get('series')} series at "
+                             f"horizon {d.get('horizon')}, this run {len(self.wins)} at {self.h}"
+                             " (use the same --num-series)")
+        taken = {r["method"] for r in self.rows}
+        for r in d["rows"]:
+            m = r["method"]
+            if m.startswith(tuple(prefixes)) and "(Monash" not in m and m not in taken:
+                self.rows.append({**r, "reused_from": str(path)})
+                taken.add(m)
+                print(f"{m:48s} MASE {r['MASE']:.3f} sMAPE {r['sMAPE']:6.2f} CRPS "
+                      f"{r['CRPS']:.4f} (from {path})", flush=True)
+        self.save()
 
     def add(self, method: str, samples: np.ndarray, seconds, nfe=None, keep=True, **extra):
         """Score ``samples`` on all windows (and the reference subset) and save."""
@@ -316,7 +352,8 @@ def run_main(ds: Dataset, args) -> None:
         ds.curves[f"TSDiff-Cond ({args.cond_sampler})"] = log
         cb = CurveCallback.make(args.eval_every, args.train_steps, curve_score(cond_opts), log,
                                 ds.save)
-        cond, sec = fit_tsdiff(TSDiffCond, ds.dm, args.train_steps, args.seed, [cb])
+        cond, sec = fit_tsdiff(TSDiffCond, ds.dm, args.train_steps, args.seed, [cb],
+                               args.hidden, args.blocks)
         ds.info["tsdiff_cond_train_seconds"] = sec - cb.eval_seconds
         stats: dict = {}
         t0 = time.perf_counter()
@@ -336,7 +373,8 @@ def run_main(ds: Dataset, args) -> None:
     cv.pop("samples", None)
     ds.curves[args.curve_variant] = log
     cb = CurveCallback.make(args.eval_every, args.train_steps, curve_score(cv), log, ds.save)
-    unc, sec = fit_tsdiff(TSDiff, ds.dm, args.train_steps, args.seed, [cb])
+    unc, sec = fit_tsdiff(TSDiff, ds.dm, args.train_steps, args.seed, [cb], args.hidden,
+                          args.blocks)
     ds.info["tsdiff_train_seconds"] = sec - cb.eval_seconds
     ds.info["train_steps"], ds.info["batch_size"] = args.train_steps, args.batch_size
     for v in [v for v in args.variants.split(",") if v]:
@@ -441,6 +479,18 @@ def _num_series(v: str) -> int | None:
     return n
 
 
+def _contexts(v: str) -> dict[str, int]:
+    """``m3_monthly=72,tourism_monthly=96`` -> ``{name: context length}``."""
+    out: dict[str, int] = {}
+    for part in [p for p in v.split(",") if p]:
+        name, _, n = part.partition("=")
+        if not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"--context: <dataset>=<steps >= 1>, e.g. "
+                                             f"m3_monthly=72; got {part!r}")
+        out[name] = int(n)
+    return out
+
+
 def write_curves(res: dict, out: str) -> None:
     """``<out>_curves.json`` / ``.csv`` / ``.png``: validation metrics against training steps."""
     from domaindiff.data import atomic_write_text
@@ -522,11 +572,26 @@ def main() -> None:
                     help="AutoARIMA after every other method of every dataset, in chunks")
     ap.add_argument("--arima-chunks", type=int, default=8)
     ap.add_argument("--fan", type=int, default=3, help="series in the fan chart (0: none)")
+    ap.add_argument("--context", type=_contexts, default={},
+                    help="context length per dataset, e.g. m3_monthly=72,tourism_monthly=96 "
+                         "(default: the subset's, see domaindiff_timeseries.competitions)")
+    ap.add_argument("--window-sampling", choices=["window", "series"], default="window",
+                    help="training windows: every window equally likely, or every series")
+    ap.add_argument("--hidden", type=int, default=64, help="TSDiff backbone width")
+    ap.add_argument("--blocks", type=int, default=3, help="TSDiff backbone S4 blocks")
+    ap.add_argument("--reuse", default="",
+                    help="result JSON(s) of this script (comma-separated) whose --reuse-methods "
+                         "rows are copied into this run's table (same series, same windows)")
+    ap.add_argument("--reuse-methods", default="AutoETS,AutoTheta,AutoARIMA",
+                    help="method-name prefixes taken from --reuse")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                          "timeseries_m3_tourism"))
     args = ap.parse_args()
+    bad = sorted(set(args.context) - set(args.datasets.split(",")))
+    if bad:
+        ap.error(f"--context: {bad} not in --datasets {args.datasets!r}")
     torch.set_num_threads(args.threads)
     from domaindiff.data import atomic_write_text
 
@@ -555,6 +620,8 @@ def main() -> None:
     names = [d for d in args.datasets.split(",") if d]
     for name in names:
         sets[name] = Dataset(name, args, save)
+        for path in [p for p in args.reuse.split(",") if p]:
+            sets[name].reuse(path, [m for m in args.reuse_methods.split(",") if m])
         run_main(sets[name], args)
         write_curves({**res, "datasets": {n: d.result() for n, d in sets.items()}}, args.out)
     if args.arima_last and "AutoARIMA" in args.classical.split(","):

@@ -126,6 +126,25 @@ def test_global_training_draws_windows_across_series(tmp_path):
     assert not np.allclose(a.numpy(), dm.train_set[0]["x"].numpy())
 
 
+def test_window_sampling_weighs_windows_or_series(tmp_path):
+    # in-sample lengths 60, 70, 80 at context 24 + horizon 18: 19, 29, 39 windows
+    p = _m3_file(tmp_path, lengths=(60, 70, 80))
+    by_window = _data(p, context_length=24)
+    by_window.setup("fit")
+    np.testing.assert_allclose(by_window.train_set.p_series, np.array([19, 29, 39]) / 87)
+    by_series = _data(p, context_length=24, window_sampling="series", batches_per_epoch=64)
+    by_series.setup("fit")
+    np.testing.assert_allclose(by_series.train_set.p_series, [1 / 3] * 3)
+    # the draws follow it: each series' share of 512 windows, told apart by the window's scale
+    recs = json.loads(p.read_text())
+    levels = [np.mean(recs[k]["x"]) for k in ("N1402", "N1403", "N1404")]
+    counts = np.zeros(3)
+    for i in range(len(by_series.train_set)):
+        scale = float(by_series.train_set[i]["scale"][0])
+        counts[int(np.argmin([abs(scale - lv) for lv in levels]))] += 1
+    assert np.all(np.abs(counts / counts.sum() - 1 / 3) < 0.06), counts
+
+
 def test_max_series_spreads_evenly(tmp_path):
     assert select_series(10, None).tolist() == list(range(10))
     assert select_series(10, 3).tolist() == [0, 4, 9]
@@ -253,6 +272,10 @@ def _text_value(tmp: Path) -> str:
     return raised(ERRORS, lambda: _data(p).setup("fit"))
 
 
+def _bad_window_sampling(tmp: Path) -> str:
+    return raised(ERRORS, lambda: _data(_m3_file(tmp), window_sampling="uniform"))
+
+
 def _missing_file(tmp: Path) -> str:
     return raised(ERRORS, lambda: _data(tmp / "nope.json").setup("fit"))
 
@@ -275,6 +298,9 @@ CATALOGUE = [
     BadInput("timeseries-competition-text-value", "an x entry \"12,5\"",
              r"series 'N1402': field 'x': position 7: '12,5' is not a finite number",
              _text_value),
+    BadInput("timeseries-competition-window-sampling", "CompetitionData(window_sampling='uniform')",
+             r"window_sampling: use one of \['window', 'series'\], got 'uniform'",
+             _bad_window_sampling),
     BadInput("timeseries-competition-missing-file", "CompetitionData(path='nope.json')",
              r"path: .*nope\.json does not exist", _missing_file),
 ]

@@ -10,8 +10,11 @@ one collection and serves it the way the competitions score it:
   ``xx`` at the competition's horizon (M1 and M3: yearly 6, quarterly 8, monthly 18, other 8;
   Tourism: yearly 4, quarterly 8, monthly 24), MASE scaled by the in-sample seasonal error at
   the subset's period (1, 4, 12; 1 for M3 other);
-- global training: random windows drawn across all series of the subset (weighted by the
-  windows each holds), never touching a holdout;
+- global training: random windows drawn across all series of the subset, never touching a
+  holdout; ``window_sampling="window"`` (the default) draws every training window equally likely
+  (a series is weighted by the windows it holds, so the long series dominate), ``"series"``
+  draws a series uniformly first (every series weighs the same, as in the competitions' mean
+  MASE), then a window of it;
 - a series with fewer than ``context_length + horizon`` in-sample steps is left-padded with
   missing values (unobserved: the loss, the mean scale, the guidance and the metrics ignore
   them, GluonTS's ``InstanceSplitter`` does the same with its observed mask) so that it still
@@ -69,6 +72,8 @@ COLLECTIONS: dict[str, tuple[str, dict[str, Subset]]] = {
     }),
 }
 START = "2000-01-01"
+#: how :class:`CompetitionData` draws its training windows (see the module doc)
+WINDOW_SAMPLING = ("window", "series")
 
 
 class ShortSeriesWarning(MissingValuesWarning):
@@ -255,6 +260,8 @@ class CompetitionData(TimeSeriesData):
         batch_size: batch size.
         num_workers: DataLoader workers.
         seed: window sampling seed.
+        window_sampling: ``window`` (every training window equally likely) or ``series`` (every
+            series equally likely, then one of its windows).
         root: cache directory (unused: the data is read from the package).
 
     Attributes:
@@ -266,8 +273,12 @@ class CompetitionData(TimeSeriesData):
                  context_length: int | None = None, prediction_length: int | None = None,
                  lags: list[int] | None = None, max_series: int | None = None,
                  batches_per_epoch: int = 128, batch_size: int = 64, num_workers: int = 0,
-                 seed: int = 0, root: str | None = None) -> None:
+                 seed: int = 0, window_sampling: str = "window",
+                 root: str | None = None) -> None:
         info = subset_info(collection, subset)
+        if window_sampling not in WINDOW_SAMPLING:
+            raise ValueError(f"window_sampling: use one of {list(WINDOW_SAMPLING)}, got "
+                             f"{window_sampling!r}")
         if prediction_length is not None and prediction_length != info.horizon:
             raise ValueError(f"prediction_length: {collection} {subset} is scored "
                              f"{info.horizon} steps ahead (the competition's horizon), got "
@@ -283,6 +294,7 @@ class CompetitionData(TimeSeriesData):
                          freq=info.freq, season=info.season)
         self.collection, self.subset = collection.lower(), subset.lower()
         self.info, self.max_series = info, max_series
+        self.window_sampling = window_sampling
         self.names: list[str] = []
         self.padded: list[str] = []
         self.histories: list[np.ndarray] = []
@@ -321,6 +333,13 @@ class CompetitionData(TimeSeriesData):
         self.train_series, self.test_series = train, test
         self._loaded = True
 
+    def setup(self, stage: str | None = None) -> None:
+        """The training windows, drawn as ``window_sampling`` says (see the module doc)."""
+        super().setup(stage)
+        if self.window_sampling == "series":
+            ts = self.train_set
+            ts.p_series = np.full(len(ts.valid), 1.0 / len(ts.valid))
+
     def test_windows(self) -> list[dict[str, np.ndarray]]:
         """One window per series: the holdout after the last ``context_length`` in-sample steps.
 
@@ -336,5 +355,5 @@ class CompetitionData(TimeSeriesData):
         return wins
 
 
-__all__ = ["COLLECTIONS", "CompetitionData", "CompetitionSeries", "ShortSeriesWarning", "Subset",
-           "package_file", "read_competition", "select_series", "subset_info"]
+__all__ = ["COLLECTIONS", "WINDOW_SAMPLING", "CompetitionData", "CompetitionSeries",
+           "ShortSeriesWarning", "Subset", "package_file", "read_competition", "select_series", "subset_info"]
