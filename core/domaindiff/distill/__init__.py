@@ -10,7 +10,10 @@ reach teacher and student unchanged):
   adjacent grid times;
 - ``consistency-training``: consistency training (Song et al. 2023), no teacher evaluations;
 - ``reflow``: rectified-flow reflow / 2-rectified flow (Liu et al. 2022): the student regresses the
-  teacher's deterministic noise-to-data coupling.
+  teacher's deterministic noise-to-data coupling;
+- ``reflow-stochastic``: reflow on the teacher's *stochastic* sampler's coupling (a rectified flow
+  keeps any coupling's marginal), then straightened by a deterministic reflow of that flow
+  (:mod:`domaindiff.distill.stochastic`).
 
 The student is an ordinary checkpoint of the teacher's class (:func:`~domaindiff.distill.lightning.
 write_student`) that samples with the ``distilled`` sampler (progressive, reflow) or the
@@ -21,6 +24,6 @@ This package's ``__init__`` imports nothing heavy (the samplers registry imports
 :mod:`domaindiff.distill.sampling`).
 """
 
-METHODS = ("progressive", "consistency", "consistency-training", "reflow")
+METHODS = ("progressive", "consistency", "consistency-training", "reflow", "reflow-stochastic")
 
 __all__ = ["METHODS"]

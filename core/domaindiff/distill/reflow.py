@@ -54,7 +54,8 @@ class Reflow(Method):
             raise ValueError(f"teacher_steps must be a positive integer, got {teacher_steps!r}")
         if teacher_sampler in self.STOCHASTIC:
             raise ValueError(f"teacher_sampler={teacher_sampler!r} is stochastic; reflow needs a "
-                             "deterministic coupling (e.g. dpm_solver_pp_2m, deis, heun, ddim)")
+                             "deterministic coupling (e.g. dpm_solver_pp_2m, deis, heun, ddim); "
+                             "method 'reflow-stochastic' distils a stochastic sampler")
         self.sample_teacher = get_sampler(teacher_sampler)
         self.teacher_sampler, self.teacher_steps = teacher_sampler, teacher_steps
 
@@ -93,8 +94,13 @@ class Reflow(Method):
 
 def make_method(name: str, procs: Mapping[str, object], student_steps: int,
                 teacher_steps: int | None = None, iterations: int = 1000,
-                schedule: str | None = None, teacher_sampler: str | None = None) -> Method:
+                schedule: str | None = None, teacher_sampler: str | None = None,
+                teacher_options: Mapping[str, Any] | None = None) -> Method:
     """The method called ``name`` (one of :data:`domaindiff.distill.METHODS`).
+
+    ``teacher_sampler`` applies to ``reflow`` (deterministic samplers) and ``reflow-stochastic``
+    (any sampler, default ``ancestral``); ``teacher_options`` (the teacher sampler's keyword
+    options) to ``reflow-stochastic`` only.
 
     Raises:
         ValueError: an unknown name (listing the known ones) or bad settings.
@@ -102,7 +108,14 @@ def make_method(name: str, procs: Mapping[str, object], student_steps: int,
     from domaindiff.distill import METHODS
     from domaindiff.distill.consistency import ConsistencyDistillation, ConsistencyTraining
     from domaindiff.distill.progressive import Progressive
+    from domaindiff.distill.stochastic import StochasticReflow
 
+    if name == "reflow-stochastic":
+        return StochasticReflow(procs, student_steps, teacher_steps, iterations, schedule,
+                                teacher_sampler or "ancestral", teacher_options)
+    if teacher_options:
+        raise ValueError(f"teacher_options apply to reflow-stochastic only, not to method "
+                         f"{name!r}")
     if name == "reflow":
         return Reflow(procs, student_steps, teacher_steps, iterations, schedule,
                       teacher_sampler or "dpm_solver_pp_2m")
@@ -112,5 +125,6 @@ def make_method(name: str, procs: Mapping[str, object], student_steps: int,
     if name not in classes:
         raise ValueError(f"method: unknown {name!r}; choose one of {', '.join(METHODS)}")
     if teacher_sampler is not None:
-        raise ValueError(f"teacher_sampler applies to reflow only, not to method {name!r}")
+        raise ValueError(f"teacher_sampler applies to reflow and reflow-stochastic only, not to "
+                         f"method {name!r}")
     return classes[name](procs, student_steps, teacher_steps, iterations, schedule)
