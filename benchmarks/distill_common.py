@@ -67,3 +67,62 @@ def progressive_chain(data_args: list[str], teacher: Path, work: Path, teacher_s
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return {"students": written, "cpu_seconds": time.thread_time() - t0, "argv": argv,
             "optimizer_steps": int(cli.trainer.global_step)}
+
+
+def stochastic_reflow(data_args: list[str], teacher: Path, work: Path, student_steps: int,
+                      iterations: int, lr: float, teacher_sampler: str, teacher_steps: int,
+                      teacher_options: dict | None = None, flow_steps: int = 16,
+                      snapshots: int = 1, extra_args: list[str] | None = None) -> dict:
+    """``domaindiff distill --method reflow-stochastic``: the flow round, then the straightening.
+
+    The command line builds the run; the method is rebuilt with ``teacher_options`` (the
+    teacher sampler's keyword options, e.g. S4's) before the fit. Students are written at the
+    end of the flow round (``flow@STEP``: the 1-rectified flow, sampled with ``flow_steps``
+    steps) and ``snapshots`` times within the straightening round (``reflow-stochastic@STEP``,
+    the last at its end).
+
+    Returns:
+        ``{"students": {label: (steps, path, optimizer steps)}, "cpu_seconds", "argv",
+        "optimizer_steps", "method"}``.
+    """
+    import lightning as L
+
+    from domaindiff.distill.command import distill_cli
+    from domaindiff.distill.lightning import write_student
+    from domaindiff.distill.stochastic import StochasticReflow
+
+    argv = [*data_args, "--ckpt", str(teacher), "--method", "reflow-stochastic",
+            "--student-steps", str(student_steps), "--teacher-steps", str(teacher_steps),
+            "--teacher-sampler", teacher_sampler, "--iterations", str(iterations),
+            "--lr", str(lr), "--trainer.default_root_dir", str(work / "distill_stochastic"),
+            "--trainer.enable_progress_bar=false",
+            "--out", str(work / f"student_stochastic_{student_steps}.ckpt"), *(extra_args or [])]
+    written: dict[str, tuple[int, str, int]] = {}
+    every = max(iterations // max(snapshots, 1), 1)
+
+    class Snapshot(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            step = trainer.global_step
+            if step == iterations:
+                flow = StochasticReflow(module.teacher.processes, flow_steps, teacher_steps,
+                                        iterations, teacher_sampler=teacher_sampler,
+                                        teacher_options=teacher_options, straighten=False)
+                path = work / f"flow_{flow_steps}_{step}.ckpt"
+                write_student(module.student, flow, path, str(teacher), step)
+                written[f"flow{flow_steps}@{step}"] = (flow_steps, str(path), step)
+            elif step > iterations and (step - iterations) % every == 0:
+                path = work / f"student_stochastic_{student_steps}_{step}.ckpt"
+                write_student(module.student, module.method, path, str(teacher), step)
+                written[f"reflow-stochastic{student_steps}@{step}"] = (student_steps, str(path),
+                                                                      step)
+
+    t0 = time.thread_time()
+    cli = distill_cli(argv, run=False)
+    cli.model.method = StochasticReflow(cli.model.teacher.processes, student_steps,
+                                        teacher_steps, iterations, teacher_sampler=teacher_sampler,
+                                        teacher_options=teacher_options, flow_steps=flow_steps)
+    cli.trainer.callbacks.append(Snapshot())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return {"students": written, "cpu_seconds": time.thread_time() - t0, "argv": argv,
+            "optimizer_steps": int(cli.trainer.global_step),
+            "method": cli.model.method.describe()}

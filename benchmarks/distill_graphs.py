@@ -23,6 +23,15 @@ Every row is sampled here, on GDSS's exact test split (first 20% of the file, 20
     DOMAINDIFF_THREADS=1 python benchmarks/distill_graphs.py --gdss-dir /work/shared/data/gdss \
         --work /tmp/distill_graphs [--iterations 200] [--lr 2e-4] [--snapshots 2] [--seeds 3]
 
+``--method reflow-stochastic`` distils the teacher's best sampler instead (fast S4 at
+``--teacher-nfe`` NFE from N(0, I), its options those of the teacher row): the flow round on
+S4's coupling (``--iterations`` steps, batches of ``--batch-size`` training graphs), then the
+straightening round onto a ``--final-steps`` student (default 4; ``--flow-steps`` the flow's
+grid); its rows, all from N(0, I) (the start it was distilled from): the flow at
+``--flow-steps`` NFE, the student at ``--final-steps`` NFE and the same student at 1 NFE (its
+first grid time is ``T``, where it was trained to land on the coupling's ``x0``). Results go to
+``benchmarks/results/distill_graphs_stochastic_cpu.json`` unless ``--out`` says otherwise.
+
 Results are written after every row (``--out``, default
 ``benchmarks/results/distill_graphs_cpu.json``); a rerun keeps rows already measured.
 """
@@ -42,7 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs"), str(ROOT / "benchmarks")]
 
-from distill_common import progressive_chain  # noqa: E402
+from distill_common import progressive_chain, stochastic_reflow  # noqa: E402
 from graphs_deterministic_samplers import run  # noqa: E402
 from graphs_gdss_released import METRICS  # noqa: E402
 
@@ -74,12 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-4, help="distillation Adam lr (the default, "
                     "the teacher's 0.01, throws the student off at the first step)")
     ap.add_argument("--snapshots", type=int, default=2, help="students written per round")
-    ap.add_argument("--final-steps", type=int, default=1, help="the chain's last student")
+    ap.add_argument("--final-steps", type=int, default=None,
+                    help="the chain's last student (default 1; reflow-stochastic: 4)")
+    ap.add_argument("--method", choices=["progressive", "reflow-stochastic"],
+                    default="progressive")
+    ap.add_argument("--teacher-nfe", type=int, default=100,
+                    help="reflow-stochastic: the S4 coupling's NFE")
+    ap.add_argument("--flow-steps", type=int, default=16, help="reflow-stochastic: flow grid")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="training graphs per batch (default the config's: all 80)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--only", choices=["teacher", "students", "all"], default="all")
-    ap.add_argument("--out", type=Path,
-                    default=ROOT / "benchmarks" / "results" / "distill_graphs_cpu.json")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    stochastic = args.method == "reflow-stochastic"
+    if args.final_steps is None:
+        args.final_steps = 4 if stochastic else 1
+    if args.out is None:
+        name = "distill_graphs_stochastic_cpu.json" if stochastic else "distill_graphs_cpu.json"
+        args.out = ROOT / "benchmarks" / "results" / name
     threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
     torch.set_num_threads(threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -114,15 +136,37 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"].append(row)
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
 
+    snr = float(teacher.hparams["sampler_options"]["snr"])
+    s4 = {**fast_s4_options(args.teacher_nfe, snr, 1000), "eps": 1e-4}
     if args.only in ("teacher", "all"):
-        snr = float(teacher.hparams["sampler_options"]["snr"])
         measure(teacher, "teacher/s4_100", "prior", "s4", 100,
                 {**fast_s4_options(100, snr, 1000), "eps": 1e-4}, {"role": "teacher"})
         for nfe in sorted({1, 4, args.teacher_steps}):
             for ema in (False, True):
                 measure(teacher, f"teacher/ddim{nfe}{'/ema' if ema else ''}", "moment", "ddim",
                         nfe, {"use_ema": ema}, {"role": "teacher"})
-    if args.only in ("students", "all"):
+        if stochastic:  # the start the stochastic students are distilled from
+            for nfe in (1, 4):
+                measure(teacher, f"teacher/ddim{nfe}/prior", "prior", "ddim", nfe, {},
+                        {"role": "teacher"})
+    if args.only in ("students", "all") and stochastic:
+        if not result.get("distill"):
+            data = ["--config", "graphs:community_small", "--data", "domaindiff_graphs.GraphFile",
+                    "--data.path", str(pkl)]
+            if args.batch_size:
+                data.append(f"--data.batch_size={args.batch_size}")
+            result["distill"] = stochastic_reflow(
+                data, teacher_path, args.work, args.final_steps, args.iterations, args.lr, "s4",
+                args.teacher_nfe, s4, args.flow_steps, args.snapshots)
+            result["distill"]["iterations_per_round"] = args.iterations
+            atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        for label, (steps, path, step) in sorted(result["distill"]["students"].items(),
+                                                 key=lambda kv: kv[1][2]):
+            student = load_checkpoint(path)
+            for nfe in sorted({steps, 1} if label.startswith("reflow") else {steps}):
+                measure(student, f"student/{label}/nfe{nfe}", "prior", "distilled", nfe, {},
+                        {"role": "student", "student_steps": steps, "optimizer_steps": step})
+    elif args.only in ("students", "all"):
         if not result.get("distill"):
             result["distill"] = distill(teacher_path, pkl, args.work, args.teacher_steps,
                                         args.iterations, args.snapshots, args.lr,
