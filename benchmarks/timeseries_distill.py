@@ -23,6 +23,11 @@ best many-step row.
     python benchmarks/timeseries_distill.py --epochs 6 --iterations 500 --samples 16 --seed 0
     python benchmarks/timeseries_distill.py --teacher run.ckpt --no-cond     # reuse a teacher
     python benchmarks/timeseries_distill.py --reuse     # score what a previous run left in --work
+
+``--method reflow-stochastic --teacher-sampler ancestral --teacher-steps 100`` distils the
+teacher's DDPM-100 instead of its ODE (:mod:`domaindiff.distill.stochastic`: a flow on the
+stochastic coupling, then straightened; ``--iterations`` per round); ``--score-steps 1`` also
+scores each student at 1 NFE (a straightened student's first grid time is ``T``).
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ def train_teacher(kind: str, epochs: int, seed: int, out: Path) -> str:
 
 
 def distill(teacher: str, method: str, steps: int, iterations: int, seed: int, out: Path,
-            parametrization: str | None) -> tuple[str, float]:
+            parametrization: str | None, extra: list[str] | None = None) -> tuple[str, float]:
     """``domaindiff distill`` (the real CLI); the student file and the seconds it took."""
     from domaindiff.cli import main as cli_main
 
@@ -94,6 +99,7 @@ def distill(teacher: str, method: str, steps: int, iterations: int, seed: int, o
             "--out", str(student)]
     if parametrization:
         argv += ["--student-parametrization", parametrization]
+    argv += extra or []
     t0 = time.perf_counter()
     code = cli_main(argv)
     if code or not student.is_file():
@@ -117,6 +123,11 @@ def main() -> None:
     ap.add_argument("--student-scales", default="4,32",
                     help="guidance scales of the guided students")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--teacher-sampler", default=None, help="reflow / reflow-stochastic")
+    ap.add_argument("--teacher-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None, help="distillation batch size")
+    ap.add_argument("--score-steps", default="",
+                    help="also score every student at these NFE (e.g. 1)")
     ap.add_argument("--no-cond", action="store_true", help="skip TSDiff-Cond")
     ap.add_argument("--reuse", action="store_true",
                     help="take the teachers and students a previous run left in --work")
@@ -135,6 +146,14 @@ def main() -> None:
     quiet_third_party()
     work, out = Path(args.work), Path(args.out)
     steps_list = [int(s) for s in args.student_steps.split(",") if s]
+    also = [int(s) for s in args.score_steps.split(",") if s]
+    extra = []
+    if args.teacher_sampler:
+        extra += ["--teacher-sampler", args.teacher_sampler]
+    if args.teacher_steps:
+        extra += ["--teacher-steps", str(args.teacher_steps)]
+    if args.batch_size:
+        extra.append(f"--data.init_args.batch_size={args.batch_size}")
     scales = [float(s) for s in args.student_scales.split(",") if s]
     res: dict = {"settings": vars(args), "torch": torch.__version__, "teachers": {},
                  "students": {}, "rows": []}
@@ -193,7 +212,7 @@ def main() -> None:
                 continue
             path, sec = distill(teacher, args.method, n, args.iterations, args.seed,
                                 work / f"student_{kind}_{args.method}_{n}",
-                                args.parametrization or None)
+                                args.parametrization or None, extra)
             students[n] = path
             res["students"][f"{kind}/{n}"] = {"ckpt": path, "seconds": sec}
             print(f"student {kind} {n} steps: {path} ({sec:.0f} s)", flush=True)
@@ -221,6 +240,18 @@ def main() -> None:
             else:
                 score(f"student {args.method}-{n} tsdiff_cond/distilled-{n}", kind,
                       students[n], {**base, "guidance": "none"})
+            for m in also:  # the same student at m NFE
+                if m == n:
+                    continue
+                at = {"sampler": "distilled", "steps": m}
+                if kind == "tsdiff":
+                    score(f"student {args.method}-{n} tsdiff_q/distilled-{m}+s{scales[0]:g}",
+                          kind, students[n], {**at, "guidance": "quantile", "scale": scales[0]})
+                    score(f"student {args.method}-{n} tsdiff/distilled-{m} unguided", kind,
+                          students[n], {**at, "guidance": "none"})
+                else:
+                    score(f"student {args.method}-{n} tsdiff_cond/distilled-{m}", kind,
+                          students[n], {**at, "guidance": "none"})
     for kind in kinds:
         mine = [r for r in rows if r["model"] == kind and r["method"].startswith("teacher")]
         best = min(mine, key=lambda r: r["CRPS"])
