@@ -44,6 +44,7 @@ sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "trajectories")]
 
 from domaindiff.data import atomic_write_text  # noqa: E402
 from domaindiff.plotting import pyplot, save_figure  # noqa: E402
+from domaindiff.resume import make_train_loader  # noqa: E402
 from domaindiff_trajectories.data import NBody  # noqa: E402
 from domaindiff_trajectories.metrics import ade_fde, ade_fde_k, constant_velocity  # noqa: E402
 from domaindiff_trajectories.model import GeoTDM  # noqa: E402
@@ -117,9 +118,90 @@ def k_sweep(model, batches, k_max: int, sampler: str, steps: int) -> list[dict]:
              "fde_min": float(fde[:k].min(0).values.mean())} for k in range(1, k_max + 1)]
 
 
-def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args) -> dict:
-    """Train one row for ``args.steps`` optimiser steps; score at the curve points."""
-    torch.manual_seed(0)
+def parse_spec(spec: str) -> tuple[str, int, dict[str, float]]:
+    """``sampler:nfe[:opt=value...]`` -> (sampler, nfe, options), e.g. ``ddim:10:eta=0.5``.
+
+    ``tau`` is not a sampler option: it multiplies the prior draw ``x_T`` (a temperature).
+    """
+    parts = spec.split(":")
+    if len(parts) < 2:
+        raise ValueError(f"sampler spec {spec!r}: expected sampler:nfe[:opt=value...]")
+    opts = {}
+    for part in parts[2:]:
+        key, _, value = part.partition("=")
+        if not value:
+            raise ValueError(f"sampler spec {spec!r}: option {part!r} is not key=value")
+        opts[key] = float(value)
+    return parts[0], int(parts[1]), opts
+
+
+@torch.no_grad()
+def draw(model, batch, k: int, sampler: str, steps: int, opts: dict[str, float],
+         gen: torch.Generator) -> torch.Tensor:
+    """``k`` forecasts ``(k, B, N, T, 3)``; ``opts['tau']`` scales the prior draw ``x_T``."""
+    opts = dict(opts)
+    tau = opts.pop("tau", None)
+    if tau is None:
+        return model.forecast(batch, k=k, sampler=sampler, steps=steps, generator=gen, **opts)
+    template = model.sample_template(len(batch["x"]), batch)
+    proc = model.processes["x"]
+    outs = []
+    for _ in range(k):
+        tpl = dict(template)
+        tpl["x"] = tau * proc.prior_sample(tpl["x"], tpl, gen)
+        outs.append(model.sample(template=tpl, sampler=sampler, steps=steps, generator=gen,
+                                 prior=False, **opts)["x"])
+    return torch.stack(outs)
+
+
+@torch.no_grad()
+def spread_study(model, batches, specs: list[str], k_max: int, seed: int = 2) -> list[dict]:
+    """Per sampler spec: avg / min over K = 5 and ``k_max`` of the same draws, and the spread.
+
+    ``spread`` is the mean distance of a sample to the mean of its ``k_max`` samples (averaged
+    over nodes, frames, samples and trajectories; ADE units): 0 when the K samples coincide.
+    ``ade_meank``: ADE of that mean (a point forecast).
+    """
+    out = []
+    for spec in specs:
+        sampler, nfe, opts = parse_spec(spec)
+        gen = torch.Generator().manual_seed(seed)
+        c0 = time.process_time()
+        dists, spreads, means = [], [], []
+        for b in batches:
+            s = draw(model, b, k_max, sampler, nfe, opts, gen)  # (K, B, N, T, 3)
+            m = b["mask"][None, :, :, None]
+            d = ((s - b["x"][None]) ** 2).sum(-1).sqrt()
+            dists.append((d * m).sum(2) / m.sum(2))  # (K, B, T)
+            c = s.mean(0, keepdim=True)
+            sp = ((s - c) ** 2).sum(-1).sqrt()
+            spreads.append(((sp * m).sum(2) / m.sum(2)).mean((0, 2)))  # (B,)
+            dm = ((c - b["x"][None]) ** 2).sum(-1).sqrt()
+            means.append(((dm * m).sum(2) / m.sum(2))[0])  # (B, T)
+        d = torch.cat(dists, 1)
+        mean_d = torch.cat(means, 0)
+        row = {"spec": spec, "sampler": sampler, "nfe": nfe, **opts, "k_max": k_max,
+               "spread": float(torch.cat(spreads).mean()),
+               "ade_meank": float(mean_d.mean()), "fde_meank": float(mean_d[:, -1].mean()),
+               "sample_cpu_seconds": time.process_time() - c0}
+        for k in sorted({min(5, k_max), k_max}):
+            ade, fde = d[:k].mean(-1), d[:k, :, -1]
+            row[f"k{k}"] = {"ade_avg": float(ade.mean()), "fde_avg": float(fde.mean()),
+                            "ade_min": float(ade.min(0).values.mean()),
+                            "fde_min": float(fde.min(0).values.mean())}
+        out.append(row)
+        print(f"    spread {spec}: {json.dumps(row)}", flush=True)
+    return out
+
+
+def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args,
+              seed: int = 0) -> dict:
+    """Train one row for ``args.steps`` optimiser steps; score at the curve points.
+
+    ``seed`` seeds the initial weights (``torch.manual_seed``), the training noise (step ``i``
+    draws from ``seed * 100003 + i``) and, with ``args.reshuffle``, the batch order.
+    """
+    torch.manual_seed(seed)
     if settings is None:
         model = EGTNRegressor(1, args.hidden, args.layers, data.pred_frames, args.time_dim)
     else:
@@ -134,7 +216,12 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args)
     subset: dict = {}
     t_wall = time.perf_counter()
     while steps < budget:
-        for batch in data.train_loader(data.train_set, drop_last=True):
+        if args.reshuffle:  # a new (seed, epoch) order every epoch
+            loader = make_train_loader(data.train_set, batch_size=data.batch_size, seed=seed,
+                                       position={"epoch": epoch, "batches": 0}, drop_last=True)
+        else:  # without a trainer: epoch 0's (data seed) order every epoch (the earlier runs)
+            loader = data.train_loader(data.train_set, drop_last=True)
+        for batch in loader:
             t0, c0 = time.perf_counter(), time.process_time()
             for g in opt.param_groups:  # linear decay to 10 % over the budget
                 g["lr"] = args.lr * (1.0 - 0.9 * min(steps / budget, 1.0))
@@ -142,7 +229,7 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args)
                 loss = ((model(batch) - batch["x"]) ** 2).sum(-1).mean()
             else:
                 model.train()
-                model.generator.manual_seed(steps)
+                model.generator.manual_seed(seed * 100003 + steps)
                 loss = model.loss(model.batch_to_state(batch))
             opt.zero_grad()
             loss.backward()
@@ -185,7 +272,8 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args)
                 break
         epoch += 1
     model.eval()
-    return {"name": name, "label": ROWS[name][0], "settings": settings, "steps": steps,
+    return {"name": name, "label": ROWS[name][0], "settings": settings, "seed": seed,
+            "steps": steps,
             "train_seconds": trained, "train_cpu_seconds": trained_cpu,
             "wall_seconds": time.perf_counter() - t_wall,
             "epochs": epoch, "curve": curve, "final": curve[-1] if curve else {},
@@ -198,12 +286,17 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     panels = (("steps", "ade"), ("steps", "fde"), ("train_seconds", "ade"))
-    for i, r in enumerate(rows):
-        c = f"C{i}"
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    labelled: set[str] = set()
+    for r in rows:
+        c = f"C{names.index(r['name']) % 10}"
+        label = None if r["name"] in labelled else r["label"]
+        labelled.add(r["name"])
         for ax, (key, metric) in zip(axes, panels, strict=True):
             xs = [p[key] for p in r["curve"]]
             ax.plot(xs, [p[f"{metric}_avg"] for p in r["curve"]], "o-", color=c,
-                    label=r["label"])
+                    label=label)
+            label = None
             if r["name"] != "regression":
                 ax.plot(xs, [p[f"{metric}_min"] for p in r["curve"]], "s--", color=c, alpha=0.6)
     labels = ("training steps", "training steps", "training seconds (wall, 1 thread)")
@@ -221,10 +314,16 @@ def write_curve_csv(rows: list[dict], path: Path) -> None:
     """One line per (row, curve point): steps, seconds and the scores."""
     keys = ["steps", "train_seconds", "train_cpu_seconds", "loss", "ade_avg", "fde_avg",
             "ade_min", "fde_min", "ade_meank", "fde_meank"]
-    lines = [",".join(["row"] + keys)]
+    extra = sorted({spec for r in rows for p in r["curve"] for spec, v in p.items()
+                    if isinstance(v, dict)})
+    cols = [f"{spec}_{m}" for spec in extra for m in ("ade_avg", "fde_avg", "ade_min", "fde_min")]
+    lines = [",".join(["row", "seed"] + keys + cols)]
     for r in rows:
         for p in r["curve"]:
-            lines.append(",".join([r["name"]] + [f"{p[k]:.6g}" if k in p else "" for k in keys]))
+            vals = [f"{p[k]:.6g}" if k in p else "" for k in keys]
+            vals += [f"{p[spec][m]:.6g}" if spec in p else "" for spec in extra
+                     for m in ("ade_avg", "fde_avg", "ade_min", "fde_min")]
+            lines.append(",".join([r["name"], str(r.get("seed", 0))] + vals))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -255,6 +354,62 @@ def plot_k_nfe(ks: list[dict], nfes: list[dict], reg: float | None, path: Path,
     save_figure(fig, path)
 
 
+def _mean_std(values: list[float]) -> dict[str, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    std = float(t.std(unbiased=True)) if len(values) > 1 else 0.0
+    return {"mean": float(t.mean()), "std": std, "n": len(values)}
+
+
+def summarize(rows: list[dict]) -> dict[str, dict]:
+    """Mean and sample std over seeds of every row's final scores (and curve-sampler scores)."""
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(r["name"] for r in rows):
+        group = [r for r in rows if r["name"] == name and r["final"]]
+        if not group:
+            continue
+        entry = {"label": group[0]["label"], "seeds": [r.get("seed", 0) for r in group],
+                 "steps": group[0]["steps"]}
+        keys = [k for k, v in group[0]["final"].items() if isinstance(v, float)]
+        entry.update({k: _mean_std([r["final"][k] for r in group]) for k in keys})
+        for spec, v in group[0]["final"].items():
+            if isinstance(v, dict):
+                entry[spec] = {k: _mean_std([r["final"][spec][k] for r in group])
+                               for k in v if isinstance(v[k], float)}
+        if all("spread" in r for r in group):
+            entry["spread"] = {}
+            for i, sp in enumerate(group[0]["spread"]):
+                flat = {"spread": [r["spread"][i]["spread"] for r in group],
+                        "ade_meank": [r["spread"][i]["ade_meank"] for r in group],
+                        "fde_meank": [r["spread"][i]["fde_meank"] for r in group]}
+                e = {k: _mean_std(v) for k, v in flat.items()}
+                for kk in (k for k in sp if k.startswith("k") and isinstance(sp[k], dict)):
+                    e[kk] = {m: _mean_std([r["spread"][i][kk][m] for r in group])
+                             for m in sp[kk]}
+                entry["spread"][sp["spec"]] = e
+        out[name] = entry
+    return out
+
+
+def print_summary(summary: dict[str, dict]) -> None:
+    """Mean ± std over seeds of the final avg / min over K (main sampler and curve samplers)."""
+    def ms(d: dict, k: str) -> str:
+        return f"{d[k]['mean']:.3f}±{d[k]['std']:.3f}" if k in d else "-"
+
+    print("\nmean ± std over seeds (final step)")
+    for e in summary.values():
+        line = (f"{e['label'][:56]:<57} seeds {e['seeds']}: ADE/FDE avg {ms(e, 'ade_avg')} / "
+                f"{ms(e, 'fde_avg')}  min {ms(e, 'ade_min')} / {ms(e, 'fde_min')}")
+        for spec, d in e.items():
+            if ":" in spec and isinstance(d, dict) and "ade_avg" in d:
+                line += f"  [{spec}: {ms(d, 'ade_avg')} / {ms(d, 'fde_avg')}]"
+        print(line)
+        for spec, d in e.get("spread", {}).items():
+            ks = "  ".join(f"K={kk[1:]} avg {ms(d[kk], 'ade_avg')}/{ms(d[kk], 'fde_avg')} "
+                           f"min {ms(d[kk], 'ade_min')}/{ms(d[kk], 'fde_min')}"
+                           for kk in d if kk.startswith("k"))
+            print(f"    {spec:<22} spread {ms(d, 'spread')}  {ks}")
+
+
 def print_table(result: dict) -> None:
     """The table of a result (final scores of every row, constant velocity)."""
     print(f"\n{result['title']}")
@@ -262,7 +417,8 @@ def print_table(result: dict) -> None:
           f"{'ADE min':>9}{'FDE min':>9}")
     for r in result["rows"]:
         f = r["final"]
-        print(f"{r['label']:<64}{r['steps']:>7}{r['train_seconds']:>8.0f}{f['ade_avg']:>9.4f}"
+        label = r["label"] + (f" [seed {r['seed']}]" if "seed" in r else "")
+        print(f"{label[:63]:<64}{r['steps']:>7}{r['train_seconds']:>8.0f}{f['ade_avg']:>9.4f}"
               f"{f['fde_avg']:>9.4f}{f['ade_min']:>9.4f}{f['fde_min']:>9.4f}")
         if "ancestral_1000" in r:
             a = r["ancestral_1000"]
@@ -271,6 +427,8 @@ def print_table(result: dict) -> None:
                   f"{a['fde_min']:>9.4f}")
     cv = result["constant_velocity"]
     print(f"{'constant velocity':<64}{0:>7}{'':>8}{cv['ade']:>9.4f}{cv['fde']:>9.4f}")
+    if "summary" in result:
+        print_summary(result["summary"])
 
 
 def merge(paths: list[str], out: Path) -> int:
@@ -283,6 +441,8 @@ def merge(paths: list[str], out: Path) -> int:
         found = [part[key] for part in parts if key in part]
         if found:
             result[key] = found[0]
+    if len({r.get("seed", 0) for r in result["rows"]}) > 1:
+        result["summary"] = summarize(result["rows"])
     atomic_write_text(out, json.dumps(result, indent=2))
     plot_curves(result["rows"], out.with_suffix(".png"), result["title"])
     write_curve_csv(result["rows"], out.with_suffix(".csv"))
@@ -337,6 +497,24 @@ def main(argv: list[str] | None = None) -> int:
                         "trajectories (the side-by-side with the reference's own sampler)")
     p.add_argument("--subset-n", type=int, default=0)
     p.add_argument("--subset-samplers", default="ancestral:1000,ddim:10")
+    p.add_argument("--seeds", default="0",
+                   help="comma list of training seeds: every row is trained once per seed "
+                        "(weights, training noise, batch order with --reshuffle); with more "
+                        "than one the table adds mean ± std over seeds")
+    p.add_argument("--late-rows", default="",
+                   help="rows trained after all --rows of every seed (e.g. the ablations)")
+    p.add_argument("--ablation-skip-sigma-data", type=float, default=None,
+                   help="skip_sigma_data of the prior_normal / prior_com / no_equivariance "
+                        "rows (default: the model's)")
+    p.add_argument("--reshuffle", action="store_true",
+                   help="a new (seed, epoch) batch order every epoch (without it every epoch "
+                        "repeats the data module's epoch-0 order, as the earlier runs did)")
+    p.add_argument("--spread-rows", default="",
+                   help="rows whose final model is also scored by --spread-samplers")
+    p.add_argument("--spread-samplers", default="ddim:2,ddim:10,ddim:10:eta=0.5,ancestral:10,"
+                                                "ancestral:50,ddim:2:tau=2,ddim:10:tau=2",
+                   help="sampler:nfe[:eta=..][:tau=..] (tau scales the prior draw)")
+    p.add_argument("--spread-k", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                         "trajectories_fidelity.json"))
@@ -347,10 +525,19 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--root is required (unless --merge)")
     torch.set_num_threads(args.threads)
     names = args.rows.split(",")
+    late = [n for n in args.late_rows.split(",") if n]
+    seeds = [int(x) for x in args.seeds.split(",")]
     sd = args.skip_sigma_data
     ROWS["geotdm_skip_sd"] = (f"GeoTDM, skip for a residual of std {sd:g} (skip_sigma_data {sd:g})",
                               {**TUNED, "skip_sigma_data": sd})
-    unknown = [n for n in names if n not in ROWS]
+    if args.ablation_skip_sigma_data is not None:
+        asd = args.ablation_skip_sigma_data
+        for key in ("prior_normal", "prior_com", "no_equivariance"):
+            label, settings = ROWS[key]
+            ROWS[key] = (f"{label}, skip_sigma_data {asd:g}", {**settings, "skip_sigma_data": asd})
+    for spec in filter(None, args.spread_samplers.split(",")):
+        parse_spec(spec)  # refuse a bad spec before any training
+    unknown = [n for n in names + late if n not in ROWS]
     if unknown:
         p.error(f"--rows: unknown {unknown}; choose from {list(ROWS)}")
     data = NBody(args.system, root=args.root, num_train=args.num_train,
@@ -372,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
               "constant_velocity": {"ade": cv_ade, "fde": cv_fde}, "rows": []}
     result["title"] = (f"{args.system} 5-body, {data.kept['train'][0]} training trajectories, "
                        f"{n_eval} test, EGTN {args.hidden} x {args.layers}, {args.steps} steps "
-                       f"per row, K = {args.k}, {args.sampler} {args.nfe} NFE")
+                       f"per row, K = {args.k}, {args.sampler} {args.nfe} NFE"
+                       + (f", seeds {args.seeds}" if len(seeds) > 1 else ""))
     rows = []
 
     def on_curve(name: str, partial: dict) -> None:  # incremental writes during a long row
@@ -380,15 +568,26 @@ def main(argv: list[str] | None = None) -> int:
                                           indent=2))
 
     args.on_curve = on_curve
-    for name in names:
-        print(f"row {name}: training {args.steps} steps", flush=True)
-        r = train_row(name, ROWS[name][1], data, eval_batches, args)
+    spread_rows = set(filter(None, args.spread_rows.split(",")))
+    order = [(seed, n) for seed in seeds for n in names] + [(seed, n) for seed in seeds
+                                                             for n in late]
+    for seed, name in order:
+        print(f"row {name} seed {seed}: training {args.steps} steps", flush=True)
+        r = train_row(name, ROWS[name][1], data, eval_batches, args, seed=seed)
+        if name in spread_rows and ROWS[name][1] is not None:
+            r["spread"] = spread_study(r["_model"], eval_batches,
+                                       list(filter(None, args.spread_samplers.split(","))),
+                                       args.spread_k)
+        if seed != seeds[0] or name in late:  # keep one model per row for the sweeps
+            r.pop("_model")
         rows.append(r)
         result["rows"].append({k: v for k, v in r.items() if k != "_model"})
+        if len(seeds) > 1:
+            result["summary"] = summarize(result["rows"])
         atomic_write_text(out, json.dumps(result, indent=2))
         write_curve_csv(result["rows"], out.with_suffix(".csv"))
     for r in rows:
-        if r["name"] in args.ancestral_rows.split(","):
+        if r["name"] in args.ancestral_rows.split(",") and "_model" in r:
             t0 = time.perf_counter()
             m = score(r["_model"], eval_batches, args.k, "ancestral", 1000)
             result["rows"][rows.index(r)]["ancestral_1000"] = {
