@@ -94,7 +94,9 @@ def student_hparams(student: DiffusionModule, method: Method) -> dict[str, Any]:
     """The student's hyper-parameters with its sampler and steps, where its class takes them.
 
     A ``sampler_options`` hyper-parameter (options of the teacher's default sampler, e.g. GDSS's
-    ``snr``) is emptied: they do not apply to the student's sampler.
+    ``snr``) is emptied: they do not apply to the student's sampler. A class whose sampler
+    hyper-parameter has another name finishes the job with ``distilled_hparams(hparams, method)
+    -> hparams`` (Echo-DND: ``dual_sampler``).
     """
     hparams = dict(student.hparams)
     params = inspect.signature(type(student).__init__).parameters
@@ -102,7 +104,8 @@ def student_hparams(student: DiffusionModule, method: Method) -> dict[str, Any]:
                        ("sampler_options", {})):
         if key in hparams or key in params:
             hparams[key] = value
-    return hparams
+    hook = getattr(student, "distilled_hparams", None)
+    return dict(hook(hparams, method)) if callable(hook) else hparams
 
 
 def write_student(student: DiffusionModule, method: Method, path: str | Path,
@@ -111,12 +114,16 @@ def write_student(student: DiffusionModule, method: Method, path: str | Path,
 
     The file holds only tensors and plain data (``torch.load(weights_only=True)``), the class
     path the allow-list checks, the hyper-parameters (its ``sampler`` and ``sampling_steps`` set to
-    the distilled sampler and steps where the class takes them) and, under
+    the distilled sampler and steps where the class takes them), the entries the class's own
+    ``on_save_checkpoint`` adds (e.g. the image side Echo-DND was trained on) and, under
     ``domaindiff.distilled``, the method, ``student_steps``, the time grid and the teacher.
     """
     cls = type(student)
     meta = {**method.describe(), "teacher": str(teacher_ckpt), "global_step": int(global_step)}
+    extras: dict[str, Any] = {}
+    student.on_save_checkpoint(extras)  # the class's own entries (e.g. Echo-DND's image side)
     ckpt = {
+        **{k: v for k, v in extras.items() if k not in ("domaindiff", "state_dict")},
         "state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
         "hyper_parameters": student_hparams(student, method),
         "domaindiff": {"class_path": f"{cls.__module__}.{cls.__qualname__}", "train_batches": 0,
@@ -169,6 +176,11 @@ class Distillation(L.LightningModule):
             teacher = load_checkpoint(teacher_ckpt, trust=trust_checkpoint)
             self.method = make_method(method, teacher.processes, student_steps, teacher_steps,
                                       iterations, schedule, teacher_sampler)
+            walk = getattr(teacher, "distill_walk", None)
+            if callable(walk):  # components its sampler walks (domaindiff.distill.walk)
+                from domaindiff.distill.walk import with_walk
+
+                self.method = with_walk(self.method, walk(), type(teacher).__name__)
             self.student = build_student(teacher, student_parametrization)
         teacher.requires_grad_(False)
         teacher.eval()
