@@ -1,5 +1,6 @@
 """Distillation trains on the state the processes diffuse: a module's ``distill_state(batch)``
-when it has one (GeoTDM: the forecast residual around its prior), else ``batch_to_state``."""
+when it has one (GeoTDM: the forecast residual around its prior; Echo-DND: ``2 m - 1``), else
+``batch_to_state``."""
 
 from __future__ import annotations
 
@@ -61,9 +62,15 @@ def test_geotdm_distills_the_forecast_residual():
     assert torch.equal(state["cond"], cond) and torch.equal(state["mask"], batch["mask"])
 
 
-def test_echo_dnd_refuses_distillation_by_name():
+def test_echo_dnd_distills_2m_minus_1_with_its_bernoulli_branch_walked():
+    """Echo-DND's Gaussian branch diffuses ``2 m - 1``; its Bernoulli branch is a walked state
+    (``distill_walk``, tested in tests/medical/test_distill.py)."""
     med = pytest.importorskip("domaindiff_medical")
     model = med.EchoDND(base_channels=4, levels=2, temb_dim=8, num_steps=10)
-    batch = {"image": torch.zeros(1, 1, 8, 8), "mask": torch.zeros(1, 1, 8, 8)}
-    with pytest.raises(ValueError, match="EchoDND cannot be distilled.*Bernoulli"):
-        model.distill_state(batch)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:5, 2:5] = 1
+    batch = {"image": torch.rand(1, 1, 8, 8), "mask": mask}
+    state = model.distill_state(batch)
+    torch.testing.assert_close(state["mask"], 2 * mask - 1)
+    assert state["image"] is batch["image"]
+    assert model.distill_walk().keys == ("bern",)

@@ -44,6 +44,7 @@ from domaindiff.module import DiffusionModule
 from domaindiff.processes import Bernoulli, DiscreteDDPM
 from domaindiff.samplers import get_sampler
 
+from .distill import BERN_KEY
 from .networks import EchoDNDNet
 from .postprocess import postprocess, sector_mask
 
@@ -286,16 +287,37 @@ class EchoDND(DiffusionModule):
         return {"image": batch["image"], "mask": batch["mask"]}
 
     def distill_state(self, batch: Any) -> dict[str, Tensor]:
-        """Refuse ``domaindiff distill`` (it would otherwise train on a wrong state, silently).
+        """The clean state ``domaindiff distill`` diffuses: the image and ``2 m - 1``.
+
+        The Gaussian branch diffuses ``2 m - 1`` (not the 0/1 mask); the Bernoulli branch's state
+        is drawn at each sample's time by :meth:`distill_walk`'s walk from ``m = (x + 1) / 2``.
 
         Raises:
-            ValueError: always: every network call takes the Bernoulli branch's state, which
-                only the sampler's sequential walk provides (and the Gaussian branch diffuses
-                ``2 m - 1``, not the 0/1 mask); the core distils Gaussian components only.
+            TypeError: the batch is not ``{'image', 'mask'}``.
+            ValueError: the mask is not 0/1.
         """
-        raise ValueError("distill: EchoDND cannot be distilled: every network call takes the "
-                         "Bernoulli branch's state, which only its sampler's walk provides; the "
-                         "core distils Gaussian components only")
+        state = self.batch_to_state(batch)
+        m = state["mask"]
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("distill: batch['mask'] must hold 0/1 values (the Bernoulli branch "
+                             "diffuses the binary mask)")
+        return {"image": state["image"], "mask": 2 * m - 1}
+
+    def distill_walk(self) -> Any:
+        """The Bernoulli branch as the core's walked state (:mod:`domaindiff.distill.walk`).
+
+        Progressive distillation then distils both branches' joint walk: the student's Gaussian
+        prediction and its ``P(m = 1)`` are trained so that one step of the student's walk
+        matches two of the teacher's (:class:`~domaindiff_medical.distill.EchoWalk`).
+        """
+        from .distill import EchoWalk
+
+        return EchoWalk(self.bern, self.bernoulli_sampler, ClipX0() if self.clip_x0 else None)
+
+    def distilled_hparams(self, hparams: dict[str, Any], method: Any) -> dict[str, Any]:
+        """A student's hyper-parameters: its sampler is the Gaussian branch's ``dual_sampler``."""
+        return {**hparams, "dual_sampler": method.sampler,
+                "sampling_steps": int(method.student_steps)}
 
     def configure_metrics(self) -> Any:
         """Validation Dice and IoU (MONAI per image, averaged by torchmetrics)."""
@@ -408,8 +430,12 @@ class EchoDND(DiffusionModule):
     def denoise(self, net: nn.Module, state: dict[str, Tensor], t: Tensor) -> dict[str, Tensor]:
         """One network call for both branches: the Gaussian noise prediction for the sampler.
 
-        The Bernoulli state comes from (and its prediction goes to) ``last_walk``.
+        The Bernoulli state comes from (and its prediction goes to) ``last_walk``; in
+        distillation it is the state's ``"bern"`` entry, and ``P(m = 1)`` is returned under it.
         """
+        if BERN_KEY in state:  # distillation: the walked Bernoulli state is in the state
+            out = net(state["image"], state["mask"], state[BERN_KEY], t)
+            return {"mask": out.eps, BERN_KEY: out.prob}
         walk = self.last_walk
         if walk is None:
             raise RuntimeError("EchoDND.denoise needs a Bernoulli walk: sample through "
