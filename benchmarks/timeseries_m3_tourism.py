@@ -256,8 +256,10 @@ class Dataset:
         for r in d["rows"]:
             m = r["method"]
             if m.startswith(tuple(prefixes)) and "(Monash" not in m and m not in taken:
-                self.rows.append({**r, "reused_from": str(path)})
                 taken.add(m)
+                if r.get("series_scored", len(self.wins)) < len(self.wins):  # a cut AutoARIMA
+                    m = f"{m} ({r['series_scored']} of {len(self.wins)} series)"
+                self.rows.append({**r, "method": m, "reused_from": str(path)})
                 print(f"{m:48s} MASE {r['MASE']:.3f} sMAPE {r['sMAPE']:6.2f} CRPS "
                       f"{r['CRPS']:.4f} (from {path})", flush=True)
         self.save()
