@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--score-steps", default="",
                     help="also score every student at these NFE (e.g. 1)")
     ap.add_argument("--no-cond", action="store_true", help="skip TSDiff-Cond")
+    ap.add_argument("--cond-only", action="store_true", help="skip TSDiff (unconditional)")
     ap.add_argument("--reuse", action="store_true",
                     help="take the teachers and students a previous run left in --work")
     ap.add_argument("--work", default="/tmp/domaindiff_bench_ts_distill")
@@ -157,7 +158,9 @@ def main() -> None:
     scales = [float(s) for s in args.student_scales.split(",") if s]
     res: dict = {"settings": vars(args), "torch": torch.__version__, "teachers": {},
                  "students": {}, "rows": []}
-    kinds = ["tsdiff"] + ([] if args.no_cond else ["cond"])
+    kinds = ([] if args.cond_only else ["tsdiff"]) + ([] if args.no_cond else ["cond"])
+    if not kinds:
+        raise SystemExit("--no-cond with --cond-only leaves no model to distil")
     rows = res["rows"]
     wins: list = []
     target = hist = dm = None

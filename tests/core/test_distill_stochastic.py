@@ -131,7 +131,8 @@ def test_bad_stochastic_reflow_settings_are_refused_in_one_line(call, expected):
 
 
 def test_the_cli_run_resumes_exactly_across_the_rounds(teacher, tmp_path):
-    """`domaindiff distill --method reflow-stochastic --teacher-sampler ancestral`: a run stopped
+    """`domaindiff distill --method reflow-stochastic --teacher-sampler ancestral
+    --teacher-options {schedule: uniform}`: a run stopped
     inside the straightening round and resumed equals the uninterrupted one bitwise (the
     couplings are the batches' seeds' and the promoted flow is in the checkpoint)."""
     from pathlib import Path
@@ -142,7 +143,8 @@ def test_the_cli_run_resumes_exactly_across_the_rounds(teacher, tmp_path):
     def distill(root: Path, *extra: str) -> None:
         root.mkdir(exist_ok=True)
         res = run_cli(["distill", "--ckpt", str(teacher), "--method", "reflow-stochastic",
-                       "--teacher-sampler", "ancestral", "--student-steps", "2",
+                       "--teacher-sampler", "ancestral", "--teacher-options={schedule: uniform}",
+                       "--student-steps", "2",
                        "--teacher-steps", "4", "--iterations", "3", "--lr", "1e-3", *DATA,
                        f"--trainer.default_root_dir={root}", "--out",
                        str(root / "student.ckpt"), *extra], cwd=root)
@@ -158,4 +160,5 @@ def test_the_cli_run_resumes_exactly_across_the_rounds(teacher, tmp_path):
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     meta = a["domaindiff"]["distilled"]
     assert meta["method"] == "reflow-stochastic" and meta["teacher_sampler"] == "ancestral"
+    assert meta["teacher_options"] == {"schedule": "uniform"}
     assert meta["rounds"] == 2 and meta["student_steps"] == 2

@@ -150,7 +150,9 @@ class Distillation(L.LightningModule):
         iterations: optimizer steps (per round for progressive). Sets the trainer's
             ``max_steps`` when it is not given.
         lr: Adam learning rate (default: the teacher's ``lr``).
-        teacher_sampler: reflow's deterministic teacher sampler (default ``dpm_solver_pp_2m``).
+        teacher_sampler: reflow's deterministic teacher sampler (default ``dpm_solver_pp_2m``);
+            reflow-stochastic's sampler, stochastic ones allowed (default ``ancestral``).
+        teacher_options: reflow-stochastic's teacher-sampler keyword options (e.g. S4's ``snr``).
         schedule: the time-grid schedule (default: the process's own).
         student_parametrization: what the student predicts, if not the teacher's (e.g. ``v`` or
             ``x0``: an ``eps`` prediction is ill-conditioned in one step from pure noise).
@@ -165,7 +167,8 @@ class Distillation(L.LightningModule):
                  lr: float | None = None, teacher_sampler: str | None = None,
                  schedule: str | None = None, student_parametrization: str | None = None,
                  student_out: str | None = None, seed: int = 0,
-                 trust_checkpoint: bool = False) -> None:
+                 trust_checkpoint: bool = False,
+                 teacher_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         from domaindiff.distill import METHODS
@@ -175,7 +178,7 @@ class Distillation(L.LightningModule):
         with _own_hyperparameters():
             teacher = load_checkpoint(teacher_ckpt, trust=trust_checkpoint)
             self.method = make_method(method, teacher.processes, student_steps, teacher_steps,
-                                      iterations, schedule, teacher_sampler)
+                                      iterations, schedule, teacher_sampler, teacher_options)
             walk = getattr(teacher, "distill_walk", None)
             if callable(walk):  # components its sampler walks (domaindiff.distill.walk)
                 from domaindiff.distill.walk import with_walk
