@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parametrization", default="eps", help="GeoTDM prediction: eps or x0")
     p.add_argument("--x0-skip", default="identity",
                    help="x0 prediction's skip connection: identity (x_t) or alpha (alpha(t) x_t)")
+    p.add_argument("--skip-sigma-data", type=float, default=1.0,
+                   help="with --x0-skip alpha: the residual spread its skip assumes (1: plain "
+                        "alpha, as the recorded runs; the model's default is 0.25)")
     p.add_argument("--lr-gamma", type=float, default=None,
                    help="ExponentialLR factor per epoch of GeoTDM and of the regression "
                         "baseline (default: constant lr)")
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                    scale=args.scale, prior_init=args.prior_init, time_dim=args.time_dim,
                    prior_layers=args.prior_layers, pred_frames=data.pred_frames, x0_clip=20.0,
                    parametrization=args.parametrization, x0_skip=args.x0_skip,
+                   skip_sigma_data=args.skip_sigma_data,
                    lr_gamma=args.lr_gamma)
     timer = _StepTimer()
     max_time = None if args.train_minutes is None else {"minutes": args.train_minutes}
@@ -191,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "regression_epochs": reg_epochs, "hidden": args.hidden, "layers": args.layers,
         "k": args.k, "lr": args.lr, "ema": args.ema, "scale": args.scale,
         "prior_init": args.prior_init, "parametrization": args.parametrization,
-        "x0_skip": args.x0_skip, "lr_gamma": args.lr_gamma, "time_dim": args.time_dim,
+        "x0_skip": args.x0_skip, "skip_sigma_data": args.skip_sigma_data,
+        "lr_gamma": args.lr_gamma, "time_dim": args.time_dim,
         "prior_layers": args.prior_layers, "train_minutes": args.train_minutes,
         "reg_minutes": args.reg_minutes,
         "threads": args.threads,

@@ -50,10 +50,12 @@ from domaindiff_trajectories.metrics import ade_fde, ade_fde_k, constant_velocit
 from domaindiff_trajectories.model import GeoTDM  # noqa: E402
 from domaindiff_trajectories.networks import EGTNRegressor  # noqa: E402
 
+# skip_sigma_data 1 (plain alpha skip), as in every run recorded before its default became 0.25:
+# the geotdm_skip_sd row (--skip-sigma-data) and --ablation-skip-sigma-data set other values
 TUNED = {"parametrization": "x0", "x0_skip": "alpha", "scale": 0.5, "prior": "learnable",
-         "prior_init": "velocity", "spatial": "egnn"}
+         "prior_init": "velocity", "spatial": "egnn", "skip_sigma_data": 1.0}
 ROWS = {
-    "geotdm": ("GeoTDM (learnable prior)", TUNED),
+    "geotdm": ("GeoTDM (learnable prior, skip_sigma_data 1)", TUNED),
     "geotdm_eps": ("GeoTDM, paper parametrisation (eps, scale 1, last-frame start)",
                    {**TUNED, "parametrization": "eps", "x0_skip": "identity", "scale": 1.0,
                     "prior_init": "last"}),

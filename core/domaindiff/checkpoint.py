@@ -231,6 +231,8 @@ def load_checkpoint(path: str | Path, trust: bool = False, map_location: str = "
         raise CheckpointError(
             f"checkpoint {path}: no hyper_parameters, but {name} takes arguments "
             f"({', '.join(_required_args(cls))}); refusing to rebuild it with its defaults")
+    upgrade = getattr(cls, "upgrade_hparams", None)  # a module's hparams of older versions
+    hparams = upgrade(hparams) if callable(upgrade) else hparams
     try:
         model = cls(**hparams)
     except (TypeError, ValueError) as err:
@@ -266,6 +268,8 @@ def load_export(path: str | Path, map_location: str = "cpu") -> DiffusionModule:
     if not hparams and _required_args(cls):
         raise CheckpointError(f"export {path}: no hyper_parameters, but {data['class_path']} "
                               "takes arguments; refusing to rebuild it with its defaults")
+    upgrade = getattr(cls, "upgrade_hparams", None)
+    hparams = upgrade(hparams) if callable(upgrade) else hparams
     try:
         model = cls(**hparams)
         model.network.load_state_dict(data["network"])

@@ -121,7 +121,7 @@ def test_unconditional_denoiser_equivariant_and_centred(kw):
 def test_x0_skip_alpha_feeds_alpha_scaled_residual():
     gen = torch.Generator().manual_seed(5)
     kw = {"parametrization": "x0", "scale": 0.5}
-    plain, skip = _model(**kw), _model(x0_skip="alpha", **kw)
+    plain, skip = _model(**kw), _model(x0_skip="alpha", skip_sigma_data=1.0, **kw)
     skip.network.load_state_dict(plain.network.state_dict())
     state = skip.batch_to_state(_batch(gen))
     t = torch.rand(3, generator=gen, dtype=torch.float64)
@@ -153,11 +153,34 @@ def test_skip_sigma_data_is_the_linear_posterior_mean_factor():
     out = skip.denoise(skip.network, state, t)["x"]
     ref = plain.denoise(plain.network, {**state, "x": state["x"] * c.view(-1, 1, 1, 1)}, t)["x"]
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    assert torch.equal(_model(x0_skip="alpha", **kw).skip_factor(t), a)  # s = 1: exactly alpha
+    assert torch.equal(_model(x0_skip="alpha", skip_sigma_data=1.0, **kw).skip_factor(t),
+                       a)  # s = 1: exactly alpha
+    default = _model(x0_skip="alpha", **kw)  # unset: SKIP_SIGMA_DATA = 0.25, recorded as used
+    assert default.skip_sigma_data == 0.25 and default.hparams["skip_sigma_data"] == 0.25
+    s2 = 0.25 ** 2
+    torch.testing.assert_close(default.skip_factor(t), a * s2 / (a * a * s2 + sig * sig))
+    assert _model(**kw).hparams["skip_sigma_data"] == 1.0  # no alpha skip: nothing to change
     with pytest.raises(ValueError, match="skip_sigma_data"):
         _model(skip_sigma_data=0.5, **kw)  # no alpha skip to change
     with pytest.raises(ValueError, match="skip_sigma_data"):
         _model(x0_skip="alpha", skip_sigma_data=0.0, **kw)
+
+
+def test_checkpoint_from_before_skip_sigma_data_keeps_its_alpha_skip(tmp_path):
+    """An alpha-skip checkpoint without ``skip_sigma_data`` (older versions) was trained with
+    plain ``alpha``: the loader rebuilds it with 1, not today's default 0.25."""
+    from domaindiff.checkpoint import load_checkpoint
+
+    kw = {"parametrization": "x0", "scale": 0.5, "x0_skip": "alpha"}
+    for hp, want in (({}, 1.0), ({"skip_sigma_data": 0.25}, 0.25)):
+        m = _model(**kw, **hp)
+        hparams = {k: v for k, v in dict(m.hparams).items() if k != "skip_sigma_data"}
+        hparams.update(hp)
+        path = tmp_path / f"old{len(hp)}.ckpt"
+        torch.save({"state_dict": m.state_dict(), "hyper_parameters": hparams,
+                    "domaindiff": {"class_path": "domaindiff_trajectories.model.GeoTDM"}}, path)
+        assert load_checkpoint(path).skip_sigma_data == want
+    assert GeoTDM.upgrade_hparams({"x0_skip": "identity"}) == {"x0_skip": "identity"}
 
 
 class _RotatedNoise:
