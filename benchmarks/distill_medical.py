@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=80, help="distillation steps per round")
     ap.add_argument("--teacher-steps", type=int, default=16)
     ap.add_argument("--snapshots", type=int, default=2, help="students written per round")
-    ap.add_argument("--lr", type=float, default=5e-4, help="distillation Adam lr")
+    ap.add_argument("--lr", type=float, default=2e-4, help="distillation Adam lr")
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=2)
