@@ -37,6 +37,16 @@ sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs")]  # runs un
 
 from domaindiff.data import atomic_write_text  # noqa: E402
 from domaindiff.module import load_checkpoint  # noqa: E402
+from domaindiff.samplers import register_sampler  # noqa: E402
+from domaindiff.samplers.base import (  # noqa: E402
+    Model,
+    emit,
+    noise_like,
+    report_nfe,
+    setup,
+    steps_iter,
+    time_points,
+)
 from domaindiff_graphs.gdss_import import (  # noqa: E402
     RELEASED_CHECKPOINTS,
     gcn_reference,
@@ -47,7 +57,14 @@ from domaindiff_graphs.gdss_import import (  # noqa: E402
 )
 from domaindiff_graphs.graphs import read_graph_pickle  # noqa: E402
 from domaindiff_graphs.metrics import graph_metrics  # noqa: E402
-from domaindiff_graphs.solvers import fast_s4_options, fast_s4_rule  # noqa: E402
+from domaindiff_graphs.solvers import (  # noqa: E402
+    _ending_at,
+    _langevin,
+    _split_prediction,
+    fast_s4_options,
+    fast_s4_rule,
+    per_key,
+)
 
 CKPT = RELEASED_CHECKPOINTS  # name -> path under the authors' checkpoints/ folder
 
@@ -57,6 +74,72 @@ PAPER = {"community_small": (0.045, 0.086, 0.007), "ego_small": (0.021, 0.024, 0
          "ENZYMES": (0.026, 0.061, 0.009), "grid": (0.111, 0.005, 0.070)}
 REFERENCE_CODE = {"community_small": (0.040, 0.069, 0.012), "ego_small": (0.038, 0.055, 0.0067)}
 METRICS = ("degree_mmd", "clustering_mmd", "orbit_mmd")
+
+
+def sample_s4x(denoiser, process, shape_or_x_T, steps: int, *, guidance=None, callback=None,
+               generator=None, progress=False, prior=None, info=None, snr=0.1, scale_eps=1.0,
+               eps=None, schedule=None, denoise_final=True, snr_early=None,
+               t_switch: float | None = None, ramp: bool = False, extra: int = 0,
+               t_extra: float = 0.0, extra_snr=None, temp_adj: float = 1.0,
+               temp_x: float = 1.0):
+    """S4 variants for the ENZYMES search (``--configs s4x:K:...``; benchmark only).
+
+    With the defaults it is :func:`~domaindiff_graphs.solvers.sample_s4` draw for draw. Knobs:
+    ``snr_early`` (one or per component) is the corrector's snr for ``t > t_switch``, or with
+    ``ramp`` the snr runs linearly from ``snr_early`` at ``T`` to ``snr`` at the end; ``extra``
+    Langevin-only corrections (each one more network evaluation, snr ``extra_snr``) after every
+    step that starts at ``t <= t_extra``, with the time points cut so that the total stays
+    ``steps`` NFE; ``temp_adj`` / ``temp_x`` multiply that component's score in the corrector
+    and the predictor (a temperature: the corrector then targets ``p^(temp / scale_eps^2)``
+    with a step ``temp^2`` times smaller for the same snr).
+    """
+    st = setup(_ending_at(process, eps), shape_or_x_T, generator, prior)
+    snr_l = per_key(snr, st.procs, "snr")
+    snr_e = per_key(snr if snr_early is None else snr_early, st.procs, "snr_early")
+    scales = per_key(scale_eps, st.procs, "scale_eps")
+    esnr = per_key(snr if extra_snr is None else extra_snr, st.procs, "extra_snr")
+    temps = {"x": float(temp_x), "adj": float(temp_adj)}
+    model, x = Model(denoiser, st.procs, guidance), st.x
+    n = steps
+    while n > 1:  # the most time points whose steps + extras fit in ``steps`` NFE
+        ts = time_points(st.procs, n, schedule)
+        if n + extra * sum(1 for i in range(n - 1) if ts[i] <= t_extra) <= steps:
+            break
+        n -= 1
+    ts = time_points(st.procs, n, schedule)
+
+    def snr_at(t: float) -> dict:
+        if ramp:
+            w = (t - ts[-1]) / (ts[0] - ts[-1])
+            return {k: w * snr_e[k] + (1 - w) * snr_l[k] for k in snr_l}
+        return snr_e if t_switch is not None and t > t_switch else snr_l
+
+    def tempered(state, t):
+        s, x0 = model.score(state, t)
+        return {k: v * temps.get(k, 1.0) for k, v in s.items()}, x0
+
+    for i in steps_iter(n, progress, "s4x"):
+        t, t_next = ts[i], ts[i + 1]
+        dt = t - t_next
+        score, x0 = tempered(x, t)
+        times = (model.time(t, x), model.time(t - 0.5 * dt, x), model.time(t_next, x))
+        last = i == n - 1
+        z_corr, z1, z2 = (noise_like(x, st.procs, generator) for _ in range(3))
+        xc = _langevin(st.procs, x, score, z_corr, times[0], snr_at(t), scales, dt)
+        x = _split_prediction(st.procs, xc, score, z1, z2, times, dt,
+                              noise_last=not (last and denoise_final))
+        if extra and t <= t_extra and not last:
+            for _ in range(extra):
+                s2, _ = tempered(x, t_next)
+                x = _langevin(st.procs, x, s2, noise_like(x, st.procs, generator), times[2],
+                              esnr, scales, dt)
+        x = model.after_step(x, t, t_next, generator, final=last)
+        emit(callback, i, t_next, x, x0, model.nfe)
+    report_nfe(info, model.nfe)
+    return st.finish(x)
+
+
+register_sampler("s4x", sample_s4x)
 
 
 def verify(model, src: Path, raw: dict, tmp: Path) -> dict:
