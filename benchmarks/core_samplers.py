@@ -12,9 +12,27 @@ Sections (``--sections``, default all):
 * ``defaults``: every ODE sampler with its default options at 10 NFE on the same targets.
 * ``optimize``: :func:`domaindiff.samplers.optimize_grid`'s fitted 10-NFE grid against the
   default grid, on prior draws it was not fitted on.
+* ``familyfit``: a data-independent candidate in the spirit of "align your steps": one 10-NFE
+  DEIS-3 grid per process fitted once on a reference family of mixtures (:data:`FIT_FAMILY`:
+  other dimensions, mode counts and mode widths than the goal's targets), with
+  :func:`optimize_grid`'s objective (squared error to the exact ODE solution from the same
+  draws, log-averaged over the family) and its parametrisation (softmax log-SNR increments).
+* ``heldout``: on held-out mixtures (:func:`heldout_targets`: the goal's 2-D ring and 16-D
+  8-mode mixture, and 6-D / 48-D ones), 3 prior seeds each, the multistep solvers, DDIM and
+  ancestral (the plugins' default samplers) with no options, the best fixed variant of the
+  sweep per process (:data:`BEST_FIXED`: grid, t_min, last step) and the family-fitted grid
+  (``--grids``, the JSON ``familyfit`` wrote); spread ratio against the exact width and,
+  paired, against the exact ODE solution from the same draws.
 
     python benchmarks/core_samplers.py [--sections nfe,sweep,defaults,optimize] [--n 2000]
         [--out benchmarks/results/core_samplers.json]
+    python benchmarks/core_samplers.py --sections sweep2 \
+        --out benchmarks/results/core_samplers_sweep2.json
+    python benchmarks/core_samplers.py --sections familyfit \
+        --out benchmarks/results/core_samplers_familyfit.json
+    python benchmarks/core_samplers.py --sections heldout \
+        --grids benchmarks/results/core_samplers_familyfit.json \
+        --out benchmarks/results/core_samplers_heldout.json
 
 The denoiser is the closed-form ``eps`` of an isotropic mixture (the same function as
 ``domaindiff.toy.mixtures.ExactDenoiser``, without its general-covariance linear algebra).
@@ -70,11 +88,11 @@ def modes(dim: int) -> Tensor:
                              dtype=torch.float64)
 
 
-def exact(mu: Tensor, n: int, seed: int) -> Tensor:
+def exact(mu: Tensor, n: int, seed: int, std: float = STD) -> Tensor:
     """Exact samples of the mixture."""
     g = torch.Generator().manual_seed(seed)
     k = torch.randint(0, len(mu), (n,), generator=g)
-    return (mu[k] + STD * torch.randn(n, mu.shape[1], generator=g, dtype=torch.float64)).float()
+    return (mu[k] + std * torch.randn(n, mu.shape[1], generator=g, dtype=torch.float64)).float()
 
 
 def energy(x: Tensor, y: Tensor, yy: float | None = None) -> float:
@@ -84,31 +102,43 @@ def energy(x: Tensor, y: Tensor, yy: float | None = None) -> float:
     return float(2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean()) - yy
 
 
-def spread(x: Tensor, mu: Tensor) -> float:
-    """Within-mode RMS distance to the nearest mode, per coordinate, over the exact ``STD``."""
+def spread(x: Tensor, mu: Tensor, std: float = STD) -> float:
+    """Within-mode RMS distance to the nearest mode, per coordinate, over the exact ``std``."""
     x = x.double()
-    k = torch.cdist(x, mu).argmin(1)
-    return float(((x - mu[k]) ** 2).mean().sqrt()) / STD
+    k = torch.cdist(x, mu.to(x.dtype)).argmin(1)
+    return float(((x - mu[k]) ** 2).mean().sqrt()) / std
 
 
 class Target:
-    """One mixture with its reference set and noise floor."""
+    """One mixture with its reference set and noise floor.
 
-    def __init__(self, dim: int, n: int, floors: int = 8) -> None:
-        self.dim, self.n, self.mu = dim, n, modes(dim)
-        self.ref = exact(self.mu, n, 1)
+    Args:
+        dim: dimension (the mode centres are :func:`modes` unless ``mu`` is given).
+        n: samples per set.
+        floors: exact-vs-exact draws of the energy-distance noise floor.
+        mu: ``(K, dim)`` mode centres (default :func:`modes`).
+        std: the modes' standard deviation (default :data:`STD`).
+        name: label of the tables.
+    """
+
+    def __init__(self, dim: int, n: int, floors: int = 8, mu: Tensor | None = None,
+                 std: float = STD, name: str | None = None) -> None:
+        self.dim, self.n, self.std = dim, n, std
+        self.mu = modes(dim) if mu is None else mu
+        self.name = name or f"{dim}-D K{len(self.mu)}"
+        self.ref = exact(self.mu, n, 1, std)
         self.yy = float(torch.cdist(self.ref, self.ref).mean())
-        eds = torch.tensor([energy(exact(self.mu, n, 100 + i), self.ref, self.yy)
+        eds = torch.tensor([energy(exact(self.mu, n, 100 + i, std), self.ref, self.yy)
                             for i in range(floors)])
         self.floor_mean, self.floor_max = float(eds.mean()), float(eds.max())
         self.floor_sd = float(eds.std())
-        self.spread_exact = spread(exact(self.mu, n, 2), self.mu)
+        self.spread_exact = spread(exact(self.mu, n, 2, std), self.mu, std)
 
     def score(self, x: Tensor) -> dict[str, float]:
         """Spread ratio and energy distance of samples ``x``."""
         if not torch.isfinite(x).all():
             return {"spread": float("inf"), "ed": float("inf")}
-        return {"spread": spread(x, self.mu), "ed": energy(x, self.ref, self.yy)}
+        return {"spread": spread(x, self.mu, self.std), "ed": energy(x, self.ref, self.yy)}
 
     def ok(self, s: dict[str, float]) -> bool:
         """The goal: spread within 2% of exact and ED within the floor's range (max of draws)."""
@@ -129,7 +159,7 @@ def grid(p: GaussianProcess, name: str, n: int) -> list[float]:
 def run(name: str, opts: dict, p: GaussianProcess, tgt: Target, nfe: int | None,
         timesteps: list[float] | None = None, seed: int = 0) -> Tensor:
     """Samples of one sampler on a target."""
-    den = IsoMixtureEps(tgt.mu, STD, p)
+    den = IsoMixtureEps(tgt.mu, tgt.std, p)
     return get_sampler(name)(den, p, (tgt.n, tgt.dim), nfe, timesteps=timesteps,
                              generator=torch.Generator().manual_seed(seed), **opts)
 
@@ -257,6 +287,209 @@ def section_optimize(n: int) -> list[dict]:
     return rows
 
 
+#: the reference family ``familyfit`` fits on: ``(dim, modes, mode std, centre seed)``, none of
+#: them a held-out target of :func:`heldout_targets`
+FIT_FAMILY = [(4, 4, 0.2, 11), (8, 6, 0.15, 12), (32, 12, 0.25, 13), (3, 10, 0.2, 14)]
+#: the grid each process's family fit starts from (its best fixed DEIS-3 grid in the sweep)
+FIT_INIT = {"vp": "quadratic", "subvp": "quadratic", "ve": "karras7", "edm": "karras10",
+            "interpolant": "logsnr", "ddpm": "quadratic"}
+#: the best fixed 10-NFE variant per process in ``benchmarks/results/core_samplers_sweep2.json``
+#: (solver, grid, t_min, last step): the one nearest the goal in 2-D and 16-D together
+BEST_FIXED = {"vp": ("deis", "quadratic", 3e-3, "step"),
+              "subvp": ("deis", "quadratic", 3e-3, "step"),
+              "ve": ("deis", "karras7", 1e-5, "denoise"),
+              "edm": ("dpm_solver_pp_2m", "logsnr", 1e-2, "denoise"),
+              "interpolant": ("deis", "karras10", 1e-4, "step"),
+              "ddpm": ("deis", "quadratic", 3e-3, "step")}
+SOLVER_OPTS: dict[str, dict] = {"deis": {"order": 3}, "unipc": {"order": 3},
+                                "dpm_solver_pp_2m": {}, "dpm_solver_pp_3m": {}, "ddim": {}}
+
+
+def centres(dim: int, k: int, seed: int) -> Tensor:
+    """``k`` seeded mode centres in ``dim`` dimensions (scale 2)."""
+    return 2.0 * torch.randn(k, dim, generator=torch.Generator().manual_seed(seed),
+                             dtype=torch.float64)
+
+
+def named_grid(p: GaussianProcess, name: str, n: int) -> list[float]:
+    """:func:`grid`, plus ``karras<rho>`` (EDM's rho-spaced noise levels with that rho)."""
+    if name.startswith("karras") and name != "karras":
+        return p.time_grid(n, "karras", rho=float(name[6:])).tolist()
+    return grid(p, name, n)
+
+
+def sample_last(name: str, opts: dict, p: GaussianProcess, den: Any, x_T: Tensor,
+                ts: list[float], last: str) -> Tensor:
+    """``len(ts) - 1`` evaluations on ``ts`` ending at ``t_min`` (``last="step"``), or the
+    same budget as ``len(ts) - 2`` steps to ``ts[-2]`` and the clean prediction there
+    (``"denoise"``, DDIM's last step)."""
+    fn = get_sampler(name)
+    if last == "step":
+        return fn(den, p, x_T.clone(), None, timesteps=ts, **opts)
+    x = fn(den, p, x_T.clone(), None, timesteps=ts[:-1], **opts).double()
+    t = torch.full((len(x),), ts[-2], dtype=torch.float64)
+    a, s = p.alpha(t)[:, None], p.sigma(t)[:, None]
+    return ((x - s * den(x, t).double()) / a).to(x_T.dtype)
+
+
+def section_familyfit(nfe: int = 10, n: int = 256, trials: int = 500) -> list[dict]:
+    """Per process, one DEIS-3 grid fitted on :data:`FIT_FAMILY` (see the module docstring)."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    from domaindiff.samplers.schedule import _grid_from_params
+
+    rows = []
+    fn = get_sampler("deis")
+    print(f"\n## family fit: DEIS-3, {nfe} NFE, {len(FIT_FAMILY)} mixtures x {n} draws")
+    print("| process | log mean squared error, start grid | fitted | trials | s | normalised "
+          "log-SNR points |")
+    print("|---|---|---|---|---|---|")
+    for pname, p in processes().items():
+        t0 = time.perf_counter()
+        members = []
+        for i, (d, k, std, seed) in enumerate(FIT_FAMILY):
+            den = IsoMixtureEps(centres(d, k, seed), std, p)
+            x_T = p.prior_std * torch.randn(n, d, generator=torch.Generator().manual_seed(
+                50 + i), dtype=torch.float64)
+            members.append((den, x_T, sample_ode(den, p, x_T.clone(), None, rtol=1e-7,
+                                                 atol=1e-7)))
+
+        def err(ts: list[float], members: list = members,
+                p: GaussianProcess = p) -> float:
+            tot = 0.0
+            for den, x_T, ref in members:
+                e = float(((fn(den, p, x_T.clone(), None, timesteps=ts, order=3) - ref) ** 2)
+                          .mean())
+                if not math.isfinite(e) or e <= 0:
+                    return 1e30
+                tot += math.log(e)
+            return tot / len(members)
+
+        lam = p.lambda_(torch.tensor([p.T, p.t_min], dtype=torch.float64)).tolist()
+        ts0 = torch.tensor(named_grid(p, FIT_INIT[pname], nfe), dtype=torch.float64)
+        z0 = np.log(np.clip(np.diff(p.lambda_(ts0).numpy()) / (lam[1] - lam[0]), 1e-6, None))
+
+        def obj(z: Any, lam: list = lam, err: Any = err, p: GaussianProcess = p) -> float:
+            return err(_grid_from_params(p, z, lam[0], lam[1]))
+
+        e0 = obj(z0)
+        opt = {"xatol": 1e-4, "fatol": 1e-9, "adaptive": True}
+        r1 = minimize(obj, z0, method="Nelder-Mead", options={"maxfev": trials, **opt})
+        r2 = minimize(obj, r1.x, method="Nelder-Mead", options={"maxfev": trials // 2, **opt})
+        best = min((r1, r2), key=lambda r: r.fun)
+        ts = _grid_from_params(p, best.x, lam[0], lam[1])
+        u = [(float(p.lambda_(torch.tensor(t, dtype=torch.float64))) - lam[0])
+             / (lam[1] - lam[0]) for t in ts]
+        sec = time.perf_counter() - t0
+        rows.append({"process": pname, "sampler": "deis-3", "init": FIT_INIT[pname],
+                     "log_error_init": e0, "log_error": float(best.fun),
+                     "trials": int(r1.nfev + r2.nfev), "seconds": sec, "timesteps": ts,
+                     "u": u})
+        print(f"| {pname} | {e0:.2f} | {best.fun:.2f} | {r1.nfev + r2.nfev} | {sec:.0f} | "
+              + ", ".join(f"{v:.3f}" for v in u) + " |", flush=True)
+    return rows
+
+
+SWEEP2_SOLVERS = [("dpm_solver_pp_2m", {}), ("dpm_solver_pp_3m", {}), ("unipc", {"order": 3}),
+                  ("unipc", {"order": 3, "variant": "bh1"}), ("deis", {"order": 3}),
+                  ("unipc", {"order": 3, "lower_order_final": False}),
+                  ("dpm_solver_pp_3m", {"lower_order_final": False})]
+SWEEP2_GRIDS = ["logsnr", "uniform", "quadratic", "cubic"] + [
+    f"karras{r:g}" for r in (1.5, 2, 3, 5, 7, 10, 20)]
+
+
+def section_sweep2(targets: dict[int, Target], nfe: int = 10) -> list[dict]:
+    """What the first sweep left out: Karras grids with rho swept, t_min, last step, UniPC-bh1
+    and the solvers without their lower-order last step, at ``nfe`` NFE, seed 0."""
+    rows = []
+    for dim, tgt in targets.items():
+        for pname, p0 in processes().items():
+            tms = sorted({p0.t_min, 1e-4, 1e-3, 3e-3} if pname != "edm" else {2e-3, 5e-3, 1e-2})
+            for tm in tms:
+                p = p0.with_t_min(tm)
+                for g in SWEEP2_GRIDS:
+                    if pname == "edm" and g in ("uniform", "quadratic", "cubic"):
+                        continue
+                    ts = named_grid(p, g, nfe)
+                    for last in ("step", "denoise"):
+                        for name, opts in SWEEP2_SOLVERS:
+                            den = IsoMixtureEps(tgt.mu, tgt.std, p)
+                            x_T = p.prior_sample(torch.zeros(tgt.n, tgt.dim), None,
+                                                 torch.Generator().manual_seed(0))
+                            s = tgt.score(sample_last(name, opts, p, den, x_T, ts, last))
+                            lab = label(name, opts) + ("-nolof" if opts.get(
+                                "lower_order_final") is False else "")
+                            rows.append({"dim": dim, "process": pname, "t_min": tm, "grid": g,
+                                         "last": last, "sampler": lab, **s, "ok": tgt.ok(s)})
+            print(f"sweep2 D={dim} {pname}: {len(rows)} runs", flush=True)
+    return rows
+
+
+def heldout_targets(n: int) -> list[Target]:
+    """The goal's two targets and two of other dimension and mode count (none in the fit)."""
+    return [Target(2, n, name="2-D ring K8"), Target(16, n, name="16-D K8"),
+            Target(6, n, mu=centres(6, 3, 21), name="6-D K3"),
+            Target(48, n, mu=centres(48, 16, 22), name="48-D K16")]
+
+
+def section_heldout(n: int, fitted: dict[str, list[float]], seeds: int = 3,
+                    nfe: int = 10) -> list[dict]:
+    """Defaults, best fixed variants and family-fitted grids on held-out mixtures."""
+    rows = []
+    tgts = heldout_targets(n)
+    print(f"\n## held-out mixtures, {nfe} NFE, seeds 0..{seeds - 1}: spread ratio (mean of "
+          "seeds; paired: over the exact ODE solution from the same draws) / ED (mean of seeds); "
+          "ok = every seed within 2% and ED <= the floor's max")
+    for t in tgts:
+        print(f"{t.name}: floor ED mean {t.floor_mean:.4f}, max {t.floor_max:.4f}")
+    head = "| process | variant | " + " | ".join(t.name for t in tgts) + " |"
+    print(head + "\n" + "|---" * (2 + len(tgts)) + "|")
+    for pname, p0 in processes().items():
+        variants: list[tuple[str, str, GaussianProcess, list[float] | None, str]] = [
+            (f"{s} (no options)", s, p0, None, "step")
+            for s in ("deis", "unipc", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "ddim",
+                      "ancestral")]
+        solver, gname, tm, last = BEST_FIXED[pname]
+        pb = p0.with_t_min(tm)
+        variants.append((f"{solver} {gname} t_min={tm:g} {last}", solver, pb,
+                         named_grid(pb, gname, nfe), last))
+        if pname in fitted:
+            variants.append(("deis family-fitted", "deis", p0, fitted[pname], "step"))
+        refs: dict[tuple[str, int], Tensor] = {}
+        for vname, solver, p, ts, last in variants:
+            cells = []
+            for t in tgts:
+                den = IsoMixtureEps(t.mu, t.std, p)
+                sc, paired = [], []
+                for seed in range(seeds):
+                    x_T = p0.prior_sample(torch.zeros(t.n, t.dim), None,
+                                          torch.Generator().manual_seed(seed)).double()
+                    if (t.name, seed) not in refs:
+                        refs[t.name, seed] = sample_ode(IsoMixtureEps(t.mu, t.std, p0), p0,
+                                                        x_T.clone(), None, rtol=1e-6,
+                                                        atol=1e-6)
+                    if ts is None:
+                        x = get_sampler(solver)(den, p, x_T.clone(), nfe,
+                                                generator=torch.Generator().manual_seed(seed))
+                    else:
+                        x = sample_last(solver, SOLVER_OPTS[solver], p, den, x_T, ts, last)
+                    s = t.score(x.float())
+                    sc.append(s)
+                    paired.append(s["spread"] / spread(refs[t.name, seed], t.mu, t.std))
+                ok = all(t.ok(s) for s in sc)
+                row = {"process": pname, "variant": vname, "target": t.name,
+                       "spread": [s["spread"] for s in sc], "ed": [s["ed"] for s in sc],
+                       "spread_paired": paired, "floor_mean": t.floor_mean,
+                       "floor_max": t.floor_max, "ok": ok, "timesteps": ts}
+                rows.append(row)
+                m = sum(row["spread"]) / seeds
+                cells.append(f"{m:.3f} ({sum(paired) / seeds:.3f}) / "
+                             f"{sum(row['ed']) / seeds:.4f}" + (" **ok**" if ok else ""))
+            print(f"| {pname} | {vname} | " + " | ".join(cells) + " |", flush=True)
+    return rows
+
+
 def main() -> None:
     """Run the chosen sections, print the tables, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -264,6 +497,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="samples per run")
     parser.add_argument("--sections", default="nfe,sweep,defaults,optimize")
     parser.add_argument("--out", default="benchmarks/results/core_samplers.json")
+    parser.add_argument("--grids", default=None, metavar="JSON",
+                        help="heldout: the family-fitted grids (the JSON familyfit wrote)")
     parser.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                         help="combine earlier runs' section files into --out (runs nothing)")
     args = parser.parse_args()
@@ -276,9 +511,13 @@ def main() -> None:
         plot(merged, Path(args.out).with_suffix(".png"))
         print(f"wrote {args.out}")
         return
-    torch.set_num_threads(2)
+    from domaindiff.cli import set_threads_from_env
+
+    if set_threads_from_env() is None:  # DOMAINDIFF_THREADS, else both cores
+        torch.set_num_threads(2)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"nfe", "sweep", "defaults", "optimize"}
+    unknown = set(sections) - {"nfe", "sweep", "defaults", "optimize", "familyfit",
+                               "heldout", "sweep2"}
     if unknown:
         parser.error(f"--sections: unknown {sorted(unknown)}")
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(),
@@ -288,7 +527,7 @@ def main() -> None:
                                   if k in ("schedule", "order", "variant")}
                                   for name in DEFAULT_SAMPLERS}}
     t0 = time.perf_counter()
-    targets = {d: Target(d, args.n) for d in (2, 16)} if {"sweep", "defaults"} & set(
+    targets = {d: Target(d, args.n) for d in (2, 16)} if {"sweep", "defaults", "sweep2"} & set(
         sections) else {}
     result["floors"] = {d: {"mean": t.floor_mean, "max": t.floor_max, "sd": t.floor_sd}
                         for d, t in targets.items()}
@@ -300,6 +539,18 @@ def main() -> None:
         result["defaults_10nfe"] = section_defaults(targets)
     if "optimize" in sections:
         result["optimize"] = section_optimize(args.n)
+    if "sweep2" in sections:
+        cols = ["dim", "process", "t_min", "grid", "last", "sampler", "spread", "ed", "ok"]
+        result["sweep2"] = {"columns": cols, "rows": [[r[c] for c in cols]
+                                                      for r in section_sweep2(targets)]}
+    if "familyfit" in sections:
+        result["familyfit"] = section_familyfit()
+    if "heldout" in sections:
+        fitted = {}
+        if args.grids:
+            fitted = {r["process"]: r["timesteps"] for r in
+                      json.loads(Path(args.grids).read_text())["familyfit"]}
+        result["heldout"] = section_heldout(args.n, fitted)
     result["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
