@@ -30,7 +30,8 @@ the training SMILES), NSPDK MMD against the test graphs and FCD against the test
   from N(0, I), the start its coupling was drawn from).
 
     DOMAINDIFF_THREADS=1 python benchmarks/distill_graphs_qm9.py --gdss-dir /work/shared/data/gdss \\
-        --work /tmp/distill_qm9 [--iterations 150] [--batch-size 256] [--num-samples 500]
+        --work /tmp/distill_qm9 [--iterations 100] [--batch-size 128] [--num-samples 500] \\
+        [--stochastic --stochastic-iterations 40 --stochastic-batch 32]
 
 Results are written after every row (``--out``, default
 ``benchmarks/results/distill_graphs_qm9_cpu.json``); a rerun keeps the rows already measured.
@@ -153,19 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-subset", type=int, default=None,
                     help="NSPDK / FCD against the first N test molecules (default: all)")
     ap.add_argument("--work", type=Path, required=True, help="teacher, students, logs")
-    ap.add_argument("--iterations", type=int, default=150, help="optimizer steps per round")
+    ap.add_argument("--iterations", type=int, default=100, help="optimizer steps per round")
     ap.add_argument("--teacher-steps", type=int, default=16)
     ap.add_argument("--final-steps", type=int, default=1, help="the chain's last student")
-    ap.add_argument("--snapshots", type=int, default=1, help="students written per round")
+    ap.add_argument("--snapshots", type=int, default=2, help="students written per round")
     ap.add_argument("--lr", type=float, default=2e-4, help="distillation Adam lr")
-    ap.add_argument("--batch-size", type=int, default=256, help="training molecules per step")
+    ap.add_argument("--batch-size", type=int, default=128, help="training molecules per step")
     ap.add_argument("--start", default="standard", choices=["standard", "moment_matched"],
                     help="start of the teacher's DDIM rows and the progressive students")
     ap.add_argument("--stochastic", action="store_true",
                     help="also distil with --method reflow-stochastic (S4 100 NFE coupling)")
-    ap.add_argument("--stochastic-iterations", type=int, default=100,
+    ap.add_argument("--stochastic-iterations", type=int, default=40,
                     help="optimizer steps per reflow-stochastic round")
-    ap.add_argument("--stochastic-batch", type=int, default=64)
+    ap.add_argument("--stochastic-batch", type=int, default=32)
     ap.add_argument("--stochastic-steps", type=int, default=4)
     ap.add_argument("--num-samples", type=int, default=500, help="molecules per row")
     ap.add_argument("--sample-batch", type=int, default=500)
