@@ -76,7 +76,7 @@ def test_smallest_run_writes_teacher_and_student_rows(nci, tmp_path):
     out = tmp_path / "res.json"
     code = bench.main(["--teacher", str(_teacher(tmp_path / "t.ckpt", nci)), "--source", "nci",
                        "--max-train", "64", "--test-subset", "16", "--work", str(tmp_path / "w"),
-                       "--iterations", "2", "--teacher-steps", "2", "--batch-size", "8",
+                       "--iterations", "2", "--teacher-steps", "2", "--batch-size", "8", "--snapshots", "1",
                        "--num-samples", "6", "--sample-batch", "4", "--teacher-nfe", "2",
                        "--out", str(out)])
     assert code == 0
