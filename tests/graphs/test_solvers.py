@@ -275,6 +275,26 @@ def test_fast_s4_rule_keeps_the_cold_corrector_only_where_the_component_ends_noi
     assert opts["scale_eps"] == {"x": 0.7, "adj": 0.7} and opts["snr"] == pytest.approx(0.2)
 
 
+def test_fast_s4_rule_snr_is_the_capped_sqrt_law_and_adds_no_corrector():
+    from domaindiff_graphs.solvers import SNR_CAP, fast_s4_rule
+
+    grid = {"x": VP(0.1, 1.0, space=NodeMasked()), "adj": VP(0.2, 0.8, space=SymmetricAdjacency())}
+    opts = fast_s4_rule(grid, 100, {"snr": 0.1, "scale_eps": 0.7, "eps": 1e-4})
+    assert opts["snr"] == pytest.approx(SNR_CAP) and set(opts) == {"snr", "scale_eps", "eps"}
+    # a reference without corrector (ego-small: snr 0) gets none
+    assert fast_s4_rule(grid, 50, {"snr": 0.0, "scale_eps": 0.0, "eps": 1e-4})["snr"] == 0.0
+    enzymes = {"x": VP(0.1, 1.0, space=NodeMasked()), "adj": VE(0.2, 1.0, space=SymmetricAdjacency())}
+    for snr in (0.05, 0.15, 0.3):
+        last = None
+        for steps in (10, 50, 100, 500, 1000, 4000):
+            opts = fast_s4_rule(enzymes, steps, {"snr": snr, "scale_eps": 0.7})
+            law = snr * (1000 / steps) ** 0.5
+            assert opts["snr"] == pytest.approx(min(law, max(snr, SNR_CAP)))
+            assert "eps" not in opts  # no end time given: the process's own
+            assert last is None or opts["snr"] <= last  # more steps never a stronger corrector
+            last = opts["snr"]
+
+
 def test_s4_final_x0_ends_on_the_last_denoised_prediction_per_component():
     procs = {"x": VP(0.1, 1.0, space=NodeMasked()), "adj": VE(0.2, 1.0, space=SymmetricAdjacency())}
     tmpl = {"x": torch.zeros(8, 5, 2), "adj": torch.zeros(8, 5, 5), "mask": torch.ones(8, 5)}
