@@ -162,3 +162,33 @@ def test_the_cli_run_resumes_exactly_across_the_rounds(teacher, tmp_path):
     assert meta["method"] == "reflow-stochastic" and meta["teacher_sampler"] == "ancestral"
     assert meta["teacher_options"] == {"schedule": "uniform"}
     assert meta["rounds"] == 2 and meta["student_steps"] == 2
+
+
+def test_a_promoted_student_is_read_with_the_students_parametrization(tmp_path):
+    """After round 1 the teacher holds the student's weights: with ``--student-parametrization v``
+    on an ``eps`` teacher, the round-2 teacher must be read as a ``v`` predictor (read as ``eps``
+    its ODE's samples blew up: distillation loss 0.02 -> 59 on TSDiff-Cond)."""
+    from domaindiff.distill.lightning import Distillation, write_student
+    from domaindiff.toy import ToyDiffusion
+
+    toy = ToyDiffusion(hidden=8, depth=1)
+    path = write_student(toy, make_method("progressive", toy.processes, 1, 2, 1),
+                         tmp_path / "teacher.ckpt")
+    d = Distillation(str(path), method="reflow-stochastic", student_steps=1, teacher_steps=2,
+                     iterations=1, student_parametrization="v")
+    assert d.teacher.parametrization != "v"
+    seen: list[str] = []
+    loss = d.method.loss
+
+    def spy(student, teacher, state, generator, step):
+        seen.append(teacher.parametrization)
+        return loss(student, teacher, state, generator, step)
+
+    d.method.loss = spy
+    batch = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    for round_ in (0, 1):
+        d._round = round_
+        d._gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            d.training_step(batch, 0)
+    assert seen == [d.teacher.parametrization, "v"]

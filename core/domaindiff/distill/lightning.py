@@ -237,6 +237,8 @@ class Distillation(L.LightningModule):
         state = prepare(batch)
         student = self.student.denoiser(use_ema=False)
         teacher = self.teacher.denoiser(use_ema=True)
+        if self._round > 0:  # a promoted student predicts what the student predicts
+            teacher.parametrization = self.student.parametrization
         loss = self.method.loss(student, teacher, state, self._gen, self.global_step)
         bs = next(iter(state[k] for k in self.method.procs)).shape[0]
         self.log("distill/loss", loss, prog_bar=True, batch_size=bs)
