@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-steps", type=int, default=16)
     ap.add_argument("--snapshots", type=int, default=2, help="students written per round")
     ap.add_argument("--lr", type=float, default=2e-4, help="distillation Adam lr")
+    ap.add_argument("--student-parametrization", default=None,
+                    help="x0 or v: the students' Gaussian branch (default: the teacher's eps)")
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=2)
@@ -128,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     for sampler, nfe in TEACHER:
         measure(teacher, f"teacher/{sampler}{nfe}", sampler, nfe, {"role": "teacher"})
     if not result.get("distill"):
-        result["distill"] = progressive_chain(DATA, Path(teacher), args.work, args.teacher_steps,
+        para = args.student_parametrization
+        data = DATA + (["--student-parametrization", para] if para else [])
+        result["distill"] = progressive_chain(data, Path(teacher), args.work, args.teacher_steps,
                                               args.iterations, args.snapshots, args.lr)
         result["distill"]["iterations_per_round"] = args.iterations
         save()

@@ -202,3 +202,18 @@ def test_domaindiff_distill_writes_a_student_that_eval_runs_with_1_and_4_steps(t
         assert saved_samples["mask"].shape[-2:] == (16, 16)  # the side the student recorded
         saved = json.loads((out / f"metrics_distilled_{steps}.json").read_text())
         assert 0.0 <= saved["dice"] <= 1.0
+
+
+def test_an_x0_student_reads_the_gaussian_output_as_x0_and_refuses_plain_training(tmp_path):
+    d = Distillation(str(_teacher(tmp_path / "teacher.ckpt")), method="progressive",
+                     student_steps=1, teacher_steps=4, iterations=1,
+                     student_parametrization="x0")
+    assert d.student.parametrization == "x0" and d.teacher.parametrization == "eps"
+    gen = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(2, 1, 16, 16, generator=gen),
+             "mask": (torch.rand(2, 1, 16, 16, generator=gen) < 0.3).float()}
+    state = d.student.distill_state(batch)
+    loss = d.method.loss(d.student.denoiser(use_ema=False), d.teacher.denoiser(), state, gen, 0)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="EchoDND trains an eps prediction; parametrization='x0'"):
+        d.student.loss(d.student.batch_to_state(batch))

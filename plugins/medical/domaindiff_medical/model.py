@@ -244,6 +244,9 @@ class EchoDND(DiffusionModule):
         clip_x0: clip the Gaussian branch's predicted clean mask to [-1, 1] at every
             evaluation (:class:`ClipX0`, composed before any user guidance).
         seed: noise seed.
+        parametrization: what the Gaussian branch's output is read as: ``"eps"`` (trained by
+            the loss above) or, for a distilled student only (``domaindiff distill
+            --student-parametrization x0|v``), ``"x0"`` / ``"v"``; :meth:`loss` refuses those.
     """
 
     def __init__(self, base_channels: int = 16, levels: int = 3, temb_dim: int = 64,
@@ -254,7 +257,7 @@ class EchoDND(DiffusionModule):
                  bernoulli_sampler: str = "posterior",
                  sampling_steps: int = 25, num_ensemble: int = 5, num_val_samples: int = 0,
                  noise: str = "dual", restrict_to_sector: bool = True, clip_x0: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, parametrization: str = "eps") -> None:
         self.save_hyperparameters()
         if bernoulli_sampler not in BERNOULLI_SAMPLERS:
             raise ValueError(f"bernoulli_sampler must be one of {list(BERNOULLI_SAMPLERS)}, got "
@@ -265,7 +268,7 @@ class EchoDND(DiffusionModule):
             raise ValueError(f"num_ensemble must be a positive integer, got {num_ensemble!r}")
         net = EchoDNDNet(base_channels, levels, temb_dim, learn_sigma)
         gauss = DiscreteDDPM("linear", num_steps, beta_start, beta_end)
-        super().__init__(net, {"mask": gauss}, parametrization="eps", lr=lr,
+        super().__init__(net, {"mask": gauss}, parametrization=parametrization, lr=lr,
                          ema_decay=ema_decay, sampler=dual_sampler,
                          sampling_steps=sampling_steps, num_val_samples=num_val_samples,
                          seed=seed)
@@ -407,6 +410,9 @@ class EchoDND(DiffusionModule):
         The ablations train one branch: ``noise="gaussian"`` MSE + VLB + calibration,
         ``noise="bernoulli"`` BCE + KL + calibration.
         """
+        if self.parametrization != "eps":
+            raise ValueError(f"EchoDND trains an eps prediction; parametrization="
+                             f"{self.parametrization!r} is for distilled students only")
         terms = self.loss_terms(state, net)
         lb, lk, lc, lv = self.lambdas
         total = lc * terms["cal"]
