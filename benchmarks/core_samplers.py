@@ -17,6 +17,8 @@ Sections (``--sections``, default all):
   other dimensions, mode counts and mode widths than the goal's targets), with
   :func:`optimize_grid`'s objective (squared error to the exact ODE solution from the same
   draws, log-averaged over the family) and its parametrisation (softmax log-SNR increments).
+* ``odefloor``: the exact ODE solution from ``heldout``'s prior draws, scored the same way
+  (the energy distance a deterministic solver from those draws can reach, per seed).
 * ``heldout``: on held-out mixtures (:func:`heldout_targets`: the goal's 2-D ring and 16-D
   8-mode mixture, and 6-D / 48-D ones), 3 prior seeds each, the multistep solvers, DDIM and
   ancestral (the plugins' default samplers) with no options, the best fixed variant of the
@@ -434,7 +436,7 @@ def heldout_targets(n: int) -> list[Target]:
 
 
 def section_heldout(n: int, fitted: dict[str, list[float]], seeds: int = 3,
-                    nfe: int = 10) -> list[dict]:
+                    nfe: int = 10, only: list[str] | None = None) -> list[dict]:
     """Defaults, best fixed variants and family-fitted grids on held-out mixtures."""
     rows = []
     tgts = heldout_targets(n)
@@ -446,6 +448,8 @@ def section_heldout(n: int, fitted: dict[str, list[float]], seeds: int = 3,
     head = "| process | variant | " + " | ".join(t.name for t in tgts) + " |"
     print(head + "\n" + "|---" * (2 + len(tgts)) + "|")
     for pname, p0 in processes().items():
+        if only and pname not in only:
+            continue
         variants: list[tuple[str, str, GaussianProcess, list[float] | None, str]] = [
             (f"{s} (no options)", s, p0, None, "step")
             for s in ("deis", "unipc", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "ddim",
@@ -490,6 +494,35 @@ def section_heldout(n: int, fitted: dict[str, list[float]], seeds: int = 3,
     return rows
 
 
+def section_odefloor(n: int, seeds: int = 3) -> list[dict]:
+    """The exact ODE solution from the heldout section's prior draws, scored like a sampler.
+
+    Its energy distance per seed is the floor a deterministic solver from those draws can
+    reach (the two-sample floor of :class:`Target` plus the draws' own noise).
+    """
+    rows = []
+    tgts = heldout_targets(n)[:2]
+    print(f"\n## exact ODE solution from the heldout draws (seeds 0..{seeds - 1}): spread / ED")
+    print("| process | " + " | ".join(t.name for t in tgts) + " |")
+    print("|---" * (1 + len(tgts)) + "|")
+    for pname, p in processes().items():
+        cells = []
+        for t in tgts:
+            sc = []
+            for seed in range(seeds):
+                x_T = p.prior_sample(torch.zeros(t.n, t.dim), None,
+                                     torch.Generator().manual_seed(seed)).double()
+                ref = sample_ode(IsoMixtureEps(t.mu, t.std, p), p, x_T.clone(), None,
+                                 rtol=1e-6, atol=1e-6)
+                sc.append(t.score(ref.float()))
+            rows.append({"process": pname, "target": t.name, "spread": [x["spread"] for x in sc],
+                         "ed": [x["ed"] for x in sc], "floor_mean": t.floor_mean,
+                         "floor_max": t.floor_max})
+            cells.append(" ".join(f"{x['spread']:.3f}/{x['ed']:.4f}" for x in sc))
+        print(f"| {pname} | " + " | ".join(cells) + " |", flush=True)
+    return rows
+
+
 def main() -> None:
     """Run the chosen sections, print the tables, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -499,6 +532,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/core_samplers.json")
     parser.add_argument("--grids", default=None, metavar="JSON",
                         help="heldout: the family-fitted grids (the JSON familyfit wrote)")
+    parser.add_argument("--processes", default=None,
+                        help="heldout: only these processes (comma-separated, e.g. vp,ddpm)")
     parser.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                         help="combine earlier runs' section files into --out (runs nothing)")
     args = parser.parse_args()
@@ -517,7 +552,7 @@ def main() -> None:
         torch.set_num_threads(2)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - {"nfe", "sweep", "defaults", "optimize", "familyfit",
-                               "heldout", "sweep2"}
+                               "heldout", "sweep2", "odefloor"}
     if unknown:
         parser.error(f"--sections: unknown {sorted(unknown)}")
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(),
@@ -550,7 +585,10 @@ def main() -> None:
         if args.grids:
             fitted = {r["process"]: r["timesteps"] for r in
                       json.loads(Path(args.grids).read_text())["familyfit"]}
-        result["heldout"] = section_heldout(args.n, fitted)
+        only = args.processes.split(",") if args.processes else None
+        result["heldout"] = section_heldout(args.n, fitted, only=only)
+    if "odefloor" in sections:
+        result["odefloor"] = section_odefloor(args.n)
     result["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
