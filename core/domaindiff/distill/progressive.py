@@ -25,6 +25,22 @@ from domaindiff.processes import bcast
 from domaindiff.samplers.base import Denoiser, State
 
 
+def two_step_target(z_t: State, z_2: State, t: Tensor, t2: Tensor,
+                    procs: Mapping[str, object]) -> State:
+    """The ``x0`` whose one DDIM step from ``(z_t, t)`` lands on the teacher's ``z_2`` at ``t2``.
+
+    Solves ``z_2 = alpha_2 x0 + (sigma_2 / sigma_t) (z_t - alpha_t x0)`` for ``x0`` in every
+    Gaussian component (Salimans & Ho 2022, eq. 8).
+    """
+    target = {}
+    for k, p in procs.items():
+        a, s = coefficients(p, t)
+        a2, s2 = coefficients(p, t2)
+        ratio = s2 / s
+        target[k] = (z_2[k] - bcast(ratio, z_t[k]) * z_t[k]) / bcast(a2 - ratio * a, z_t[k])
+    return target
+
+
 class Progressive(Method):
     """Progressive distillation from ``teacher_steps`` down to ``student_steps`` DDIM steps.
 
@@ -80,13 +96,7 @@ class Progressive(Method):
             z_1 = combine(z_t, x0, e, t1, self.procs)
             x0, e = teach.raw_predict(z_1, t1)
             z_2 = combine(z_1, x0, e, t2, self.procs)
-            target = {}
-            for k, p in self.procs.items():
-                a, s = coefficients(p, t)
-                a2, s2 = coefficients(p, t2)
-                ratio = s2 / s
-                target[k] = (z_2[k] - bcast(ratio, z_t[k]) * z_t[k]) / bcast(a2 - ratio * a,
-                                                                             z_t[k])
+            target = two_step_target(z_t, z_2, t, t2, self.procs)
         pred, _ = self.model(student).raw_predict(z_t, t)
         return x0_loss(pred, target, z_t, t, self.procs, snr_weight=True)
 

@@ -53,8 +53,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from domaindiff.distill.base import Method, batch_of, clean, coefficients, combine, noise, pick, x0_loss
-from domaindiff.processes import bcast
+from domaindiff.distill.base import Method, batch_of, clean, combine, noise, pick, x0_loss
+from domaindiff.distill.progressive import two_step_target
 from domaindiff.samplers.base import Denoiser, Model, State
 
 __all__ = ["Walk", "WalkProgressive", "with_walk", "walk_loss"]
@@ -206,13 +206,7 @@ class WalkProgressive(Method):
             x0, e = Model(teach, self.procs, self.walk.teacher_guidance).predict(z_1, t1)
             w_target = self.walk.transition(z_1, teach.last, t1, t2)
             z_2 = combine(z_1, x0, e, t2, self.procs)
-            target = {}
-            for k, p in self.procs.items():
-                a, s = coefficients(p, t)
-                a2, s2 = coefficients(p, t2)
-                ratio = s2 / s
-                target[k] = (z_2[k] - bcast(ratio, z_t[k]) * z_t[k]) / bcast(a2 - ratio * a,
-                                                                             z_t[k])
+            target = two_step_target(z_t, z_2, t, t2, self.procs)
         stu = _Capture(student, self.walk.keys)
         pred, _ = Model(stu, self.procs).raw_predict(z_t, t)
         gauss = x0_loss(pred, target, z_t, t, self.procs, snr_weight=True)
