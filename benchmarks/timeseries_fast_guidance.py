@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from domaindiff.data import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = ("tsdiff_q/ddpm-100,tsdiff_q/sde_dpm_solver_pp_2m-10+s32+x0steps4,"
                     "tsdiff_q/sde_dpm_solver_pp_2m-10+s32,tsdiff_q/ddim-10+eta1+s32+x0steps4,"
@@ -100,10 +102,7 @@ def summarise(runs: list[dict], reference: str, target: float) -> list[dict]:
 
 
 def _write(path: Path, res: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name)
-    tmp.write_text(json.dumps(res, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(res, indent=2))
 
 
 def main() -> None:
