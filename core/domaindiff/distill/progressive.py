@@ -81,15 +81,24 @@ class Progressive(Method):
         """The round optimizer step ``step`` belongs to."""
         return min(int(step) // self.iterations, self.rounds - 1)
 
-    def loss(self, student: Denoiser, teacher: Denoiser, state: State,
-             generator: torch.Generator | None, step: int) -> Tensor:
+    def draw(self, state: State, step: int, generator: torch.Generator | None
+             ) -> tuple[State, State, Tensor, Tensor, Tensor]:
+        """A training point: the clean state, its noised ``z_t`` and three consecutive grid times.
+
+        Each sample draws an even index ``i`` into the current round's grid; ``t, t1, t2`` are the
+        grid's times ``i, i + 1, i + 2`` (the teacher's two steps that the student makes in one).
+        """
         times = self.grids[self.round_at(step)]
         x = clean(state, self.procs)
         ref = next(iter(x[k] for k in self.procs))
         i = 2 * self.batch_index(batch_of(x, self.procs), (len(times) - 1) // 2, ref, generator)
         t, t1, t2 = (pick(times, i + j, ref) for j in range(3))
         eps = noise(x, self.procs, generator)
-        z_t = combine(x, x, eps, t, self.procs)
+        return x, combine(x, x, eps, t, self.procs), t, t1, t2
+
+    def loss(self, student: Denoiser, teacher: Denoiser, state: State,
+             generator: torch.Generator | None, step: int) -> Tensor:
+        x, z_t, t, t1, t2 = self.draw(state, step, generator)
         teach = self.model(teacher)
         with torch.no_grad():
             x0, e = teach.raw_predict(z_t, t)

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from domaindiff.distill.base import Method, batch_of, clean, combine, noise, pick, x0_loss
+from domaindiff.distill.base import Method, combine, x0_loss
 from domaindiff.distill.progressive import two_step_target
 from domaindiff.samplers.base import Denoiser, Model, State
 
@@ -192,13 +192,7 @@ class WalkProgressive(Method):
 
     def loss(self, student: Denoiser, teacher: Denoiser, state: State,
              generator: torch.Generator | None, step: int) -> Tensor:
-        times = self.base.grids[self.round_at(step)]
-        x = clean(state, self.procs)
-        ref = next(iter(x[k] for k in self.procs))
-        i = 2 * self.batch_index(batch_of(x, self.procs), (len(times) - 1) // 2, ref, generator)
-        t, t1, t2 = (pick(times, i + j, ref) for j in range(3))
-        eps = noise(x, self.procs, generator)
-        z_t = combine(x, x, eps, t, self.procs)
+        x, z_t, t, t1, t2 = self.base.draw(state, step, generator)
         z_t.update(self.walk.forward(x, t, generator))
         teach = _Capture(teacher, self.walk.keys)
         with torch.no_grad():
