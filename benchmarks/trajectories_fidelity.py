@@ -14,8 +14,11 @@ number of network evaluations (NFE).
 Rows (``--rows``): ``geotdm`` (learnable prior, x0 prediction with the alpha skip, residual scale
 0.5), ``geotdm_eps`` (the paper's parametrisation: eps prediction, scale 1, prior starting from
 the last frame), ``prior_normal`` (no prior: N(0, I) around the origin), ``prior_com`` (the
-condition's centre of mass), ``no_equivariance`` (the non-equivariant spatial layer) and
-``regression`` (the same EGTN trained with MSE as a deterministic forecaster).
+condition's centre of mass), ``prior_last`` (the paper's point-wise prior: the last condition
+frame, fixed), ``no_equivariance`` (the non-equivariant spatial layer), ``no_attention`` (temporal
+weights learnt per frame offset, independent of the features: ``temporal='fixed'``),
+``no_shift_invariance`` (absolute instead of relative frame embeddings: ``temporal='absolute'``)
+and ``regression`` (the same EGTN trained with MSE as a deterministic forecaster).
 
     python benchmarks/trajectories_fidelity.py --root DIR_OF_GENERATOR_FILES --steps 1500 \\
         --out benchmarks/results/trajectories_fidelity.json
@@ -62,10 +65,19 @@ ROWS = {
     "prior_normal": ("GeoTDM, N(0, I) prior (no prior)", {**TUNED, "prior": "none"}),
     "prior_com": ("GeoTDM, CoM prior", {**TUNED, "prior": "com"}),
     "no_equivariance": ("GeoTDM, no equivariance", {**TUNED, "spatial": "plain"}),
+    "prior_last": ("GeoTDM, point-wise prior (last condition frame)", {**TUNED, "prior": "last"}),
+    "no_attention": ("GeoTDM, no attention (weights per frame offset)",
+                     {**TUNED, "temporal": "fixed"}),
+    "no_shift_invariance": ("GeoTDM, no shift invariance (absolute frame embeddings)",
+                            {**TUNED, "temporal": "absolute"}),
     "geotdm_skip_sd": ("GeoTDM, skip for a residual of std 0.5 (skip_sigma_data 0.5)",
                        {**TUNED, "skip_sigma_data": 0.5}),
     "regression": ("EGTN regression", None),
 }
+
+
+ABLATIONS = ("prior_normal", "prior_com", "prior_last", "no_equivariance", "no_attention",
+             "no_shift_invariance")
 
 
 def _batches(loader: DataLoader) -> list[dict[str, torch.Tensor]]:
@@ -283,32 +295,76 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args,
             "_model": model}
 
 
-def plot_curves(rows: list[dict], path: Path, title: str) -> None:
-    """ADE and FDE avg (solid) and min (dashed) against steps; ADE against training seconds."""
+def curve_series(rows: list[dict], main: str = "") -> list[dict]:
+    """Learning-curve series, one per (row, sampler), averaged over the row's seeds.
+
+    Each series: ``name``, ``label`` (the row's label, plus the sampler), ``sampler`` (``""``
+    for the main sampler, else the ``--curve-samplers`` spec), ``seeds`` and, per metric
+    (``steps``, ``train_seconds``, ``ade_avg``, ...), ``mean`` and sample ``std`` lists over
+    the seeds at each curve point (std 0 with one seed). Seeds are aligned by curve point.
+    """
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        group = [r for r in rows if r["name"] == name and r["curve"]]
+        if not group:
+            continue
+        n = min(len(r["curve"]) for r in group)
+        specs = [""] + sorted({k for p in group[0]["curve"] for k, v in p.items()
+                               if isinstance(v, dict) and "ade_avg" in v})
+        for spec in specs:
+            if name == "regression" and spec:
+                continue
+            series = {"name": name, "sampler": spec, "seeds": [r.get("seed", 0) for r in group],
+                      "label": group[0]["label"] + (f", {spec}" if spec else
+                                                    (f", {main}" if main and name != "regression"
+                                                     else ""))}
+            for key in ("steps", "train_seconds", "ade_avg", "fde_avg", "ade_min", "fde_min"):
+                vals = []
+                for i in range(n):
+                    pts = [r["curve"][i] if key in ("steps", "train_seconds") or not spec
+                           else r["curve"][i][spec] for r in group]
+                    vals.append(_mean_std([float(p[key]) for p in pts]))
+                series[key] = {"mean": [v["mean"] for v in vals], "std": [v["std"] for v in vals]}
+            out.append(series)
+    return out
+
+
+def plot_curves(rows: list[dict], path: Path, title: str, main: str = "") -> None:
+    """ADE and FDE avg over K (solid) and min over K (dashed) against steps; ADE against seconds.
+
+    One line per (row, sampler) (:func:`curve_series`): the mean over seeds, with a band of
+    ± one standard deviation over seeds when there are several; ``main`` names the main sampler.
+    """
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    series = curve_series(rows, main)
+    legend_rows = math.ceil(len(series) / 3)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4 + 0.22 * legend_rows))
     panels = (("steps", "ade"), ("steps", "fde"), ("train_seconds", "ade"))
-    names = list(dict.fromkeys(r["name"] for r in rows))
-    labelled: set[str] = set()
-    for r in rows:
-        c = f"C{names.index(r['name']) % 10}"
-        label = None if r["name"] in labelled else r["label"]
-        labelled.add(r["name"])
+    colours = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
+    for i, se in enumerate(series):
+        c = colours(i % colours.N)
+        nseeds = len(se["seeds"])
+        label = se["label"] + (f" (mean of {nseeds} seeds)" if nseeds > 1 else "")
         for ax, (key, metric) in zip(axes, panels, strict=True):
-            xs = [p[key] for p in r["curve"]]
-            ax.plot(xs, [p[f"{metric}_avg"] for p in r["curve"]], "o-", color=c,
-                    label=label)
+            xs = se[key]["mean"]
+            avg = se[f"{metric}_avg"]
+            ax.plot(xs, avg["mean"], "o-", color=c, label=label, ms=4)
             label = None
-            if r["name"] != "regression":
-                ax.plot(xs, [p[f"{metric}_min"] for p in r["curve"]], "s--", color=c, alpha=0.6)
+            if nseeds > 1:
+                lo = [m - s for m, s in zip(avg["mean"], avg["std"], strict=True)]
+                hi = [m + s for m, s in zip(avg["mean"], avg["std"], strict=True)]
+                ax.fill_between(xs, lo, hi, color=c, alpha=0.15, lw=0)
+            if se["name"] != "regression":
+                ax.plot(xs, se[f"{metric}_min"]["mean"], "s--", color=c, alpha=0.6, ms=3)
     labels = ("training steps", "training steps", "training seconds (wall, 1 thread)")
     for ax, xl, (_, metric) in zip(axes, labels, panels, strict=True):
         ax.set_xlabel(xl)
         ax.set_ylabel(f"{metric.upper()} (solid: avg over K; dashed: min over K)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    bottom = (0.3 + 0.22 * legend_rows) / (4.4 + 0.22 * legend_rows)
+    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     save_figure(fig, path)
 
 
@@ -446,7 +502,9 @@ def merge(paths: list[str], out: Path) -> int:
     if len({r.get("seed", 0) for r in result["rows"]}) > 1:
         result["summary"] = summarize(result["rows"])
     atomic_write_text(out, json.dumps(result, indent=2))
-    plot_curves(result["rows"], out.with_suffix(".png"), result["title"])
+    st = result.get("settings", {})
+    plot_curves(result["rows"], out.with_suffix(".png"), result["title"],
+                f"{st['sampler']}:{st['nfe']}" if "sampler" in st else "")
     write_curve_csv(result["rows"], out.with_suffix(".csv"))
     reg = next((r["final"]["ade_avg"] for r in result["rows"] if r["name"] == "regression"),
                None)
@@ -506,8 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--late-rows", default="",
                    help="rows trained after all --rows of every seed (e.g. the ablations)")
     p.add_argument("--ablation-skip-sigma-data", type=float, default=None,
-                   help="skip_sigma_data of the prior_normal / prior_com / no_equivariance "
-                        "rows (default: the model's)")
+                   help="skip_sigma_data of the ablation rows (prior_normal, prior_com, "
+                        "prior_last, no_equivariance, no_attention, no_shift_invariance; "
+                        "default: the model's)")
     p.add_argument("--reshuffle", action="store_true",
                    help="a new (seed, epoch) batch order every epoch (without it every epoch "
                         "repeats the data module's epoch-0 order, as the earlier runs did)")
@@ -534,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                               {**TUNED, "skip_sigma_data": sd})
     if args.ablation_skip_sigma_data is not None:
         asd = args.ablation_skip_sigma_data
-        for key in ("prior_normal", "prior_com", "no_equivariance"):
+        for key in ABLATIONS:
             label, settings = ROWS[key]
             ROWS[key] = (f"{label}, skip_sigma_data {asd:g}", {**settings, "skip_sigma_data": asd})
     for spec in filter(None, args.spread_samplers.split(",")):
@@ -599,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     reg = next((r["final"]["ade_avg"] for r in rows if r["name"] == "regression"), None)
     main_row = next((r for r in rows if r["name"] != "regression"), None)
     title = result["title"]
-    plot_curves(rows, out.with_suffix(".png"), title)
+    plot_curves(rows, out.with_suffix(".png"), title, f"{args.sampler}:{args.nfe}")
     write_curve_csv(rows, out.with_suffix(".csv"))
     if main_row is not None and not args.no_sweeps:
         model = main_row["_model"]

@@ -79,3 +79,38 @@ def test_draw_with_tau_one_is_the_plain_forecast_and_tau_zero_is_deterministic()
     tau0 = FB.draw(m, batch, 3, "ddim", 4, {"tau": 0.0}, torch.Generator().manual_seed(1))
     torch.testing.assert_close(tau0[0], tau0[2], rtol=0, atol=0)  # x_T = 0, no noise added
     assert not torch.equal(plain[0], plain[1])
+
+
+def test_curve_series_average_seeds_per_sampler_and_plot(tmp_path):
+    def point(step, v):
+        return {"steps": step, "train_seconds": step / 10, "ade_avg": v, "fde_avg": 2 * v,
+                "ade_min": v / 2, "fde_min": v, "ddim:2": {"ade_avg": v / 4, "fde_avg": v / 2,
+                                                          "ade_min": v / 8, "fde_min": v / 4}}
+
+    rows = [{"name": "g", "label": "G", "seed": s, "curve": [point(10, a), point(20, b)]}
+            for s, (a, b) in enumerate(((0.4, 0.2), (0.6, 0.4)))]
+    rows.append({"name": "regression", "label": "R", "seed": 0,
+                 "curve": [{"steps": 10, "train_seconds": 1.0, "ade_avg": 0.3, "fde_avg": 0.6,
+                            "ade_min": 0.3, "fde_min": 0.6}]})
+    series = FB.curve_series(rows, main="ddim:10")
+    assert [(se["name"], se["sampler"], se["label"]) for se in series] == [
+        ("g", "", "G, ddim:10"), ("g", "ddim:2", "G, ddim:2"), ("regression", "", "R")]
+    main, two, reg = series
+    assert main["steps"]["mean"] == [10, 20] and main["seeds"] == [0, 1]
+    assert main["ade_avg"]["mean"] == pytest.approx([0.5, 0.3])
+    assert main["ade_avg"]["std"] == pytest.approx([math.sqrt(0.02)] * 2)  # ddof 1
+    assert two["fde_avg"]["mean"] == pytest.approx([0.25, 0.15])
+    assert reg["ade_avg"] == {"mean": [pytest.approx(0.3)], "std": [0.0]}
+    FB.plot_curves(rows, tmp_path / "c.png", "t", "ddim:10")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_ablation_rows_set_the_model_options():
+    rows = FB.ROWS
+    assert rows["prior_last"][1]["prior"] == "last"
+    assert rows["no_attention"][1]["temporal"] == "fixed"
+    assert rows["no_shift_invariance"][1]["temporal"] == "absolute"
+    assert set(FB.ABLATIONS) <= set(rows)
+    for key in FB.ABLATIONS:  # every ablation row builds a model
+        GeoTDM(hidden=8, layers=1, time_dim=8, prior_layers=1, pred_frames=3, num_steps=10,
+               **rows[key][1])

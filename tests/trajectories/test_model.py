@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from domaindiff_trajectories import GeoTDM
+from domaindiff_trajectories.networks import TEMPORAL, TemporalAttention
 
 
 def _orthogonal(gen: torch.Generator, reflect: bool) -> torch.Tensor:
@@ -48,11 +49,13 @@ def _transform(batch: dict, q: torch.Tensor, shift: torch.Tensor) -> dict:
 
 
 @pytest.mark.parametrize("reflect", [False, True])
-@pytest.mark.parametrize("prior,spatial", [("learnable", "egnn"), ("last", "egnn"),
-                                           ("com", "egnn"), ("learnable", "e3nn")])
-def test_denoiser_equivariant(reflect, prior, spatial):
+@pytest.mark.parametrize("prior,spatial,temporal", [
+    ("learnable", "egnn", "attention"), ("last", "egnn", "attention"),
+    ("com", "egnn", "attention"), ("learnable", "e3nn", "attention"),
+    ("learnable", "egnn", "fixed"), ("learnable", "egnn", "absolute")])
+def test_denoiser_equivariant(reflect, prior, spatial, temporal):
     gen = torch.Generator().manual_seed(1)
-    model = _model(prior=prior, spatial=spatial)
+    model = _model(prior=prior, spatial=spatial, temporal=temporal)
     q, shift = _orthogonal(gen, reflect), torch.randn(3, generator=gen, dtype=torch.float64)
     batch = _batch(gen)
     t = torch.rand(3, generator=gen, dtype=torch.float64)
@@ -71,6 +74,66 @@ def test_denoiser_equivariant(reflect, prior, spatial):
     perm = torch.tensor([2, 0, 3, 1])
     sp = {k: v[:, perm] for k, v in state.items()}
     torch.testing.assert_close(net(sp, t)["x"], eps[:, perm], rtol=1e-9, atol=1e-9)
+
+
+def _temporal_layer(mode: str) -> TemporalAttention:
+    torch.manual_seed(0)
+    layer = TemporalAttention(8, 4, mode).double()
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if "phi_x" in name or "rel_x" in name:
+                p.normal_(0, 0.3)
+    return layer
+
+
+@pytest.mark.parametrize("mode", TEMPORAL)
+def test_temporal_ablations_change_the_layer_as_stated(mode):
+    """``fixed`` ("no attention"): weights per frame offset, the same for any features, no
+    queries or keys; ``absolute`` ("no shift invariance"): the output depends on the frame
+    indices themselves; ``attention`` and ``fixed`` only on their differences."""
+    gen = torch.Generator().manual_seed(7)
+    h, h2 = (torch.randn(2, 3, 5, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    x = torch.randn(2, 3, 5, 3, generator=gen, dtype=torch.float64)
+    mask = torch.ones(2, 3, dtype=torch.float64)
+    layer = _temporal_layer(mode)
+    names = {n.split(".")[0] for n, _ in layer.named_parameters()}
+    shifted = torch.arange(5, dtype=torch.float64) + 7.0  # the same window, 7 frames later
+    (hh, xx), (hs, xs) = layer(h, x, mask), layer(h, x, mask, frames=shifted)
+    a, a2 = layer.weights(h), layer.weights(h2)
+    torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
+    assert (xx - x).abs().max() > 1e-3  # the coordinates move
+    if mode == "absolute":
+        assert "pos" in names and not names & {"rel_k", "rel_v", "rel_x"}
+        assert (hs - hh).abs().max() > 1e-3 and (xs - xx).abs().max() > 1e-4
+    else:
+        assert "pos" not in names and {"rel_v", "rel_x"} <= names
+        torch.testing.assert_close(hs, hh, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(xs, xx, rtol=1e-10, atol=1e-10)
+    if mode == "fixed":
+        assert not names & {"q", "k", "rel_k"} and a.shape == (5, 5)
+        torch.testing.assert_close(a, a2)  # independent of the features
+        # its logits depend on t - s only: log a_ts - log a_tu = w(t - s) - w(t - u)
+        la = a.log()
+        torch.testing.assert_close(la[1:, 1:] - la[1:, 1:2], la[:-1, :-1] - la[:-1, :1])
+    else:
+        assert {"q", "k"} <= names and a.shape == (2, 3, 5, 5)
+        assert (a - a2).abs().max() > 1e-3  # data-dependent attention
+
+
+def test_temporal_option_reaches_every_egtn_and_is_checked():
+    model = GeoTDM(hidden=8, layers=2, time_dim=8, prior_layers=1, pred_frames=6,
+                   temporal="fixed")
+    net = model.network
+    assert model.hparams["temporal"] == "fixed"
+    assert {m.mode for m in [*net.egtn.temporal, *net.prior_net.temporal]} == {"fixed"}
+    assert {m.mode for m in GeoTDM(hidden=8, layers=1).network.egtn.temporal} == {"attention"}
+    with pytest.raises(ValueError, match="temporal"):
+        GeoTDM(hidden=8, layers=1, temporal="bogus")
+    with pytest.raises(ValueError, match="frames"):
+        _temporal_layer("attention")(torch.zeros(1, 2, 5, 8, dtype=torch.float64),
+                                     torch.zeros(1, 2, 5, 3, dtype=torch.float64),
+                                     torch.ones(1, 2, dtype=torch.float64),
+                                     frames=torch.arange(4.0))
 
 
 def test_no_equivariance_ablation_is_not_equivariant_but_edges_are_used():

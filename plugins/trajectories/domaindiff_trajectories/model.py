@@ -44,6 +44,12 @@ class GeoTDM(DiffusionModule):
             residual; same loss family through the core's parametrization).
         spatial: spatial layer, ``egnn`` (paper) or ``e3nn`` (spherical harmonics + tensor
             products).
+        temporal: temporal layer of every EGTN (denoiser and learnable prior): ``attention``
+            (paper: attention with relative-time embeddings, shift-invariant), ``fixed`` (the
+            paper's "no attention" ablation: softmax weights learnt per frame offset ``t - s``,
+            independent of the features) or ``absolute`` (the "no shift invariance" ablation:
+            absolute frame embeddings instead of the relative ones). All three are
+            E(3)-equivariant.
         pred_frames: frames generated.
         num_steps: DDPM steps (paper 1000 for N-body and MD17, 100 for ETH-UCY).
         beta_start: first beta, before the ``1000 / num_steps`` scaling of the paper.
@@ -82,7 +88,8 @@ class GeoTDM(DiffusionModule):
                  num_val_samples: int = 0, x0_clip: float | None = 100.0,
                  prior_init: str = "velocity", scale: float = 1.0, lr_gamma: float | None = None,
                  parametrization: str = "eps", x0_skip: str = "identity",
-                 skip_sigma_data: float | None = None, seed: int = 0) -> None:
+                 skip_sigma_data: float | None = None, temporal: str = "attention",
+                 seed: int = 0) -> None:
         self.save_hyperparameters()
         self.x0_clip, self._sampling = x0_clip, False
         if task not in TASKS:
@@ -107,7 +114,7 @@ class GeoTDM(DiffusionModule):
                                space=space)
         net = GeoTDMNetwork(node_features, hidden, layers, time_dim, task == "forecast", prior,
                             prior_layers, pred_frames, num_steps, spatial, prior_init, scale,
-                            parametrization)
+                            parametrization, temporal)
         self.scale = float(scale)
         super().__init__(net, {"x": process}, parametrization=parametrization, lr=lr,
                          weight_decay=weight_decay, ema_decay=ema_decay, sampler=sampler,

@@ -19,6 +19,7 @@ from domaindiff.nn import sinusoidal_embedding
 PRIORS = ("learnable", "velocity", "last", "com", "none")
 PRIOR_INITS = ("velocity", "last")
 SPATIAL = ("egnn", "e3nn", "plain")
+TEMPORAL = ("attention", "fixed", "absolute")
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -179,36 +180,95 @@ class TemporalAttention(nn.Module):
     network must be able to output ``x_t - x_ref``, a linear function of the frames) and
     ``h_t += W_o sum_s a_ts (v_s + r_v(t - s))``, with logits ``q_t . (k_s + r_k(t - s))``.
 
+    ``mode`` selects the paper's ablations of this layer (Han et al., Table 6); every mode moves
+    coordinates only along ``x_t - x_s`` with invariant weights, so all stay E(3)-equivariant:
+
+    * ``attention`` (the paper): the weights above, shift-invariant (frame indices enter only
+      through ``t - s``, the relative temporal embedding of the paper's Figure 4).
+    * ``fixed`` ("no attention"): ``a_ts = softmax_s(w(t - s))``, a learnable weight per frame
+      offset shared by every node, trajectory and noise level (a normalised temporal
+      convolution spanning all frames); no queries or keys, so the weights do not depend on the
+      features. Still shift-invariant.
+    * ``absolute`` ("no shift invariance"): the attention of ``attention`` with the relative
+      terms ``r_k``, ``r_v``, ``g`` removed and an absolute frame embedding ``p(t)`` added to the
+      features before queries, keys and values (a transformer's absolute positional encoding), so
+      the layer depends on the frame indices themselves, not only on their differences.
+
     Args:
         hidden: feature width.
-        time_dim: width of the sinusoidal relative-time embedding.
+        time_dim: width of the sinusoidal (relative or absolute) time embedding.
+        mode: ``attention``, ``fixed`` or ``absolute`` (see above).
     """
 
-    def __init__(self, hidden: int, time_dim: int = 32) -> None:
+    def __init__(self, hidden: int, time_dim: int = 32, mode: str = "attention") -> None:
         super().__init__()
-        self.q, self.k, self.v = (nn.Linear(hidden, hidden) for _ in range(3))
-        self.rel_k = nn.Linear(time_dim, hidden)
-        self.rel_v = nn.Linear(time_dim, hidden)
+        if mode not in TEMPORAL:
+            raise ValueError(f"temporal: unknown {mode!r}; choose one of {TEMPORAL}")
+        self.mode = mode
+        # module creation order of mode 'attention' is the one of every earlier run (seeded
+        # initial weights reproduce)
+        if mode == "fixed":
+            self.v = nn.Linear(hidden, hidden)
+            self.rel_a = nn.Linear(time_dim, 1)  # one logit per offset t - s
+        else:
+            self.q, self.k, self.v = (nn.Linear(hidden, hidden) for _ in range(3))
+        if mode == "attention":
+            self.rel_k = nn.Linear(time_dim, hidden)
+        if mode == "absolute":
+            self.pos = nn.Linear(time_dim, hidden)  # absolute frame embedding p(t)
+        else:
+            self.rel_v = nn.Linear(time_dim, hidden)
         self.out = nn.Linear(hidden, hidden)
         self.phi_x = _coord_head(hidden)
-        self.rel_x = _coord_head(time_dim)
+        if mode != "absolute":
+            self.rel_x = _coord_head(time_dim)
         self.ff = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 2 * hidden), nn.SiLU(),
                                 nn.Linear(2 * hidden, hidden))
         self.time_dim = time_dim
 
-    def forward(self, h: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Update ``(h, x)`` of ``(B, N, T, .)`` tensors."""
-        t = h.shape[2]
-        idx = torch.arange(t, dtype=h.dtype, device=h.device)
+    def _frames(self, h: Tensor, frames: Tensor | None) -> Tensor:
+        if frames is None:
+            return torch.arange(h.shape[2], dtype=h.dtype, device=h.device)
+        if frames.shape != (h.shape[2],):
+            raise ValueError(f"frames: expected shape ({h.shape[2]},), got {tuple(frames.shape)}")
+        return frames.to(h.dtype)
+
+    def weights(self, h: Tensor, frames: Tensor | None = None) -> Tensor:
+        """The attention weights ``a_ts``, ``(B, N, T, T)`` (``fixed``: ``(T, T)``)."""
+        return self._weights(h, self._frames(h, frames))[0]
+
+    def _weights(self, h: Tensor, idx: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``(a, rel, v)``: weights, relative-time embedding (None if absolute), values."""
+        if self.mode == "absolute":
+            hp = h + self.pos(sinusoidal_embedding(idx, self.time_dim, dtype=None))
+            q, k, v = self.q(hp), self.k(hp), self.v(hp)
+            return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(h.shape[-1]), -1), None, v
         rel = sinusoidal_embedding(idx[:, None] - idx[None, :], self.time_dim, dtype=None)  # t - s
-        rk, rv = self.rel_k(rel), self.rel_v(rel)  # (T, T, H)
+        if self.mode == "fixed":
+            return torch.softmax(self.rel_a(rel)[..., 0], -1), rel, self.v(h)
+        rk = self.rel_k(rel)  # (T, T, H)
         q, k, v = self.q(h), self.k(h), self.v(h)
         # logits_ts = q_t . (k_s + rk_ts), without materialising (B, N, T, T, H)
         logits = (q @ k.transpose(-1, -2) + torch.einsum("bnth,tsh->bnts", q, rk)) \
             / math.sqrt(h.shape[-1])
-        a = torch.softmax(logits, -1)  # (B, N, T, T)
-        h = h + self.out(a @ v + torch.einsum("bnts,tsh->bnth", a, rv))
-        gate = a * (self.phi_x(v)[..., 0][:, :, None, :] + self.rel_x(rel)[..., 0])
+        return torch.softmax(logits, -1), rel, v  # a: (B, N, T, T)
+
+    def forward(self, h: Tensor, x: Tensor, mask: Tensor, frames: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Update ``(h, x)`` of ``(B, N, T, .)`` tensors.
+
+        ``frames``: the frame indices ``(T,)`` (default ``0 .. T-1``); the ``attention`` and
+        ``fixed`` modes depend only on their differences.
+        """
+        a, rel, v = self._weights(h, self._frames(h, frames))
+        if a.dim() == 2:  # fixed: the same (T, T) weights for every node
+            a = a.expand(*h.shape[:2], -1, -1)
+        if rel is None:
+            h = h + self.out(a @ v)
+            gate = a * self.phi_x(v)[..., 0][:, :, None, :]
+        else:
+            h = h + self.out(a @ v + torch.einsum("bnts,tsh->bnth", a, self.rel_v(rel)))
+            gate = a * (self.phi_x(v)[..., 0][:, :, None, :] + self.rel_x(rel)[..., 0])
         x = x + gate.sum(-1, keepdim=True) * x - gate @ x  # sum_s gate_ts (x_t - x_s)
         h = h + self.ff(h)
         m = mask[:, :, None, None]
@@ -226,17 +286,22 @@ class EGTN(nn.Module):
         time_dim: relative-time embedding width.
         spatial: ``egnn`` (as the paper), ``e3nn`` (:class:`E3nnSpatial`) or ``plain`` (the
             non-equivariant ablation :class:`SpatialPlain`).
+        temporal: temporal layer mode, ``attention`` (the paper), ``fixed`` (no attention) or
+            ``absolute`` (no shift invariance); see :class:`TemporalAttention`.
     """
 
     def __init__(self, in_features: int, hidden: int = 128, layers: int = 6, edge_dim: int = 0,
-                 time_dim: int = 32, spatial: str = "egnn") -> None:
+                 time_dim: int = 32, spatial: str = "egnn", temporal: str = "attention") -> None:
         super().__init__()
         if spatial not in SPATIAL:
             raise ValueError(f"spatial: unknown {spatial!r}; choose one of {SPATIAL}")
         layer = {"egnn": SpatialEGNN, "e3nn": E3nnSpatial, "plain": SpatialPlain}[spatial]
         self.embed = nn.Linear(in_features, hidden)
         self.spatial = nn.ModuleList(layer(hidden, edge_dim) for _ in range(layers))
-        self.temporal = nn.ModuleList(TemporalAttention(hidden, time_dim) for _ in range(layers))
+        if temporal not in TEMPORAL:
+            raise ValueError(f"temporal: unknown {temporal!r}; choose one of {TEMPORAL}")
+        self.temporal = nn.ModuleList(TemporalAttention(hidden, time_dim, temporal)
+                                      for _ in range(layers))
 
     def forward(self, feats: Tensor, x: Tensor, mask: Tensor, edge: Tensor | None = None
                 ) -> tuple[Tensor, Tensor]:
@@ -276,13 +341,16 @@ class GeoTDMNetwork(nn.Module):
         pred_frames: frames to generate (needed by the learnable prior's weight head).
         num_steps: diffusion steps ``N``; the network embeds ``t * N``.
         spatial: spatial layer, ``egnn`` or ``e3nn``.
+        temporal: temporal layer of the denoiser's and the learnable prior's EGTN:
+            ``attention`` (the paper), ``fixed`` (the "no attention" ablation) or ``absolute``
+            (the "no shift invariance" ablation); see :class:`TemporalAttention`.
     """
 
     def __init__(self, node_features: int = 1, hidden: int = 128, layers: int = 6,
                  time_dim: int = 32, conditional: bool = True, prior: str = "learnable",
                  prior_layers: int = 2, pred_frames: int = 20, num_steps: int = 1000,
                  spatial: str = "egnn", prior_init: str = "velocity", scale: float = 1.0,
-                 predict: str = "eps") -> None:
+                 predict: str = "eps", temporal: str = "attention") -> None:
         super().__init__()
         if predict not in ("eps", "x0"):
             raise ValueError(f"predict: unknown {predict!r}; choose eps or x0")
@@ -298,10 +366,10 @@ class GeoTDMNetwork(nn.Module):
         self.num_steps, self.pred_frames, self.node_features = num_steps, pred_frames, node_features
         edge_dim = node_features
         self.egtn = EGTN(node_features + time_dim + 1, hidden, layers, edge_dim, time_dim,
-                         spatial)
+                         spatial, temporal)
         if conditional and prior == "learnable":
             self.prior_net = EGTN(node_features, hidden, prior_layers, edge_dim, time_dim,
-                                  spatial)
+                                  spatial, temporal)
             self.prior_head = nn.Linear(hidden, pred_frames)
             nn.init.zeros_(self.prior_head.weight)  # starts as a fixed extrapolation
             nn.init.zeros_(self.prior_head.bias)
