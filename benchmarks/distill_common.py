@@ -72,14 +72,19 @@ def progressive_chain(data_args: list[str], teacher: Path, work: Path, teacher_s
 def stochastic_reflow(data_args: list[str], teacher: Path, work: Path, student_steps: int,
                       iterations: int, lr: float, teacher_sampler: str, teacher_steps: int,
                       teacher_options: dict | None = None, flow_steps: int = 16,
-                      snapshots: int = 1, extra_args: list[str] | None = None) -> dict:
+                      snapshots: int = 1, extra_args: list[str] | None = None,
+                      pool: int | None = None, straighten_iterations: int | None = None,
+                      flow_at: list[int] | None = None, progress_every: int = 0) -> dict:
     """``domaindiff distill --method reflow-stochastic``: the flow round, then the straightening.
 
     The command line builds the run; the method is rebuilt with ``teacher_options`` (the
-    teacher sampler's keyword options, e.g. S4's) before the fit. Students are written at the
-    end of the flow round (``flow@STEP``: the 1-rectified flow, sampled with ``flow_steps``
-    steps) and ``snapshots`` times within the straightening round (``reflow-stochastic@STEP``,
-    the last at its end).
+    teacher sampler's keyword options, e.g. S4's; ``pool``: round 1's coupling pool, see
+    :mod:`domaindiff.distill.pool`; ``straighten_iterations``: round 2's length, default
+    ``iterations``) before the fit. Students are written at the end of the flow round
+    (``flow@STEP``: the 1-rectified flow, sampled with ``flow_steps`` steps) and ``snapshots``
+    times within the straightening round (``reflow-stochastic@STEP``, the last at its end);
+    ``flow_at`` adds flow snapshots at those round-1 steps. ``progress_every``: print the step
+    and the CPU seconds so far every that many steps (0: never).
 
     Returns:
         ``{"students": {label: (steps, path, optimizer steps)}, "cpu_seconds", "argv",
@@ -98,12 +103,18 @@ def stochastic_reflow(data_args: list[str], teacher: Path, work: Path, student_s
             "--trainer.enable_progress_bar=false",
             "--out", str(work / f"student_stochastic_{student_steps}.ckpt"), *(extra_args or [])]
     written: dict[str, tuple[int, str, int]] = {}
-    every = max(iterations // max(snapshots, 1), 1)
+    round2 = iterations if straighten_iterations is None else straighten_iterations
+    every = max(round2 // max(snapshots, 1), 1)
+    flows = {s for s in (flow_at or []) if 0 < s < iterations} | {iterations}
 
     class Snapshot(L.Callback):
         def on_train_batch_end(self, trainer, module, *args) -> None:
             step = trainer.global_step
-            if step == iterations:
+            if progress_every and step % progress_every == 0:
+                print(f"distill step {step}: {time.thread_time() - t0:.0f} CPU s, loss "
+                      f"{float(trainer.callback_metrics.get('distill/loss', float('nan'))):.4g}",
+                      flush=True)
+            if step in flows:
                 flow = StochasticReflow(module.teacher.processes, flow_steps, teacher_steps,
                                         iterations, teacher_sampler=teacher_sampler,
                                         teacher_options=teacher_options, straighten=False)
@@ -120,7 +131,8 @@ def stochastic_reflow(data_args: list[str], teacher: Path, work: Path, student_s
     cli = distill_cli(argv, run=False)
     cli.model.method = StochasticReflow(cli.model.teacher.processes, student_steps,
                                         teacher_steps, iterations, teacher_sampler=teacher_sampler,
-                                        teacher_options=teacher_options, flow_steps=flow_steps)
+                                        teacher_options=teacher_options, flow_steps=flow_steps,
+                                        pool=pool, straighten_iterations=straighten_iterations)
     cli.trainer.callbacks.append(Snapshot())
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return {"students": written, "cpu_seconds": time.thread_time() - t0, "argv": argv,

@@ -31,6 +31,9 @@ grid); its rows, all from N(0, I) (the start it was distilled from): the flow at
 ``--flow-steps`` NFE, the student at ``--final-steps`` NFE and the same student at 1 NFE (its
 first grid time is ``T``, where it was trained to land on the coupling's ``x0``). Results go to
 ``benchmarks/results/distill_graphs_stochastic_cpu.json`` unless ``--out`` says otherwise.
+``--pool N`` trains the flow round on ``N`` S4 couplings drawn once and reused
+(:mod:`domaindiff.distill.pool`: S4 runs ``N / batch`` times however long the round is);
+``--straighten-iterations`` sets the straightening round's length apart from ``--iterations``.
 
 Results are written after every row (``--out``, default
 ``benchmarks/results/distill_graphs_cpu.json``); a rerun keeps rows already measured.
@@ -92,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flow-steps", type=int, default=16, help="reflow-stochastic: flow grid")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="training graphs per batch (default the config's: all 80)")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="reflow-stochastic: S4 couplings drawn once and reused in the flow round "
+                    "(default: fresh ones every step)")
+    ap.add_argument("--straighten-iterations", type=int, default=None,
+                    help="reflow-stochastic: the straightening round's steps (default "
+                    "--iterations)")
+    ap.add_argument("--flow-at", type=int, nargs="*", default=None,
+                    help="reflow-stochastic: also snapshot the flow at these round-1 steps")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--only", choices=["teacher", "students", "all"], default="all")
     ap.add_argument("--out", type=Path, default=None)
@@ -157,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
                 data.append(f"--data.batch_size={args.batch_size}")
             result["distill"] = stochastic_reflow(
                 data, teacher_path, args.work, args.final_steps, args.iterations, args.lr, "s4",
-                args.teacher_nfe, s4, args.flow_steps, args.snapshots)
+                args.teacher_nfe, s4, args.flow_steps, args.snapshots, pool=args.pool,
+                straighten_iterations=args.straighten_iterations, flow_at=args.flow_at,
+                progress_every=100)
             result["distill"]["iterations_per_round"] = args.iterations
+            result["distill"]["pool"] = args.pool
+            result["distill"]["straighten_iterations"] = args.straighten_iterations
             atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         for label, (steps, path, step) in sorted(result["distill"]["students"].items(),
                                                  key=lambda kv: kv[1][2]):

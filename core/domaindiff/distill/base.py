@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import copy
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -164,6 +165,20 @@ class Method(abc.ABC):
         """``n`` uniform integers in ``[0, high)`` (drawn on the generator's device)."""
         dev = generator.device if generator is not None else like.device
         return torch.randint(high, (n,), generator=generator, device=dev)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own resumable state (stored in the distillation's checkpoint; none here)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (a stateless method accepts only an empty one).
+
+        Raises:
+            ValueError: a non-empty state for a method that keeps none.
+        """
+        if state:
+            raise ValueError(f"checkpoint: it holds method state {sorted(state)} that method "
+                             f"{self.name!r} does not keep")
 
     def describe(self) -> dict[str, object]:
         """Plain data recorded in the student checkpoint."""

@@ -6,9 +6,10 @@ teacher's class with the same hyper-parameters, initialised from the teacher's E
 the student's network is optimised; its EMA weights are updated after every optimizer step, as
 :class:`~domaindiff.module.DiffusionModule` does. Both networks are in the checkpoint (the teacher
 changes between rounds of progressive distillation), and so are the batch count that seeds each
-batch's randomness from ``(seed, rank, batch)`` and the round: a run resumed from any
-``last.ckpt`` repeats the uninterrupted one. Nothing but logging and the final student file is
-rank-0 only, so DDP needs nothing else.
+batch's randomness from ``(seed, rank, batch)``, the round and the method's own state
+(:meth:`~domaindiff.distill.base.Method.state_dict`, e.g. reflow-stochastic's coupling pool; one
+per rank under DDP): a run resumed from any ``last.ckpt`` repeats the uninterrupted one. Nothing
+but logging and the final student file is rank-0 only, so DDP needs nothing else.
 
 When the fit ends, rank 0 writes the student (:func:`write_student`) -- an ordinary checkpoint of
 the teacher's class that :func:`~domaindiff.checkpoint.load_checkpoint`, ``domaindiff sample``
@@ -260,6 +261,14 @@ class Distillation(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["distillation"] = {"batches": int(self._batches), "round": int(self._round),
                                       "method": self.method.name}
+        state = self.method.state_dict()
+        world = self._trainer.world_size if self._trainer is not None else 1
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks: list[Any] = [None] * world  # every rank saves (Lightning): gather their states
+            torch.distributed.all_gather_object(ranks, state)
+            checkpoint["distillation"]["method_state_per_rank"] = ranks
+        elif state:
+            checkpoint["distillation"]["method_state"] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("distillation")
@@ -270,6 +279,15 @@ class Distillation(L.LightningModule):
             raise ValueError(f"checkpoint: written by method {meta.get('method')!r}, not "
                              f"{self.method.name!r}")
         self._batches, self._round = meta["batches"], int(meta.get("round", 0))
+        state = meta.get("method_state", {})
+        if "method_state_per_rank" in meta:
+            ranks = meta["method_state_per_rank"]
+            world = self._trainer.world_size if self._trainer is not None else 1
+            if len(ranks) != world:
+                raise ValueError(f"checkpoint: written by {len(ranks)} ranks, resumed on {world}; "
+                                 "resume a distillation on as many devices as it ran on")
+            state = ranks[self.global_rank]
+        self.method.load_state_dict(state)
 
     def student_path(self) -> Path:
         """Where the student is written (``student_out``, else the log directory)."""

@@ -26,6 +26,17 @@ With ``straighten=False`` only round 1 runs, on the student's own grid (a 1-rect
 in ``student_steps`` steps: the ablation). Every coupling is drawn from the batch's seed, so a
 resumed run repeats the uninterrupted one. Only Gaussian components are distilled (as for every
 method); the teacher's guidance is not applied to the coupling.
+**A coupling pool** (``pool=N``): rectified flow is classically trained on a fixed set of
+couplings drawn once and reused over many epochs, where a fresh coupling at every step makes
+every round-1 step pay a whole teacher-sampler run. With ``pool=N`` the first round-1 steps draw
+their couplings as above and keep them (:class:`~domaindiff.distill.pool.CouplingPool`: each
+pair with its batch's masks and conditions) until ``N`` are kept; every later round-1 step trains
+on pairs drawn from the pool with its batch's generator. The teacher's sampler then runs
+``ceil(N / B)`` times (``B`` the batch size) however long round 1 is, and round 1 can be made
+much longer than round 2 (``straighten_iterations``); the pool is part of the distillation's
+resumable state (:meth:`StochasticReflow.state_dict`), so a resumed run still repeats the
+uninterrupted one bitwise. Round 2 always draws fresh couplings (its teacher, the flow's
+``flow_steps``-step ODE, is cheap).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import torch
 from torch import Tensor
 
 from domaindiff.distill.base import Method, batch_of, clean, coefficients, noise, pick, x0_loss
+from domaindiff.distill.pool import CouplingPool
 from domaindiff.distill.sampling import distilled_times, sample_distilled
 from domaindiff.processes import bcast
 from domaindiff.samplers import get_sampler
@@ -69,13 +81,18 @@ class StochasticReflow(Method):
         procs: the model's processes.
         student_steps: the student's DDIM steps (``distilled`` sampler).
         teacher_steps: network evaluations of the teacher's sampler per coupling (default 100).
-        iterations: optimizer steps per round (two rounds unless ``straighten=False``).
+        iterations: optimizer steps of round 1 (and of round 2 unless
+            ``straighten_iterations`` is given).
         schedule: the time-grid schedule of the student and the flow.
         teacher_sampler: a registered sampler name or a sampler callable with the uniform
             signature (stochastic ones are the point; default ``ancestral``).
         teacher_options: keyword options of the teacher's sampler (e.g. S4's ``snr``).
         flow_steps: the grid of the round-1 flow and of its ODE in round 2 (default 16).
         straighten: run round 2 (else the 1-rectified flow is sampled on the student's grid).
+        pool: round 1's couplings drawn once, ``pool`` pairs, and reused (see the module;
+            a positive integer); None draws a fresh coupling at every step.
+        straighten_iterations: optimizer steps of round 2 (a positive integer; default
+            ``iterations``).
 
     Raises:
         ValueError: naming a bad ``teacher_steps`` / ``flow_steps`` / ``teacher_options``, or an
@@ -89,13 +106,22 @@ class StochasticReflow(Method):
                  schedule: str | None = None,
                  teacher_sampler: str | Callable[..., Any] = "ancestral",
                  teacher_options: Mapping[str, Any] | None = None,
-                 flow_steps: int | None = None, straighten: bool = True) -> None:
+                 flow_steps: int | None = None, straighten: bool = True,
+                 pool: int | None = None, straighten_iterations: int | None = None) -> None:
         super().__init__(procs, student_steps, iterations, schedule)
         teacher_steps = 100 if teacher_steps is None else teacher_steps
         flow_steps = 16 if flow_steps is None else flow_steps
         for arg, value in (("teacher_steps", teacher_steps), ("flow_steps", flow_steps)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        if straighten_iterations is None:
+            straighten_iterations = iterations
+        elif (not isinstance(straighten_iterations, int) or isinstance(straighten_iterations, bool)
+              or straighten_iterations < 1):
+            raise ValueError(f"straighten_iterations must be a positive integer, got "
+                             f"{straighten_iterations!r}")
+        self.straighten_iterations = straighten_iterations
+        self.pool = None if pool is None else CouplingPool(pool, self.procs)
         if teacher_options is not None and not isinstance(teacher_options, Mapping):
             raise ValueError(f"teacher_options must be a mapping of sampler options, got "
                              f"{type(teacher_options).__name__}")
@@ -119,11 +145,29 @@ class StochasticReflow(Method):
 
     @property
     def total_iterations(self) -> int:
-        return self.rounds * self.iterations
+        return self.iterations + (self.straighten_iterations if self.straighten else 0)
 
     def round_at(self, step: int) -> int:
         """The round optimizer step ``step`` belongs to (0: flow, 1: straighten)."""
-        return min(int(step) // self.iterations, self.rounds - 1)
+        return int(self.straighten and int(step) >= self.iterations)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The resumable state: the coupling pool's pairs (empty without a pool)."""
+        return {"pool": self.pool.state_dict()} if self.pool is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            ValueError: a checkpoint with a pool for a run without one (or the reverse).
+        """
+        if (self.pool is None) != ("pool" not in state):
+            have = "holds a coupling pool" if "pool" in state else "holds no coupling pool"
+            raise ValueError(f"checkpoint: it {have} but this run has pool="
+                             f"{self.pool.size if self.pool else None}; resume with the "
+                             "interrupted run's pool")
+        if self.pool is not None:
+            self.pool.load_state_dict(state["pool"])
 
     def start(self, x: State, generator: torch.Generator | None) -> State:
         """``prior_std z`` per component (noise in the spaces), pass-through entries kept."""
@@ -154,7 +198,14 @@ class StochasticReflow(Method):
         r = self.round_at(step)
         x = clean(state, self.procs)
         with torch.no_grad():
-            start, x0 = self.coupling(teacher, x, generator, r)
+            if r == 0 and self.pool is not None and self.pool.full:
+                idx = self.batch_index(batch_of(x, self.procs), len(self.pool),
+                                       next(iter(x[k] for k in self.procs)), generator)
+                x, start, x0 = self.pool.draw(x, idx)
+            else:
+                start, x0 = self.coupling(teacher, x, generator, r)
+                if r == 0 and self.pool is not None:
+                    x, start, x0 = self.pool.keep(x, start, x0)
         ref = next(iter(x[k] for k in self.procs))
         times = self.flow_grid if r == 0 else self.student_times()
         j = self.batch_index(batch_of(x, self.procs), len(times) - 1, ref, generator)
@@ -167,4 +218,7 @@ class StochasticReflow(Method):
         return {**super().describe(), "teacher_steps": self.teacher_steps,
                 "teacher_sampler": self.teacher_sampler,
                 "teacher_options": dict(self.teacher_options), "flow_steps": self.flow_steps,
-                "straighten": self.straighten, "rounds": self.rounds}
+                "straighten": self.straighten, "rounds": self.rounds,
+                "pool": self.pool.size if self.pool is not None else None,
+                "flow_iterations": self.iterations,
+                "straighten_iterations": self.straighten_iterations if self.straighten else 0}
