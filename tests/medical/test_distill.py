@@ -204,7 +204,7 @@ def test_domaindiff_distill_writes_a_student_that_eval_runs_with_1_and_4_steps(t
         assert 0.0 <= saved["dice"] <= 1.0
 
 
-def test_an_x0_student_reads_the_gaussian_output_as_x0_and_refuses_plain_training(tmp_path):
+def test_an_x0_student_reads_the_gaussian_output_as_x0_and_trains_an_x0_target(tmp_path):
     d = Distillation(str(_teacher(tmp_path / "teacher.ckpt")), method="progressive",
                      student_steps=1, teacher_steps=4, iterations=1,
                      student_parametrization="x0")
@@ -215,5 +215,33 @@ def test_an_x0_student_reads_the_gaussian_output_as_x0_and_refuses_plain_trainin
     state = d.student.distill_state(batch)
     loss = d.method.loss(d.student.denoiser(use_ema=False), d.teacher.denoiser(), state, gen, 0)
     assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="EchoDND trains an eps prediction; parametrization='x0'"):
-        d.student.loss(d.student.batch_to_state(batch))
+    assert torch.isfinite(d.student.loss(d.student.batch_to_state(batch)))
+
+
+@pytest.mark.parametrize("kind", ["eps", "v", "x0"])
+def test_the_gaussian_target_is_the_parametrizations_and_its_noise_estimate_exact(kind):
+    """The exact prediction of a kind is its target, and converts back to the true noise."""
+    from domaindiff.parametrization import from_x0_eps
+
+    model = EchoDND(base_channels=4, levels=2, temb_dim=8, num_steps=N, ema_decay=0.0,
+                    parametrization=kind)
+    gen = torch.Generator().manual_seed(0)
+    m = (torch.rand(3, 1, 8, 8, generator=gen) < 0.4).float()
+    eps = torch.randn(m.shape, generator=gen)
+    i = torch.tensor([1, 7, N])
+    abar = model.bern.abar[i].view(-1, 1, 1, 1).float()
+    x0 = 2 * m - 1
+    xg = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    exact = from_x0_eps(x0, eps, kind, i.float() / N, model.processes["mask"]).float()
+    target, eps_hat = model.gaussian_target(exact, xg, x0, eps, abar)
+    torch.testing.assert_close(target, exact, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=1e-4)
+
+
+def test_a_parametrization_echodnd_cannot_train_is_refused_by_name():
+    model = EchoDND(base_channels=4, levels=2, temb_dim=8, num_steps=N, ema_decay=0.0,
+                    parametrization="score")
+    batch = {"image": torch.rand(2, 1, 8, 8), "mask": torch.ones(2, 1, 8, 8)}
+    with pytest.raises(ValueError, match="EchoDND trains parametrization 'eps', 'v' or 'x0', "
+                                         "got 'score'"):
+        model.loss(model.batch_to_state(batch))

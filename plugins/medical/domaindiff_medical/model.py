@@ -20,6 +20,8 @@ Loss (the paper's terms)::
     MSE(eps) + l_vlb L_vlb^gauss + l_bce BCE(x0) + l_kl KL(q(x_{i-1}|x_i, m) || p(x_{i-1}|x_i))
              + l_cal MSE(calibration map, m)
 
+(``MSE(v)`` or ``MSE(x0)`` instead of ``MSE(eps)`` with ``parametrization="v"`` / ``"x0"``.)
+
 ``L_vlb^gauss`` is the improved-DDPM variational term that trains the Gaussian branch's learned
 variance (mean stop-gradiented, bits per pixel, times ``N / 1000``; at ``i = 1`` the exact
 negative log-likelihood of the binary mask under the Gaussian decoder). The Bernoulli KL at
@@ -244,9 +246,11 @@ class EchoDND(DiffusionModule):
         clip_x0: clip the Gaussian branch's predicted clean mask to [-1, 1] at every
             evaluation (:class:`ClipX0`, composed before any user guidance).
         seed: noise seed.
-        parametrization: what the Gaussian branch's output is read as: ``"eps"`` (trained by
-            the loss above) or, for a distilled student only (``domaindiff distill
-            --student-parametrization x0|v``), ``"x0"`` / ``"v"``; :meth:`loss` refuses those.
+        parametrization: what the Gaussian branch's output is read as and trained on:
+            ``"eps"`` (the paper's), ``"v"`` (``sqrt(abar) eps - sqrt(1 - abar) x0``) or
+            ``"x0"``; the loss's MSE is against that target (:meth:`gaussian_target`). A
+            distilled student may read its output differently from its teacher (``domaindiff
+            distill --student-parametrization x0|v``).
     """
 
     def __init__(self, base_channels: int = 16, levels: int = 3, temb_dim: int = 64,
@@ -371,14 +375,35 @@ class EchoDND(DiffusionModule):
         nll = binary_decoder_nll(x0, mean_p, logvar_p)
         return torch.where(first, nll, kl).flatten(1).mean(1)
 
+    def gaussian_target(self, pred: Tensor, xg: Tensor, x0g: Tensor, eps: Tensor,
+                        abar: Tensor) -> tuple[Tensor, Tensor]:
+        """The Gaussian branch's regression target in its parametrization, and its noise estimate.
+
+        ``eps``: the noise; ``v``: ``sqrt(abar) eps - sqrt(1 - abar) x0``; ``x0``: the clean
+        ``2 m - 1``. The noise estimate ``eps_hat`` (for the VLB's mean) is the prediction
+        converted exactly at ``x_i = xg``.
+
+        Raises:
+            ValueError: another parametrization (``score``, ``velocity``).
+        """
+        a, s = abar.sqrt(), (1 - abar).sqrt()
+        if self.parametrization == "eps":
+            return eps, pred
+        if self.parametrization == "v":  # VP: a^2 + s^2 = 1
+            return a * eps - s * x0g, s * xg + a * pred
+        if self.parametrization == "x0":
+            return x0g, (xg - a * pred) / s
+        raise ValueError(f"EchoDND trains parametrization 'eps', 'v' or 'x0', got "
+                         f"{self.parametrization!r}")
+
     def loss_terms(self, state: dict[str, Tensor], net: nn.Module | None = None,
                    i: Tensor | None = None) -> dict[str, Tensor]:
         """The paper's loss terms at random (or given) integer steps ``i`` in 1..N.
 
         Returns:
-            ``mse`` (noise), ``bce`` (Bernoulli x0), ``kl`` (Bernoulli VLB, nats/pixel),
-            ``cal`` (calibration map MSE) and, with ``learn_sigma``, ``vlb`` (Gaussian VLB,
-            bits/pixel times ``N / 1000``).
+            ``mse`` (the Gaussian branch's target: noise, v or x0), ``bce`` (Bernoulli x0),
+            ``kl`` (Bernoulli VLB, nats/pixel), ``cal`` (calibration map MSE) and, with
+            ``learn_sigma``, ``vlb`` (Gaussian VLB, bits/pixel times ``N / 1000``).
         """
         net = self.network if net is None else net
         image, m = state["image"], state["mask"]
@@ -395,24 +420,22 @@ class EchoDND(DiffusionModule):
         out = net(image, xg, xb, i.float() / self.num_steps)
         q = self.bern.posterior_prob(xb, m, i, i - 1)
         p = self.bern.reverse_prob(xb, out.prob, i, i - 1)
-        terms = {"mse": F.mse_loss(out.eps, eps),
+        target, eps_hat = self.gaussian_target(out.eps, xg, x0g, eps, a)
+        terms = {"mse": F.mse_loss(out.eps, target),
                  "bce": F.binary_cross_entropy_with_logits(out.logit, m),
                  "kl": bernoulli_kl(q, p).mean(),
                  "cal": F.mse_loss(out.calib, m)}
         if out.var is not None:
-            vlb = self.gaussian_vlb(xg, x0g, out.eps, out.var, i) / math.log(2.0)
+            vlb = self.gaussian_vlb(xg, x0g, eps_hat, out.var, i) / math.log(2.0)
             terms["vlb"] = vlb.mean() * self.num_steps / 1000.0
         return terms
 
     def loss(self, state: dict[str, Tensor], net: nn.Module | None = None) -> Tensor:
-        """Echo-DND loss: MSE(eps) + VLB (learned variance) + BCE + Bernoulli KL + calibration.
+        """Echo-DND loss: MSE(eps, or v / x0) + VLB (learned variance) + BCE + KL + calibration.
 
         The ablations train one branch: ``noise="gaussian"`` MSE + VLB + calibration,
         ``noise="bernoulli"`` BCE + KL + calibration.
         """
-        if self.parametrization != "eps":
-            raise ValueError(f"EchoDND trains an eps prediction; parametrization="
-                             f"{self.parametrization!r} is for distilled students only")
         terms = self.loss_terms(state, net)
         lb, lk, lc, lv = self.lambdas
         total = lc * terms["cal"]
