@@ -2,9 +2,10 @@
 
 The teacher is the medical demo config on the offline default generator (``domaindiff fit
 --config medical:demo --data.init_args.generator=camus_like``: 192 synthetic 32x32 echoes,
-``--train-steps`` optimizer steps instead of the demo's 45 s). The students come from the real
-``domaindiff distill --method progressive`` command line (``--teacher-steps`` DDIM steps of the
-dual walk halved round by round down to 1, ``--iterations`` optimizer steps per round; the
+``--train-steps`` optimizer steps instead of the demo's 45 s; ``--teacher-parametrization v``
+trains its Gaussian branch as a v prediction, ``EchoDND(parametrization="v")``). The students
+come from the real ``domaindiff distill --method progressive`` command line (``--teacher-steps``
+DDIM steps of the dual walk halved round by round down to 1, ``--iterations`` optimizer steps per round; the
 Bernoulli branch distilled as a walked state, :mod:`domaindiff.distill.walk`), one chain
 snapshotted within and at the end of every round (:func:`distill_common.progressive_chain`).
 Every row is ``domaindiff eval medical`` (the eval app, in process) on the first ``--images``
@@ -12,10 +13,12 @@ camus_like test images, ``--members`` ensemble members, over ``--seeds`` samplin
 HD95 (mm, 160 mm field) means over the images, then mean and std over the seeds.
 
     DOMAINDIFF_THREADS=1 python benchmarks/distill_medical.py --work /tmp/distill_medical \
-        [--train-steps 150] [--teacher-steps 16] [--iterations 80] [--seeds 2]
+        [--train-steps 150] [--teacher-parametrization eps] [--teacher-steps 16] \
+        [--iterations 80] [--seeds 2]
 
 Results are written after every row (``--out``, default
-``benchmarks/results/distill_medical_cpu.json``); a rerun keeps the rows already measured.
+``benchmarks/results/distill_medical_cpu.json``); a rerun with the same teacher settings
+(``--train-steps``, ``--teacher-parametrization``) keeps the rows already measured.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True, help="teacher, students, logs")
     ap.add_argument("--train-steps", type=int, default=150, help="teacher optimizer steps")
+    ap.add_argument("--teacher-parametrization", default="eps", choices=("eps", "v", "x0"),
+                    help="what the teacher's Gaussian branch predicts (trained so)")
     ap.add_argument("--iterations", type=int, default=80, help="distillation steps per round")
     ap.add_argument("--teacher-steps", type=int, default=16)
     ap.add_argument("--snapshots", type=int, default=2, help="students written per round")
@@ -91,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": []}
     if args.out.exists():
         old = json.loads(args.out.read_text())
-        if old.get("settings", {}).get("train_steps") == args.train_steps:
+        same = {k: old.get("settings", {}).get(k, "eps" if k == "teacher_parametrization"
+                                                else None)
+                for k in ("train_steps", "teacher_parametrization")}
+        if same == {"train_steps": args.train_steps,
+                    "teacher_parametrization": args.teacher_parametrization}:
             result.update({k: old[k] for k in ("rows", "teacher", "distill") if k in old})
     save = lambda: atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")  # noqa: E731
     if not result.get("teacher"):
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.thread_time()
         over = ["--data.init_args.generator=camus_like", "--trainer.max_time=null",
                 f"--trainer.max_steps={args.train_steps}"]
+        if args.teacher_parametrization != "eps":
+            over.append(f"--model.init_args.parametrization={args.teacher_parametrization}")
         _, ckpt = fit_config("medical:demo", args.work / "teacher", over)
         kept = args.work / "teacher.ckpt"  # the distillation's last.ckpt goes to the same folder
         shutil.copyfile(ckpt, kept)
