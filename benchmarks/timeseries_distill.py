@@ -28,12 +28,25 @@ best many-step row.
 teacher's DDPM-100 instead of its ODE (:mod:`domaindiff.distill.stochastic`: a flow on the
 stochastic coupling, then straightened; ``--iterations`` per round); ``--score-steps 1`` also
 scores each student at 1 NFE (a straightened student's first grid time is ``T``).
+
+``--guided-coupling`` (TSDiff only) distils TSDiff-Q's *guided* sampler instead: the coupling pairs
+each prior draw with the teacher's quantile-self-guided forecast of the training window's own
+context (``--teacher-guidance {kind: quantile, scale: --scale, levels: --samples}``, the teacher's
+``distill_guidance``), and the student is a TSDiff-Cond (``--student-class TSDiffCond``, initialised
+from the teacher's weights, the condition's input columns at zero) that reads the context and is
+sampled without guidance. Teacher rows: TSDiff-Q DDPM-100 and the fast guided 10-NFE sampler.
+
+    python benchmarks/timeseries_distill.py --guided-coupling --method reflow-stochastic \
+        --teacher-sampler ancestral --teacher-steps 100 --student-steps 4 --score-steps 1 \
+        --iterations 60 --batch-size 16 --samples 16 --seed 0 --reuse --work RUN \
+        --out benchmarks/results/timeseries_distill_guided.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -68,10 +81,11 @@ TEACHER_COND = {
 
 
 def _write(path: Path, res: dict) -> None:
+    from domaindiff.data import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name)
-    tmp.write_text(json.dumps(res, indent=2))
-    tmp.replace(path)
+    res["load_average_now"] = os.getloadavg()
+    atomic_write_text(path, json.dumps(res, indent=2))
 
 
 def train_teacher(kind: str, epochs: int, seed: int, out: Path) -> str:
@@ -87,11 +101,12 @@ def train_teacher(kind: str, epochs: int, seed: int, out: Path) -> str:
 
 
 def distill(teacher: str, method: str, steps: int, iterations: int, seed: int, out: Path,
-            parametrization: str | None, extra: list[str] | None = None) -> tuple[str, float]:
+            parametrization: str | None, extra: list[str] | None = None,
+            name: str = "student.ckpt") -> tuple[str, float]:
     """``domaindiff distill`` (the real CLI); the student file and the seconds it took."""
     from domaindiff.cli import main as cli_main
 
-    student = out / "student.ckpt"
+    student = out / name
     argv = ["distill", "--ckpt", teacher, "--method", method, "--student-steps", str(steps),
             "--iterations", str(iterations), "--seed", str(seed), "--config", "timeseries:demo",
             f"--seed_everything={seed}", f"--trainer.default_root_dir={out}",
@@ -130,6 +145,13 @@ def main() -> None:
                     help="also score every student at these NFE (e.g. 1)")
     ap.add_argument("--no-cond", action="store_true", help="skip TSDiff-Cond")
     ap.add_argument("--cond-only", action="store_true", help="skip TSDiff (unconditional)")
+    ap.add_argument("--guided-coupling", action="store_true",
+                    help="TSDiff only: distil the guided (TSDiff-Q) sampler into a TSDiff-Cond "
+                         "student (reflow-stochastic)")
+    ap.add_argument("--flow-row", action="store_true",
+                    help="reflow-stochastic: stop after round 1 (--trainer.max_steps), keep that "
+                         "flow (flow.ckpt) and score it at its 16 steps, then resume the same "
+                         "run to the end (a resumed run is the uninterrupted one)")
     ap.add_argument("--reuse", action="store_true",
                     help="take the teachers and students a previous run left in --work")
     ap.add_argument("--work", default="/tmp/domaindiff_bench_ts_distill")
@@ -155,9 +177,18 @@ def main() -> None:
         extra += ["--teacher-steps", str(args.teacher_steps)]
     if args.batch_size:
         extra.append(f"--data.init_args.batch_size={args.batch_size}")
+    label = args.method
+    if args.guided_coupling:
+        if args.method != "reflow-stochastic" or args.cond_only:
+            raise SystemExit("--guided-coupling: use --method reflow-stochastic, without "
+                             "--cond-only")
+        args.no_cond = True
+        label = f"{args.method}-guided"
+        extra += ["--student-class", "TSDiffCond", "--teacher-guidance",
+                  json.dumps({"kind": "quantile", "scale": args.scale, "levels": args.samples})]
     scales = [float(s) for s in args.student_scales.split(",") if s]
     res: dict = {"settings": vars(args), "torch": torch.__version__, "teachers": {},
-                 "students": {}, "rows": []}
+                 "students": {}, "rows": [], "load_average_start": os.getloadavg()}
     kinds = ([] if args.cond_only else ["tsdiff"]) + ([] if args.no_cond else ["cond"])
     if not kinds:
         raise SystemExit("--no-cond with --cond-only leaves no model to distil")
@@ -207,24 +238,52 @@ def main() -> None:
                 gluonts_seasonal_naive(wins, ref.prediction_length, dm.freq, dm.season),
                 target, hist, dm.season), "seconds_per_window": 0.0})
         students: dict[int, str] = {}
+        flows: dict[int, str] = {}
         for n in steps_list:
-            there = work / f"student_{kind}_{args.method}_{n}" / "student.ckpt"
+            folder = work / f"student_{kind}_{label}_{n}"
+            there = folder / "student.ckpt"
             if args.reuse and there.is_file():
                 students[n] = str(there)
+                if (folder / "flow.ckpt").is_file():
+                    flows[n] = str(folder / "flow.ckpt")
                 res["students"][f"{kind}/{n}"] = {"ckpt": str(there), "reused": True}
                 continue
-            path, sec = distill(teacher, args.method, n, args.iterations, args.seed,
-                                work / f"student_{kind}_{args.method}_{n}",
-                                args.parametrization or None, extra)
+            more: list[str] = []
+            if args.flow_row:  # round 1 alone, then the same run resumed from its last.ckpt
+                flow, sec1 = distill(teacher, args.method, n, args.iterations, args.seed,
+                                     folder, args.parametrization or None,
+                                     extra + [f"--trainer.max_steps={args.iterations}"],
+                                     name="flow.ckpt")
+                flows[n] = flow
+                res["students"][f"{kind}/{n}/flow"] = {"ckpt": flow, "seconds": sec1}
+                last = sorted(folder.glob("**/last.ckpt"), key=lambda q: q.stat().st_mtime)
+                more = ["--ckpt_path", str(last[-1])]
+            path, sec = distill(teacher, args.method, n, args.iterations, args.seed, folder,
+                                args.parametrization or None, extra + more)
             students[n] = path
             res["students"][f"{kind}/{n}"] = {"ckpt": path, "seconds": sec}
             print(f"student {kind} {n} steps: {path} ({sec:.0f} s)", flush=True)
             _write(out, res)
         table = TEACHER_Q if kind == "tsdiff" else TEACHER_COND
+        if args.guided_coupling:  # the guided teacher rows: its many-step and fast samplers
+            table = {k: v for k, v in TEACHER_Q.items() if k.startswith("tsdiff_q/")
+                     and "dpm_solver_pp_2m-20" not in k}
         for name, opts in table.items():
             score(f"teacher {name}", kind, teacher, opts)
         for n in steps_list:
             base = {"sampler": "distilled", "steps": n}
+            if n in flows:  # round 1's flow on its own 16-step grid and on the student's
+                guided = kind == "tsdiff" and not args.guided_coupling  # TSDiff-Q's own flow
+                for m in (16, n):
+                    score(f"flow {label}-{n} round 1, distilled-{m}", kind, flows[n],
+                          {"sampler": "distilled", "steps": m,
+                           **({"guidance": "quantile", "scale": scales[0]} if guided
+                              else {"guidance": "none"})})
+            if args.guided_coupling:  # a TSDiff-Cond student: it reads the context, no guidance
+                for m in [n] + [m for m in also if m != n]:
+                    score(f"student {label}-{n} tsdiff_cond/distilled-{m}", kind, students[n],
+                          {"sampler": "distilled", "steps": m, "guidance": "none"})
+                continue
             if kind == "tsdiff":
                 for s in scales:
                     score(f"student {args.method}-{n} tsdiff_q/distilled-{n}+s{s:g}", kind,
@@ -258,15 +317,20 @@ def main() -> None:
     for kind in kinds:
         mine = [r for r in rows if r["model"] == kind and r["method"].startswith("teacher")]
         best = min(mine, key=lambda r: r["CRPS"])
+        ddpm = [r for r in mine if "ddpm-100" in r["method"] and "unguided" not in r["method"]]
         for r in rows:
             if r["model"] == kind:
                 r["crps_ratio_to_best_teacher"] = r["CRPS"] / best["CRPS"]
                 r["best_teacher"] = best["method"]
+                if ddpm:
+                    r["crps_ratio_to_ddpm100"] = r["CRPS"] / ddpm[0]["CRPS"]
     print(f"\n{'method':60s} {'NFE':>5s} {'CRPS':>7s} {'ND':>7s} {'MASE':>6s} {'s/win':>6s} "
-          f"{'ratio':>6s}")
+          f"{'ratio':>6s} {'/ddpm':>6s}")
     for r in rows:
         ratio = f"{r['crps_ratio_to_best_teacher']:6.3f}" if "crps_ratio_to_best_teacher" in r \
             else ""
+        if "crps_ratio_to_ddpm100" in r:
+            ratio += f" {r['crps_ratio_to_ddpm100']:6.3f}"
         print(f"{r['method']:60s} {r['nfe']:5.0f} {r['CRPS']:7.4f} {r['ND']:7.4f} "
               f"{r['MASE']:6.3f} {r['seconds_per_window']:6.2f} {ratio}")
     _write(out, res)

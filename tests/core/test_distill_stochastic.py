@@ -192,3 +192,70 @@ def test_a_promoted_student_is_read_with_the_students_parametrization(tmp_path):
         with torch.no_grad():
             d.training_step(batch, 0)
     assert seen == [d.teacher.parametrization, "v"]
+
+
+def test_a_guided_coupling_runs_the_teacher_sampler_with_the_factorys_guidance():
+    """``teacher_guidance``: round 1's sampler receives the guidance the factory builds from the
+    teacher, the clean batch and the batch's generator; round 2 (straighten) draws none."""
+    from domaindiff.guidance import Guidance
+
+    mix, proc, teacher = _setup()
+    seen: list = []
+
+    class Mark(Guidance):
+        pass
+
+    def factory(den, state, generator):
+        seen.append((den, state["x"].shape, generator))
+        return Mark()
+
+    def sampler(denoiser, process, start, steps, *, prior=None, generator=None, guidance=None,
+                **options):
+        seen.append(guidance)
+        return {**start, "x": mix.sample(start["x"].shape[0], generator).to(start["x"])}
+
+    method = StochasticReflow({"x": proc}, 2, 1, 2, teacher_sampler=sampler,
+                              teacher_guidance=factory)
+    x = {"x": mix.sample(8, torch.Generator().manual_seed(0))}
+    gen = torch.Generator().manual_seed(1)
+    method.coupling(teacher, x, gen, 0)
+    assert seen[0] == (teacher, (8, 2), gen) and isinstance(seen[1], Mark)
+    seen.clear()
+    method.coupling(AffineTable(method.flow_grid[:-1], 2), x, gen, 1)
+    assert seen == []  # the straightening round samples the flow, unguided
+    assert method.describe()["guided_coupling"] is True
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"teacher_guidance": "quantile"}, r"teacher_guidance must be a callable"),
+    ({"teacher_options": {"guidance": None}, "teacher_guidance": lambda *a: None},
+     r"'guidance' is not a sampler option here"),
+])
+def test_bad_guided_coupling_arguments_are_refused(kwargs, expected):
+    msg = raised(ValueError, lambda: StochasticReflow({"x": make_process("vp")}, 1, **kwargs))
+    assert re.search(expected, msg), msg
+
+
+def test_distillation_refuses_guidance_and_student_classes_it_cannot_build(tmp_path):
+    from domaindiff.distill.lightning import Distillation, write_student
+    from domaindiff.toy import ToyDiffusion
+
+    toy = ToyDiffusion(hidden=8, depth=1)
+    path = str(write_student(toy, make_method("progressive", toy.processes, 1, 2, 1),
+                             tmp_path / "teacher.ckpt"))
+    for kwargs, expected in (
+            ({"method": "reflow-stochastic", "teacher_guidance": {"scale": 1.0}},
+             r"teacher_guidance: ToyDiffusion has no distill_guidance hook"),
+            ({"method": "reflow", "teacher_guidance": {"scale": 1.0}},
+             r"teacher_guidance \(a guided coupling\) applies to reflow-stochastic only, not to "
+             r"method 'reflow'"),
+            ({"method": "reflow-stochastic", "student_class": "NoSuchModel"},
+             r"student_class='NoSuchModel' names no exported DiffusionModule .*ToyDiffusion"),
+            ({"method": "reflow-stochastic", "student_class": "os.system"},
+             r"refusing class 'os.system'")):
+        msg = raised(ValueError, lambda k=kwargs: Distillation(path, student_steps=1,
+                                                                 iterations=1, **k))
+        assert re.search(expected, msg), msg
+    d = Distillation(path, method="reflow-stochastic", student_steps=1, iterations=1,
+                     student_class="ToyDiffusion")  # the teacher's own class by name
+    assert type(d.student) is ToyDiffusion

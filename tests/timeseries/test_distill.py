@@ -13,6 +13,7 @@ from domaindiff.distill.reflow import Reflow
 from domaindiff_timeseries.data import make_window
 from domaindiff_timeseries.forecast import forecast
 from domaindiff_timeseries.model import TSDiff, TSDiffCond
+from tests.catalogue import raised
 
 C, H = 24, 6
 TINY = {"dim": 1, "context_length": C, "prediction_length": H, "lags": [12], "hidden": 8,
@@ -67,3 +68,168 @@ def test_reflow_passes_the_condition_of_tsdiff_cond_to_teacher_and_student():
         torch.testing.assert_close(c, state["cond"])
     # the condition holds the context (horizon zeroed) and its mask
     assert bool((state["cond"][:, C:, 0] == 0).all()) and bool((state["cond"][:, :C, 1] == 1).all())
+
+
+# --- the guided coupling: TSDiff-Q's guided sampler into a TSDiff-Cond student ---------------
+
+def _perturbed_teacher(seed: int = 0) -> TSDiff:
+    """A tiny TSDiff whose network is not the zero-initialised head (predictions vary)."""
+    torch.manual_seed(seed)
+    teacher = TSDiff(**TINY)
+    with torch.no_grad():
+        for p in teacher.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    teacher.ema_network.module.load_state_dict(teacher.network.state_dict())
+    return teacher
+
+
+def _cond_state(student: TSDiffCond, n: int = 4) -> dict:
+    w = _windows(n)
+    batch = {k: torch.as_tensor(np.stack([x[k] for x in w])) for k in ("x", "past", "observed")}
+    return student.batch_to_state(batch)
+
+
+def test_a_tsdiff_cond_student_starts_as_the_unconditional_teacher():
+    """--student-class TSDiffCond: every weight is the teacher's, the condition's input columns
+    start at zero, so the student's first prediction is the teacher's (with the condition in the
+    state); its EMA copy too."""
+    teacher = _perturbed_teacher()
+    student = build_student(teacher, "v", TSDiffCond)
+    assert type(student) is TSDiffCond and student.parametrization == "v"
+    state = _cond_state(student)
+    t = torch.full((4,), 0.4)
+    with torch.no_grad():
+        ref = teacher.denoiser()(state, t)["x"]  # eps
+        for use_ema in (False, True):
+            eps = build_student(teacher, None, TSDiffCond).denoiser(use_ema)(state, t)["x"]
+            torch.testing.assert_close(eps, ref)
+    net = student.network
+    at = net.dim * (1 + len(net.lags)) * 2  # values, lags, their observed masks
+    assert bool((net.inp.weight[:, at: at + 2] == 0).all())
+    cond = TSDiffCond(**TINY)  # a conditional network's weights load as they are
+    build_student(cond, None, TSDiffCond)
+    other = TSDiff(**{**TINY, "hidden": 6}).network.state_dict()
+    msg = raised(ValueError, lambda: student.load_teacher_network(other))
+    assert msg == "weight 'inp.weight': the teacher's is (6, 4), this network's (8, 6)", msg
+
+
+def test_the_guided_coupling_is_the_teachers_guided_ddpm_forecast():
+    """Round 1's coupling is the teacher's DDPM with TSDiff's self-guidance on each window's own
+    context: exactly ``sample_ancestral`` with ``DDPMSelfGuidance`` (quantile energy at the level
+    drawn from forecast's grid) from the same prior draw and noise; it differs from the unguided
+    coupling and sits much closer to the observed context."""
+    from domaindiff.distill.stochastic import StochasticReflow
+    from domaindiff.samplers import get_sampler
+    from domaindiff_timeseries.forecast import (
+        DDPMSelfGuidance,
+        guidance_energy,
+        quantile_levels,
+    )
+
+    teacher = _perturbed_teacher(1)
+    student = build_student(teacher, "v", TSDiffCond)
+    state = _cond_state(student, 6)
+    den = teacher.denoiser()
+    factory = teacher.distill_guidance(kind="quantile", scale=4.0, levels=16)
+    guided = StochasticReflow(teacher.processes, 4, 10, 2, teacher_guidance=factory)
+    plain = StochasticReflow(teacher.processes, 4, 10, 2)
+    start, x0 = guided.coupling(den, state, torch.Generator().manual_seed(7), 0)
+
+    gen = torch.Generator().manual_seed(7)  # by hand: the same draws in the same order
+    start2 = guided.start(state, gen)
+    q = quantile_levels(16)[torch.randint(16, (6,), generator=gen)]
+    mask = torch.zeros_like(state["x"])
+    mask[:, :C] = 1.0
+    energy = guidance_energy(state["x"] * mask, mask, "quantile", q)
+    guide = DDPMSelfGuidance(den, teacher.processes["x"], energy, 4.0)
+    ref = get_sampler("ancestral")(den, teacher.processes, start2, 10, prior=False,
+                                   generator=gen, guidance=guide)
+    torch.testing.assert_close(start["x"], start2["x"])
+    torch.testing.assert_close(x0["x"], ref["x"])
+
+    _, free = plain.coupling(den, state, torch.Generator().manual_seed(7), 0)
+    err = lambda s: float((s["x"][:, :C] - state["x"][:, :C]).abs().mean())  # noqa: E731
+    assert err(x0) < 0.7 * err(free), (err(x0), err(free))
+    assert guided.describe()["guided_coupling"] and not plain.describe()["guided_coupling"]
+    loss = guided.loss(student.denoiser(use_ema=False), den, state,
+                       torch.Generator().manual_seed(0), 0)
+    assert torch.isfinite(loss)
+
+
+def test_bad_guided_coupling_settings_are_refused_by_name():
+    from domaindiff.distill.reflow import make_method
+
+    teacher = TSDiff(**TINY)
+    for opts, expected in (({"kind": "max"}, "teacher_guidance.kind"),
+                           ({"rule": "dpm"}, "teacher_guidance.rule"),
+                           ({"levels": 0}, "teacher_guidance.levels"),
+                           ({"scale": 0}, "teacher_guidance.scale"),
+                           ({"x0_steps": 2}, "x0_steps / gradient apply to rule='prediction'")):
+        assert expected in raised(ValueError, lambda o=opts: teacher.distill_guidance(**o))
+    msg = raised(ValueError, lambda: make_method("reflow", teacher.processes, 1,
+                                                 teacher_guidance=teacher.distill_guidance()))
+    assert "teacher_guidance (a guided coupling) applies to reflow-stochastic only" in msg
+
+
+def test_the_guided_student_from_the_cli_resumes_forecasts_in_4_steps_and_evaluates(tmp_path):
+    """`domaindiff distill --method reflow-stochastic --teacher-guidance {...} --student-class
+    TSDiffCond` on a TSDiff checkpoint writes a TSDiff-Cond student (both rounds; the round-2
+    teacher is the promoted student, of the student's class, also after a resume inside round 2:
+    the resumed run equals the uninterrupted one bitwise) that `domaindiff eval timeseries ...
+    steps=4` uses."""
+    import json
+    import math
+
+    from domaindiff.checkpoint import load_checkpoint
+    from domaindiff_timeseries.data import write_jsonl
+    from tests.catalogue import run_cli
+
+    t = np.arange(300)
+    series = tmp_path / "series.jsonl"
+    write_jsonl([10 + np.sin(2 * math.pi * t / 8)], series)
+    torch.manual_seed(0)
+    model = TSDiff(dim=1, context_length=24, prediction_length=8, lags=[8], hidden=8,
+                   num_blocks=1, emb_dim=16, d_state=4, num_steps=10)
+    raw = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(raw)
+    torch.save(raw, tmp_path / "ts.ckpt")
+
+    def distill(root, *extra: str) -> None:
+        root.mkdir(exist_ok=True)
+        res = run_cli(["distill", "--ckpt", str(tmp_path / "ts.ckpt"), "--method",
+                       "reflow-stochastic", "--teacher-sampler", "ancestral",
+                       "--teacher-steps", "10",
+                       "--teacher-guidance={kind: quantile, scale: 4, levels: 4}",
+                       "--student-class", "TSDiffCond", "--student-steps", "4",
+                       "--iterations", "2", "--student-parametrization", "v",
+                       "--data", "domaindiff_timeseries.TimeSeriesData", "--data.dataset=file",
+                       f"--data.path={series}", "--data.freq=h", "--data.context_length=24",
+                       "--data.prediction_length=8", "--data.lags=[8]", "--data.batch_size=4",
+                       "--data.batches_per_epoch=4", "--data.num_test_windows=2",
+                       "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+                       "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=false",
+                       f"--trainer.default_root_dir={root}", "--out", str(root / "student.ckpt"),
+                       *extra], cwd=root)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    full, run = tmp_path / "full", tmp_path / "run"
+    distill(full)
+    distill(run, "--trainer.max_steps=3")  # stopped inside round 2
+    distill(run, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    out = full / "student.ckpt"
+    a = torch.load(out, weights_only=True)
+    b = torch.load(run / "student.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    student = load_checkpoint(out)
+    assert type(student) is TSDiffCond and student.default_sampler == "distilled"
+    meta = a["domaindiff"]["distilled"]
+    assert meta["guided_coupling"] and meta["rounds"] == 2 and meta["iterations"] == 4
+    res = run_cli(["eval", "timeseries", f"ckpt={out}", f"cond_ckpt={out}", "dataset=file",
+                   f"path={series}", "freq=h", "num_test_windows=2", "sampler=distilled",
+                   "steps=4", "num_samples=3", "methods=[tsdiff_cond]",
+                   f"out_dir={tmp_path / 'ev'}"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    written = json.loads((tmp_path / "ev" / "metrics_distilled_4.json").read_text())
+    row = written["forecasting"]["tsdiff_cond"]
+    assert written["steps"] == 4 and row["nfe"] == 4 and math.isfinite(row["CRPS"])

@@ -7,8 +7,9 @@ r"""``domaindiff distill``: distil a checkpoint into a few-step student (Lightni
 The short flags are the :class:`~domaindiff.distill.lightning.Distillation` model's arguments
 (``--ckpt`` is ``--model.teacher_ckpt``, ``--method`` ``--model.method``, ``--student-steps``
 ``--model.student_steps``, ``--teacher-steps``, ``--iterations``, ``--lr``, ``--teacher-sampler``,
-``--teacher-options`` (a mapping), ``--schedule``, ``--student-parametrization``, ``--out``
-``--model.student_out``, ``--seed``,
+``--teacher-options`` (a mapping), ``--teacher-guidance`` (a mapping: reflow-stochastic on the
+teacher's guided sampler), ``--student-class`` (a conditional student of a guided coupling),
+``--schedule``, ``--student-parametrization``, ``--out`` ``--model.student_out``, ``--seed``,
 ``--trust-checkpoint``); every other argument is LightningCLI's, as for ``domaindiff fit``: the
 data (``--data``, e.g. the teacher's training config via ``--config``: its ``model:`` section is
 ignored), the trainer, and ``--ckpt_path`` to resume an interrupted distillation from its
@@ -29,7 +30,8 @@ FLAGS = {"--ckpt": "teacher_ckpt", "--method": "method", "--student-steps": "stu
          "--teacher-steps": "teacher_steps", "--iterations": "iterations", "--lr": "lr",
          "--teacher-sampler": "teacher_sampler", "--schedule": "schedule",
          "--student-parametrization": "student_parametrization", "--out": "student_out",
-         "--seed": "seed", "--teacher-options": "teacher_options"}
+         "--seed": "seed", "--teacher-options": "teacher_options",
+         "--teacher-guidance": "teacher_guidance", "--student-class": "student_class"}
 SWITCHES = {"--trust-checkpoint": "trust_checkpoint"}
 
 

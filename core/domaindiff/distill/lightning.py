@@ -63,17 +63,51 @@ def _own_hyperparameters() -> Iterator[None]:
         _given_hyperparameters.reset(token)
 
 
-def build_student(teacher: DiffusionModule, parametrization: str | None = None
-                  ) -> DiffusionModule:
+def resolve_student_class(name: str, teacher: DiffusionModule) -> type[DiffusionModule]:
+    """The allow-listed DiffusionModule class ``name`` (a class path, or a short class name).
+
+    A short name (``TSDiffCond``) is looked up among the exported models of every installed
+    plugin; it must name exactly one class.
+
+    Raises:
+        ValueError: naming ``student_class`` when nothing (or more than one class) matches.
+    """
+    from domaindiff.checkpoint import CheckpointError, resolve_class
+    from domaindiff.plugins import exported_models
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"student_class must be a class name, got {name!r}")
+    if "." in name:
+        try:
+            return resolve_class(name, "student_class")
+        except CheckpointError as err:
+            raise ValueError(str(err)) from None
+    found = {c for c in exported_models().values() if c.__name__ == name}
+    if len(found) != 1:
+        names = sorted({c.__name__ for c in exported_models().values()})
+        what = "is ambiguous" if found else "names no exported DiffusionModule"
+        raise ValueError(f"student_class={name!r} {what} (teacher {type(teacher).__name__}; "
+                         f"exported: {', '.join(names)})")
+    return found.pop()
+
+
+def build_student(teacher: DiffusionModule, parametrization: str | None = None,
+                  student_class: type[DiffusionModule] | None = None) -> DiffusionModule:
     """A new module of the teacher's class and hyper-parameters, with the teacher's EMA weights.
 
     Args:
         teacher: the loaded teacher.
         parametrization: what the student predicts, when it should differ from the teacher's
             (its class must take a ``parametrization`` argument); None keeps the teacher's.
+        student_class: another class for the student (e.g. a conditional one for a guided
+            coupling), built with the teacher's hyper-parameters. Its network takes the teacher
+            network's weights through its ``load_teacher_network(state_dict, teacher)`` hook when
+            it has one (TSDiff-Cond: the condition's input columns start at zero), else through
+            a strict ``load_state_dict``.
 
     Raises:
-        ValueError: the class takes no ``parametrization`` argument.
+        ValueError: the class takes no ``parametrization`` argument, or the teacher's weights do
+            not fit ``student_class``'s network (naming both classes).
     """
     hparams = dict(teacher.hparams)
     if parametrization is not None and parametrization != hparams.get("parametrization"):
@@ -81,12 +115,26 @@ def build_student(teacher: DiffusionModule, parametrization: str | None = None
             raise ValueError(f"student_parametrization={parametrization!r}: "
                              f"{type(teacher).__name__} has no 'parametrization' argument")
         hparams["parametrization"] = parametrization
-    student = type(teacher)(**hparams)
-    student.load_state_dict(teacher.state_dict())
+    cls = student_class or type(teacher)
     src = teacher.ema_network.module if teacher.ema_network is not None else teacher.network
-    student.network.load_state_dict(src.state_dict())
+    student = cls(**hparams)
+    if cls is type(teacher):
+        student.load_state_dict(teacher.state_dict())
+        student.network.load_state_dict(src.state_dict())
+    else:
+        hook = getattr(student, "load_teacher_network", None)
+        try:
+            if callable(hook):
+                hook(src.state_dict(), teacher)
+            else:
+                student.network.load_state_dict(src.state_dict())
+        except (RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(f"student_class={cls.__name__}: the weights of the "
+                             f"{type(teacher).__name__} teacher do not fit its network: "
+                             f"{first}") from None
     if student.ema_network is not None:
-        student.ema_network.module.load_state_dict(src.state_dict())
+        student.ema_network.module.load_state_dict(student.network.state_dict())
         student.ema_network.n_averaged.zero_()
     return student
 
@@ -138,6 +186,29 @@ def write_student(student: DiffusionModule, method: Method, path: str | Path,
     return path
 
 
+def _guidance_factory(teacher: DiffusionModule, options: dict[str, Any] | None,
+                      method: str) -> Any:
+    """The teacher's guided-coupling factory for ``teacher_guidance`` options (None: unguided).
+
+    Raises:
+        ValueError: the method is not ``reflow-stochastic``, the options are not a mapping, or
+            the teacher's class has no ``distill_guidance`` hook.
+    """
+    if options is None:
+        return None
+    if method != "reflow-stochastic":
+        raise ValueError(f"teacher_guidance (a guided coupling) applies to reflow-stochastic "
+                         f"only, not to method {method!r}")
+    if not isinstance(options, dict):
+        raise ValueError(f"teacher_guidance must be a mapping of guidance options, got "
+                         f"{type(options).__name__}")
+    hook = getattr(teacher, "distill_guidance", None)
+    if not callable(hook):
+        raise ValueError(f"teacher_guidance: {type(teacher).__name__} has no distill_guidance "
+                         "hook (it cannot guide its coupling)")
+    return hook(**options)
+
+
 class Distillation(L.LightningModule):
     """Distil a DiffusionModule checkpoint into a few-step student of the same class.
 
@@ -154,6 +225,13 @@ class Distillation(L.LightningModule):
         teacher_sampler: reflow's deterministic teacher sampler (default ``dpm_solver_pp_2m``);
             reflow-stochastic's sampler, stochastic ones allowed (default ``ancestral``).
         teacher_options: reflow-stochastic's teacher-sampler keyword options (e.g. S4's ``snr``).
+        teacher_guidance: reflow-stochastic only: draw the coupling with the teacher's guidance,
+            these options given to the teacher's ``distill_guidance(**options)`` hook (which
+            returns the per-batch guidance factory; e.g. TSDiff's ``{kind: quantile, scale: 4}``);
+            the student should then be conditional (``student_class``).
+        student_class: the student's class when it is not the teacher's (a short name such as
+            ``TSDiffCond`` or a class path, allow-listed), built with the teacher's
+            hyper-parameters and initialised from its weights (see :func:`build_student`).
         schedule: the time-grid schedule (default: the process's own).
         student_parametrization: what the student predicts, if not the teacher's (e.g. ``v`` or
             ``x0``: an ``eps`` prediction is ill-conditioned in one step from pure noise).
@@ -169,7 +247,9 @@ class Distillation(L.LightningModule):
                  schedule: str | None = None, student_parametrization: str | None = None,
                  student_out: str | None = None, seed: int = 0,
                  trust_checkpoint: bool = False,
-                 teacher_options: dict[str, Any] | None = None) -> None:
+                 teacher_options: dict[str, Any] | None = None,
+                 teacher_guidance: dict[str, Any] | None = None,
+                 student_class: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         from domaindiff.distill import METHODS
@@ -178,14 +258,17 @@ class Distillation(L.LightningModule):
             raise ValueError(f"method: unknown {method!r}; choose one of {', '.join(METHODS)}")
         with _own_hyperparameters():
             teacher = load_checkpoint(teacher_ckpt, trust=trust_checkpoint)
+            guide = _guidance_factory(teacher, teacher_guidance, method)
             self.method = make_method(method, teacher.processes, student_steps, teacher_steps,
-                                      iterations, schedule, teacher_sampler, teacher_options)
+                                      iterations, schedule, teacher_sampler, teacher_options,
+                                      guide)
             walk = getattr(teacher, "distill_walk", None)
             if callable(walk):  # components its sampler walks (domaindiff.distill.walk)
                 from domaindiff.distill.walk import with_walk
 
                 self.method = with_walk(self.method, walk(), type(teacher).__name__)
-            self.student = build_student(teacher, student_parametrization)
+            cls = resolve_student_class(student_class, teacher) if student_class else None
+            self.student = build_student(teacher, student_parametrization, cls)
         teacher.requires_grad_(False)
         teacher.eval()
         self.teacher = teacher
@@ -222,10 +305,27 @@ class Distillation(L.LightningModule):
             self.promote_student()
             self._round = round_at(self.global_step)
 
+    def _teacher_like_student(self) -> None:
+        """Make the teacher a frozen module of the student's class, when their classes differ.
+
+        A student of another class (``student_class``) has another network: a promoted student
+        can only be the teacher as a module of its own class (its weights are loaded next).
+        """
+        s = self.student
+        if type(self.teacher) is type(s):
+            return
+        with _own_hyperparameters():
+            teacher = type(s)(**dict(s.hparams))
+        teacher.load_state_dict(s.state_dict())
+        teacher.requires_grad_(False)
+        teacher.eval()
+        self.teacher = teacher.to(s.device)
+
     @torch.no_grad()
     def promote_student(self) -> None:
         """The student's EMA weights become the teacher (the next round of halving)."""
         s = self.student
+        self._teacher_like_student()
         src = s.ema_network.module if s.ema_network is not None else s.network
         self.teacher.network.load_state_dict(src.state_dict())
         if self.teacher.ema_network is not None:
@@ -288,6 +388,8 @@ class Distillation(L.LightningModule):
                                  "resume a distillation on as many devices as it ran on")
             state = ranks[self.global_rank]
         self.method.load_state_dict(state)
+        if self._round > 0:  # the stored teacher is the promoted student (its class's weights)
+            self._teacher_like_student()
 
     def student_path(self) -> Path:
         """Where the student is written (``student_out``, else the log directory)."""

@@ -15,7 +15,7 @@ batch's seed (so a resumed run repeats the uninterrupted one).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -95,12 +95,14 @@ class Reflow(Method):
 def make_method(name: str, procs: Mapping[str, object], student_steps: int,
                 teacher_steps: int | None = None, iterations: int = 1000,
                 schedule: str | None = None, teacher_sampler: str | None = None,
-                teacher_options: Mapping[str, Any] | None = None) -> Method:
+                teacher_options: Mapping[str, Any] | None = None,
+                teacher_guidance: Callable[..., Any] | None = None) -> Method:
     """The method called ``name`` (one of :data:`domaindiff.distill.METHODS`).
 
     ``teacher_sampler`` applies to ``reflow`` (deterministic samplers) and ``reflow-stochastic``
     (any sampler, default ``ancestral``); ``teacher_options`` (the teacher sampler's keyword
-    options) to ``reflow-stochastic`` only.
+    options) and ``teacher_guidance`` (a guided coupling's guidance factory, see
+    :mod:`domaindiff.distill.stochastic`) to ``reflow-stochastic`` only.
 
     Raises:
         ValueError: an unknown name (listing the known ones) or bad settings.
@@ -112,7 +114,11 @@ def make_method(name: str, procs: Mapping[str, object], student_steps: int,
 
     if name == "reflow-stochastic":
         return StochasticReflow(procs, student_steps, teacher_steps, iterations, schedule,
-                                teacher_sampler or "ancestral", teacher_options)
+                                teacher_sampler or "ancestral", teacher_options,
+                                teacher_guidance=teacher_guidance)
+    if teacher_guidance is not None:
+        raise ValueError(f"teacher_guidance (a guided coupling) applies to reflow-stochastic "
+                         f"only, not to method {name!r}")
     if teacher_options:
         raise ValueError(f"teacher_options apply to reflow-stochastic only, not to method "
                          f"{name!r}")

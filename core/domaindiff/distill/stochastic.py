@@ -25,7 +25,16 @@ with the teacher's stochastic sampler and straightens the result in two rounds (
 With ``straighten=False`` only round 1 runs, on the student's own grid (a 1-rectified flow sampled
 in ``student_steps`` steps: the ablation). Every coupling is drawn from the batch's seed, so a
 resumed run repeats the uninterrupted one. Only Gaussian components are distilled (as for every
-method); the teacher's guidance is not applied to the coupling.
+method).
+
+**A guided coupling** (``teacher_guidance``): a factory ``(teacher, batch, generator) -> Guidance``
+builds, for each batch of round 1, the guidance the teacher's sampler is run with (e.g. TSDiff's
+observation self-guidance on each training window's own context: ``TSDiff.distill_guidance``), so
+the coupling pairs a prior draw with the teacher's *guided* sample from it. The student then needs
+the guidance's information as an input (a conditional student, ``Distillation(student_class=...)``):
+the batch's pass-through entries (its condition) reach it unchanged, and it is sampled without
+guidance. Round 2 straightens the student's own flow and draws no guidance. The factory's random
+draws come from the batch's generator, so a resumed run still repeats the uninterrupted one.
 **A coupling pool** (``pool=N``): rectified flow is classically trained on a fixed set of
 couplings drawn once and reused over many epochs, where a fresh coupling at every step makes
 every round-1 step pay a whole teacher-sampler run. With ``pool=N`` the first round-1 steps draw
@@ -50,9 +59,13 @@ from torch import Tensor
 from domaindiff.distill.base import Method, batch_of, clean, coefficients, noise, pick, x0_loss
 from domaindiff.distill.pool import CouplingPool
 from domaindiff.distill.sampling import distilled_times, sample_distilled
+from domaindiff.guidance import Guidance
 from domaindiff.processes import bcast
 from domaindiff.samplers import get_sampler
 from domaindiff.samplers.base import Denoiser, State
+
+#: ``(teacher, clean batch, generator) -> the guidance of the teacher's sampler on that batch``
+GuidanceFactory = Callable[[Denoiser, State, "torch.Generator | None"], "Guidance | None"]
 
 
 def straight_state(x: State, start: Mapping[str, Tensor], x0: Mapping[str, Tensor], t: Tensor,
@@ -93,10 +106,12 @@ class StochasticReflow(Method):
             a positive integer); None draws a fresh coupling at every step.
         straighten_iterations: optimizer steps of round 2 (a positive integer; default
             ``iterations``).
+        teacher_guidance: the guidance factory of a guided coupling (see the module); None: the
+            teacher's sampler runs unguided.
 
     Raises:
-        ValueError: naming a bad ``teacher_steps`` / ``flow_steps`` / ``teacher_options``, or an
-            unknown sampler.
+        ValueError: naming a bad ``teacher_steps`` / ``flow_steps`` / ``teacher_options`` /
+            ``teacher_guidance``, or an unknown sampler.
     """
 
     name = "reflow-stochastic"
@@ -107,7 +122,8 @@ class StochasticReflow(Method):
                  teacher_sampler: str | Callable[..., Any] = "ancestral",
                  teacher_options: Mapping[str, Any] | None = None,
                  flow_steps: int | None = None, straighten: bool = True,
-                 pool: int | None = None, straighten_iterations: int | None = None) -> None:
+                 pool: int | None = None, straighten_iterations: int | None = None,
+                 teacher_guidance: GuidanceFactory | None = None) -> None:
         super().__init__(procs, student_steps, iterations, schedule)
         teacher_steps = 100 if teacher_steps is None else teacher_steps
         flow_steps = 16 if flow_steps is None else flow_steps
@@ -127,6 +143,13 @@ class StochasticReflow(Method):
                              f"{type(teacher_options).__name__}")
         if not isinstance(straighten, bool):
             raise ValueError(f"straighten must be true or false, got {straighten!r}")
+        if teacher_guidance is not None and not callable(teacher_guidance):
+            raise ValueError(f"teacher_guidance must be a callable (teacher, batch, generator) -> "
+                             f"Guidance, got {type(teacher_guidance).__name__}")
+        if "guidance" in (teacher_options or {}):
+            raise ValueError("teacher_options: 'guidance' is not a sampler option here; a guided "
+                             "coupling takes teacher_guidance")
+        self.teacher_guidance = teacher_guidance
         if callable(teacher_sampler):
             self.sample_teacher = teacher_sampler
             self.teacher_sampler = getattr(teacher_sampler, "__name__", "callable")
@@ -181,13 +204,17 @@ class StochasticReflow(Method):
                  round_: int) -> tuple[State, State]:
         """``(start, x0)``: the prior draw and the round's teacher sample from it.
 
-        Round 0: the teacher's (stochastic) sampler, its noise from ``generator``; round 1: the
-        promoted flow's deterministic ``distilled`` ODE on the flow grid.
+        Round 0: the teacher's (stochastic) sampler, its noise from ``generator``, guided by
+        ``teacher_guidance(teacher, x, generator)`` when given; round 1: the promoted flow's
+        deterministic ``distilled`` ODE on the flow grid (unguided).
         """
         start = self.start(x, generator)
         if round_ == 0:
+            opts = dict(self.teacher_options)
+            if self.teacher_guidance is not None:
+                opts["guidance"] = self.teacher_guidance(teacher, x, generator)
             out = self.sample_teacher(teacher, self.procs, start, self.teacher_steps, prior=False,
-                                      generator=generator, **self.teacher_options)
+                                      generator=generator, **opts)
         else:
             out = sample_distilled(teacher, self.procs, start, self.flow_steps, prior=False,
                                    schedule=self.schedule)
@@ -221,4 +248,5 @@ class StochasticReflow(Method):
                 "straighten": self.straighten, "rounds": self.rounds,
                 "pool": self.pool.size if self.pool is not None else None,
                 "flow_iterations": self.iterations,
-                "straighten_iterations": self.straighten_iterations if self.straighten else 0}
+                "straighten_iterations": self.straighten_iterations if self.straighten else 0,
+                "guided_coupling": self.teacher_guidance is not None}

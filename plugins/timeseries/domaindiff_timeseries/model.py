@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
+from domaindiff.guidance import Guidance
 from domaindiff.losses import sample_time, weight
 from domaindiff.module import DiffusionModule, ema_with_warmup
 from domaindiff.parametrization import check, from_x0_eps
@@ -210,6 +212,83 @@ class TSDiff(DiffusionModule):
         w = weight(self.weighting, kind, t, proc)
         return (bcast(w, per) * per).mean()
 
+    def distill_guidance(self, kind: str = "quantile", scale: float = 4.0, rule: str = "ddpm",
+                         levels: int = 16, safe: bool = True, gradient: str = "network",
+                         x0_steps: int = 0) -> Callable[..., Guidance]:
+        """The guidance of a guided coupling (``domaindiff distill --teacher-guidance``).
+
+        The core's ``reflow-stochastic`` calls the returned factory on every batch of its first
+        round: each training window is forecast from its own context, exactly as
+        :func:`~domaindiff_timeseries.forecast.forecast` guides this model (the observation is
+        the window's scaled context, times its ``observed`` mask; the horizon is free), so the
+        coupling pairs a prior draw with the *guided* forecast from it. For TSDiff-Q each window
+        gets a quantile level drawn uniformly from ``forecast``'s ``levels``-sample grid
+        ``(k + 1) / (levels + 1)`` (from the batch's generator): the coupling's marginal per
+        context is the mixture over levels, i.e. the TSDiff-Q forecast distribution of
+        ``levels`` samples. The student must read the context (``--student-class TSDiffCond``).
+
+        Args:
+            kind: ``quantile`` (TSDiff-Q) or ``mse`` (TSDiff-MS).
+            scale: guidance scale ``s``.
+            rule: ``ddpm`` (TSDiff's DDPM rule, :class:`~domaindiff_timeseries.forecast.
+                DDPMSelfGuidance`; the teacher sampler must be ``ancestral``) or ``prediction``
+                (:class:`~domaindiff_timeseries.forecast.PredictionSelfGuidance`, any sampler).
+            levels: samples per window of the TSDiff-Q grid the levels are drawn from.
+            safe: overshoot-safe guidance steps (as ``forecast``'s default).
+            gradient: ``prediction`` rule: ``network`` or ``x0``.
+            x0_steps: ``prediction`` rule: guidance steps on the prediction per evaluation.
+
+        Raises:
+            ValueError: naming the bad option.
+        """
+        from domaindiff_timeseries.forecast import (
+            DDPMSelfGuidance,
+            PredictionSelfGuidance,
+            guidance_energy,
+            quantile_levels,
+        )
+
+        if kind not in ("quantile", "mse"):
+            raise ValueError(f"teacher_guidance.kind: use 'quantile' or 'mse', got {kind!r}")
+        if rule not in ("ddpm", "prediction"):
+            raise ValueError(f"teacher_guidance.rule: use 'ddpm' or 'prediction', got {rule!r}")
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"teacher_guidance.levels must be a positive integer, got "
+                             f"{levels!r}")
+        if not float(scale) > 0:
+            raise ValueError(f"teacher_guidance.scale must be > 0, got {scale!r}")
+        if rule == "ddpm" and (x0_steps or gradient != "network"):
+            raise ValueError("teacher_guidance: x0_steps / gradient apply to rule='prediction' "
+                             "only (the DDPM rule guides the state)")
+        c, proc = self.context_length, self.processes["x"]
+        if c is None:
+            raise ValueError("teacher_guidance: the teacher has no context_length")
+        grid = quantile_levels(levels)
+
+        def factory(teacher: Any, state: dict[str, Tensor],
+                    generator: torch.Generator | None) -> Guidance:
+            x = state["x"]
+            mask = torch.zeros_like(x)
+            mask[:, :c] = 1.0
+            if state.get("observed") is not None:
+                mask = mask * state["observed"].to(x)
+            q = None
+            if kind == "quantile":
+                dev = generator.device if generator is not None else x.device
+                idx = torch.randint(levels, (x.shape[0],), generator=generator, device=dev)
+                q = grid[idx.cpu()].to(x)
+            energy = guidance_energy(x * mask, mask, kind, q)
+            if rule == "ddpm":
+                if getattr(teacher, "parametrization", "eps") != "eps":
+                    raise ValueError("teacher_guidance: TSDiff's DDPM rule reads an eps "
+                                     "prediction; this teacher predicts "
+                                     f"{teacher.parametrization!r} (use rule='prediction')")
+                return DDPMSelfGuidance(teacher, proc, energy, float(scale), safe=safe)
+            return PredictionSelfGuidance(energy, float(scale), gradient=gradient, safe=safe,
+                                          x0_steps=x0_steps)
+
+        return factory
+
     def sample_template(self, n: int, batch: Any = None) -> dict[str, Tensor]:
         if batch is not None:
             state = self.batch_to_state(batch)
@@ -241,6 +320,42 @@ class TSDiffCond(TSDiff):
             mask = mask * batch["observed"].to(x)
         state["cond"] = torch.cat([x * mask, mask], -1)
         return state
+
+    def load_teacher_network(self, state_dict: dict[str, Tensor], teacher: Any = None) -> None:
+        """Initialise the network from an unconditional TSDiff network's weights.
+
+        Every weight is the teacher's; the input layer's condition columns (observed context
+        and mask, ``2 D`` of them) start at zero, so the student begins as the unconditional
+        teacher and learns to read the condition (a guided coupling's student,
+        ``domaindiff distill --student-class TSDiffCond``). A conditional network's weights load
+        as they are.
+
+        Raises:
+            ValueError: naming the first weight whose shape does not fit.
+        """
+        net = self.network
+        mine = net.state_dict()
+        w = state_dict.get("inp.weight")
+        if w is not None and w.shape == mine["inp.weight"].shape:
+            net.load_state_dict(state_dict)
+            return
+        at = net.dim * (1 + len(net.lags)) * (2 if net.missing_indicator else 1)
+        width = 2 * net.dim
+        out = {}
+        for key, value in mine.items():
+            theirs = state_dict.get(key)
+            if theirs is None:
+                raise ValueError(f"the teacher's network has no weight {key!r}")
+            if key == "inp.weight" and theirs.dim() == 2 \
+                    and theirs.shape[1] == value.shape[1] - width \
+                    and theirs.shape[0] == value.shape[0]:
+                zeros = theirs.new_zeros(theirs.shape[0], width)
+                theirs = torch.cat([theirs[:, :at], zeros, theirs[:, at:]], 1)
+            if theirs.shape != value.shape:
+                raise ValueError(f"weight {key!r}: the teacher's is {tuple(theirs.shape)}, "
+                                 f"this network's {tuple(value.shape)}")
+            out[key] = theirs
+        net.load_state_dict(out)
 
     def sample_template(self, n: int, batch: Any = None) -> dict[str, Tensor]:
         if batch is None:
