@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from domaindiff.processes import VP
+from domaindiff.processes import VE, VP
 from domaindiff.samplers import SAMPLERS, get_sampler
-from domaindiff.samplers.base import explicit_grid
+from domaindiff.samplers.base import NoiseLevelGrid, explicit_grid
 from domaindiff.toy.mixtures import IsoMixtureEps
 from tests.catalogue import BadInput, assert_refused, raised
 
@@ -60,7 +60,8 @@ def test_the_default_grid_given_explicitly_gives_the_same_samples(name):
         return den(x, t)
 
     base = get_sampler(name)(rec, proc, x_T.clone(), 8)
-    grid = [*seen, 0.0] if name == "ddim" else [*seen, proc.t_min]
+    # DDIM and DEIS (whose default last step is the clean prediction) end at 0
+    grid = [*seen, 0.0] if name in ("ddim", "deis") else [*seen, proc.t_min]
     again = get_sampler(name)(den, proc, x_T.clone(), None, timesteps=grid)
     torch.testing.assert_close(again, base, rtol=1e-5, atol=1e-5)
 
@@ -104,9 +105,12 @@ CATALOGUE = [
     BadInput("core-grid-above-T", "sample_euler(VP(), ..., timesteps=[1.5, 0.1])",
              r"^timesteps: times must lie in process\['x'\]'s range \[t_min=0\.001, T=1\.0\]",
              _bad([1.5, 0.1]), 1),
-    BadInput("core-grid-below-t-min", "sample_dpm_solver_pp_2m(VP(t_min=1e-3), timesteps=[1, 0])",
-             r"^timesteps: times must lie in .*with_t_min", _bad([1.0, 0.0], "dpm_solver_pp_2m"),
-             1),
+    BadInput("core-grid-below-t-min",
+             "sample_dpm_solver_pp_2m(VP(t_min=1e-3), timesteps=[1, 5e-4])",
+             r"^timesteps: times must lie in .*with_t_min",
+             _bad([1.0, 5e-4], "dpm_solver_pp_2m"), 1),
+    BadInput("core-grid-zero-end-integrator", "sample_euler(VP(t_min=1e-3), timesteps=[1, 0])",
+             r"^timesteps: times must lie in .*with_t_min", _bad([1.0, 0.0]), 1),
     BadInput("core-grid-2d", "sample_unipc(..., timesteps=[[1.0, 0.5]])",
              r"^timesteps: expected a 1-D sequence of at least 2 times", _bad([[1.0, 0.5]],
                                                                              "unipc"), 1),
@@ -116,6 +120,26 @@ CATALOGUE = [
              r"^timesteps: times must be finite", _bad([1.0, float("nan"), 0.1], "heun"), 1),
     BadInput("core-grid-text", "sample_pc(..., timesteps='fast')",
              r"^timesteps: expected a 1-D sequence of times", _bad("fast", "pc"), 1),
+    BadInput("core-final-unknown", "sample_deis(..., 5, final='clean')",
+             r"^final: unknown last step 'clean'; use one of \('step', 'denoise'\)",
+             lambda tmp: raised(ValueError, lambda: get_sampler("deis")(
+                 lambda x, t: torch.zeros_like(x["x"]), VP(), (2, 2), 5, final="clean")), 1),
+    BadInput("core-final-denoise-grid",
+             "sample_unipc(..., timesteps=[1.0, 0.5, 0.1], final='denoise')",
+             r"^final='denoise' with timesteps: end the grid at 0",
+             lambda tmp: raised(ValueError, lambda: get_sampler("unipc")(
+                 lambda x, t: torch.zeros_like(x["x"]), VP(), (2, 2), None,
+                 timesteps=[1.0, 0.5, 0.1], final="denoise")), 1),
+    BadInput("core-deis-basis", "sample_deis(..., 5, basis='lambda')",
+             r"^basis: unknown DEIS basis 'lambda'; use one of \('time', 'logsnr'\)",
+             lambda tmp: raised(ValueError, lambda: get_sampler("deis")(
+                 lambda x, t: torch.zeros_like(x["x"]), VP(), (2, 2), 5, basis="lambda")), 1),
+    BadInput("core-noise-grid-levels", "sample_deis(VE(), ..., schedule=NoiseLevelGrid("
+             "sigma_min=100))",
+             r"^NoiseLevelGrid: sigma_min 100 is not below the start level 50",
+             lambda tmp: raised(ValueError, lambda: get_sampler("deis")(
+                 lambda x, t: torch.zeros_like(x["x"]), VE(), (2, 2), 5,
+                 schedule=NoiseLevelGrid(sigma_min=100.0))), 1),
     BadInput("core-grid-no-steps", "sample_ddim(..., steps=None)",
              r"^steps: ddim needs a number of network evaluations or timesteps=",
              lambda tmp: raised(ValueError, lambda: get_sampler("ddim")(

@@ -59,8 +59,9 @@ def test_fast_samplers_on_every_process(proc, name, steps, reference):
 
 ORDERS = [("euler", {}, 1), ("heun", {}, 2), ("dpm_solver", {"order": 1}, 1),
           ("dpm_solver", {"order": 2}, 2), ("dpm_solver", {"order": 3}, 3),
-          ("dpm_solver_pp_2m", {}, 2), ("deis", {"order": 1}, 1), ("deis", {"order": 2}, 2),
-          ("deis", {"order": 3}, 3)]
+          ("dpm_solver_pp_2m", {}, 2), ("deis", {"order": 1, "final": "step"}, 1),
+          ("deis", {"order": 2, "final": "step"}, 2), ("deis", {"order": 3, "final": "step"}, 3),
+          ("deis", {"order": 3, "basis": "time", "schedule": "quadratic"}, 3)]
 
 
 @pytest.fixture(scope="module")

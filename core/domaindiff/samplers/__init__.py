@@ -9,7 +9,10 @@ network at ``t_0 .. t_{n-1}``. For the SDE and ODE integrators (``euler_maruyama
 ``euler``, ``heun``, ``dpm_solver``, ``dpm_solver_pp_2m``, ``dpm_solver_pp_3m``,
 ``sde_dpm_solver_pp_2m``, ``unipc``, ``deis``) ``t_n = t_min``; for the
 posterior samplers (``ancestral``, ``ddim``) ``t_{n-1} = t_min`` and ``t_n = 0`` (the sample is the
-last clean prediction), so that ``ancestral`` with ``n = N`` is exactly DDPM. Samplers that take
+last clean prediction), so that ``ancestral`` with ``n = N`` is exactly DDPM. The multistep
+solvers end the same way with ``final="denoise"`` (``t_n = 0``: the clean prediction at
+``t_{n-1}``), which is DEIS's default (see ``MULTISTEP_DEFAULTS`` in
+:mod:`domaindiff.samplers.base`). Samplers that take
 several evaluations per step fit as many steps as the budget allows (see each docstring);
 ``ode`` is adaptive and ignores ``steps``. Every one of them also takes ``timesteps=``, the
 caller's own grid (see :mod:`domaindiff.samplers.base`).
@@ -24,6 +27,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from domaindiff.samplers.base import NoiseLevelGrid
 from domaindiff.samplers.bernoulli import sample_bernoulli
 from domaindiff.samplers.ddpm import sample_ancestral, sample_ddim
 from domaindiff.samplers.deis import sample_deis
@@ -88,6 +92,7 @@ def get_sampler(name: str) -> Callable[..., Any]:
 
 __all__ = [
     "SAMPLERS",
+    "NoiseLevelGrid",
     "get_sampler",
     "optimize_grid",
     "register_sampler",

@@ -27,6 +27,7 @@ every sampler the same way); the names its signature is written in live in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -259,18 +260,29 @@ def reference_process(procs: Mapping[str, GaussianProcess]) -> GaussianProcess:
     return next(iter(procs.values()))
 
 
-def time_points(procs: Mapping[str, GaussianProcess], n: int, schedule: str | None = None,
+#: a time grid by name (the process's or :data:`GRIDS`') or as ``fn(process, n) -> n + 1 times``
+#: (e.g. a :class:`NoiseLevelGrid`)
+Schedule = str | Callable[[GaussianProcess, int], list[float]]
+
+
+def time_points(procs: Mapping[str, GaussianProcess], n: int, schedule: Schedule | None = None,
                 t_start: float | None = None, t_end: float | None = None) -> list[float]:
     """``n + 1`` time points shared by all components, ``T -> t_min``.
 
     The schedule is the process's grid (``"uniform"``, ``"logsnr"``, ``"karras"``, see
-    :meth:`~domaindiff.processes.GaussianProcess.time_grid`) or one of the grids defined here
-    (:data:`GRIDS`).
+    :meth:`~domaindiff.processes.GaussianProcess.time_grid`), one of the grids defined here
+    (:data:`GRIDS`) or a callable ``(process, n) -> n + 1 times`` such as
+    :class:`NoiseLevelGrid`.
     """
     if n < 1:
         raise ValueError(f"steps: need at least 1 network evaluation for this sampler, got {n}")
     ref = reference_process(procs)
-    ts = GRIDS[schedule](ref, n) if schedule in GRIDS else ref.time_grid(n, schedule).tolist()
+    if callable(schedule):
+        ts = [float(v) for v in schedule(ref, n)]
+    elif schedule in GRIDS:
+        ts = GRIDS[schedule](ref, n)
+    else:
+        ts = ref.time_grid(n, schedule).tolist()
     if t_start is not None or t_end is not None:
         ts = [float(x) for x in torch.linspace(t_start or ref.T, t_end or ref.t_min, n + 1)]
     return ts
@@ -290,26 +302,172 @@ GRIDS: dict[str, Callable[[GaussianProcess, int], list[float]]] = {
     "cubic": lambda p, n: _time_power_grid(p, n, 3.0),
 }
 
-#: the grid the multistep exponential integrators (DPM-Solver++(2M)/(3M), UniPC, DEIS) use when
-#: ``schedule`` is not given, per process class (first match along the class's MRO), chosen from
-#: ``benchmarks/core_samplers.py``'s 10-NFE sweep on 8-mode mixtures in 2 and 16 dimensions
+def noise_level(p: GaussianProcess, t: float) -> float:
+    """The noise level ``sigma / alpha = exp(-lambda)`` of ``p`` at time ``t``."""
+    return math.exp(-p.coefficient("lambda_", t))
+
+
+@dataclass(frozen=True)
+class NoiseLevelGrid:
+    """Time points spaced as EDM's (Karras et al. 2022) in the noise level ``s = sigma / alpha``.
+
+    The ``n + 1`` points run from ``T`` to ``t_min`` of the process; in between, the noise levels
+    are ``s_i = (s_hi^(1/rho) + u_i (s_lo^(1/rho) - s_hi^(1/rho)))^rho`` for ``u_i`` evenly
+    spaced, between ``s_hi = s(T)`` (or ``sigma_max``) and ``s_lo = sigma_min`` (or
+    ``s(t_min)``), each mapped back to its time. As ``s`` is ``sigma/alpha`` of the process (not
+    ``t``), the grid is the same sequence of log-SNRs on every process with the same levels,
+    which makes the exponential integrators (DEIS with ``basis="logsnr"``, DPM-Solver++, UniPC)
+    give the same samples on all of them.
+
+    Args:
+        rho: the Karras exponent (larger: more points at low noise).
+        sigma_max: if the process's ``s(T)`` is above it, the grid reaches ``s = sigma_max`` in
+            ``max(1, round(above * n))`` intervals evenly spaced in ``log s`` (at 10 points: one
+            step from ``T``), and the other intervals are Karras-spaced from there (for VP,
+            whose ``s(T)`` is about 150, or the interpolant's 1000). ``None``: Karras-spaced from
+            ``s(T)``.
+        sigma_min: the noise level the spacing ends at (``None``: ``s(t_min)``). The last point
+            is always ``t_min``: a ``sigma_min`` below the process's ``s(t_min)`` (a level it
+            does not reach, e.g. below VE's ``sigma_min`` or DDPM's first step) only sets the
+            spacing of the other points; if that would put another point at or below
+            ``s(t_min)`` (a process with a large ``t_min``, or many points) the spacing ends at
+            ``s(t_min)`` instead. With a clean last step (a sampler's ``final="denoise"``) the
+            last point is not evaluated: the last evaluation is at the point before it.
+        above: the fraction of the intervals spent above ``sigma_max`` (see there), so that
+            the whole grid refines with ``n``.
+
+    Raises:
+        ValueError: for ``rho <= 0``, a non-positive noise level or ``above`` outside
+            ``(0, 1)``; when called, if ``sigma_min`` is not below the start level.
+    """
+
+    rho: float = 7.0
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    above: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.rho > 0:
+            raise ValueError(f"rho: must be > 0, got {self.rho}")
+        for name in ("sigma_max", "sigma_min"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be a positive noise level or None, got {v}")
+        if not 0 < self.above < 1:
+            raise ValueError(f"above: must be in (0, 1), got {self.above}")
+
+    def levels(self, p: GaussianProcess, n: int) -> list[float]:
+        """The ``n + 1`` noise levels of the points (the last is ``s(t_min)``)."""
+        s_T, s_end = noise_level(p, p.T), noise_level(p, p.t_min)
+        hi = s_T if self.sigma_max is None else min(s_T, self.sigma_max)
+        k = min(max(1, round(self.above * n)), n - 1) if hi < s_T * (1 - 1e-9) else 0
+        if k == 0:
+            hi = s_T
+        lo = s_end if self.sigma_min is None else self.sigma_min
+        if lo >= hi:
+            raise ValueError(f"NoiseLevelGrid: sigma_min {lo:g} is not below the start level "
+                             f"{hi:g} of {p!r}")
+        r = 1.0 / self.rho
+
+        def karras(lo: float) -> list[float]:
+            u = torch.linspace(0.0, 1.0, n - k + 1, dtype=torch.float64)
+            return ((hi**r + u * (lo**r - hi**r)) ** self.rho).tolist()
+
+        lev = karras(lo)
+        if lo < s_end and min(lev[:-1]) <= s_end * (1 + 1e-9):
+            lev = karras(s_end)
+        top = torch.logspace(math.log10(s_T), math.log10(hi), k + 1, dtype=torch.float64)
+        return [*top.tolist()[:-1], *lev[:-1], s_end]
+
+    def __call__(self, p: GaussianProcess, n: int) -> list[float]:
+        """``n + 1`` decreasing times of ``p`` from ``T`` to ``t_min`` (``n >= 1`` intervals)."""
+        lev = torch.tensor(self.levels(p, n), dtype=torch.float64)
+        ts = p.t_from_lambda(-torch.log(lev)).clamp(p.t_min, p.T).tolist()
+        ts[0], ts[-1] = p.T, p.t_min
+        if any(b >= a for a, b in zip(ts, ts[1:])):
+            raise ValueError(f"NoiseLevelGrid(rho={self.rho}, sigma_max={self.sigma_max}, "
+                             f"sigma_min={self.sigma_min}): the noise levels do not give "
+                             f"{n + 1} strictly decreasing times of {p!r} (got {ts})")
+        return [float(v) for v in ts]
+
+
+#: how a multistep solver's last step ends: ``"step"`` integrates to the last grid point
+#: (``t_min``); ``"denoise"`` returns the clean prediction at the point before it (the grid's
+#: last point replaced by ``t = 0``, as DDIM and k-diffusion's ``sigma = 0`` end do)
+FINALS = ("step", "denoise")
+
+
+@dataclass(frozen=True)
+class MultistepDefault:
+    """What a multistep solver uses on a process when called without ``schedule``/``final``.
+
+    Attributes:
+        schedule: the grid (a name or a callable, see :data:`Schedule`).
+        final: the last step, one of :data:`FINALS`.
+    """
+
+    schedule: Schedule
+    final: str = "step"
+
+
+#: the grid the multistep exponential integrators (DPM-Solver++(2M)/(3M), UniPC, DEIS) used
+#: before the per-solver defaults of :data:`MULTISTEP_DEFAULTS`, per process class (first match
+#: along the class's MRO), from ``benchmarks/core_samplers.py``'s first 10-NFE sweep; a solver
+#: without an entry there still uses it (with ``final="step"``)
 MULTISTEP_GRIDS: dict[str, str] = {
     "SubVP": "uniform", "VP": "quadratic", "DiscreteDDPM": "quadratic", "VE": "logsnr",
     "EDM": "logsnr", "Interpolant": "uniform",
 }
 
+#: per solver, per process class (first match along the class's MRO): the grid and last step a
+#: solver called with neither ``schedule`` nor ``final`` uses, chosen from
+#: ``benchmarks/core_samplers.py --sections defaults,heldout`` (10 NFE, exact mixture scores;
+#: see ``core/README.md``, "what the defaults reach")
+MULTISTEP_DEFAULTS: dict[str, dict[str, MultistepDefault]] = {
+    "deis": {
+        "VE": MultistepDefault(NoiseLevelGrid(rho=7.0), "denoise"),
+        "GaussianProcess": MultistepDefault(
+            NoiseLevelGrid(rho=7.0, sigma_max=50.0, sigma_min=0.007), "denoise"),
+    },
+}
 
-def multistep_grid(procs: Mapping[str, GaussianProcess], schedule: str | None) -> str:
-    """``schedule`` if given, else the measured default of :data:`MULTISTEP_GRIDS`.
 
-    A process class not listed there gets ``"logsnr"``, the grid these solvers are derived on.
+def multistep_default(procs: Mapping[str, GaussianProcess],
+                      solver: str | None = None) -> MultistepDefault:
+    """The measured default of ``solver`` for the reference process of ``procs``.
+
+    :data:`MULTISTEP_DEFAULTS` for ``solver`` if it lists the process class, else
+    :data:`MULTISTEP_GRIDS` with ``final="step"``; a process class listed nowhere gets
+    ``"logsnr"`` (the grid these solvers are derived on) and ``"step"``.
     """
+    mro = [c.__name__ for c in type(reference_process(procs)).__mro__]
+    table = MULTISTEP_DEFAULTS.get(solver or "", {})
+    for name in mro:
+        if name in table:
+            return table[name]
+    for name in mro:
+        if name in MULTISTEP_GRIDS:
+            return MultistepDefault(MULTISTEP_GRIDS[name])
+    return MultistepDefault("logsnr")
+
+
+def multistep_grid(procs: Mapping[str, GaussianProcess], schedule: Schedule | None,
+                   solver: str | None = None) -> Schedule:
+    """``schedule`` if given, else ``solver``'s measured default grid (:func:`multistep_default`)."""
     if schedule is not None:
         return schedule
-    for cls in type(reference_process(procs)).__mro__:
-        if cls.__name__ in MULTISTEP_GRIDS:
-            return MULTISTEP_GRIDS[cls.__name__]
-    return "logsnr"
+    return multistep_default(procs, solver).schedule
+
+
+def check_final(final: str | None) -> str | None:
+    """``final`` if it is ``None`` or one of :data:`FINALS`.
+
+    Raises:
+        ValueError: naming ``final`` otherwise.
+    """
+    if final is not None and final not in FINALS:
+        raise ValueError(f"final: unknown last step {final!r}; use one of {FINALS}")
+    return final
 
 
 def explicit_grid(procs: Mapping[str, GaussianProcess], timesteps: Timesteps,
@@ -464,24 +622,65 @@ class Run:
         self.x = self.start.x
         self.callback, self.generator, self.progress, self.info = (callback, generator,
                                                                     progress, info)
+        self._clean = False  # set by grid(): the last step returns the clean prediction
 
-    def grid(self, steps: int | None, timesteps: Timesteps | None, schedule: str | None = None,
-             *, multistep: bool = False, intervals: Callable[[int], int] = lambda s: s,
+    def grid(self, steps: int | None, timesteps: Timesteps | None,
+             schedule: Schedule | None = None, *, multistep: bool | str = False,
+             intervals: Callable[[int], int] = lambda s: s,
              nfe: Callable[[int], int] = lambda n: n,
              grid: Callable[[int], list[float]] | None = None,
-             zero_end: bool = False) -> list[float]:
+             zero_end: bool = False, final: str | None = None) -> list[float]:
         """The time points: :func:`grid_or_steps` on :func:`time_points` with ``schedule``.
 
-        ``multistep`` resolves ``schedule`` through :func:`multistep_grid` (the measured default
-        of the multistep exponential integrators); ``grid`` replaces :func:`time_points`.
+        ``multistep`` (``True`` or the solver's name in :data:`MULTISTEP_DEFAULTS`) resolves
+        ``schedule`` and ``final`` through :func:`multistep_default` (the measured default of
+        the multistep exponential integrators): with neither given, the solver's default grid
+        and last step; with ``schedule`` given, ``final`` defaults to ``"step"``. A
+        ``"denoise"`` last step replaces the grid's last point by ``0`` (see :data:`FINALS`);
+        the solver then returns the clean prediction at the point before (:meth:`clean_end`).
+        With ``timesteps`` the grid says it: ending at ``0`` is the clean last step (so
+        ``final="denoise"`` needs such a grid and ``final="step"`` one that does not).
+        ``grid`` replaces :func:`time_points`.
+
+        Raises:
+            ValueError: for an unknown ``final`` or one that contradicts ``timesteps``.
         """
-        sched = multistep_grid(self.procs, schedule) if multistep else schedule
+        wanted = check_final(final)
+        sched, final = schedule, wanted
+        if multistep:
+            default = multistep_default(self.procs, multistep if isinstance(multistep, str)
+                                        else None)
+            if timesteps is not None:
+                zero_end = wanted != "step"
+            elif schedule is None:
+                sched = default.schedule
+                final = default.final if wanted is None else wanted
+            else:
+                final = wanted or "step"
 
         def points(n: int) -> list[float]:
             return time_points(self.procs, n, sched)
 
-        return grid_or_steps(self.procs, steps, timesteps, self.name, intervals=intervals,
-                             nfe=nfe, grid=points if grid is None else grid, zero_end=zero_end)
+        ts = grid_or_steps(self.procs, steps, timesteps, self.name, intervals=intervals,
+                           nfe=nfe, grid=points if grid is None else grid, zero_end=zero_end)
+        if timesteps is not None:
+            if multistep and wanted == "denoise" and ts[-1] != 0.0:
+                raise ValueError("final='denoise' with timesteps: end the grid at 0 (the clean "
+                                 f"end) for a clean last step, got last time {ts[-1]!r}")
+            self._clean = multistep and wanted != "step" and ts[-1] == 0.0
+        elif multistep and final == "denoise":
+            ts = [*ts[:-1], 0.0]
+            self._clean = True
+        return ts
+
+    def clean_end(self, t_next: float) -> bool:
+        """Whether a step to ``t_next`` is the clean last step (it returns the clean prediction).
+
+        That is the step to the ``0`` that :meth:`grid` put at the end for ``final="denoise"``
+        (or found there in ``timesteps``); with ``final="step"`` a process whose ``t_min`` is 0
+        steps to ``t = 0`` as to any other time.
+        """
+        return self._clean and t_next == 0.0
 
     def steps(self, n: int, desc: str | None = None) -> Iterable[int]:
         """``range(n)``, with a progress bar named ``desc`` (default: the sampler) if asked."""

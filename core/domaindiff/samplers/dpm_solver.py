@@ -18,7 +18,7 @@ from torch import Tensor
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import Run, combine, reference_process, scalar
+from domaindiff.samplers.base import Run, Schedule, combine, reference_process, scalar
 from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, State, Timesteps
 
 
@@ -118,7 +118,7 @@ def _multistep_pp(denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
                   generator: torch.Generator | None, progress: bool, prior: bool | None,
                   info: dict[str, Any] | None, schedule: str | None, lower_order_final: bool,
                   timesteps: Timesteps | None, order: int, sde: bool, name: str,
-                  reference_d2: bool = False) -> Sample:
+                  reference_d2: bool = False, final: str | None = None) -> Sample:
     """Multistep DPM-Solver++ of order 1-3, as an ODE or (``sde``) an SDE solver.
 
     With ``x0`` the data predictions at the last points and ``r_j`` the ratios of the previous
@@ -136,23 +136,29 @@ def _multistep_pp(denoiser: Denoiser, process: Processes, shape_or_x_T: Start,
     overall; at order 2 the ODE uses the midpoint form ``- alpha_t (e^-h - 1) D1 / 2``). The first
     steps warm up with lower orders;
     with ``lower_order_final`` and fewer than 15 steps the last step is first order and the one
-    before at most second order, as the reference implementations do.
+    before at most second order, as the reference implementations do. A grid ending at ``t = 0``
+    (``final="denoise"``) ends with the clean prediction at the point before, and the orders are
+    counted as on the grid without that point (the clean end is k-diffusion's ``sigma = 0``).
     """
     run = Run(name, denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
               generator=generator, progress=progress, prior=prior, info=info)
     procs = run.procs
-    ts = run.grid(steps, timesteps, schedule, multistep=True)
+    ts = run.grid(steps, timesteps, schedule, multistep=name, final=final)
     x, n = run.x, len(ts) - 1
+    n_steps = n - 1 if run.clean_end(ts[-1]) else n  # the solver's own steps
     # newest first: (x0 prediction, lambda per key) at the last points
     hist: list[tuple[State, dict[str, float]]] = []
     for i in run.steps(n):
         s, t = ts[i], ts[i + 1]
         x0, _ = run.model.predict(x, s)
+        if run.clean_end(t):
+            x = run.step(i, x, x0, s, t, x0, final=True)
+            break
         hist.insert(0, (x0, {k: _lam(p, s) for k, p in procs.items()}))
         del hist[order:]
         o = min(order, len(hist))
-        if lower_order_final and n < 15:
-            o = min(o, n - i)
+        if lower_order_final and n_steps < 15:
+            o = min(o, n_steps - i)
         z = run.noise(x) if sde else None
         upd: State = {}
         for k, p in procs.items():
@@ -199,18 +205,21 @@ def sample_dpm_solver_pp_2m(
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = None, lower_order_final: bool = True,
-        timesteps: Timesteps | None = None) -> Sample:
+        schedule: Schedule | None = None, lower_order_final: bool = True,
+        timesteps: Timesteps | None = None, final: str | None = None) -> Sample:
     """DPM-Solver++(2M) (Lu et al. 2022b), data-prediction multistep, second order.
 
     ``steps`` evaluations on ``steps + 1`` points. The first step is first order (no history);
     with ``lower_order_final`` the last step is first order too when ``steps < 15``, as the
-    reference does for stability at few steps. The common arguments (``timesteps`` included) are
-    described in :mod:`domaindiff.samplers.base`.
+    reference does for stability at few steps. ``final`` is the last step (``"step"`` or
+    ``"denoise"``, the clean prediction at the last-but-one point; ``None``: the process's
+    measured default without ``schedule``, :data:`~domaindiff.samplers.base.MULTISTEP_DEFAULTS`).
+    The common arguments (``timesteps`` included) are described in
+    :mod:`domaindiff.samplers.base`.
     """
     return _multistep_pp(denoiser, process, shape_or_x_T, steps, guidance, callback, generator,
                          progress, prior, info, schedule, lower_order_final, timesteps, order=2,
-                         sde=False, name="dpm_solver_pp_2m")
+                         sde=False, name="dpm_solver_pp_2m", final=final)
 
 
 def sample_dpm_solver_pp_3m(
@@ -218,19 +227,22 @@ def sample_dpm_solver_pp_3m(
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = None, lower_order_final: bool = True,
-        timesteps: Timesteps | None = None, reference_d2: bool = False) -> Sample:
+        schedule: Schedule | None = None, lower_order_final: bool = True,
+        timesteps: Timesteps | None = None, reference_d2: bool = False,
+        final: str | None = None) -> Sample:
     """DPM-Solver++(3M) (Lu et al. 2022b), data-prediction multistep, third order.
 
     ``steps`` evaluations on ``steps + 1`` points; orders 1, 2, then 3 (and, with
     ``lower_order_final`` below 15 steps, 2 and 1 for the last two). ``reference_d2=True``
     reproduces the DPM-Solver / k-diffusion / diffusers update, whose second-difference weight is
-    half the exact one (see :func:`_multistep_pp`; measured second order). The common arguments
-    (``timesteps`` included) are described in :mod:`domaindiff.samplers.base`.
+    half the exact one (see :func:`_multistep_pp`; measured second order). ``final`` as in
+    :func:`sample_dpm_solver_pp_2m`. The common arguments (``timesteps`` included) are described
+    in :mod:`domaindiff.samplers.base`.
     """
     return _multistep_pp(denoiser, process, shape_or_x_T, steps, guidance, callback, generator,
                          progress, prior, info, schedule, lower_order_final, timesteps, order=3,
-                         sde=False, name="dpm_solver_pp_3m", reference_d2=reference_d2)
+                         sde=False, name="dpm_solver_pp_3m", reference_d2=reference_d2,
+                         final=final)
 
 
 def sample_sde_dpm_solver_pp_2m(
@@ -238,15 +250,16 @@ def sample_sde_dpm_solver_pp_2m(
         guidance: Guidance | None = None,
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
-        schedule: str | None = None, lower_order_final: bool = True,
-        timesteps: Timesteps | None = None) -> Sample:
+        schedule: Schedule | None = None, lower_order_final: bool = True,
+        timesteps: Timesteps | None = None, final: str | None = None) -> Sample:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b; k-diffusion / diffusers "sde-dpmsolver++").
 
     The reverse SDE integrated exactly in its linear part with a multistep (midpoint) estimate of
     the data prediction: ``steps`` evaluations on ``steps + 1`` points, fresh noise at every step
-    (also the last, whose noise is the ``sigma(t_min)`` of the end point). The common arguments
-    (``timesteps`` included) are described in :mod:`domaindiff.samplers.base`.
+    (also the last, whose noise is the ``sigma(t_min)`` of the end point; with
+    ``final="denoise"`` the clean prediction at the last-but-one point instead). The common
+    arguments (``timesteps`` included) are described in :mod:`domaindiff.samplers.base`.
     """
     return _multistep_pp(denoiser, process, shape_or_x_T, steps, guidance, callback, generator,
                          progress, prior, info, schedule, lower_order_final, timesteps, order=2,
-                         sde=True, name="sde_dpm_solver_pp_2m")
+                         sde=True, name="sde_dpm_solver_pp_2m", final=final)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from domaindiff.guidance import Guidance
 from domaindiff.processes import GaussianProcess
-from domaindiff.samplers.base import Run, combine, scalar
+from domaindiff.samplers.base import Run, Schedule, combine, scalar
 from domaindiff.samplers.signature import Callback, Denoiser, Processes, Sample, Start, State, Timesteps
 
 #: newest first: (x0 prediction per key, lambda per key) at the last points
@@ -99,8 +99,9 @@ def sample_unipc(
         callback: Callback | None = None, generator: torch.Generator | None = None,
         progress: bool = False, prior: bool | None = None, info: dict[str, Any] | None = None,
         order: int = 3, variant: str = "bh2", corrector: bool = True,
-        disable_corrector: Sequence[int] = (), schedule: str | None = None,
-        lower_order_final: bool = True, timesteps: Timesteps | None = None) -> Sample:
+        disable_corrector: Sequence[int] = (), schedule: Schedule | None = None,
+        lower_order_final: bool = True, timesteps: Timesteps | None = None,
+        final: str | None = None) -> Sample:
     """UniPC multistep sampler: ``steps`` evaluations on ``steps + 1`` points.
 
     Args:
@@ -123,7 +124,13 @@ def sample_unipc(
             :data:`~domaindiff.samplers.base.MULTISTEP_GRIDS`).
         lower_order_final: with ``lower_order_final`` the order is capped by the steps left
             (``min(order, steps - i)``), as the reference does.
-        timesteps: the caller's own grid; ``schedule`` is then not used.
+        timesteps: the caller's own grid; ``schedule`` is then not used. Ending it at ``0``
+            makes the last step the clean prediction.
+        final: the last step: ``"step"`` (to the grid's last point) or ``"denoise"`` (the clean
+            prediction at the point before it, of the state before its correction: the
+            evaluation there is the one the corrector reuses; orders counted as on the grid
+            without the last point); ``None``: the process's measured default without
+            ``schedule``, ``"step"`` with one.
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
@@ -132,8 +139,9 @@ def sample_unipc(
     run = Run("unipc", denoiser, process, shape_or_x_T, guidance=guidance, callback=callback,
               generator=generator, progress=progress, prior=prior, info=info)
     procs = run.procs
-    ts = run.grid(steps, timesteps, schedule, multistep=True)
+    ts = run.grid(steps, timesteps, schedule, multistep="unipc", final=final)
     x, n = run.x, len(ts) - 1
+    n_steps = n - 1 if run.clean_end(ts[-1]) else n  # the solver's own steps
     hist: History = []
     last: State | None = None
     prev_order = 1
@@ -141,6 +149,9 @@ def sample_unipc(
     for i in run.steps(n, f"unipc{order}-{variant}"):
         s, t = ts[i], ts[i + 1]
         x0, _ = run.model.predict(x, s)
+        if run.clean_end(t):
+            x = run.step(i, x, x0, s, t, x0, final=True)
+            break
         if corrector and last is not None and (i - 1) not in skip:
             x = combine(x, {k: _update(p, k, last[k], hist, prev_order, ts[i - 1], s, variant,
                                        x0[k]) for k, p in procs.items()})
@@ -149,7 +160,7 @@ def sample_unipc(
             x = combine(x, {k: p.space.project(x[k], x) for k, p in procs.items()})
         hist.insert(0, (x0, {k: scalar(p, "lambda_", s) for k, p in procs.items()}))
         del hist[order:]
-        o = min(order, n - i) if lower_order_final else order
+        o = min(order, n_steps - i) if lower_order_final else order
         o = min(o, len(hist))
         last, prev_order = x, o
         x = run.step(i, x, {k: _update(p, k, x[k], hist, o, s, t, variant, None)
