@@ -23,8 +23,18 @@ Sections (``--sections``, default all):
   8-mode mixture, and 6-D / 48-D ones), 3 prior seeds each, the multistep solvers, DDIM and
   ancestral (the plugins' default samplers) with no options, the best fixed variant of the
   sweep per process (:data:`BEST_FIXED`: grid, t_min, last step) and the family-fitted grid
-  (``--grids``, the JSON ``familyfit`` wrote); spread ratio against the exact width and,
-  paired, against the exact ODE solution from the same draws.
+  (``--grids``, the JSON ``familyfit`` wrote), and DEIS with the defaults it had before the
+  noise-level grids; spread ratio against the exact width and, paired, against the exact ODE
+  solution from the same draws (``--deis-only``: the two DEIS rows only).
+* ``noisegrid``: the noise-level grids (:class:`~domaindiff.samplers.base.NoiseLevelGrid`)
+  DEIS-3's defaults were chosen from (log-SNR basis, clean last step), on VP (standing for every
+  process whose ``sigma/alpha`` at ``T`` is above 50) and VE, on the held-out mixtures, 3 seeds.
+* ``unseen``: DEIS with no options (and as before) on four mixtures and three seeds (3-5) that
+  no default was chosen on (:func:`unseen_targets`).
+
+The sections that compare grids for DEIS-3 (``sweep``, ``sweep2``, ``familyfit`` and the best
+fixed variants of ``heldout``) pass ``basis="time"``, the DEIS they measured before the
+per-process defaults; ``nfe``, ``defaults`` and ``optimize`` use DEIS as it now is by default.
 
     python benchmarks/core_samplers.py [--sections nfe,sweep,defaults,optimize] [--n 2000]
         [--out benchmarks/results/core_samplers.json]
@@ -35,6 +45,8 @@ Sections (``--sections``, default all):
     python benchmarks/core_samplers.py --sections heldout \
         --grids benchmarks/results/core_samplers_familyfit.json \
         --out benchmarks/results/core_samplers_heldout.json
+    python benchmarks/core_samplers.py --sections defaults      # (and unseen, noisegrid,
+    python benchmarks/core_samplers.py --sections heldout --deis-only   # one at a time)
 
 The denoiser is the closed-form ``eps`` of an isotropic mixture (the same function as
 ``domaindiff.toy.mixtures.ExactDenoiser``, without its general-covariance linear algebra).
@@ -46,7 +58,9 @@ import argparse
 import inspect
 import json
 import math
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +71,7 @@ from torch import Tensor
 from domaindiff.data import atomic_write_text
 from domaindiff.processes import EDM, VE, VP, DiscreteDDPM, GaussianProcess, Interpolant, SubVP
 from domaindiff.samplers import get_sampler, optimize_grid, sample_ode
+from domaindiff.samplers.base import FINALS, MULTISTEP_GRIDS, NoiseLevelGrid
 from domaindiff.toy.mixtures import IsoMixtureEps
 
 NFE_SAMPLERS = [
@@ -68,7 +83,7 @@ NFE_SAMPLERS = [
 ]
 NFES = (5, 10, 20, 50, 100, 250)
 SWEEP_SOLVERS = [("dpm_solver_pp_2m", {}), ("dpm_solver_pp_3m", {}), ("unipc", {"order": 3}),
-                 ("deis", {"order": 3})]
+                 ("deis", {"order": 3, "basis": "time"})]
 GRID_NAMES = ("uniform", "logsnr", "karras", "quadratic", "cubic")
 DEFAULT_SAMPLERS = ["ddim", "euler", "heun", "dpm_solver", "dpm_solver_pp_2m",
                     "dpm_solver_pp_3m", "unipc", "deis", "sde_dpm_solver_pp_2m"]
@@ -303,7 +318,7 @@ BEST_FIXED = {"vp": ("deis", "quadratic", 3e-3, "step"),
               "edm": ("dpm_solver_pp_2m", "logsnr", 1e-2, "denoise"),
               "interpolant": ("deis", "karras10", 1e-4, "step"),
               "ddpm": ("deis", "quadratic", 3e-3, "step")}
-SOLVER_OPTS: dict[str, dict] = {"deis": {"order": 3}, "unipc": {"order": 3},
+SOLVER_OPTS: dict[str, dict] = {"deis": {"order": 3, "basis": "time"}, "unipc": {"order": 3},
                                 "dpm_solver_pp_2m": {}, "dpm_solver_pp_3m": {}, "ddim": {}}
 
 
@@ -361,8 +376,8 @@ def section_familyfit(nfe: int = 10, n: int = 256, trials: int = 500) -> list[di
                 p: GaussianProcess = p) -> float:
             tot = 0.0
             for den, x_T, ref in members:
-                e = float(((fn(den, p, x_T.clone(), None, timesteps=ts, order=3) - ref) ** 2)
-                          .mean())
+                e = float(((fn(den, p, x_T.clone(), None, timesteps=ts, order=3,
+                                basis="time") - ref) ** 2).mean())
                 if not math.isfinite(e) or e <= 0:
                     return 1e30
                 tot += math.log(e)
@@ -394,7 +409,7 @@ def section_familyfit(nfe: int = 10, n: int = 256, trials: int = 500) -> list[di
 
 
 SWEEP2_SOLVERS = [("dpm_solver_pp_2m", {}), ("dpm_solver_pp_3m", {}), ("unipc", {"order": 3}),
-                  ("unipc", {"order": 3, "variant": "bh1"}), ("deis", {"order": 3}),
+                  ("unipc", {"order": 3, "variant": "bh1"}), ("deis", {"order": 3, "basis": "time"}),
                   ("unipc", {"order": 3, "lower_order_final": False}),
                   ("dpm_solver_pp_3m", {"lower_order_final": False})]
 SWEEP2_GRIDS = ["logsnr", "uniform", "quadratic", "cubic"] + [
@@ -435,62 +450,199 @@ def heldout_targets(n: int) -> list[Target]:
             Target(48, n, mu=centres(48, 16, 22), name="48-D K16")]
 
 
+def unseen_targets(n: int) -> list[Target]:
+    """Mixtures no default was chosen on (``noisegrid`` and ``heldout`` use the ones above)."""
+    return [Target(3, n, mu=centres(3, 5, 31), name="3-D K5"),
+            Target(12, n, mu=centres(12, 10, 32), name="12-D K10"),
+            Target(24, n, mu=centres(24, 6, 33), name="24-D K6"),
+            Target(64, n, mu=centres(64, 12, 34), name="64-D K12")]
+
+
+#: a variant of a table: ``(label, process, sample(denoiser, process, x_T, seed) -> samples)``
+Variant = tuple[str, GaussianProcess, Any]
+
+
+def no_options(solver: str, nfe: int) -> Any:
+    """A variant's sampler: ``solver`` with no options at ``nfe`` NFE."""
+    return lambda den, p, x_T, seed: get_sampler(solver)(
+        den, p, x_T.clone(), nfe, generator=torch.Generator().manual_seed(seed))
+
+
+def with_options(solver: str, nfe: int, **opts: Any) -> Any:
+    """A variant's sampler: ``solver`` with ``opts`` at ``nfe`` NFE."""
+    return lambda den, p, x_T, seed: get_sampler(solver)(
+        den, p, x_T.clone(), nfe, generator=torch.Generator().manual_seed(seed), **opts)
+
+
+def score_variants(pname: str, p0: GaussianProcess, variants: list[Variant],
+                   tgts: list[Target], seeds: list[int]) -> list[dict]:
+    """Each variant on each target from the prior draws of ``seeds``, with the paired scores.
+
+    Per seed: the spread ratio, the same over the exact ODE solution's from the same draws
+    (``spread_paired``), the ED and the exact ODE solution's ED (``ed_ode``, the least a
+    deterministic solver from those draws can reach). ``ok``: every seed within 2% and ED at
+    most the floor's max (the goal as stated); ``ok_paired``: every seed's paired ratio within
+    2% and ED at most ``max(floor max, ed_ode + floor sd)``.
+    """
+    rows = []
+    refs: dict[tuple[str, int], tuple[float, float]] = {}
+    for vname, p, sample in variants:
+        cells = []
+        for t in tgts:
+            den = IsoMixtureEps(t.mu, t.std, p)
+            sc, paired, ode_ed = [], [], []
+            for seed in seeds:
+                x_T = p0.prior_sample(torch.zeros(t.n, t.dim), None,
+                                      torch.Generator().manual_seed(seed)).double()
+                if (t.name, seed) not in refs:
+                    ref = sample_ode(IsoMixtureEps(t.mu, t.std, p0), p0, x_T.clone(), None,
+                                     rtol=1e-6, atol=1e-6)
+                    r = t.score(ref.float())
+                    refs[t.name, seed] = (r["spread"], r["ed"])
+                s = t.score(sample(den, p, x_T, seed).float())
+                sc.append(s)
+                paired.append(s["spread"] / refs[t.name, seed][0])
+                ode_ed.append(refs[t.name, seed][1])
+            ok = all(t.ok(s) for s in sc)
+            ok_paired = all(abs(q - 1) <= 0.02 and s["ed"] <= max(t.floor_max, e + t.floor_sd)
+                            for q, s, e in zip(paired, sc, ode_ed))
+            row = {"process": pname, "variant": vname, "target": t.name, "seeds": list(seeds),
+                   "spread": [s["spread"] for s in sc], "ed": [s["ed"] for s in sc],
+                   "spread_paired": paired, "ed_ode": ode_ed, "floor_mean": t.floor_mean,
+                   "floor_max": t.floor_max, "floor_sd": t.floor_sd, "ok": ok,
+                   "ok_paired": ok_paired}
+            rows.append(row)
+            k = len(seeds)
+            mark = " **ok**" if ok else (" *paired ok*" if ok_paired else "")
+            cells.append(f"{sum(row['spread']) / k:.3f} ({sum(paired) / k:.3f}) / "
+                         f"{sum(row['ed']) / k:.4f}" + mark)
+        print(f"| {pname} | {vname} | " + " | ".join(cells) + " |", flush=True)
+    return rows
+
+
+def print_head(title: str, tgts: list[Target]) -> None:
+    """The header of a held-out style table."""
+    print(f"\n## {title}: spread ratio (mean of seeds; paired: over the exact ODE solution "
+          "from the same draws) / ED (mean of seeds); ok = every seed within 2% and ED <= the "
+          "floor's max; paired ok = every seed's paired ratio within 2% and ED <= max(floor "
+          "max, exact ODE's ED + floor sd)")
+    for t in tgts:
+        print(f"{t.name}: floor ED mean {t.floor_mean:.4f}, max {t.floor_max:.4f}, "
+              f"sd {t.floor_sd:.4f}")
+    print("| process | variant | " + " | ".join(t.name for t in tgts) + " |\n"
+          + "|---" * (2 + len(tgts)) + "|")
+
+
+def before_deis(pname: str, nfe: int) -> Variant:
+    """DEIS-3 with the defaults it had before the noise-level grids (time basis, the process's
+    :data:`~domaindiff.samplers.base.MULTISTEP_GRIDS` grid, a last step to ``t_min``)."""
+    p = processes()[pname]
+    return ("deis before (time basis, " + MULTISTEP_GRIDS[type(p).__name__] + ", step)", p,
+            with_options("deis", nfe, basis="time", final="step",
+                         schedule=MULTISTEP_GRIDS[type(p).__name__]))
+
+
 def section_heldout(n: int, fitted: dict[str, list[float]], seeds: int = 3,
-                    nfe: int = 10, only: list[str] | None = None) -> list[dict]:
-    """Defaults, best fixed variants and family-fitted grids on held-out mixtures."""
+                    nfe: int = 10, only: list[str] | None = None,
+                    deis_only: bool = False) -> list[dict]:
+    """Defaults, the earlier DEIS default, best fixed variants and family-fitted grids on the
+    held-out mixtures (``deis_only``: DEIS with no options and as it was before, only)."""
     rows = []
     tgts = heldout_targets(n)
-    print(f"\n## held-out mixtures, {nfe} NFE, seeds 0..{seeds - 1}: spread ratio (mean of "
-          "seeds; paired: over the exact ODE solution from the same draws) / ED (mean of seeds); "
-          "ok = every seed within 2% and ED <= the floor's max")
-    for t in tgts:
-        print(f"{t.name}: floor ED mean {t.floor_mean:.4f}, max {t.floor_max:.4f}")
-    head = "| process | variant | " + " | ".join(t.name for t in tgts) + " |"
-    print(head + "\n" + "|---" * (2 + len(tgts)) + "|")
+    print_head(f"held-out mixtures, {nfe} NFE, seeds 0..{seeds - 1}", tgts)
     for pname, p0 in processes().items():
         if only and pname not in only:
             continue
-        variants: list[tuple[str, str, GaussianProcess, list[float] | None, str]] = [
-            (f"{s} (no options)", s, p0, None, "step")
-            for s in ("deis", "unipc", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "ddim",
-                      "ancestral")]
+        variants: list[Variant] = [(f"{s} (no options)", p0, no_options(s, nfe))
+                                   for s in ("deis", "unipc", "dpm_solver_pp_2m",
+                                             "dpm_solver_pp_3m", "ddim", "ancestral")]
+        variants.append(before_deis(pname, nfe))
+        if deis_only:
+            rows += score_variants(pname, p0, [variants[0], variants[-1]], tgts,
+                                   list(range(seeds)))
+            continue
         solver, gname, tm, last = BEST_FIXED[pname]
         pb = p0.with_t_min(tm)
-        variants.append((f"{solver} {gname} t_min={tm:g} {last}", solver, pb,
-                         named_grid(pb, gname, nfe), last))
+        ts = named_grid(pb, gname, nfe)
+        variants.append((f"{solver} {gname} t_min={tm:g} {last}", pb,
+                         lambda den, p, x_T, seed, solver=solver, ts=ts, last=last:
+                         sample_last(solver, SOLVER_OPTS[solver], p, den, x_T, ts, last)))
         if pname in fitted:
-            variants.append(("deis family-fitted", "deis", p0, fitted[pname], "step"))
-        refs: dict[tuple[str, int], Tensor] = {}
-        for vname, solver, p, ts, last in variants:
-            cells = []
-            for t in tgts:
-                den = IsoMixtureEps(t.mu, t.std, p)
-                sc, paired = [], []
-                for seed in range(seeds):
-                    x_T = p0.prior_sample(torch.zeros(t.n, t.dim), None,
-                                          torch.Generator().manual_seed(seed)).double()
-                    if (t.name, seed) not in refs:
-                        refs[t.name, seed] = sample_ode(IsoMixtureEps(t.mu, t.std, p0), p0,
-                                                        x_T.clone(), None, rtol=1e-6,
-                                                        atol=1e-6)
-                    if ts is None:
-                        x = get_sampler(solver)(den, p, x_T.clone(), nfe,
-                                                generator=torch.Generator().manual_seed(seed))
-                    else:
-                        x = sample_last(solver, SOLVER_OPTS[solver], p, den, x_T, ts, last)
-                    s = t.score(x.float())
-                    sc.append(s)
-                    paired.append(s["spread"] / spread(refs[t.name, seed], t.mu, t.std))
-                ok = all(t.ok(s) for s in sc)
-                row = {"process": pname, "variant": vname, "target": t.name,
-                       "spread": [s["spread"] for s in sc], "ed": [s["ed"] for s in sc],
-                       "spread_paired": paired, "floor_mean": t.floor_mean,
-                       "floor_max": t.floor_max, "ok": ok, "timesteps": ts}
-                rows.append(row)
-                m = sum(row["spread"]) / seeds
-                cells.append(f"{m:.3f} ({sum(paired) / seeds:.3f}) / "
-                             f"{sum(row['ed']) / seeds:.4f}" + (" **ok**" if ok else ""))
-            print(f"| {pname} | {vname} | " + " | ".join(cells) + " |", flush=True)
+            variants.append(("deis family-fitted", p0,
+                             lambda den, p, x_T, seed, ts=fitted[pname]:
+                             sample_last("deis", SOLVER_OPTS["deis"], p, den, x_T, ts, "step")))
+        rows += score_variants(pname, p0, variants, tgts, list(range(seeds)))
+    return rows
+
+
+def section_unseen(n: int, seeds: tuple[int, ...] = (3, 4, 5), nfe: int = 10,
+                   only: list[str] | None = None) -> list[dict]:
+    """DEIS with no options (and as it was before) on mixtures and seeds no default was
+    chosen on."""
+    rows = []
+    tgts = unseen_targets(n)
+    print_head(f"unseen mixtures, {nfe} NFE, seeds {', '.join(map(str, seeds))}", tgts)
+    for pname, p0 in processes().items():
+        if only and pname not in only:
+            continue
+        variants = [("deis (no options)", p0, no_options("deis", nfe)), before_deis(pname, nfe)]
+        rows += score_variants(pname, p0, variants, tgts, list(seeds))
+    return rows
+
+
+#: ``noisegrid``: the noise-level grids DEIS-3 (log-SNR basis, clean last step) was chosen
+#: from, on VP (every process whose ``sigma/alpha`` at ``T`` is above ``sigma_max``: VP, sub-VP,
+#: DDPM, EDM, the interpolant, by the basis's invariance) and VE (``sigma/alpha`` 50 at ``T``)
+NOISEGRID = {"vp": [(rho, 50.0, lo) for rho in (6.0, 7.0, 8.0)
+                    for lo in (0.005, 0.006, 0.007, 0.008, 0.01)],
+             "ve": [(rho, 50.0, lo) for rho in (6.0, 7.0, 8.0) for lo in (0.007, 0.01)]}
+
+
+#: ``noisegrid``'s grids for the data-prediction solvers (DPM-Solver++, UniPC)
+NOISEGRID_OTHERS = [(7.0, 50.0, 0.007), (7.0, None, None), (5.0, 50.0, 0.007),
+                    (10.0, 50.0, 0.02), (3.0, 50.0, 0.01)]
+
+
+def section_noisegrid(n: int, seeds: int = 3, nfe: int = 10) -> list[dict]:
+    """DEIS-3 (log-SNR basis, ``final="denoise"``) on :data:`NOISEGRID`'s noise-level grids, on
+    the held-out mixtures; then DPM-Solver++(2M)/(3M) and UniPC on :data:`NOISEGRID_OTHERS`
+    with both last steps (seed 0, the goal's two mixtures)."""
+    rows = []
+    tgts = heldout_targets(n)
+    print_head(f"noise-level grids for DEIS-3 (log-SNR basis, clean last step), {nfe} NFE, "
+               f"seeds 0..{seeds - 1}", tgts)
+    for pname, grids in NOISEGRID.items():
+        p0 = processes()[pname]
+        variants = [(f"rho {rho:g}, sigma_max {hi:g}, sigma_min {lo:g}", p0,
+                     with_options("deis", nfe, schedule=NoiseLevelGrid(rho, hi, lo),
+                                  final="denoise", basis="logsnr"))
+                    for rho, hi, lo in grids]
+        rows += score_variants(pname, p0, variants, tgts, list(range(seeds)))
+    print("\n## the data-prediction solvers on noise-level grids, seed 0, 2-D / 16-D K8: "
+          "spread ratio / ED (ok: within 2% and ED <= the floor's max)")
+    goal = [Target(2, n), Target(16, n)]
+    print("| process | solver | grid | last step | 2-D | 16-D |\n|---|---|---|---|---|---|")
+    for pname in ("vp", "ve"):
+        p = processes()[pname]
+        for name, opts in (("dpm_solver_pp_2m", {}), ("dpm_solver_pp_3m", {}),
+                           ("unipc", {"order": 3}), ("unipc", {"order": 2})):
+            for rho, hi, lo in NOISEGRID_OTHERS:
+                g = NoiseLevelGrid(rho, hi, lo)
+                for final in FINALS:
+                    cells, res = [], []
+                    for t in goal:
+                        x = get_sampler(name)(IsoMixtureEps(t.mu, t.std, p), p, (t.n, t.dim), nfe,
+                                              schedule=g, final=final,
+                                              generator=torch.Generator().manual_seed(0), **opts)
+                        sc = t.score(x)
+                        res.append({**sc, "ok": t.ok(sc)})
+                        cells.append(f"{sc['spread']:.3f} / {sc['ed']:.4f}"
+                                     + (" ok" if t.ok(sc) else ""))
+                    rows.append({"process": pname, "variant": label(name, opts), "grid": repr(g),
+                                 "final": final, "targets": ["2-D K8", "16-D K8"], "scores": res,
+                                 "seeds": [0]})
+                    print(f"| {pname} | {label(name, opts)} | {g!r} | {final} | "
+                          + " | ".join(cells) + " |", flush=True)
     return rows
 
 
@@ -533,7 +685,10 @@ def main() -> None:
     parser.add_argument("--grids", default=None, metavar="JSON",
                         help="heldout: the family-fitted grids (the JSON familyfit wrote)")
     parser.add_argument("--processes", default=None,
-                        help="heldout: only these processes (comma-separated, e.g. vp,ddpm)")
+                        help="heldout, unseen: only these processes (comma-separated, e.g. "
+                        "vp,ddpm)")
+    parser.add_argument("--deis-only", action="store_true",
+                        help="heldout: only DEIS with no options and DEIS as it was before")
     parser.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                         help="combine earlier runs' section files into --out (runs nothing)")
     args = parser.parse_args()
@@ -552,7 +707,7 @@ def main() -> None:
         torch.set_num_threads(2)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - {"nfe", "sweep", "defaults", "optimize", "familyfit",
-                               "heldout", "sweep2", "odefloor"}
+                               "heldout", "sweep2", "odefloor", "noisegrid", "unseen"}
     if unknown:
         parser.error(f"--sections: unknown {sorted(unknown)}")
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(),
@@ -561,6 +716,9 @@ def main() -> None:
                                   get_sampler(name)).parameters.items()
                                   if k in ("schedule", "order", "variant")}
                                   for name in DEFAULT_SAMPLERS}}
+    only = args.processes.split(",") if args.processes else None
+    result["command"] = "python benchmarks/core_samplers.py " + " ".join(sys.argv[1:])
+    result["load_average_start"] = os.getloadavg()
     t0 = time.perf_counter()
     targets = {d: Target(d, args.n) for d in (2, 16)} if {"sweep", "defaults", "sweep2"} & set(
         sections) else {}
@@ -585,11 +743,16 @@ def main() -> None:
         if args.grids:
             fitted = {r["process"]: r["timesteps"] for r in
                       json.loads(Path(args.grids).read_text())["familyfit"]}
-        only = args.processes.split(",") if args.processes else None
-        result["heldout"] = section_heldout(args.n, fitted, only=only)
+        result["heldout"] = section_heldout(args.n, fitted, only=only,
+                                            deis_only=args.deis_only)
     if "odefloor" in sections:
         result["odefloor"] = section_odefloor(args.n)
+    if "noisegrid" in sections:
+        result["noisegrid"] = section_noisegrid(args.n)
+    if "unseen" in sections:
+        result["unseen"] = section_unseen(args.n, only=only)
     result["seconds"] = time.perf_counter() - t0
+    result["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2))
