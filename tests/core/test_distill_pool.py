@@ -162,3 +162,46 @@ def test_a_pooled_run_resumed_inside_round_one_equals_the_uninterrupted_one(teac
     assert a["global_step"] == b["global_step"] == 8
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert a["domaindiff"]["distilled"]["pool"] == 40
+
+
+def test_the_cli_pooled_run_resumes_exactly_inside_round_one(teacher, tmp_path):
+    """`domaindiff distill --method reflow-stochastic --coupling-pool 96
+    --straighten-iterations 2`: batches of 64 fill the pool in two steps (64 + 32 kept); a run
+    stopped at step 3 (round 1, drawing from the pool) and resumed equals the uninterrupted one
+    bitwise, and the student records the pool."""
+    from tests.catalogue import run_cli
+    from tests.core.test_distill_cli import DATA
+
+    def distill(root: Path, *extra: str) -> None:
+        root.mkdir(exist_ok=True)
+        res = run_cli(["distill", "--ckpt", str(teacher), "--method", "reflow-stochastic",
+                       "--teacher-sampler", "ancestral", "--student-steps", "2",
+                       "--teacher-steps", "4", "--iterations", "4", "--coupling-pool", "96",
+                       "--straighten-iterations", "2", "--lr", "1e-3", *DATA,
+                       f"--trainer.default_root_dir={root}", "--out",
+                       str(root / "student.ckpt"), *extra], cwd=root)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    full, run = tmp_path / "full", tmp_path / "run"
+    distill(full)
+    distill(run, "--trainer.max_steps=3")
+    last = run / "checkpoints" / "last.ckpt"
+    pool = torch.load(last, weights_only=True)["distillation"]["method_state"]["pool"]
+    assert pool["x0"]["x"].shape[0] == 96
+    distill(run, "--ckpt_path", str(last))
+    a = torch.load(full / "student.ckpt", weights_only=True)
+    b = torch.load(run / "student.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    meta = a["domaindiff"]["distilled"]
+    assert meta["pool"] == 96 and meta["flow_iterations"] == 4
+    assert meta["straighten_iterations"] == 2
+
+
+@pytest.mark.parametrize("arg", ["coupling_pool", "straighten_iterations"])
+def test_the_pool_options_apply_to_reflow_stochastic_only(arg):
+    from domaindiff.distill.reflow import make_method
+
+    msg = raised(ValueError, lambda: make_method("progressive", {"x": make_process("vp")}, 1,
+                                                 **{arg: 8}))
+    assert msg == f"{arg} applies to reflow-stochastic only, not to method 'progressive'", msg

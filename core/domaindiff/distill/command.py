@@ -9,6 +9,8 @@ The short flags are the :class:`~domaindiff.distill.lightning.Distillation` mode
 ``--model.student_steps``, ``--teacher-steps``, ``--iterations``, ``--lr``, ``--teacher-sampler``,
 ``--teacher-options`` (a mapping), ``--teacher-guidance`` (a mapping: reflow-stochastic on the
 teacher's guided sampler), ``--student-class`` (a conditional student of a guided coupling),
+``--coupling-pool`` (reflow-stochastic: round 1's couplings drawn once and reused),
+``--straighten-iterations`` (reflow-stochastic: round 2's length),
 ``--schedule``, ``--student-parametrization``, ``--out`` ``--model.student_out``, ``--seed``,
 ``--trust-checkpoint``); every other argument is LightningCLI's, as for ``domaindiff fit``: the
 data (``--data``, e.g. the teacher's training config via ``--config``: its ``model:`` section is
@@ -31,7 +33,8 @@ FLAGS = {"--ckpt": "teacher_ckpt", "--method": "method", "--student-steps": "stu
          "--teacher-sampler": "teacher_sampler", "--schedule": "schedule",
          "--student-parametrization": "student_parametrization", "--out": "student_out",
          "--seed": "seed", "--teacher-options": "teacher_options",
-         "--teacher-guidance": "teacher_guidance", "--student-class": "student_class"}
+         "--teacher-guidance": "teacher_guidance", "--student-class": "student_class",
+         "--coupling-pool": "coupling_pool", "--straighten-iterations": "straighten_iterations"}
 SWITCHES = {"--trust-checkpoint": "trust_checkpoint"}
 
 

@@ -232,6 +232,11 @@ class Distillation(L.LightningModule):
         student_class: the student's class when it is not the teacher's (a short name such as
             ``TSDiffCond`` or a class path, allow-listed), built with the teacher's
             hyper-parameters and initialised from its weights (see :func:`build_student`).
+        coupling_pool: reflow-stochastic only: round 1 trains on this many couplings, drawn once
+            (the teacher's sampler runs ``ceil(pool / batch)`` times) and reused; stored in
+            ``last.ckpt`` (see :mod:`domaindiff.distill.pool`). Default: fresh every step.
+        straighten_iterations: reflow-stochastic only: round 2's optimizer steps (default
+            ``iterations``, which is then round 1's alone).
         schedule: the time-grid schedule (default: the process's own).
         student_parametrization: what the student predicts, if not the teacher's (e.g. ``v`` or
             ``x0``: an ``eps`` prediction is ill-conditioned in one step from pure noise).
@@ -249,7 +254,8 @@ class Distillation(L.LightningModule):
                  trust_checkpoint: bool = False,
                  teacher_options: dict[str, Any] | None = None,
                  teacher_guidance: dict[str, Any] | None = None,
-                 student_class: str | None = None) -> None:
+                 student_class: str | None = None, coupling_pool: int | None = None,
+                 straighten_iterations: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         from domaindiff.distill import METHODS
@@ -261,7 +267,7 @@ class Distillation(L.LightningModule):
             guide = _guidance_factory(teacher, teacher_guidance, method)
             self.method = make_method(method, teacher.processes, student_steps, teacher_steps,
                                       iterations, schedule, teacher_sampler, teacher_options,
-                                      guide)
+                                      guide, coupling_pool, straighten_iterations)
             walk = getattr(teacher, "distill_walk", None)
             if callable(walk):  # components its sampler walks (domaindiff.distill.walk)
                 from domaindiff.distill.walk import with_walk

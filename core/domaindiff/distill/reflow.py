@@ -96,13 +96,17 @@ def make_method(name: str, procs: Mapping[str, object], student_steps: int,
                 teacher_steps: int | None = None, iterations: int = 1000,
                 schedule: str | None = None, teacher_sampler: str | None = None,
                 teacher_options: Mapping[str, Any] | None = None,
-                teacher_guidance: Callable[..., Any] | None = None) -> Method:
+                teacher_guidance: Callable[..., Any] | None = None,
+                coupling_pool: int | None = None,
+                straighten_iterations: int | None = None) -> Method:
     """The method called ``name`` (one of :data:`domaindiff.distill.METHODS`).
 
     ``teacher_sampler`` applies to ``reflow`` (deterministic samplers) and ``reflow-stochastic``
     (any sampler, default ``ancestral``); ``teacher_options`` (the teacher sampler's keyword
     options) and ``teacher_guidance`` (a guided coupling's guidance factory, see
-    :mod:`domaindiff.distill.stochastic`) to ``reflow-stochastic`` only.
+    :mod:`domaindiff.distill.stochastic`) to ``reflow-stochastic`` only, and so do
+    ``coupling_pool`` (round 1's couplings drawn once and reused, :mod:`domaindiff.distill.pool`)
+    and ``straighten_iterations`` (round 2's length).
 
     Raises:
         ValueError: an unknown name (listing the known ones) or bad settings.
@@ -115,7 +119,12 @@ def make_method(name: str, procs: Mapping[str, object], student_steps: int,
     if name == "reflow-stochastic":
         return StochasticReflow(procs, student_steps, teacher_steps, iterations, schedule,
                                 teacher_sampler or "ancestral", teacher_options,
-                                teacher_guidance=teacher_guidance)
+                                teacher_guidance=teacher_guidance, pool=coupling_pool,
+                                straighten_iterations=straighten_iterations)
+    for arg, value in (("coupling_pool", coupling_pool),
+                       ("straighten_iterations", straighten_iterations)):
+        if value is not None:
+            raise ValueError(f"{arg} applies to reflow-stochastic only, not to method {name!r}")
     if teacher_guidance is not None:
         raise ValueError(f"teacher_guidance (a guided coupling) applies to reflow-stochastic "
                          f"only, not to method {name!r}")
