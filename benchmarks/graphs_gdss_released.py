@@ -81,7 +81,7 @@ def sample_s4x(denoiser, process, shape_or_x_T, steps: int, *, guidance=None, ca
                eps=None, schedule=None, denoise_final=True, snr_early=None,
                t_switch: float | None = None, ramp: bool = False, extra: int = 0,
                t_extra: float = 0.0, extra_snr=None, temp_adj: float = 1.0,
-               temp_x: float = 1.0):
+               temp_x: float = 1.0, temp_in: str = "both"):
     """S4 variants for the ENZYMES search (``--configs s4x:K:...``; benchmark only).
 
     With the defaults it is :func:`~domaindiff_graphs.solvers.sample_s4` draw for draw. Knobs:
@@ -91,8 +91,12 @@ def sample_s4x(denoiser, process, shape_or_x_T, steps: int, *, guidance=None, ca
     step that starts at ``t <= t_extra``, with the time points cut so that the total stays
     ``steps`` NFE; ``temp_adj`` / ``temp_x`` multiply that component's score in the corrector
     and the predictor (a temperature: the corrector then targets ``p^(temp / scale_eps^2)``
-    with a step ``temp^2`` times smaller for the same snr).
+    with a step ``temp^2`` times smaller for the same snr); ``temp_in`` says where the
+    temperature acts: ``both`` (default), ``predictor`` or ``corrector`` (the other one then
+    uses the network's score as it is).
     """
+    if temp_in not in ("both", "predictor", "corrector"):
+        raise ValueError(f"temp_in must be 'both', 'predictor' or 'corrector', got {temp_in!r}")
     st = setup(_ending_at(process, eps), shape_or_x_T, generator, prior)
     snr_l = per_key(snr, st.procs, "snr")
     snr_e = per_key(snr if snr_early is None else snr_early, st.procs, "snr_early")
@@ -114,23 +118,26 @@ def sample_s4x(denoiser, process, shape_or_x_T, steps: int, *, guidance=None, ca
             return {k: w * snr_e[k] + (1 - w) * snr_l[k] for k in snr_l}
         return snr_e if t_switch is not None and t > t_switch else snr_l
 
-    def tempered(state, t):
-        s, x0 = model.score(state, t)
-        return {k: v * temps.get(k, 1.0) for k, v in s.items()}, x0
+    def tempered(s):
+        return {k: v * temps.get(k, 1.0) for k, v in s.items()}
 
+    in_corr, in_pred = temp_in in ("both", "corrector"), temp_in in ("both", "predictor")
     for i in steps_iter(n, progress, "s4x"):
         t, t_next = ts[i], ts[i + 1]
         dt = t - t_next
-        score, x0 = tempered(x, t)
+        raw, x0 = model.score(x, t)
+        score = tempered(raw)
         times = (model.time(t, x), model.time(t - 0.5 * dt, x), model.time(t_next, x))
         last = i == n - 1
         z_corr, z1, z2 = (noise_like(x, st.procs, generator) for _ in range(3))
-        xc = _langevin(st.procs, x, score, z_corr, times[0], snr_at(t), scales, dt)
-        x = _split_prediction(st.procs, xc, score, z1, z2, times, dt,
+        xc = _langevin(st.procs, x, score if in_corr else raw, z_corr, times[0], snr_at(t),
+                       scales, dt)
+        x = _split_prediction(st.procs, xc, score if in_pred else raw, z1, z2, times, dt,
                               noise_last=not (last and denoise_final))
         if extra and t <= t_extra and not last:
             for _ in range(extra):
-                s2, _ = tempered(x, t_next)
+                s2, _ = model.score(x, t_next)
+                s2 = tempered(s2) if in_corr else s2
                 x = _langevin(st.procs, x, s2, noise_like(x, st.procs, generator), times[2],
                               esnr, scales, dt)
         x = model.after_step(x, t, t_next, generator, final=last)
