@@ -74,7 +74,8 @@ def stochastic_reflow(data_args: list[str], teacher: Path, work: Path, student_s
                       teacher_options: dict | None = None, flow_steps: int = 16,
                       snapshots: int = 1, extra_args: list[str] | None = None,
                       pool: int | None = None, straighten_iterations: int | None = None,
-                      flow_at: list[int] | None = None, progress_every: int = 0) -> dict:
+                      flow_at: list[int] | None = None, progress_every: int = 0,
+                      ckpt_path: str | None = None) -> dict:
     """``domaindiff distill --method reflow-stochastic``: the flow round, then the straightening.
 
     The command line builds the run; the method is rebuilt with ``teacher_options`` (the
@@ -84,7 +85,8 @@ def stochastic_reflow(data_args: list[str], teacher: Path, work: Path, student_s
     (``flow@STEP``: the 1-rectified flow, sampled with ``flow_steps`` steps) and ``snapshots``
     times within the straightening round (``reflow-stochastic@STEP``, the last at its end);
     ``flow_at`` adds flow snapshots at those round-1 steps. ``progress_every``: print the step
-    and the CPU seconds so far every that many steps (0: never).
+    and the CPU seconds so far every that many steps (0: never). ``ckpt_path``: resume the fit
+    from that ``last.ckpt``.
 
     Returns:
         ``{"students": {label: (steps, path, optimizer steps)}, "cpu_seconds", "argv",
@@ -134,7 +136,7 @@ def stochastic_reflow(data_args: list[str], teacher: Path, work: Path, student_s
                                         teacher_options=teacher_options, flow_steps=flow_steps,
                                         pool=pool, straighten_iterations=straighten_iterations)
     cli.trainer.callbacks.append(Snapshot())
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return {"students": written, "cpu_seconds": time.thread_time() - t0, "argv": argv,
             "optimizer_steps": int(cli.trainer.global_step),
             "method": cli.model.method.describe()}

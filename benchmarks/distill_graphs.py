@@ -33,7 +33,9 @@ first grid time is ``T``, where it was trained to land on the coupling's ``x0``)
 ``benchmarks/results/distill_graphs_stochastic_cpu.json`` unless ``--out`` says otherwise.
 ``--pool N`` trains the flow round on ``N`` S4 couplings drawn once and reused
 (:mod:`domaindiff.distill.pool`: S4 runs ``N / batch`` times however long the round is);
-``--straighten-iterations`` sets the straightening round's length apart from ``--iterations``.
+``--straighten-iterations`` sets the straightening round's length apart from ``--iterations``;
+``--resume LAST_CKPT`` continues such a run (e.g. a longer straightening round: resumed runs
+repeat uninterrupted ones, so this is the longer run's student).
 
 Results are written after every row (``--out``, default
 ``benchmarks/results/distill_graphs_cpu.json``); a rerun keeps rows already measured.
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                     "--iterations)")
     ap.add_argument("--flow-at", type=int, nargs="*", default=None,
                     help="reflow-stochastic: also snapshot the flow at these round-1 steps")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="reflow-stochastic: continue the distillation from this last.ckpt (the "
+                    "same settings, e.g. a longer --straighten-iterations)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--only", choices=["teacher", "students", "all"], default="all")
     ap.add_argument("--out", type=Path, default=None)
@@ -170,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 data, teacher_path, args.work, args.final_steps, args.iterations, args.lr, "s4",
                 args.teacher_nfe, s4, args.flow_steps, args.snapshots, pool=args.pool,
                 straighten_iterations=args.straighten_iterations, flow_at=args.flow_at,
-                progress_every=100)
+                progress_every=100,
+                ckpt_path=str(args.resume) if args.resume else None)
+            result["distill"]["resumed_from"] = str(args.resume) if args.resume else None
             result["distill"]["iterations_per_round"] = args.iterations
             result["distill"]["pool"] = args.pool
             result["distill"]["straighten_iterations"] = args.straighten_iterations
