@@ -592,9 +592,10 @@ def section_unseen(n: int, seeds: tuple[int, ...] = (3, 4, 5), nfe: int = 10,
 
 #: ``noisegrid``: the noise-level grids DEIS-3 (log-SNR basis, clean last step) was chosen
 #: from, on VP (every process whose ``sigma/alpha`` at ``T`` is above ``sigma_max``: VP, sub-VP,
-#: DDPM, EDM, the interpolant, by the basis's invariance) and VE (``sigma/alpha`` 50 at ``T``)
-NOISEGRID = {"vp": [(rho, 50.0, lo) for rho in (6.0, 7.0, 8.0)
-                    for lo in (0.005, 0.006, 0.007, 0.008, 0.01)],
+#: DDPM, EDM, the interpolant, by the basis's invariance) and VE (``sigma/alpha`` 50 at ``T``);
+#: ``(rho, sigma_max, sigma_min)``, ``None``: the process's own end (VP: 152 and 0.001)
+NOISEGRID = {"vp": [(7.0, None, None), (7.0, None, 0.007)] + [
+    (rho, 50.0, lo) for rho in (6.0, 7.0, 8.0) for lo in (0.005, 0.006, 0.007, 0.008, 0.01)],
              "ve": [(rho, 50.0, lo) for rho in (6.0, 7.0, 8.0) for lo in (0.007, 0.01)]}
 
 
@@ -613,7 +614,7 @@ def section_noisegrid(n: int, seeds: int = 3, nfe: int = 10) -> list[dict]:
                f"seeds 0..{seeds - 1}", tgts)
     for pname, grids in NOISEGRID.items():
         p0 = processes()[pname]
-        variants = [(f"rho {rho:g}, sigma_max {hi:g}, sigma_min {lo:g}", p0,
+        variants = [(f"rho {rho:g}, sigma_max {hi}, sigma_min {lo}", p0,
                      with_options("deis", nfe, schedule=NoiseLevelGrid(rho, hi, lo),
                                   final="denoise", basis="logsnr"))
                     for rho, hi, lo in grids]
