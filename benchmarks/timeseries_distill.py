@@ -250,10 +250,11 @@ def main() -> None:
                 continue
             more: list[str] = []
             if args.flow_row:  # round 1 alone, then the same run resumed from its last.ckpt
+                # (the same --out: a resumed LightningCLI run takes the checkpoint's own)
                 flow, sec1 = distill(teacher, args.method, n, args.iterations, args.seed,
                                      folder, args.parametrization or None,
-                                     extra + [f"--trainer.max_steps={args.iterations}"],
-                                     name="flow.ckpt")
+                                     extra + [f"--trainer.max_steps={args.iterations}"])
+                flow = str(Path(flow).replace(folder / "flow.ckpt"))
                 flows[n] = flow
                 res["students"][f"{kind}/{n}/flow"] = {"ckpt": flow, "seconds": sec1}
                 last = sorted(folder.glob("**/last.ckpt"), key=lambda q: q.stat().st_mtime)
