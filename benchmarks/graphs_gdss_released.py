@@ -227,7 +227,9 @@ def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
 
     Names: ``ref``; ``pc<K>``; ``s4fast<K>``; ``s4rule<K>`` (:func:`fast_s4_rule`, the documented
     rule); ``s4_<K>``; ``ddim<K>`` / ``dpm<K>`` / ``dpmpp<K>``; ``SAMPLER:K:key=v,key=v``
-    (any sampler and options). A ``@mm`` suffix starts from the moment-matched prior.
+    (any sampler and options); ``train`` (no sampling: as many random training graphs per seed,
+    the data's own floor for that many graphs). A ``@mm`` suffix starts from the moment-matched
+    prior.
     """
     hp = model.hparams
     ref_opts = dict(hp["sampler_options"])
@@ -252,6 +254,8 @@ def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
                 else:
                     opts[key] = _value(val)
             out.append((full, sampler, int(nfe), opts | extra))
+        elif name == "train":
+            out.append((full, "train", 0, {}))
         elif name == "ref":
             out.append((full, hp["sampler"], int(hp["sampling_steps"]), ref_opts | extra))
         elif head == "pc":
@@ -281,18 +285,24 @@ def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
     return out
 
 
-def run_config(model, test, sampler, nfe, opts, seeds, n, batch) -> dict:
+def run_config(model, test, sampler, nfe, opts, seeds, n, batch, train=None) -> dict:
     """Sample ``n`` graphs per seed and compute the MMDs against ``test``.
 
     The ``n`` sizes are drawn first (from the training sizes), sorted and cut into batches, so
-    each batch is padded only to its own largest graph (the model trims the padding).
+    each batch is padded only to its own largest graph (the model trims the padding). Sampler
+    ``"train"`` samples nothing: ``n`` training graphs drawn without replacement per seed.
     """
+    if sampler == "train" and not train:
+        raise ValueError("config 'train' needs the training graphs (train=...)")
     per_seed, secs = [], []
     for seed in seeds:
         gen = torch.Generator().manual_seed(seed)
         graphs, t0 = [], time.perf_counter()
+        if sampler == "train":
+            pick = torch.randperm(len(train), generator=gen)[:n].tolist()
+            graphs = [train[i] for i in pick]
         sizes = model.sample_template(n, generator=gen)["mask"].sum(-1).long().sort().values
-        for start in range(0, n, batch):
+        for start in range(0, n if sampler != "train" else 0, batch):
             tmpl = model.template_for_sizes(sizes[start:start + batch])
             samples = model.sample(template=tmpl, sampler=sampler, steps=nfe, generator=gen,
                                    **opts)
@@ -322,13 +332,15 @@ def summarize(row: dict) -> dict:
 
 
 def mark_within(entry: dict) -> None:
-    """Mark rows within the reference configuration's spread; the fewest NFE among them."""
+    """Mark rows within the reference configuration's spread; the fewest NFE among them
+    (sampled rows only: a ``train`` row is marked but never the fewest)."""
     ref = next((r for r in entry["rows"] if r["config"] == "ref"), None)
     if ref is None:
         return
     for r in entry["rows"]:
         r["within_ref_spread"] = within(r, ref)
-    best = min((r for r in entry["rows"] if r["within_ref_spread"]), key=lambda r: r["nfe"])
+    best = min((r for r in entry["rows"] if r["within_ref_spread"] and r["sampler"] != "train"),
+               key=lambda r: r["nfe"])
     entry["fewest_nfe_within_ref"] = {"config": best["config"], "nfe": best["nfe"],
                                       "reduction": ref["nfe"] / best["nfe"]}
 
@@ -456,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label}: {sampler} {nfe} NFE {opts}", flush=True)
             row = run_config(model, test, sampler, nfe, opts,
                              range(args.first_seed, args.first_seed + args.seeds), n,
-                             args.batch)
+                             args.batch, train=train)
             row["config"] = label
             entry["rows"].append(row)
             atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
