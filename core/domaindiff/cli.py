@@ -46,7 +46,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -560,10 +560,74 @@ def resolve_config_args(argv: Sequence[str]) -> list[str]:
     return _replace_config_args(argv, ("--config", "-c"), resolve)
 
 
-def checked_cli_class() -> type[LightningCLI]:
+def _model_items(cfg: Any) -> dict[str, Any]:
+    """The model section of a parsed (sub)config as flat ``{dotted key: value}`` ({} if none)."""
+    model = cfg.get("model") if cfg is not None else None
+    if model is None:
+        return {}
+    if not hasattr(model, "items"):  # a bare class name
+        return {"class_path": model}
+    return dict(model.items())
+
+
+def _given_name(key: str, argv: Sequence[str],
+                short_flags: Mapping[str, str]) -> tuple[str, str]:
+    """How the user gave model argument ``key`` (``init_args.lr``): ``(name, where)``."""
+    arg = key.removeprefix("init_args.")
+    flags = [f"--model.{key}", f"--model.{arg}"] if key != "class_path" else ["--model"]
+    typed = [a.partition("=")[0] for a in argv if a.partition("=")[0] in flags]
+    if typed:
+        return short_flags.get(arg, typed[-1]), ""
+    if any(a.partition("=")[0] in ("--model", "--model.init_args") for a in argv):
+        return f"model.{key}", " (from --model)"
+    return f"model.{key}", " (from --config)"
+
+
+def changed_resume_arguments(given: Any, before: Any, after: Any, ckpt_path: str,
+                             argv: Sequence[str],
+                             short_flags: Mapping[str, str] | None = None) -> str | None:
+    """Why a resume would silently drop model arguments the user gave, or None if it would not.
+
+    LightningCLI replaces the model's config by the checkpoint's ``hyper_parameters`` when
+    ``--ckpt_path`` is a file. An argument the user gave (on the command line or in a
+    ``--config``: it is in ``given``) whose value differs from the checkpoint's is refused;
+    defaults, and given values equal to the checkpoint's, resume as before.
+
+    Args:
+        given: the subcommand's config parsed without defaults.
+        before: the subcommand's config as parsed (defaults included).
+        after: the same once the checkpoint's hyper-parameters replaced the model's.
+        ckpt_path: the checkpoint, for the message.
+        argv: the LightningCLI arguments, to name each flag as given.
+        short_flags: model argument -> the flag to name it by (``domaindiff distill``'s).
+
+    Returns:
+        One line naming each changed argument, its value and the checkpoint's.
+    """
+    given_keys = _model_items(given)
+    old, new = _model_items(before), _model_items(after)
+    changed = []
+    for key in given_keys:
+        if key in new and old.get(key) != new[key]:
+            name, where = _given_name(key, argv, short_flags or {})
+            changed.append(f"{name}={old.get(key)!r}{where}: the checkpoint {ckpt_path} was started "
+                           f"with {new[key]!r}")
+    if not changed:
+        return None
+    return ("; ".join(changed) + "; a run from --ckpt_path keeps the model arguments the "
+            "checkpoint was started with (drop the argument, give the checkpoint's value, or "
+            "start a new run without --ckpt_path)")
+
+
+def checked_cli_class(short_flags: Mapping[str, str] | None = None) -> type[LightningCLI]:
     """LightningCLI that vets ``--ckpt_path`` before Lightning reads its hyper-parameters.
 
     Both ``domaindiff fit|validate|test|predict`` and ``domaindiff distill`` build theirs from it.
+    A resume whose explicitly given model arguments differ from the checkpoint's is refused
+    (:func:`changed_resume_arguments`) before anything is built or written.
+
+    Args:
+        short_flags: model argument -> the flag the error names it by (``domaindiff distill``).
     """
     from lightning.pytorch.cli import LightningCLI
 
@@ -572,12 +636,30 @@ def checked_cli_class() -> type[LightningCLI]:
     class DomainDiffCLI(LightningCLI):
         """LightningCLI that vets ``--ckpt_path`` before Lightning reads its hyper-parameters."""
 
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            self._domaindiff_args = args
+            super().parse_arguments(parser, args)
+
         def _parse_ckpt_path(self) -> None:
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if ckpt_path:
-                check_resume_checkpoint(ckpt_path)
+            if not ckpt_path:
+                super()._parse_ckpt_path()
+                return
+            check_resume_checkpoint(ckpt_path)
+            before = self.config.clone()
             super()._parse_ckpt_path()
+            args = getattr(self, "_domaindiff_args", None)
+            if isinstance(args, Mapping):  # a config object, not a command line
+                argv: list[str] = []
+                given = self.parser.parse_object(args, defaults=False)
+            else:
+                argv = list(sys.argv[1:] if args is None else args)
+                given = self.parser.parse_args(argv, defaults=False)
+            why = changed_resume_arguments(given.get(sub), before[sub], self.config[sub],
+                                           str(ckpt_path), argv, short_flags)
+            if why:
+                raise ValueError(why)
 
     return DomainDiffCLI
 

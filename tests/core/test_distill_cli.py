@@ -18,13 +18,16 @@ DATA = ["--data", "GaussianMixtureData", "--data.num_train=256", "--data.num_val
         "--trainer.enable_model_summary=false", "--trainer.logger=false"]
 
 
+def _distill_args(teacher: Path, root: Path, *extra: str) -> list[str]:
+    return ["distill", "--ckpt", str(teacher), "--method", "progressive",
+            "--student-steps", "1", "--teacher-steps", "4", "--iterations", "3",
+            "--student-parametrization", "v", *DATA,
+            f"--trainer.default_root_dir={root}", "--out", str(root / "student.ckpt"), *extra]
+
+
 def _distill(teacher: Path, root: Path, *extra: str) -> None:
     root.mkdir(exist_ok=True)
-    res = run_cli(["distill", "--ckpt", str(teacher), "--method", "progressive",
-                   "--student-steps", "1", "--teacher-steps", "4", "--iterations", "3",
-                   "--student-parametrization", "v", *DATA,
-                   f"--trainer.default_root_dir={root}", "--out", str(root / "student.ckpt"),
-                   *extra], cwd=root)
+    res = run_cli(_distill_args(teacher, root, *extra), cwd=root)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
@@ -34,6 +37,17 @@ def test_distill_resumes_exactly_and_the_student_samples_and_evaluates(teacher, 
     _distill(teacher, run, "--trainer.max_steps=4")  # interrupted inside the second round
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 4
+    # a resume given other model arguments than the checkpoint's is refused, naming each flag
+    # (LightningCLI would silently take the checkpoint's), before anything is written
+    saved = last.read_bytes()
+    other = tmp_path / "other.ckpt"
+    msg = cli_message(_distill_args(teacher, run, "--iterations", "5", "--out", str(other),
+                                    "--ckpt_path", str(last)), cwd=run)
+    assert f"--iterations=5: the checkpoint {last} was started with 3" in msg, msg
+    assert f"--out={str(other)!r}: the checkpoint {last} was started with " \
+        f"{str(run / 'student.ckpt')!r}" in msg, msg
+    assert len(msg.strip().splitlines()) == 1, msg
+    assert last.read_bytes() == saved and not other.exists()
     _distill(teacher, run, "--ckpt_path", str(last))  # resumed: runs to its 6 steps
     a = torch.load(full / "student.ckpt", weights_only=True)
     b = torch.load(run / "student.ckpt", weights_only=True)

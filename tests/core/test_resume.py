@@ -16,6 +16,7 @@ from domaindiff.cli import main
 from domaindiff.module import LastCheckpoint, load_checkpoint
 from domaindiff.resume import ResumableSampler
 from domaindiff.toy import GaussianMixtureData, ToyDiffusion
+from tests.catalogue import cli_message
 from tests.resume_helpers import assert_bitwise_equal, check_resume, fit
 
 
@@ -110,8 +111,26 @@ def test_readme_resume_line_repeats_the_uninterrupted_run(tmp_path):
     _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=3"], run)
     last = run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 3
-    _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=6",
-          "--ckpt_path", "lightning_logs/version_0/checkpoints/last.ckpt"], run)
+    # a changed model argument (on the command line or in the config) is refused by name
+    # before anything is written: LightningCLI would silently take the checkpoint's
+    saved = last.read_bytes()
+    resume = ["--ckpt_path", "lightning_logs/version_0/checkpoints/last.ckpt"]
+    msg = cli_message(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=6",
+                       "--model.init_args.lr=0.5", *resume], cwd=run)
+    assert "--model.init_args.lr=0.5: the checkpoint lightning_logs/version_0/checkpoints/" \
+        "last.ckpt was started with 0.002" in msg, msg
+    tree = yaml.safe_load(TOY_DEMO.read_text())
+    tree["model"]["init_args"]["ema_decay"] = 0.9
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(tree))
+    msg = cli_message(["fit", "--config", str(changed), *TINY, "--trainer.max_steps=6",
+                       *resume], cwd=run)
+    assert "model.init_args.ema_decay=0.9 (from --config): the checkpoint" in msg, msg
+    assert "was started with 0.995" in msg and len(msg.strip().splitlines()) == 1, msg
+    assert last.read_bytes() == saved
+    assert not (run / "lightning_logs" / "version_1").exists()
+    # the same arguments (the same config, defaults left out) resume
+    _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=6", *resume], run)
     a = torch.load(full / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt",
                    weights_only=True)
     b = torch.load(run / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt",

@@ -15,7 +15,9 @@ teacher's guided sampler), ``--student-class`` (a conditional student of a guide
 ``--trust-checkpoint``); every other argument is LightningCLI's, as for ``domaindiff fit``: the
 data (``--data``, e.g. the teacher's training config via ``--config``: its ``model:`` section is
 ignored), the trainer, and ``--ckpt_path`` to resume an interrupted distillation from its
-``last.ckpt`` (a :class:`~domaindiff.module.LastCheckpoint` is added to every run). When the fit
+``last.ckpt`` (a :class:`~domaindiff.module.LastCheckpoint` is added to every run; a resume keeps
+the arguments the run was started with: a flag given with another value than the checkpoint's is
+refused, naming it). When the fit
 ends, the student is written to ``--out`` (default ``<log dir>/student.ckpt``); sample it with
 ``domaindiff sample --ckpt student.ckpt`` (its sampler and steps are recorded in it).
 """
@@ -110,7 +112,9 @@ def distill_cli(argv: Sequence[str], run: bool = True):
     args = _strip_model_sections(translate(resolve_config_args(list(argv))))
     if not run:  # no subcommand then: LightningCLI parses fit's arguments alone
         args = args[1:]
-    cli_class = checked_cli_class()
+    names = {arg: flag for flag, arg in FLAGS.items()}
+    names.update({arg: flag for flag, arg in SWITCHES.items()})
+    cli_class = checked_cli_class(names)  # a changed flag on resume is refused by its name
     from domaindiff.data import DomainDataModule
     from domaindiff.distill.lightning import Distillation
 
