@@ -337,7 +337,8 @@ def plot_curves(rows: list[dict], path: Path, title: str, main: str = "") -> Non
     """
     plt = pyplot()
     series = curve_series(rows, main)
-    legend_rows = math.ceil(len(series) / 3)
+    ncol = 2 if max((len(se["label"]) for se in series), default=0) > 60 else 3
+    legend_rows = math.ceil(len(series) / ncol)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4 + 0.22 * legend_rows))
     panels = (("steps", "ade"), ("steps", "fde"), ("train_seconds", "ade"))
     colours = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
@@ -363,7 +364,7 @@ def plot_curves(rows: list[dict], path: Path, title: str, main: str = "") -> Non
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     bottom = (0.3 + 0.22 * legend_rows) / (4.4 + 0.22 * legend_rows)
-    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.legend(loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     save_figure(fig, path)
 
