@@ -79,6 +79,29 @@ def distill(teacher: Path, pkl: Path, work: Path, teacher_steps: int, iterations
                              final_steps)
 
 
+def community_small_teacher(gdss_dir: Path, work: Path) -> tuple:
+    """Threads, GDSS's raw checkpoint, its exact test / train split and the imported teacher.
+
+    Sets torch's threads from ``DOMAINDIFF_THREADS`` (default 1), imports GDSS's released
+    community-small weights into ``work/teacher.ckpt`` once and loads it.
+
+    Returns:
+        ``(threads, raw, test, train, teacher_path, teacher)``.
+    """
+    threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
+    torch.set_num_threads(threads)
+    work.mkdir(parents=True, exist_ok=True)
+    src = gdss_dir / "checkpoints" / "community_small" / "gdss_community_small.pth"
+    raw = read_gdss_checkpoint(src)
+    graphs = read_graph_pickle(gdss_dir / "data" / "community_small.pkl")
+    n_test = int(float(raw["model_config"]["data"]["test_split"]) * len(graphs))
+    test, train = graphs[:n_test], graphs[n_test:]
+    teacher_path = work / "teacher.ckpt"
+    if not teacher_path.exists():
+        import_gdss(src, teacher_path, train_graphs=train)
+    return threads, raw, test, train, teacher_path, load_checkpoint(teacher_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gdss-dir", type=Path, required=True)
@@ -118,19 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         name = "distill_graphs_stochastic_cpu.json" if stochastic else "distill_graphs_cpu.json"
         args.out = ROOT / "benchmarks" / "results" / name
-    threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
-    torch.set_num_threads(threads)
-    args.work.mkdir(parents=True, exist_ok=True)
-    src = args.gdss_dir / "checkpoints" / "community_small" / "gdss_community_small.pth"
+    threads, raw, test, train, teacher_path, teacher = community_small_teacher(args.gdss_dir,
+                                                                               args.work)
     pkl = args.gdss_dir / "data" / "community_small.pkl"
-    raw = read_gdss_checkpoint(src)
-    graphs = read_graph_pickle(pkl)
-    n_test = int(float(raw["model_config"]["data"]["test_split"]) * len(graphs))
-    test, train = graphs[:n_test], graphs[n_test:]
-    teacher_path = args.work / "teacher.ckpt"
-    if not teacher_path.exists():
-        import_gdss(src, teacher_path, train_graphs=train)
-    teacher = load_checkpoint(teacher_path)
     result = {"machine": f"{platform.machine()} CPU, {threads} torch thread(s), shared 2-core "
                          "host", "torch": torch.__version__,
               "dataset": "community_small (GDSS file, GDSS split, 20 test graphs)",

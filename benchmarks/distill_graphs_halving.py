@@ -34,13 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs"), str(ROOT / "benchmarks")]
 
-from distill_graphs import print_table  # noqa: E402
+from distill_graphs import community_small_teacher, print_table  # noqa: E402
 from graphs_deterministic_samplers import run  # noqa: E402
 
 from domaindiff.checkpoint import load_checkpoint  # noqa: E402
 from domaindiff.data import atomic_write_text  # noqa: E402
-from domaindiff_graphs.gdss_import import import_gdss, read_gdss_checkpoint  # noqa: E402
-from domaindiff_graphs.graphs import read_graph_pickle  # noqa: E402
 from domaindiff_graphs.solvers import fast_s4_options  # noqa: E402
 
 
@@ -131,19 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.final_steps}")
     if not args.flow.is_file():
         ap.error(f"--flow {args.flow}: no such checkpoint")
-    threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
-    torch.set_num_threads(threads)
-    args.work.mkdir(parents=True, exist_ok=True)
-    src = args.gdss_dir / "checkpoints" / "community_small" / "gdss_community_small.pth"
+    threads, raw, test, train, teacher_path, teacher = community_small_teacher(args.gdss_dir,
+                                                                               args.work)
     pkl = args.gdss_dir / "data" / "community_small.pkl"
-    raw = read_gdss_checkpoint(src)
-    graphs = read_graph_pickle(pkl)
-    n_test = int(float(raw["model_config"]["data"]["test_split"]) * len(graphs))
-    test, train = graphs[:n_test], graphs[n_test:]
-    teacher_path = args.work / "teacher.ckpt"
-    if not teacher_path.exists():
-        import_gdss(src, teacher_path, train_graphs=train)
-    teacher = load_checkpoint(teacher_path)
     result = {"machine": f"{platform.machine()} CPU, {threads} torch thread(s), shared 2-core "
                          "host", "torch": torch.__version__, "command": " ".join(sys.argv),
               "load_average_start": os.getloadavg(), "flow": str(args.flow),
