@@ -583,6 +583,26 @@ def _given_name(key: str, argv: Sequence[str],
     return f"model.{key}", " (from --config)"
 
 
+def _last_line(err: BaseException) -> str:
+    """The last line of an exception's message (its repr when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else repr(err)
+
+
+def _same_model_class(a: Any, b: Any) -> bool:
+    """Whether two class paths name one exported model; False when either names none.
+
+    ``domaindiff.toy.ToyDiffusion`` (a config's spelling) and ``domaindiff.toy.model.ToyDiffusion``
+    (the class recorded in a checkpoint) name the same class.
+    """
+    from domaindiff.checkpoint import CheckpointError, resolve_class
+
+    try:
+        return resolve_class(a) is resolve_class(b)
+    except CheckpointError:
+        return False
+
+
 def changed_resume_arguments(given: Any, before: Any, after: Any, ckpt_path: str,
                              argv: Sequence[str],
                              short_flags: Mapping[str, str] | None = None) -> str | None:
@@ -608,7 +628,8 @@ def changed_resume_arguments(given: Any, before: Any, after: Any, ckpt_path: str
     old, new = _model_items(before), _model_items(after)
     changed = []
     for key in given_keys:
-        if key in new and old.get(key) != new[key]:
+        if key in new and old.get(key) != new[key] and not (
+                key == "class_path" and _same_model_class(old.get(key), new[key])):
             name, where = _given_name(key, argv, short_flags or {})
             changed.append(f"{name}={old.get(key)!r}{where}: the checkpoint {ckpt_path} was started "
                            f"with {new[key]!r}")
@@ -648,7 +669,10 @@ def checked_cli_class(short_flags: Mapping[str, str] | None = None) -> type[Ligh
                 return
             check_resume_checkpoint(ckpt_path)
             before = self.config.clone()
-            super()._parse_ckpt_path()
+            if Path(ckpt_path).is_file():
+                self._apply_checkpoint_hparams(sub, str(ckpt_path))
+            else:  # "last", "best", "registry:...": Lightning resolves them later
+                super()._parse_ckpt_path()
             args = getattr(self, "_domaindiff_args", None)
             if isinstance(args, Mapping):  # a config object, not a command line
                 argv: list[str] = []
@@ -660,6 +684,38 @@ def checked_cli_class(short_flags: Mapping[str, str] | None = None) -> type[Ligh
                                            str(ckpt_path), argv, short_flags)
             if why:
                 raise ValueError(why)
+
+        def _apply_checkpoint_hparams(self, sub: str, ckpt_path: str) -> None:
+            """Lightning's ``_parse_ckpt_path``, for checkpoints written outside LightningCLI too.
+
+            LightningCLI names the model class in ``hyper_parameters["_class_path"]``; checkpoints
+            written by a plain ``Trainer`` (``domaindiff distill --out``, ``import-gdss``, a
+            user's script) do not, and Lightning then parses their hyper-parameters as options
+            of the base class (``Option 'dim' is not accepted``). The class recorded by every
+            DiffusionModule (``checkpoint["domaindiff"]["class_path"]``, vetted by
+            :func:`check_resume_checkpoint`) names it instead.
+            """
+            import torch
+
+            ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+            hparams = dict(ckpt.get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            if not hparams:
+                return
+            meta = ckpt.get("domaindiff")
+            class_path = meta.get("class_path") if isinstance(meta, Mapping) else None
+            if "_class_path" in hparams or class_path is None:
+                # LightningCLI's own checkpoints, and fixed-class models (the distiller)
+                try:
+                    super()._parse_ckpt_path()
+                except (SystemExit, Exception) as err:
+                    raise ValueError(f"checkpoint {ckpt_path}: its hyper_parameters do not fit "
+                                     f"the configured model and name no model class (no "
+                                     f"'_class_path', no 'domaindiff.class_path'): "
+                                     f"{_last_line(err)}") from err
+                return
+            tree = {sub: {"model": {"class_path": class_path, "dict_kwargs": hparams}}}
+            self.config = self.parser.parse_object(tree, self.config)
 
     return DomainDiffCLI
 

@@ -191,6 +191,12 @@ CATALOGUE: list[BadInput] = [
              lambda t: _fit(t, "--ckpt_path", str(_edited(
                  t, "evil.ckpt", lambda r: r["hyper_parameters"].update(_class_path="os.system")))),
              2),
+    BadInput("core-fit-ckpt-path-changed-argument",
+             "domaindiff fit --config tests/conf/toy_fit.yaml --ckpt_path toy.ckpt  "
+             "# toy.ckpt was trained with hidden=8, the config says 32",
+             r"^error: model\.init_args\.hidden=32 \(from --config\): the checkpoint "
+             r".*toy\.ckpt was started with 8; .*a run from --ckpt_path keeps the model arguments",
+             lambda t: _fit(t, "--ckpt_path", str(_toy_ckpt())), 2),
     BadInput("core-fit-ckpt-path-remote",
              "domaindiff fit --config tests/conf/toy_fit.yaml --ckpt_path https://host/x.ckpt",
              r"https://host/x\.ckpt: remote checkpoints are refused",

@@ -172,3 +172,42 @@ def test_fitted_checkpoint_falls_back_to_last_ckpt_when_no_validation_ran(tmp_pa
                         enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         fitted_checkpoint(no_ckpt)
+
+
+def test_a_checkpoint_written_outside_lightningcli_resumes_with_its_recorded_class(tmp_path):
+    """``domaindiff fit --ckpt_path`` on a plain ``Trainer``'s checkpoint (a distilled student,
+    an imported GDSS model, a user's script): no ``_class_path`` in its hyper-parameters, so the
+    class comes from the checkpoint's own ``domaindiff.class_path``; Lightning alone parsed its
+    arguments as the base class's and failed with ``Option 'dim' is not accepted``."""
+    model = ToyDiffusion(dim=2, hidden=16, depth=1, process="vp",
+                         process_kwargs={"beta_min": 0.1, "beta_max": 20.0}, lr=0.002,
+                         ema_decay=0.995, sampler="dpm_solver_pp_2m", sampling_steps=2,
+                         num_val_samples=8)
+    data = GaussianMixtureData(num_train=64, num_val=16, batch_size=16)
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    plain = tmp_path / "plain.ckpt"
+    trainer.save_checkpoint(plain)
+    raw = torch.load(plain, weights_only=True)
+    assert "_class_path" not in raw["hyper_parameters"]
+    assert raw["domaindiff"]["class_path"] == "domaindiff.toy.model.ToyDiffusion"
+    run = tmp_path / "run"
+    run.mkdir()
+    _cli(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=5",
+          "--ckpt_path", str(plain)], run)
+    last = run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == 5
+    assert resumed["hyper_parameters"]["hidden"] == 16
+    # a checkpoint that names no class at all is refused by name, nothing written
+    raw["hyper_parameters"]["hidden"] = 16
+    del raw["domaindiff"]
+    nameless = tmp_path / "nameless.ckpt"
+    torch.save(raw, nameless)
+    msg = cli_message(["fit", "--config", str(TOY_DEMO), *TINY, "--trainer.max_steps=5",
+                       "--ckpt_path", str(nameless)], cwd=run)
+    assert "nameless.ckpt: its hyper_parameters do not fit the configured model" in msg, msg
+    assert len(msg.strip().splitlines()) == 1, msg
+    assert not (run / "lightning_logs" / "version_1").exists()
