@@ -28,6 +28,9 @@ best many-step row.
 teacher's DDPM-100 instead of its ODE (:mod:`domaindiff.distill.stochastic`: a flow on the
 stochastic coupling, then straightened; ``--iterations`` per round); ``--score-steps 1`` also
 scores each student at 1 NFE (a straightened student's first grid time is ``T``).
+``--pool N`` trains round 1 on ``N`` couplings drawn once and reused (``distill --coupling-pool``:
+the teacher's sampler runs ``N / batch`` times however long round 1 is) and
+``--straighten-iterations`` sets round 2's length apart from ``--iterations`` (round 1's).
 
 ``--guided-coupling`` (TSDiff only) distils TSDiff-Q's *guided* sampler instead: the coupling pairs
 each prior draw with the teacher's quantile-self-guided forecast of the training window's own
@@ -122,6 +125,22 @@ def distill(teacher: str, method: str, steps: int, iterations: int, seed: int, o
     return str(student), time.perf_counter() - t0
 
 
+def distill_flags(args: argparse.Namespace) -> list[str]:
+    """The ``domaindiff distill`` flags the benchmark's options pass through (guidance aside)."""
+    extra = []
+    if args.teacher_sampler:
+        extra += ["--teacher-sampler", args.teacher_sampler]
+    if args.teacher_steps:
+        extra += ["--teacher-steps", str(args.teacher_steps)]
+    if args.batch_size:
+        extra.append(f"--data.init_args.batch_size={args.batch_size}")
+    if args.pool:
+        extra += ["--coupling-pool", str(args.pool)]
+    if args.straighten_iterations:
+        extra += ["--straighten-iterations", str(args.straighten_iterations)]
+    return extra
+
+
 def main() -> None:
     """Run the benchmark."""
     ap = argparse.ArgumentParser(description=__doc__,
@@ -141,6 +160,12 @@ def main() -> None:
     ap.add_argument("--teacher-sampler", default=None, help="reflow / reflow-stochastic")
     ap.add_argument("--teacher-steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None, help="distillation batch size")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="reflow-stochastic: train round 1 on this many couplings drawn once "
+                         "and reused (distill --coupling-pool)")
+    ap.add_argument("--straighten-iterations", type=int, default=None,
+                    help="reflow-stochastic: the straightening round's steps (default "
+                         "--iterations, which is then round 1's length)")
     ap.add_argument("--score-steps", default="",
                     help="also score every student at these NFE (e.g. 1)")
     ap.add_argument("--no-cond", action="store_true", help="skip TSDiff-Cond")
@@ -170,13 +195,7 @@ def main() -> None:
     work, out = Path(args.work), Path(args.out)
     steps_list = [int(s) for s in args.student_steps.split(",") if s]
     also = [int(s) for s in args.score_steps.split(",") if s]
-    extra = []
-    if args.teacher_sampler:
-        extra += ["--teacher-sampler", args.teacher_sampler]
-    if args.teacher_steps:
-        extra += ["--teacher-steps", str(args.teacher_steps)]
-    if args.batch_size:
-        extra.append(f"--data.init_args.batch_size={args.batch_size}")
+    extra = distill_flags(args)
     label = args.method
     if args.guided_coupling:
         if args.method != "reflow-stochastic" or args.cond_only:
