@@ -133,3 +133,30 @@ def test_an_unknown_sampler_in_the_eval_app_is_refused_before_any_work(tmp_path)
     with pytest.raises(ValueError, match=r"unknown sampler 'ddimm'.*ddim"):
         run(_cfg(ckpt=str(ckpt), sampler="ddimm", out_dir=str(tmp_path / "e")))
     assert not (tmp_path / "e").exists()
+
+
+def test_data_seed_fixes_the_synthetic_test_split_across_sampling_seeds(tmp_path, monkeypatch):
+    """``seed`` alone seeds the sampling and the generated split; ``data_seed`` fixes the split."""
+    ckpt = _ckpt(tmp_path / "m.ckpt", size=32)
+    seen: list[int] = []
+    real = evaluate.load_split
+
+    def spy(data, split, root, size, max_images, seed=0, **synthetic):
+        seen.append(seed)
+        return real(data, split, root, size, max_images, seed, **synthetic)
+
+    monkeypatch.setattr(evaluate, "load_split", spy)
+    common = dict(ckpt=str(ckpt), max_images=2, steps=1, num_samples=1, num_overlays=0)
+    masks = []
+    for k, (seed, data_seed) in enumerate([(0, None), (1, None), (1, 0)]):
+        out = tmp_path / f"e{k}"
+        run(_cfg(**common, seed=seed, data_seed=data_seed, out_dir=str(out)))
+        masks.append(real("synthetic", "test", None, 32, 2, seen[-1])[1])
+    assert seen == [0, 1, 0]
+    assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[1])
+    with pytest.raises(ValueError, match=r"data_seed=3: only the synthetic data"):
+        run(_cfg(ckpt=str(ckpt), data="camus", data_root=str(tmp_path), data_seed=3,
+                 out_dir=str(tmp_path / "c")))
+    with pytest.raises(ValueError, match=r"data_seed=-1: expected an integer >= 0 or null"):
+        run(_cfg(ckpt=str(ckpt), data_seed=-1, out_dir=str(tmp_path / "d")))
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()

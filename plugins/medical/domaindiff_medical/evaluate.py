@@ -187,6 +187,12 @@ def evaluate_arrays(model: Any, images: torch.Tensor, masks: torch.Tensor,
     return summary, per
 
 
+def _data_seed(cfg: Mapping[str, Any]) -> int:
+    """The synthetic test split's seed: ``data_seed``, or ``seed`` when it is null."""
+    value = cfg.get("data_seed")
+    return int(cfg.get("seed", 0) if value is None else value)
+
+
 def load_split(data: str, split: str, root: str | None, size: int | None, max_images: int,
                seed: int = 0, **synthetic: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                          str]:
@@ -246,7 +252,12 @@ class MedicalEval(EvalApp):
         from .model import BERNOULLI_SAMPLERS
         super().check(cfg)
         check_counts(cfg, positive=("max_images", "ensemble", "threads", "size"),
-                     nonnegative=("num_overlays",), optional=("threads", "size"))
+                     nonnegative=("num_overlays", "data_seed"),
+                     optional=("threads", "size", "data_seed"))
+        if cfg.get("data_seed") is not None and cfg.get("data") not in ("synthetic", "shifted"):
+            raise ValueError(f"data_seed={cfg.get('data_seed')!r}: only the synthetic data "
+                             f"(synthetic, shifted) are generated from a seed; data="
+                             f"{cfg.get('data')!r} is read from files")
         if cfg.get("data") not in DATA_NAMES:
             raise ValueError(f"data={cfg.get('data')!r}: expected one of {list(DATA_NAMES)}")
         bern = cfg.get("bernoulli")
@@ -282,7 +293,7 @@ class MedicalEval(EvalApp):
                  if cfg.get(k) is not None}
         images, masks, spacing, unit = load_split(
             str(cfg["data"]), str(cfg.get("split", "test")), cfg.get("data_root"), size,
-            int(cfg["max_images"]), int(cfg.get("seed", 0)), **synth)
+            int(cfg["max_images"]), _data_seed(cfg), **synth)
         override = _spacing_override(cfg.get("spacing"), len(images))
         if override is not None:
             spacing, unit = override, "mm"
