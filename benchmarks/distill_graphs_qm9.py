@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs"), str(ROOT / "benchmarks")]
 
 from distill_common import progressive_chain  # noqa: E402
+from qm9_split_cache import CachedQM9  # noqa: E402
 
 from domaindiff.checkpoint import load_checkpoint  # noqa: E402
 from domaindiff.data import atomic_write_text  # noqa: E402
@@ -79,22 +80,34 @@ class Reference:
     NSPDK: EDeN's ``vectorize(complexity=4, discrete=True)``, linear kernel, MMD
     ``mean Kxx + mean Kyy - 2 mean Kxy``; FCD: ``fcd_torch``'s ChemNet activations, Frechet
     distance of their Gaussians -- as :func:`~domaindiff_graphs.metrics.nspdk_mmd` and
-    :func:`~domaindiff_graphs.metrics.fcd`.
+    :func:`~domaindiff_graphs.metrics.fcd`. ``stats`` restores :meth:`stats` (the test side
+    as numbers: the test count, the sum of their NSPDK features, ``mean Kxx``, ChemNet's mean
+    and covariance) instead of computing it.
     """
 
-    def __init__(self, test_graphs: Sequence, test_smiles: Sequence[str]) -> None:
+    def __init__(self, test_graphs: Sequence = (), test_smiles: Sequence[str] = (),
+                 stats: dict | None = None) -> None:
         from eden.graph import vectorize
         from fcd_torch import FCD
 
         self.vectorize = lambda gs: vectorize(list(gs), complexity=4, discrete=True)
-        x = self.vectorize(test_graphs)
-        self.x = x
-        s = np.asarray(x.sum(axis=0)).ravel()  # mean of x x^T = |sum of rows|^2 / n^2
-        self.kxx = float(s @ s) / x.shape[0] ** 2
-        self.x_sum = s
         self.net = FCD(device="cpu", n_jobs=1)
+        if stats is not None:
+            self.n, self.kxx = int(stats["n"]), float(stats["kxx"])
+            self.x_sum, self.mu, self.cov = (np.asarray(stats[k]) for k in ("x_sum", "mu", "cov"))
+            return
+        x = self.vectorize(test_graphs)
+        s = np.asarray(x.sum(axis=0)).ravel()  # mean of x x^T = |sum of rows|^2 / n^2
+        self.n = x.shape[0]
+        self.kxx = float(s @ s) / self.n ** 2
+        self.x_sum = s
         act = self.net.get_predictions(list(test_smiles))
         self.mu, self.cov = act.mean(0), np.cov(act.T)
+
+    def stats(self) -> dict:
+        """The test side as arrays (see the class; ``Reference(stats=...)`` restores it)."""
+        return {"n": np.asarray(self.n), "kxx": np.asarray(self.kxx), "x_sum": self.x_sum,
+                "mu": self.mu, "cov": self.cov}
 
     def nspdk(self, graphs: Sequence) -> float:
         """NSPDK MMD of the generated graphs against the test graphs."""
@@ -103,7 +116,9 @@ class Reference:
             raise ValueError("nspdk: no non-empty generated graph")
         y = self.vectorize(graphs)
         t = np.asarray(y.sum(axis=0)).ravel()
-        n, m = self.x.shape[0], y.shape[0]
+        n, m = self.n, y.shape[0]
+        if t.shape[0] != self.x_sum.shape[0]:  # EDeN's hashed feature size is fixed
+            raise ValueError(f"nspdk: {t.shape[0]} features, the test side's {self.x_sum.shape[0]}")
         kyy = float(t @ t) / m**2
         kxy = float(self.x_sum @ t) / (n * m)
         return self.kxx + kyy - 2 * kxy
@@ -132,10 +147,17 @@ def metrics(model, samples: dict, train_smiles: Sequence[str], ref: Reference) -
 
 
 def distill_data_args(args: argparse.Namespace) -> list[str]:
-    """The data arguments of the ``domaindiff distill`` command line (the QM9 DataModule)."""
-    out = ["--config", "graphs:qm9", "--trainer.accelerator=cpu",
-           f"--data.init_args.source={args.source}",
-           f"--data.init_args.batch_size={args.batch_size}"]
+    """The data arguments of the ``domaindiff distill`` command line (the QM9 DataModule).
+
+    With ``--cache FILE`` the data class is :class:`qm9_split_cache.CachedQM9` on that file (the
+    same molecules as this script's, read back instead of loaded again).
+    """
+    out = ["--config", "graphs:qm9", "--trainer.accelerator=cpu"]
+    if args.cache:
+        out += ["--data.class_path=qm9_split_cache.CachedQM9",
+                f"--data.init_args.cache={args.cache}"]
+    out += [f"--data.init_args.source={args.source}",
+            f"--data.init_args.batch_size={args.batch_size}"]
     if args.source == "qm9pack":
         out.append(f"--data.init_args.valid_idx={args.gdss_dir / 'data' / 'valid_idx_qm9.json'}")
     if args.max_train:
@@ -168,6 +190,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="optimizer steps per reflow-stochastic round")
     ap.add_argument("--stochastic-batch", type=int, default=32)
     ap.add_argument("--stochastic-steps", type=int, default=4)
+    ap.add_argument("--pool", type=int, default=None,
+                    help="reflow-stochastic: S4 couplings drawn once and reused in the flow round "
+                    "(domaindiff distill --coupling-pool; default: fresh ones every step)")
+    ap.add_argument("--straighten-iterations", type=int, default=None,
+                    help="reflow-stochastic: the straightening round's steps (default "
+                    "--stochastic-iterations)")
+    ap.add_argument("--flow-steps", type=int, default=16, help="reflow-stochastic: flow grid")
+    ap.add_argument("--flow-at", type=int, nargs="*", default=None,
+                    help="reflow-stochastic: also snapshot the flow at these round-1 steps")
+    ap.add_argument("--stochastic-snapshots", type=int, default=1,
+                    help="reflow-stochastic: students written within the straightening round")
+    ap.add_argument("--no-progressive", action="store_true",
+                    help="skip the progressive chain and its rows")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="cache file of the processed QM9 split (made on the first run, "
+                    "qm9_split_cache.CachedQM9; also used by the distill command line) and, "
+                    "beside it, of the test side of NSPDK / FCD")
     ap.add_argument("--num-samples", type=int, default=500, help="molecules per row")
     ap.add_argument("--sample-batch", type=int, default=500)
     ap.add_argument("--teacher-nfe", type=int, default=100, help="the fast S4 row's NFE")
@@ -181,12 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = int(os.environ.get("DOMAINDIFF_THREADS", "1"))
     torch.set_num_threads(threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    from domaindiff_graphs.data import QM9
-
-    t_setup = time.perf_counter()
+    t_setup, cpu_setup = time.perf_counter(), time.process_time()
     kw = {"valid_idx": str(args.gdss_dir / "data" / "valid_idx_qm9.json")} \
         if args.source == "qm9pack" else {}
-    dm = QM9(source=args.source, max_train=args.max_train, **kw)
+    dm = CachedQM9(source=args.source, max_train=args.max_train,
+                   cache=str(args.cache) if args.cache else None, **kw)
     dm.setup()
     teacher_path = args.teacher or args.work / "teacher.ckpt"
     if args.teacher is None and not teacher_path.exists():
@@ -203,14 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     test_smiles, test_graphs = dm.test_smiles(), dm.test_graphs()
     if args.test_subset:
         test_smiles, test_graphs = test_smiles[:args.test_subset], test_graphs[:args.test_subset]
-    ref = Reference(test_graphs, test_smiles)
+    ref = reference(test_graphs, test_smiles, args.cache, dm, args.test_subset)
+    setup_cpu = time.process_time() - cpu_setup
     print(f"QM9 ({args.source}): {len(train_smiles)} training, {len(dm.test_items)} test "
           f"molecules; metrics against {len(test_smiles)}; setup "
-          f"{time.perf_counter() - t_setup:.0f} s", flush=True)
+          f"{time.perf_counter() - t_setup:.0f} s ({setup_cpu:.0f} CPU s)", flush=True)
     result = {"machine": f"{platform.machine()} CPU, {threads} torch thread(s), shared 2-core "
                          "host", "torch": torch.__version__, "source": args.source,
               "num_train": len(train_smiles), "num_test": len(dm.test_items),
               "metrics_against": len(test_smiles), "num_samples": args.num_samples,
+              "setup_cpu_seconds": setup_cpu, "cache": str(args.cache) if args.cache else None,
               "teacher_best_before": TEACHER_BEST_BEFORE, "rows": []}
     if args.out.exists():
         old = json.loads(args.out.read_text())
@@ -226,17 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         if label in done:
             return
         gen = torch.Generator().manual_seed(0)
-        parts, t0 = [], time.perf_counter()
+        parts, t0, c0 = [], time.perf_counter(), time.thread_time()
         for lo in range(0, args.num_samples, args.sample_batch):
             m = min(args.sample_batch, args.num_samples - lo)
             parts.append(model.sample(m, sampler=sampler, steps=nfe, generator=gen, **opts))
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.thread_time() - c0
         cat = {k: torch.cat([p[k] for p in parts]) for k in ("x", "adj", "mask")}
         t1 = time.perf_counter()
         row = {"config": label, "sampler": sampler, "nfe": nfe,
                "options": {k: v for k, v in opts.items()}, "seed": 0,
                **metrics(model, cat, train_smiles, ref), "num_samples": args.num_samples,
                "seconds_per_mol": secs / args.num_samples,
+               "cpu_seconds_per_mol": cpu / args.num_samples,
                "metric_seconds": time.perf_counter() - t1, **extra}
         result["rows"].append(row)
         print(f"  {label}: " + " ".join(f"{k} {row[k]:.4f}" for k in KEYS if k in row)
@@ -251,14 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     for nfe in sorted({1, 4, args.teacher_steps}, reverse=True):
         measure(teacher, f"teacher/ddim{nfe}/{args.start}", "ddim", nfe, start,
                 {"role": "teacher"})
-    if not result.get("distill"):
+    if not args.no_progressive and not result.get("distill"):
         result["distill"] = progressive_chain(distill_data_args(args), teacher_path, args.work,
                                               args.teacher_steps, args.iterations,
                                               args.snapshots, args.lr, args.final_steps)
         result["distill"].update({"iterations_per_round": args.iterations,
                                   "batch_size": args.batch_size})
         save()
-    for label, (steps, path, step) in sorted(result["distill"]["students"].items(),
+    progressive = result["distill"]["students"] if result.get("distill") else {}
+    for label, (steps, path, step) in sorted(progressive.items(),
                                              key=lambda kv: (-kv[1][0], kv[1][2])):
         if steps in (1, 2, 4):
             measure(load_checkpoint(path), f"student/{label}", "distilled", steps, start,
@@ -273,14 +315,24 @@ def main(argv: list[str] | None = None) -> int:
             options = {k: v for k, v in s4.items()}
             result["distill_stochastic"] = stochastic_reflow(
                 data, teacher_path, args.work, args.stochastic_steps, args.stochastic_iterations,
-                args.lr, "s4", args.teacher_nfe, options)
-            result["distill_stochastic"]["batch_size"] = args.stochastic_batch
+                args.lr, "s4", args.teacher_nfe, options, args.flow_steps,
+                args.stochastic_snapshots, pool=args.pool,
+                straighten_iterations=args.straighten_iterations, flow_at=args.flow_at,
+                progress_every=100)
+            result["distill_stochastic"].update({
+                "batch_size": args.stochastic_batch, "pool": args.pool,
+                "iterations_per_round": args.stochastic_iterations,
+                "straighten_iterations": args.straighten_iterations})
             save()
         for label, (steps, path, step) in sorted(
                 result["distill_stochastic"]["students"].items(), key=lambda kv: kv[1][2]):
-            measure(load_checkpoint(path), f"student/{label}", "distilled", steps,
-                    {"prior": "standard"}, {"role": "student", "method": "reflow-stochastic",
-                                            "student_steps": steps, "optimizer_steps": step})
+            student = load_checkpoint(path)
+            # the straightened student also at 1 NFE (its first grid time is T)
+            for nfe in [steps] + ([1] if label.startswith("reflow") and steps != 1 else []):
+                measure(student, f"student/{label}" + (f"/nfe{nfe}" if nfe != steps else ""),
+                        "distilled", nfe, {"prior": "standard"},
+                        {"role": "student", "method": "reflow-stochastic",
+                         "student_steps": steps, "optimizer_steps": step})
     result["goal"] = goal(result["rows"])
     save()
     print_table(result)
@@ -288,14 +340,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def reference(test_graphs: Sequence, test_smiles: Sequence[str], cache: Path | None, dm,
+              test_subset: int | None) -> Reference:
+    """:class:`Reference` of the test side, read from / written to a file beside ``cache``.
+
+    The file (``<cache>.reference<N>.npz``, ``N`` the test molecules compared against) is keyed
+    by the split's cache key; one made from another split is recomputed and replaced.
+    """
+    if cache is None:
+        return Reference(test_graphs, test_smiles)
+    from domaindiff.data import atomic_savez
+
+    path = cache.with_name(f"{cache.name}.reference{len(test_smiles)}.npz")
+    key = json.dumps({**dm.cache_key(), "test_subset": test_subset}, sort_keys=True)
+    if path.exists():
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                return Reference(stats={k: z[k] for k in z.files if k != "key"})
+    ref = Reference(test_graphs, test_smiles)
+    atomic_savez(path, key=np.asarray(key), **ref.stats())
+    return ref
+
+
 def goal(rows: list[dict]) -> dict:
-    """Each 4-step student against the teacher's best row: relative gap and within-5% per metric."""
+    """Each 4-step student at 4 NFE against the teacher's best row: gap and within-5% per metric."""
     best = next((r for r in rows if r["config"].startswith("teacher/s4rule")), None)
     out: dict = {}
     if best is None:
         return out
     for r in rows:
-        if r.get("role") != "student" or r.get("student_steps") != 4:
+        if r.get("role") != "student" or r.get("student_steps") != 4 or r["nfe"] != 4:
             continue
         entry = {}
         for k, higher in GOAL.items():

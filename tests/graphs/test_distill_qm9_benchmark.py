@@ -96,3 +96,54 @@ def test_smallest_run_writes_teacher_and_student_rows(nci, tmp_path):
                        str(tmp_path / "w"), "--iterations", "2", "--teacher-steps", "2",
                        "--num-samples", "6", "--teacher-nfe", "2", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["rows"] == res["rows"]
+
+
+def test_pooled_stochastic_run_and_cache(nci, tmp_path):
+    """--pool / --straighten-iterations / --flow-at reach the distillation; rows at 16 / 4 / 1 NFE;
+    the split cache and the test-side cache are made once and read back equal."""
+    bench = _script()
+    teacher = _teacher(tmp_path / "t.ckpt", nci)
+    cache = tmp_path / "split.pkl"
+    out = tmp_path / "res.json"
+    common = ["--teacher", str(teacher), "--source", "nci", "--max-train", "64",
+              "--test-subset", "16", "--work", str(tmp_path / "w"), "--num-samples", "6",
+              "--sample-batch", "6", "--teacher-nfe", "2", "--teacher-steps", "2",
+              "--cache", str(cache)]
+    assert bench.main([*common, "--no-progressive", "--stochastic",
+                       "--stochastic-iterations", "4", "--pool", "8", "--stochastic-batch", "4",
+                       "--straighten-iterations", "2", "--flow-at", "2", "--flow-steps", "2",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "distill" not in res  # --no-progressive
+    d = res["distill_stochastic"]
+    assert d["optimizer_steps"] == 6 and d["pool"] == 8 and d["straighten_iterations"] == 2
+    assert "qm9_split_cache.CachedQM9" in " ".join(d["argv"])
+    steps = {r["config"]: (r["nfe"], r["optimizer_steps"]) for r in res["rows"]
+             if r["role"] == "student"}
+    assert steps == {"student/flow2@2": (2, 2), "student/flow2@4": (2, 4),
+                     "student/reflow-stochastic4@6": (4, 6),
+                     "student/reflow-stochastic4@6/nfe1": (1, 6)}
+    assert list(res["goal"]) == ["student/reflow-stochastic4@6"]  # the 4-NFE row only
+    assert all(r["cpu_seconds_per_mol"] > 0 for r in res["rows"])
+    assert cache.exists() and list(tmp_path.glob("split.pkl.reference16.npz"))
+    # the cached split is the loaded one, and the cached test side gives the same metrics
+    cached = bench.CachedQM9(source="nci", max_train=64, cache=str(cache))
+    cached.load_items()
+    assert cached.test_smiles() == nci.test_smiles() and cached.train_smiles() == nci.train_smiles()
+    fresh = bench.Reference(nci.test_graphs()[:16], nci.test_smiles()[:16])
+    import numpy as np
+
+    with np.load(next(tmp_path.glob("split.pkl.reference16.npz"))) as z:
+        back = bench.Reference(stats={k: z[k] for k in z.files if k != "key"})
+    g = nci.test_graphs()[16:24]
+    assert math.isclose(back.nspdk(g), fresh.nspdk(g), rel_tol=1e-9)
+    sm = nci.test_smiles()[16:24]
+    assert math.isclose(back.fcd(sm), fresh.fcd(sm), rel_tol=1e-6)
+
+
+def test_split_cache_refuses_other_inputs(tmp_path):
+    bench = _script()
+    cache = tmp_path / "split.pkl"
+    bench.CachedQM9(source="nci", max_train=8, cache=str(cache)).load_items()
+    with pytest.raises(ValueError, match="max_train"):
+        bench.CachedQM9(source="nci", max_train=9, cache=str(cache)).load_items()
