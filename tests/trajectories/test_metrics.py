@@ -112,3 +112,34 @@ def test_unconditional_scores_identical_vs_garbage():
     assert sorted(pairs) == [(0, 1), (0, 3), (1, 2), (2, 3)]
     cols = bond_columns(sq[None, :, None].expand(2, -1, 3, -1), pairs)
     assert cols.shape == (6, 4) and torch.allclose(cols, torch.ones(6, 4))
+
+
+def test_ade_avg_over_k_is_at_least_the_ade_of_the_mean_of_k():
+    """Jensen: the distance is convex, so ADE/FDE averaged over K >= those of the samples' mean.
+
+    Hand-made: target 0, two samples at +/- (2, 0, 0) on every frame. Each sample has error 2,
+    their mean is the target (error 0). A third sample at (1, 0, 0) makes the mean (1/3, 0, 0).
+    """
+    target = torch.zeros(1, 1, 2, 3)
+    samples = torch.zeros(3, 1, 1, 2, 3)
+    samples[0, ..., 0], samples[1, ..., 0] = 2.0, -2.0
+    r = ade_fde_k(samples[:2], target)
+    mean_ade, mean_fde = ade_fde(samples[:2].mean(0), target)
+    torch.testing.assert_close(r["ade_avg"], torch.tensor([2.0]))
+    torch.testing.assert_close(mean_ade, torch.tensor([0.0]))
+    samples[2, ..., 0] = 1.0
+    r3 = ade_fde_k(samples, target)
+    mean3 = ade_fde(samples.mean(0), target)
+    torch.testing.assert_close(r3["ade_avg"], torch.tensor([5 / 3]))
+    torch.testing.assert_close(mean3[0], torch.tensor([1 / 3]))
+    torch.testing.assert_close(mean3[1], torch.tensor([1 / 3]))
+    # random samples, padded nodes: never below the mean's error (equal only if they coincide)
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(5, 4, 3, 6, 3, generator=gen)
+    tgt = torch.randn(4, 3, 6, 3, generator=gen)
+    mask = torch.tensor([[1.0, 1.0, 0.0]] * 4)
+    rk = ade_fde_k(s, tgt, mask)
+    ma, mf = ade_fde(s.mean(0), tgt, mask)
+    assert bool((rk["ade_avg"] > ma).all()) and bool((rk["fde_avg"] > mf).all())
+    same = ade_fde_k(s[:1].expand(5, -1, -1, -1, -1), tgt, mask)
+    torch.testing.assert_close(same["ade_avg"], ade_fde(s[0], tgt, mask)[0])
