@@ -80,9 +80,12 @@ class Reference:
     NSPDK: EDeN's ``vectorize(complexity=4, discrete=True)``, linear kernel, MMD
     ``mean Kxx + mean Kyy - 2 mean Kxy``; FCD: ``fcd_torch``'s ChemNet activations, Frechet
     distance of their Gaussians -- as :func:`~domaindiff_graphs.metrics.nspdk_mmd` and
-    :func:`~domaindiff_graphs.metrics.fcd`. ``stats`` restores :meth:`stats` (the test side
-    as numbers: the test count, the sum of their NSPDK features, ``mean Kxx``, ChemNet's mean
-    and covariance) instead of computing it.
+    :func:`~domaindiff_graphs.metrics.fcd`. ``stats`` restores (parts of) :meth:`stats` instead
+    of computing them: FCD's (``mu``, ``cov``: ChemNet's mean and covariance) and NSPDK's (``n``,
+    ``kxx``, ``x_sum``: the test count, ``mean Kxx``, the sum of their features); a part missing
+    from ``stats`` is computed from ``test_smiles`` / ``test_graphs``. NSPDK's part is valid only
+    in a process with the same ``PYTHONHASHSEED``: EDeN hashes node labels with Python's
+    ``hash``, randomized per process unless that variable fixes it.
     """
 
     def __init__(self, test_graphs: Sequence = (), test_smiles: Sequence[str] = (),
@@ -92,22 +95,31 @@ class Reference:
 
         self.vectorize = lambda gs: vectorize(list(gs), complexity=4, discrete=True)
         self.net = FCD(device="cpu", n_jobs=1)
-        if stats is not None:
+        stats = stats or {}
+        if "x_sum" in stats:
             self.n, self.kxx = int(stats["n"]), float(stats["kxx"])
-            self.x_sum, self.mu, self.cov = (np.asarray(stats[k]) for k in ("x_sum", "mu", "cov"))
-            return
-        x = self.vectorize(test_graphs)
-        s = np.asarray(x.sum(axis=0)).ravel()  # mean of x x^T = |sum of rows|^2 / n^2
-        self.n = x.shape[0]
-        self.kxx = float(s @ s) / self.n ** 2
-        self.x_sum = s
-        act = self.net.get_predictions(list(test_smiles))
-        self.mu, self.cov = act.mean(0), np.cov(act.T)
+            self.x_sum = np.asarray(stats["x_sum"])
+        else:
+            x = self.vectorize(test_graphs)
+            s = np.asarray(x.sum(axis=0)).ravel()  # mean of x x^T = |sum of rows|^2 / n^2
+            self.n = x.shape[0]
+            self.kxx = float(s @ s) / self.n ** 2
+            self.x_sum = s
+        if "mu" in stats:
+            self.mu, self.cov = np.asarray(stats["mu"]), np.asarray(stats["cov"])
+        else:
+            act = self.net.get_predictions(list(test_smiles))
+            self.mu, self.cov = act.mean(0), np.cov(act.T)
 
-    def stats(self) -> dict:
-        """The test side as arrays (see the class; ``Reference(stats=...)`` restores it)."""
-        return {"n": np.asarray(self.n), "kxx": np.asarray(self.kxx), "x_sum": self.x_sum,
-                "mu": self.mu, "cov": self.cov}
+    def stats(self, nspdk: bool = True) -> dict:
+        """The test side as arrays (see the class; ``Reference(stats=...)`` restores it).
+
+        ``nspdk=False`` leaves NSPDK's part out (FCD's only).
+        """
+        out = {"mu": self.mu, "cov": self.cov}
+        if nspdk:
+            out.update({"n": np.asarray(self.n), "kxx": np.asarray(self.kxx), "x_sum": self.x_sum})
+        return out
 
     def nspdk(self, graphs: Sequence) -> float:
         """NSPDK MMD of the generated graphs against the test graphs."""
@@ -345,20 +357,27 @@ def reference(test_graphs: Sequence, test_smiles: Sequence[str], cache: Path | N
     """:class:`Reference` of the test side, read from / written to a file beside ``cache``.
 
     The file (``<cache>.reference<N>.npz``, ``N`` the test molecules compared against) is keyed
-    by the split's cache key; one made from another split is recomputed and replaced.
+    by the split's cache key and ``PYTHONHASHSEED``; one made from another split is recomputed and
+    replaced. NSPDK's part is stored only under a fixed ``PYTHONHASHSEED`` (EDeN's features
+    depend on Python's string hash, see :class:`Reference`); otherwise it is recomputed in every
+    process and only FCD's part is cached.
     """
     if cache is None:
         return Reference(test_graphs, test_smiles)
     from domaindiff.data import atomic_savez
 
+    seed = os.environ.get("PYTHONHASHSEED")
+    fixed = seed not in (None, "", "random")
     path = cache.with_name(f"{cache.name}.reference{len(test_smiles)}.npz")
-    key = json.dumps({**dm.cache_key(), "test_subset": test_subset}, sort_keys=True)
+    key = json.dumps({**dm.cache_key(), "test_subset": test_subset,
+                      "pythonhashseed": seed if fixed else None}, sort_keys=True)
     if path.exists():
         with np.load(path) as z:
             if str(z["key"]) == key:
-                return Reference(stats={k: z[k] for k in z.files if k != "key"})
+                return Reference(test_graphs, test_smiles,
+                                 stats={k: z[k] for k in z.files if k != "key"})
     ref = Reference(test_graphs, test_smiles)
-    atomic_savez(path, key=np.asarray(key), **ref.stats())
+    atomic_savez(path, key=np.asarray(key), **ref.stats(nspdk=fixed))
     return ref
 
 

@@ -98,10 +98,11 @@ def test_smallest_run_writes_teacher_and_student_rows(nci, tmp_path):
     assert json.loads(out.read_text())["rows"] == res["rows"]
 
 
-def test_pooled_stochastic_run_and_cache(nci, tmp_path):
+def test_pooled_stochastic_run_and_cache(nci, tmp_path, monkeypatch):
     """--pool / --straighten-iterations / --flow-at reach the distillation; rows at 16 / 4 / 1 NFE;
     the split cache and the test-side cache are made once and read back equal."""
     bench = _script()
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
     teacher = _teacher(tmp_path / "t.ckpt", nci)
     cache = tmp_path / "split.pkl"
     out = tmp_path / "res.json"
@@ -134,7 +135,9 @@ def test_pooled_stochastic_run_and_cache(nci, tmp_path):
     import numpy as np
 
     with np.load(next(tmp_path.glob("split.pkl.reference16.npz"))) as z:
-        back = bench.Reference(stats={k: z[k] for k in z.files if k != "key"})
+        # EDeN's features hash with Python's per-process string hash: NSPDK's side is not cached
+        assert "x_sum" not in z.files and "mu" in z.files
+        back = bench.Reference(nci.test_graphs()[:16], [], stats={k: z[k] for k in z.files})
     g = nci.test_graphs()[16:24]
     assert math.isclose(back.nspdk(g), fresh.nspdk(g), rel_tol=1e-9)
     sm = nci.test_smiles()[16:24]
@@ -147,3 +150,21 @@ def test_split_cache_refuses_other_inputs(tmp_path):
     bench.CachedQM9(source="nci", max_train=8, cache=str(cache)).load_items()
     with pytest.raises(ValueError, match="max_train"):
         bench.CachedQM9(source="nci", max_train=9, cache=str(cache)).load_items()
+
+
+def test_reference_cache_keeps_nspdk_only_under_a_fixed_hash_seed(nci, tmp_path, monkeypatch):
+    bench = _script()
+    graphs, smiles = nci.test_graphs()[:8], nci.test_smiles()[:8]
+    dm = bench.CachedQM9(source="nci", max_train=64, cache=str(tmp_path / "split.pkl"))
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    first = bench.reference(graphs, smiles, tmp_path / "split.pkl", dm, 8)
+    import numpy as np
+
+    with np.load(tmp_path / "split.pkl.reference8.npz") as z:
+        assert {"x_sum", "kxx", "n", "mu", "cov"} <= set(z.files)
+    # read back: NSPDK's side is not recomputed (no test graphs are given)
+    again = bench.reference([], smiles, tmp_path / "split.pkl", dm, 8)
+    assert again.kxx == first.kxx and np.array_equal(again.x_sum, first.x_sum)
+    monkeypatch.setenv("PYTHONHASHSEED", "1")  # another seed: recomputed (EDeN refuses no graphs)
+    with pytest.raises(Exception, match="no graphs"):
+        bench.reference([], smiles, tmp_path / "split.pkl", dm, 8)
