@@ -269,10 +269,13 @@ def main() -> None:
                 continue
             more: list[str] = []
             if args.flow_row:  # round 1 alone, then the same run resumed from its last.ckpt
-                # (the same --out: a resumed LightningCLI run takes the checkpoint's own)
+                # (the same --out: a resumed LightningCLI run takes the checkpoint's own);
+                # max_epochs=-1: the demo config's max_epochs (6 x 32 batches) would otherwise
+                # end round 1 at step 192 whatever max_steps says
                 flow, sec1 = distill(teacher, args.method, n, args.iterations, args.seed,
                                      folder, args.parametrization or None,
-                                     extra + [f"--trainer.max_steps={args.iterations}"])
+                                     extra + [f"--trainer.max_steps={args.iterations}",
+                                              "--trainer.max_epochs=-1"])
                 flow = str(Path(flow).replace(folder / "flow.ckpt"))
                 flows[n] = flow
                 res["students"][f"{kind}/{n}/flow"] = {"ckpt": flow, "seconds": sec1}
