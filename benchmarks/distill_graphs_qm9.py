@@ -13,7 +13,16 @@ Students come from the real ``domaindiff distill`` command line on GDSS's traini
   students are snapshots of one chain ``teacher_steps -> ... -> 1``;
 - ``--stochastic`` adds ``--method reflow-stochastic`` (:mod:`domaindiff.distill.stochastic`):
   the coupling is the teacher's best many-step sampler itself (fast S4 at 100 NFE from N(0, I)),
-  a rectified flow round then a straightening round of ``--stochastic-iterations`` steps each.
+  a rectified flow round then a straightening round of ``--stochastic-iterations`` steps each;
+  ``--pool N`` trains round 1 on ``N`` couplings drawn once and reused
+  (:mod:`domaindiff.distill.pool`), ``--straighten-iterations`` sets round 2's length,
+  ``--flow-steps`` the flow's grid (``--flow-steps 4``: the flow is itself a 4-NFE sampler) and
+  ``--flow-at`` adds flow snapshots; the straightened student is scored at its steps and at 1 NFE;
+  ``--no-progressive`` skips the progressive chain.
+
+``--cache FILE`` caches the processed split (:class:`qm9_split_cache.CachedQM9`, also the distill
+command line's data class) and, beside it, the test side of FCD (and of NSPDK under a fixed
+``PYTHONHASHSEED``), so a rerun skips the RDKit screening and the test-side features.
 
 Every row is sampled here, ``--num-samples`` molecules (seed 0), with the metrics of GDSS's
 molecule table: validity without correction (over all samples), uniqueness and novelty (against
