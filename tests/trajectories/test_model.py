@@ -332,10 +332,14 @@ def test_time_power_draws_training_times_with_density_proportional_to_t_power():
     batch = {k: v.repeat(40, *([1] * (v.dim() - 1))) for k, v in _batch(gen).items()}
     base, same = _model(x0_skip="alpha", parametrization="x0"), _model(
         x0_skip="alpha", parametrization="x0", time_power=1.0)
-    for m in (base, same):
+    near = _model(x0_skip="alpha", parametrization="x0", time_power=1.0 + 1e-9)
+    for m in (base, same, near):
         m.generator.manual_seed(5)
     state = base.batch_to_state(batch)
-    torch.testing.assert_close(base.loss(state), same.loss(state))
+    loss = base.loss(state)
+    torch.testing.assert_close(loss, same.loss(state))
+    # the time_power path (its own draw of t) is the uniform loss when p -> 1
+    torch.testing.assert_close(near.loss(state), loss, rtol=1e-6, atol=0.0)
     seen: list[torch.Tensor] = []
     for p in (1.0, 2.0, 4.0):
         m = _model(x0_skip="alpha", parametrization="x0", time_power=p)
