@@ -17,6 +17,13 @@ the last one also at 1 NFE.
     DOMAINDIFF_THREADS=1 python benchmarks/distill_graphs_halving.py \
         --gdss-dir /work/shared/data/gdss --flow /tmp/work/flow_16_3000.ckpt \
         --work /tmp/halving --iterations 600 --out benchmarks/results/NAME.json
+
+``--jump`` makes it one round from the flow straight onto the ``--final-steps`` student,
+``--grid-index`` gives that student its own grid (indices into the flow's, e.g.
+``distill_graphs_grid.py``'s pick; the student is then sampled with ``timesteps=`` and the
+flow on the same grid is a row), ``--pool N`` draws each round's couplings once, and
+``--trajectory`` replaces straightening by :class:`TrajectoryDistill` (each student step
+matches the teacher steps it spans on the teacher's own trajectory).
 """
 
 from __future__ import annotations
