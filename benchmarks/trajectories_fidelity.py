@@ -208,6 +208,36 @@ def spread_study(model, batches, specs: list[str], k_max: int, seed: int = 2) ->
     return out
 
 
+def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+               opt: torch.optim.Optimizer, diffusion: bool, lr: float, step: int, budget: int,
+               seed: int) -> torch.Tensor:
+    """One optimiser step of a benchmark row, shared by this script and the plateau study.
+
+    The learning rate decays linearly from ``lr`` to 10 % over ``budget`` steps; gradients are
+    clipped to norm 1. A GeoTDM (``diffusion``) draws its noise from a generator seeded by
+    ``(seed, step)`` and updates its EMA; a regressor is trained with the squared error of its
+    forecast.
+
+    Returns:
+        The step's loss (detached).
+    """
+    for g in opt.param_groups:  # linear decay to 10 % over the budget
+        g["lr"] = lr * (1.0 - 0.9 * min(step / budget, 1.0))
+    model.train()
+    if diffusion:
+        model.generator.manual_seed(seed * 100003 + step)
+        loss = model.loss(model.batch_to_state(batch))
+    else:
+        loss = ((model(batch) - batch["x"]) ** 2).sum(-1).mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if diffusion:
+        model.update_ema()
+    return loss.detach()
+
+
 def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args,
               seed: int = 0) -> dict:
     """Train one row for ``args.steps`` optimiser steps; score at the curve points.
@@ -237,20 +267,8 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args,
             loader = data.train_loader(data.train_set, drop_last=True)
         for batch in loader:
             t0, c0 = time.perf_counter(), time.process_time()
-            for g in opt.param_groups:  # linear decay to 10 % over the budget
-                g["lr"] = args.lr * (1.0 - 0.9 * min(steps / budget, 1.0))
-            if settings is None:
-                loss = ((model(batch) - batch["x"]) ** 2).sum(-1).mean()
-            else:
-                model.train()
-                model.generator.manual_seed(seed * 100003 + steps)
-                loss = model.loss(model.batch_to_state(batch))
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            if settings is not None:
-                model.update_ema()
+            loss = train_step(model, batch, opt, diffusion=settings is not None, lr=args.lr,
+                              step=steps, budget=budget, seed=seed)
             steps += 1
             trained += time.perf_counter() - t0
             trained_cpu += time.process_time() - c0

@@ -38,7 +38,10 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Subset
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "trajectories")]
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "trajectories"),
+                str(ROOT / "benchmarks")]
+
+from trajectories_fidelity import train_step  # noqa: E402
 
 from domaindiff.data import atomic_write_text  # noqa: E402
 from domaindiff.module import ema_with_warmup  # noqa: E402
@@ -198,22 +201,9 @@ def train_row(name: str, settings: dict | None, data: NBody, test, train, args, 
                                    position={"epoch": epoch, "batches": 0}, drop_last=True)
         for batch in loader:
             c0 = time.process_time()
-            for g in opt.param_groups:
-                g["lr"] = args.lr * (1.0 - 0.9 * min(steps / budget, 1.0))
+            loss = train_step(model, batch, opt, diffusion=settings is not None, lr=args.lr,
+                              step=steps, budget=budget, seed=seed)
             if settings is None:
-                model.train()
-                loss = ((model(batch) - batch["x"]) ** 2).sum(-1).mean()
-            else:
-                model.train()
-                model.generator.manual_seed(seed * 100003 + steps)
-                loss = model.loss(model.batch_to_state(batch))
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            if settings is not None:
-                model.update_ema()
-            else:
                 ema_reg.update_parameters(model)
             steps += 1
             cpu += time.process_time() - c0
