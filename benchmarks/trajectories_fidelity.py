@@ -208,6 +208,23 @@ def spread_study(model, batches, specs: list[str], k_max: int, seed: int = 2) ->
     return out
 
 
+def row_model(settings: dict | None, data: NBody, args) -> tuple[torch.nn.Module,
+                                                                  torch.optim.Optimizer]:
+    """A row's model and its Adam: the EGTN regressor (``settings`` None) or a GeoTDM.
+
+    Both use ``args.hidden`` x ``args.layers`` (time embedding ``args.time_dim``); a GeoTDM
+    takes ``settings`` as its options, ``args.prior_layers`` for its learnable prior and
+    ``args.ema`` as its EMA decay, and its optimiser holds its network's parameters.
+    """
+    if settings is None:
+        model = EGTNRegressor(1, args.hidden, args.layers, data.pred_frames, args.time_dim)
+        return model, torch.optim.Adam(model.parameters(), lr=args.lr)
+    model = GeoTDM(hidden=args.hidden, layers=args.layers, time_dim=args.time_dim,
+                   prior_layers=args.prior_layers, pred_frames=data.pred_frames,
+                   lr=args.lr, ema_decay=args.ema, x0_clip=20.0, **settings)
+    return model, torch.optim.Adam(model.network.parameters(), lr=args.lr)
+
+
 def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                opt: torch.optim.Optimizer, diffusion: bool, lr: float, step: int, budget: int,
                seed: int) -> torch.Tensor:
@@ -246,14 +263,7 @@ def train_row(name: str, settings: dict | None, data: NBody, eval_batches, args,
     draws from ``seed * 100003 + i``) and, with ``args.reshuffle``, the batch order.
     """
     torch.manual_seed(seed)
-    if settings is None:
-        model = EGTNRegressor(1, args.hidden, args.layers, data.pred_frames, args.time_dim)
-    else:
-        model = GeoTDM(hidden=args.hidden, layers=args.layers, time_dim=args.time_dim,
-                       prior_layers=args.prior_layers, pred_frames=data.pred_frames,
-                       lr=args.lr, ema_decay=args.ema, x0_clip=20.0, **settings)
-    params = model.network.parameters() if settings is not None else model.parameters()
-    opt = torch.optim.Adam(params, lr=args.lr)
+    model, opt = row_model(settings, data, args)
     budget = int(args.steps)
     points = [round(budget * (i + 1) / args.curve_points) for i in range(args.curve_points)]
     curve, steps, trained, trained_cpu, epoch = [], 0, 0.0, 0.0, 0

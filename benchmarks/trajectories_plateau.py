@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "trajectories"),
                 str(ROOT / "benchmarks")]
 
-from trajectories_fidelity import train_step  # noqa: E402
+from trajectories_fidelity import row_model, train_step  # noqa: E402
 
 from domaindiff.data import atomic_write_text  # noqa: E402
 from domaindiff.module import ema_with_warmup  # noqa: E402
@@ -180,16 +180,10 @@ def train_row(name: str, settings: dict | None, data: NBody, test, train, args, 
     """Train one row ``args.steps`` steps (seeded as the fidelity benchmark), measure at points."""
     torch.manual_seed(seed)
     ema_reg = None
+    model, opt = row_model(settings, data, args)
     if settings is None:
-        model = EGTNRegressor(1, args.hidden, args.layers, data.pred_frames, args.time_dim)
         ema_reg = AveragedModel(model, multi_avg_fn=ema_with_warmup(args.ema), use_buffers=True)
         ema_reg.requires_grad_(False)
-    else:
-        model = GeoTDM(hidden=args.hidden, layers=args.layers, time_dim=args.time_dim,
-                       prior_layers=args.prior_layers, pred_frames=data.pred_frames,
-                       lr=args.lr, ema_decay=args.ema, x0_clip=20.0, **settings)
-    params = model.network.parameters() if settings is not None else model.parameters()
-    opt = torch.optim.Adam(params, lr=args.lr)
     budget = int(args.steps)
     points = sorted(int(p) for p in args.points.split(","))
     steps, epoch, cpu = 0, 0, 0.0
