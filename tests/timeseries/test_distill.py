@@ -5,6 +5,9 @@ The measured student rows are in the plugin README (``benchmarks/timeseries_dist
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -19,6 +22,26 @@ C, H = 24, 6
 TINY = {"dim": 1, "context_length": C, "prediction_length": H, "lags": [12], "hidden": 8,
         "num_blocks": 1, "emb_dim": 8, "d_state": 4, "num_steps": 10}
 
+
+
+def tiny_tsdiff_checkpoint(tmp_path: Path) -> Path:
+    """A seeded, untrained 8-wide TSDiff saved as ``tmp_path/ts.ckpt``, and a sine series file.
+
+    Returns:
+        The series file (``tmp_path/series.jsonl``: one period-8 sine of 300 steps).
+    """
+    from domaindiff_timeseries.data import write_jsonl
+
+    t = np.arange(300)
+    series = tmp_path / "series.jsonl"
+    write_jsonl([10 + np.sin(2 * math.pi * t / 8)], series)
+    torch.manual_seed(0)
+    model = TSDiff(dim=1, context_length=24, prediction_length=8, lags=[8], hidden=8,
+                   num_blocks=1, emb_dim=16, d_state=4, num_steps=10)
+    raw = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(raw)
+    torch.save(raw, tmp_path / "ts.ckpt")
+    return series
 
 def _windows(n: int = 3) -> list[dict]:
     t = np.arange(60, dtype=np.float32)
@@ -181,18 +204,9 @@ def test_the_guided_student_from_the_cli_resumes_forecasts_in_4_steps_and_evalua
     import math
 
     from domaindiff.checkpoint import load_checkpoint
-    from domaindiff_timeseries.data import write_jsonl
     from tests.catalogue import run_cli
 
-    t = np.arange(300)
-    series = tmp_path / "series.jsonl"
-    write_jsonl([10 + np.sin(2 * math.pi * t / 8)], series)
-    torch.manual_seed(0)
-    model = TSDiff(dim=1, context_length=24, prediction_length=8, lags=[8], hidden=8,
-                   num_blocks=1, emb_dim=16, d_state=4, num_steps=10)
-    raw = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
-    model.on_save_checkpoint(raw)
-    torch.save(raw, tmp_path / "ts.ckpt")
+    series = tiny_tsdiff_checkpoint(tmp_path)
 
     def distill(root, *extra: str) -> None:
         root.mkdir(exist_ok=True)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from domaindiff_timeseries.model import TSDiff
+from tests.timeseries.test_distill import tiny_tsdiff_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,18 +43,9 @@ def test_a_pooled_guided_coupling_keeps_each_pairs_context_and_round_lengths(tmp
     and 2 straightening steps: the student records both lengths and the pool; the pool keeps the
     TSDiff-Cond condition of each pair (the context it was forecast from), and its guided ``x0``
     lies closer to that context than the prior draw does."""
-    from domaindiff_timeseries.data import write_jsonl
     from tests.catalogue import run_cli
 
-    t = np.arange(300)
-    series = tmp_path / "series.jsonl"
-    write_jsonl([10 + np.sin(2 * math.pi * t / 8)], series)
-    torch.manual_seed(0)
-    model = TSDiff(dim=1, context_length=24, prediction_length=8, lags=[8], hidden=8,
-                   num_blocks=1, emb_dim=16, d_state=4, num_steps=10)
-    raw = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
-    model.on_save_checkpoint(raw)
-    torch.save(raw, tmp_path / "ts.ckpt")
+    series = tiny_tsdiff_checkpoint(tmp_path)
     root = tmp_path / "run"
     root.mkdir()
     res = run_cli(["distill", "--ckpt", str(tmp_path / "ts.ckpt"), "--method",
