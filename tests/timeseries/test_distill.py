@@ -24,6 +24,17 @@ TINY = {"dim": 1, "context_length": C, "prediction_length": H, "lags": [12], "hi
 
 
 
+
+def tiny_distill_args(series: Path, root: Path) -> list[str]:
+    """``domaindiff distill``'s data and trainer arguments for the tiny series, student in root."""
+    return ["--data", "domaindiff_timeseries.TimeSeriesData", "--data.dataset=file",
+            f"--data.path={series}", "--data.freq=h", "--data.context_length=24",
+            "--data.prediction_length=8", "--data.lags=[8]", "--data.batch_size=4",
+            "--data.batches_per_epoch=4", "--data.num_test_windows=2",
+            "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+            "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=false",
+            f"--trainer.default_root_dir={root}", "--out", str(root / "student.ckpt")]
+
 def tiny_tsdiff_checkpoint(tmp_path: Path) -> Path:
     """A seeded, untrained 8-wide TSDiff saved as ``tmp_path/ts.ckpt``, and a sine series file.
 
@@ -216,13 +227,7 @@ def test_the_guided_student_from_the_cli_resumes_forecasts_in_4_steps_and_evalua
                        "--teacher-guidance={kind: quantile, scale: 4, levels: 4}",
                        "--student-class", "TSDiffCond", "--student-steps", "4",
                        "--iterations", "2", "--student-parametrization", "v",
-                       "--data", "domaindiff_timeseries.TimeSeriesData", "--data.dataset=file",
-                       f"--data.path={series}", "--data.freq=h", "--data.context_length=24",
-                       "--data.prediction_length=8", "--data.lags=[8]", "--data.batch_size=4",
-                       "--data.batches_per_epoch=4", "--data.num_test_windows=2",
-                       "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-                       "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=false",
-                       f"--trainer.default_root_dir={root}", "--out", str(root / "student.ckpt"),
+                       *tiny_distill_args(series, root),
                        *extra], cwd=root)
         assert res.returncode == 0, res.stderr[-3000:]
 

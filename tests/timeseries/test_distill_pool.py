@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tests.timeseries.test_distill import tiny_tsdiff_checkpoint
+from tests.timeseries.test_distill import tiny_distill_args, tiny_tsdiff_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,13 +54,7 @@ def test_a_pooled_guided_coupling_keeps_each_pairs_context_and_round_lengths(tmp
                    "--student-class", "TSDiffCond", "--student-steps", "4",
                    "--iterations", "5", "--coupling-pool", "8", "--straighten-iterations", "2",
                    "--student-parametrization", "v",
-                   "--data", "domaindiff_timeseries.TimeSeriesData", "--data.dataset=file",
-                   f"--data.path={series}", "--data.freq=h", "--data.context_length=24",
-                   "--data.prediction_length=8", "--data.lags=[8]", "--data.batch_size=4",
-                   "--data.batches_per_epoch=4", "--data.num_test_windows=2",
-                   "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-                   "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=false",
-                   f"--trainer.default_root_dir={root}", "--out", str(root / "student.ckpt")],
+                   *tiny_distill_args(series, root)],
                   cwd=root)
     assert res.returncode == 0, res.stderr[-3000:]
     student = torch.load(root / "student.ckpt", weights_only=True)
