@@ -173,6 +173,12 @@ def main() -> None:
     ap.add_argument("--guided-coupling", action="store_true",
                     help="TSDiff only: distil the guided (TSDiff-Q) sampler into a TSDiff-Cond "
                          "student (reflow-stochastic)")
+    ap.add_argument("--coupling-guidance", default=None, metavar="JSON",
+                    help="--guided-coupling: the coupling's guidance options (the teacher's "
+                         "distill_guidance keywords) instead of the DDPM rule at --scale, e.g. "
+                         "the fast guided teacher row's "
+                         "'{\"rule\": \"prediction\", \"scale\": 32, \"x0_steps\": 4}' with "
+                         "--teacher-sampler sde_dpm_solver_pp_2m --teacher-steps 10")
     ap.add_argument("--flow-row", action="store_true",
                     help="reflow-stochastic: stop after round 1 (--trainer.max_steps), keep that "
                          "flow (flow.ckpt) and score it at its 16 steps, then resume the same "
@@ -203,8 +209,19 @@ def main() -> None:
                              "--cond-only")
         args.no_cond = True
         label = f"{args.method}-guided"
-        extra += ["--student-class", "TSDiffCond", "--teacher-guidance",
-                  json.dumps({"kind": "quantile", "scale": args.scale, "levels": args.samples})]
+        guidance = {"kind": "quantile", "scale": args.scale, "levels": args.samples}
+        if args.coupling_guidance:
+            try:
+                given = json.loads(args.coupling_guidance)
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"--coupling-guidance: not JSON ({err})") from None
+            if not isinstance(given, dict):
+                raise SystemExit("--coupling-guidance: give a JSON object of distill_guidance "
+                                 f"options, got {type(given).__name__}")
+            guidance.update(given)
+        extra += ["--student-class", "TSDiffCond", "--teacher-guidance", json.dumps(guidance)]
+    elif args.coupling_guidance:
+        raise SystemExit("--coupling-guidance needs --guided-coupling")
     scales = [float(s) for s in args.student_scales.split(",") if s]
     res: dict = {"settings": vars(args), "torch": torch.__version__, "teachers": {},
                  "students": {}, "rows": [], "load_average_start": os.getloadavg()}

@@ -190,6 +190,46 @@ def test_the_guided_coupling_is_the_teachers_guided_ddpm_forecast():
     assert torch.isfinite(loss)
 
 
+def test_the_prediction_rule_coupling_is_the_fast_guided_forecast():
+    """With ``rule="prediction"`` the coupling is the fast guided teacher row's sampler:
+    ``sde_dpm_solver_pp_2m`` with :class:`PredictionSelfGuidance` (network gradient, scale 32,
+    4 guidance steps on the prediction per evaluation) from the same prior draw and noise; the
+    guidance pulls the context towards the observation."""
+    from domaindiff.distill.stochastic import StochasticReflow
+    from domaindiff.samplers import get_sampler
+    from domaindiff_timeseries.forecast import (
+        PredictionSelfGuidance,
+        guidance_energy,
+        quantile_levels,
+    )
+
+    teacher = _perturbed_teacher(2)
+    student = build_student(teacher, "v", TSDiffCond)
+    state = _cond_state(student, 5)
+    den = teacher.denoiser()
+    factory = teacher.distill_guidance(kind="quantile", scale=32.0, levels=8, rule="prediction",
+                                       x0_steps=4)
+    guided = StochasticReflow(teacher.processes, 4, 6, 2, teacher_sampler="sde_dpm_solver_pp_2m",
+                              teacher_guidance=factory)
+    plain = StochasticReflow(teacher.processes, 4, 6, 2, teacher_sampler="sde_dpm_solver_pp_2m")
+    start, x0 = guided.coupling(den, state, torch.Generator().manual_seed(3), 0)
+
+    gen = torch.Generator().manual_seed(3)
+    start2 = guided.start(state, gen)
+    q = quantile_levels(8)[torch.randint(8, (5,), generator=gen)]
+    mask = torch.zeros_like(state["x"])
+    mask[:, :C] = 1.0
+    energy = guidance_energy(state["x"] * mask, mask, "quantile", q)
+    guide = PredictionSelfGuidance(energy, 32.0, x0_steps=4)
+    ref = get_sampler("sde_dpm_solver_pp_2m")(den, teacher.processes, start2, 6, prior=False,
+                                              generator=gen, guidance=guide)
+    torch.testing.assert_close(start["x"], start2["x"])
+    torch.testing.assert_close(x0["x"], ref["x"])
+    _, free = plain.coupling(den, state, torch.Generator().manual_seed(3), 0)
+    err = lambda s: float((s["x"][:, :C] - state["x"][:, :C]).abs().mean())  # noqa: E731
+    assert err(x0) < 0.7 * err(free), (err(x0), err(free))
+
+
 def test_bad_guided_coupling_settings_are_refused_by_name():
     from domaindiff.distill.reflow import make_method
 
