@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "core"), str(ROOT / "plugins" / "graphs")]  # runs uninstalled too
 
-from domaindiff.data import atomic_write_text  # noqa: E402
+from domaindiff.data import atomic_save, atomic_write_text  # noqa: E402
 from domaindiff.module import load_checkpoint  # noqa: E402
 from domaindiff.samplers import register_sampler  # noqa: E402
 from domaindiff.samplers.base import (  # noqa: E402
@@ -285,12 +285,67 @@ def configs(model, names: list[str]) -> list[tuple[str, str, int, dict]]:
     return out
 
 
-def run_config(model, test, sampler, nfe, opts, seeds, n, batch, train=None) -> dict:
+def _graph_record(g) -> list:
+    """A networkx graph as ``[num_nodes, [[u, v], ...]]`` (what the MMDs read; no pickle)."""
+    index = {v: i for i, v in enumerate(g.nodes())}
+    return [g.number_of_nodes(), [[index[u], index[v]] for u, v in g.edges()]]
+
+
+def _record_graph(rec: list):
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(range(int(rec[0])))
+    g.add_edges_from((int(u), int(v)) for u, v in rec[1])
+    return g
+
+
+class BatchCache:
+    """The sampled batches of one (dataset, configuration, seed), kept so a killed run resumes.
+
+    After each batch the file holds the graphs so far and the generator's state (written to a
+    temporary file, then renamed; read back with ``weights_only=True``): a resumed seed draws
+    exactly what the uninterrupted one would. A file made by other settings is refused by name.
+    """
+
+    def __init__(self, folder: Path, key: dict) -> None:
+        import hashlib
+
+        self.key = json.dumps(key, sort_keys=True, default=str)
+        digest = hashlib.sha256(self.key.encode()).hexdigest()[:16]
+        self.path = Path(folder) / f"{key.get('dataset', 'graphs')}_{key['seed']}_{digest}.pt"
+
+    def load(self) -> tuple[list, torch.Tensor | None, float]:
+        """The graphs sampled so far, the generator state after them and the seconds they took
+        (``[], None, 0.0``: nothing kept)."""
+        if not self.path.is_file():
+            return [], None, 0.0
+        try:
+            data = torch.load(self.path, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a torn or foreign file
+            raise SystemExit(f"error: batch cache {self.path}: unreadable ({err}); delete it "
+                             "to start this seed again") from None
+        if not isinstance(data, dict) or data.get("key") != self.key:
+            raise SystemExit(f"error: batch cache {self.path}: made by other settings; delete "
+                             "it or give another --batch-cache")
+        return ([_record_graph(r) for r in data["graphs"]], data["generator"],
+                float(data["seconds"]))
+
+    def save(self, graphs: list, gen: torch.Generator, seconds: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save({"key": self.key, "graphs": [_graph_record(g) for g in graphs],
+                     "generator": gen.get_state(), "seconds": float(seconds)}, self.path)
+
+
+def run_config(model, test, sampler, nfe, opts, seeds, n, batch, train=None,
+               cache: Path | None = None, dataset: str = "graphs") -> dict:
     """Sample ``n`` graphs per seed and compute the MMDs against ``test``.
 
     The ``n`` sizes are drawn first (from the training sizes), sorted and cut into batches, so
     each batch is padded only to its own largest graph (the model trims the padding). Sampler
     ``"train"`` samples nothing: ``n`` training graphs drawn without replacement per seed.
+    With ``cache`` (a folder) each finished batch is kept (:class:`BatchCache`), and a rerun
+    of the same settings continues after the last kept batch, draw for draw.
     """
     if sampler == "train" and not train:
         raise ValueError("config 'train' needs the training graphs (train=...)")
@@ -302,11 +357,31 @@ def run_config(model, test, sampler, nfe, opts, seeds, n, batch, train=None) -> 
             pick = torch.randperm(len(train), generator=gen)[:n].tolist()
             graphs = [train[i] for i in pick]
         sizes = model.sample_template(n, generator=gen)["mask"].sum(-1).long().sort().values
-        for start in range(0, n if sampler != "train" else 0, batch):
+        store = None
+        if cache is not None and sampler != "train":
+            store = BatchCache(cache, {"dataset": dataset, "sampler": sampler, "nfe": nfe,
+                                       "options": opts, "seed": seed, "n": n, "batch": batch,
+                                       "sizes": sizes.tolist()})
+            graphs, state, before = store.load()
+            t0 -= before  # the kept batches' own time counts in s/graph
+            if state is not None:
+                gen.set_state(state)
+                print(f"    seed {seed}: {len(graphs)} graphs from {store.path}", flush=True)
+        starts = list(range(0, n if sampler != "train" else 0, batch))
+        for b, start in enumerate(starts):
+            if start < len(graphs):
+                continue
+            tb = time.perf_counter()
             tmpl = model.template_for_sizes(sizes[start:start + batch])
             samples = model.sample(template=tmpl, sampler=sampler, steps=nfe, generator=gen,
                                    **opts)
             graphs.extend(model.decode(samples))
+            if store is not None:
+                store.save(graphs, gen, time.perf_counter() - t0)
+            if len(starts) > 1:
+                print(f"    seed {seed}: batch {b + 1}/{len(starts)} "
+                      f"({int(sizes[start:start + batch].max())} nodes at most) in "
+                      f"{time.perf_counter() - tb:.0f} s", flush=True)
         secs.append((time.perf_counter() - t0) / n)
         met = graph_metrics(test, graphs, orbit=True)
         per_seed.append({k: float(met[k]) for k in METRICS})
@@ -423,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-graphs", type=int, default=None,
                     help="sample at most this many graphs per seed (default: the test-set size)")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch-cache", type=Path, default=None, metavar="DIR",
+                    help="keep each sampled batch here; a rerun with the same settings resumes "
+                         "after the last kept batch (the grid's stored sampler runs for hours)")
     ap.add_argument("--out", type=Path,
                     default=ROOT / "benchmarks" / "results" / "graphs_gdss_released_cpu.json")
     ap.add_argument("--verify-only", action="store_true",
@@ -468,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label}: {sampler} {nfe} NFE {opts}", flush=True)
             row = run_config(model, test, sampler, nfe, opts,
                              range(args.first_seed, args.first_seed + args.seeds), n,
-                             args.batch, train=train)
+                             args.batch, train=train, cache=args.batch_cache, dataset=name)
             row["config"] = label
             entry["rows"].append(row)
             atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
