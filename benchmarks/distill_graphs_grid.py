@@ -25,7 +25,6 @@ chosen among on the test split.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -43,24 +42,8 @@ from graphs_deterministic_samplers import run  # noqa: E402
 
 from domaindiff.checkpoint import load_checkpoint  # noqa: E402
 from domaindiff.data import atomic_write_text  # noqa: E402
-from domaindiff.distill.sampling import distilled_times  # noqa: E402
+from domaindiff.distill.sampling import distilled_times, grid_times, subset_grids  # noqa: E402
 from domaindiff_graphs.solvers import fast_s4_options  # noqa: E402
-
-
-def subset_grids(flow_steps: int, steps: int) -> list[tuple[int, ...]]:
-    """Every ``steps``-index subset of ``range(flow_steps)`` that contains 0, increasing.
-
-    Raises:
-        ValueError: ``steps`` outside ``[1, flow_steps]``.
-    """
-    if not 1 <= steps <= flow_steps:
-        raise ValueError(f"steps must be in [1, flow_steps={flow_steps}], got {steps}")
-    return [(0, *rest) for rest in itertools.combinations(range(1, flow_steps), steps - 1)]
-
-
-def grid_times(fine: list[float], index: tuple[int, ...]) -> list[float]:
-    """The times ``fine[i]`` for ``i`` in ``index``, then 0 (a ``timesteps=`` grid)."""
-    return [float(fine[i]) for i in index] + [0.0]
 
 
 def ode_errors(model, flow_steps: int, grids: list[tuple[int, ...]], n: int, seed: int

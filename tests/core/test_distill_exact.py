@@ -133,3 +133,23 @@ def test_consistency_distillation_of_a_mixture_in_one_step():
     ed, ed_teacher = float(energy_distance(x, ref)), float(energy_distance(t1, ref))
     assert ed < 0.05 * ed_teacher, (ed, ed_teacher)
     assert ed < 50 * floor, (ed, floor)
+
+
+def test_subset_grids_are_the_fine_grids_own_times_from_t():
+    """The few-step grids searched for a trained flow are sub-grids of its own grid: each starts
+    at ``T``, keeps the fine grid's times in order and ends at 0; the full index set is the fine
+    grid itself."""
+    import math
+
+    from domaindiff.distill.sampling import grid_times, subset_grids
+
+    fine = distilled_times({"x": make_process("vp")}, 16)
+    grids = subset_grids(16, 4)
+    assert len(grids) == math.comb(15, 3) == len(set(grids))
+    assert grid_times(fine, range(16)) == fine
+    for g in grids:
+        ts = grid_times(fine, g)
+        assert ts[0] == fine[0] and ts[-1] == 0.0 and len(ts) == 5
+        assert all(a > b for a, b in zip(ts, ts[1:], strict=False))
+        assert set(ts[:-1]) <= set(fine)
+    assert subset_grids(16, 1) == [(0,)]

@@ -16,6 +16,7 @@ Both have the uniform sampler signature (see :mod:`domaindiff.samplers.base`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,27 @@ def distilled_times(procs: Mapping[str, GaussianProcess], steps: int,
         raise ValueError(f"steps: need at least 1 network evaluation, got {steps!r}")
     grid = reference_process(procs).time_grid(steps, schedule).tolist()
     return [*grid[:steps], 0.0]
+
+
+def subset_grids(fine_steps: int, steps: int) -> list[tuple[int, ...]]:
+    """Every ``steps``-point sub-grid of a ``fine_steps``-step grid that starts at ``T``.
+
+    The grids are index tuples into the fine grid's evaluation times, increasing and starting at
+    0 (``T``): ``C(fine_steps - 1, steps - 1)`` of them. With :func:`grid_times` each becomes a
+    ``timesteps=`` grid, so a few-step grid can be picked for a trained flow by its ODE error
+    against the fine grid (a search over the model's own grid, not a fitted schedule).
+
+    Raises:
+        ValueError: ``steps`` outside ``[1, fine_steps]``.
+    """
+    if not 1 <= steps <= fine_steps:
+        raise ValueError(f"steps must be in [1, flow_steps={fine_steps}], got {steps}")
+    return [(0, *rest) for rest in itertools.combinations(range(1, fine_steps), steps - 1)]
+
+
+def grid_times(fine: Sequence[float], index: Sequence[int]) -> list[float]:
+    """The times ``fine[i]`` for ``i`` in ``index``, then 0 (a ``timesteps=`` grid)."""
+    return [float(fine[i]) for i in index] + [0.0]
 
 
 def explicit_times(procs: Mapping[str, GaussianProcess], steps: int | None,
