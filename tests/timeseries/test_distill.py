@@ -147,6 +147,24 @@ def test_a_tsdiff_cond_student_starts_as_the_unconditional_teacher():
     assert msg == "weight 'inp.weight': the teacher's is (6, 4), this network's (8, 6)", msg
 
 
+def _by_hand(guided, state: dict, seed: int, levels: int):
+    """The guided coupling's draws redone by hand, in its order: the generator after them, the
+    prior draw and the quantile energy at each window's drawn level on its own context."""
+    from domaindiff_timeseries.forecast import guidance_energy, quantile_levels
+
+    gen = torch.Generator().manual_seed(seed)
+    start = guided.start(state, gen)
+    n = state["x"].shape[0]
+    q = quantile_levels(levels)[torch.randint(levels, (n,), generator=gen)]
+    mask = torch.zeros_like(state["x"])
+    mask[:, :C] = 1.0
+    return gen, start, guidance_energy(state["x"] * mask, mask, "quantile", q)
+
+
+def _context_error(sample: dict, state: dict) -> float:
+    return float((sample["x"][:, :C] - state["x"][:, :C]).abs().mean())
+
+
 def test_the_guided_coupling_is_the_teachers_guided_ddpm_forecast():
     """Round 1's coupling is the teacher's DDPM with TSDiff's self-guidance on each window's own
     context: exactly ``sample_ancestral`` with ``DDPMSelfGuidance`` (quantile energy at the level
@@ -154,11 +172,7 @@ def test_the_guided_coupling_is_the_teachers_guided_ddpm_forecast():
     coupling and sits much closer to the observed context."""
     from domaindiff.distill.stochastic import StochasticReflow
     from domaindiff.samplers import get_sampler
-    from domaindiff_timeseries.forecast import (
-        DDPMSelfGuidance,
-        guidance_energy,
-        quantile_levels,
-    )
+    from domaindiff_timeseries.forecast import DDPMSelfGuidance
 
     teacher = _perturbed_teacher(1)
     student = build_student(teacher, "v", TSDiffCond)
@@ -169,12 +183,7 @@ def test_the_guided_coupling_is_the_teachers_guided_ddpm_forecast():
     plain = StochasticReflow(teacher.processes, 4, 10, 2)
     start, x0 = guided.coupling(den, state, torch.Generator().manual_seed(7), 0)
 
-    gen = torch.Generator().manual_seed(7)  # by hand: the same draws in the same order
-    start2 = guided.start(state, gen)
-    q = quantile_levels(16)[torch.randint(16, (6,), generator=gen)]
-    mask = torch.zeros_like(state["x"])
-    mask[:, :C] = 1.0
-    energy = guidance_energy(state["x"] * mask, mask, "quantile", q)
+    gen, start2, energy = _by_hand(guided, state, 7, 16)  # the same draws in the same order
     guide = DDPMSelfGuidance(den, teacher.processes["x"], energy, 4.0)
     ref = get_sampler("ancestral")(den, teacher.processes, start2, 10, prior=False,
                                    generator=gen, guidance=guide)
@@ -182,8 +191,8 @@ def test_the_guided_coupling_is_the_teachers_guided_ddpm_forecast():
     torch.testing.assert_close(x0["x"], ref["x"])
 
     _, free = plain.coupling(den, state, torch.Generator().manual_seed(7), 0)
-    err = lambda s: float((s["x"][:, :C] - state["x"][:, :C]).abs().mean())  # noqa: E731
-    assert err(x0) < 0.7 * err(free), (err(x0), err(free))
+    err = _context_error(x0, state), _context_error(free, state)
+    assert err[0] < 0.7 * err[1], err
     assert guided.describe()["guided_coupling"] and not plain.describe()["guided_coupling"]
     loss = guided.loss(student.denoiser(use_ema=False), den, state,
                        torch.Generator().manual_seed(0), 0)
@@ -197,11 +206,7 @@ def test_the_prediction_rule_coupling_is_the_fast_guided_forecast():
     guidance pulls the context towards the observation."""
     from domaindiff.distill.stochastic import StochasticReflow
     from domaindiff.samplers import get_sampler
-    from domaindiff_timeseries.forecast import (
-        PredictionSelfGuidance,
-        guidance_energy,
-        quantile_levels,
-    )
+    from domaindiff_timeseries.forecast import PredictionSelfGuidance
 
     teacher = _perturbed_teacher(2)
     student = build_student(teacher, "v", TSDiffCond)
@@ -214,20 +219,15 @@ def test_the_prediction_rule_coupling_is_the_fast_guided_forecast():
     plain = StochasticReflow(teacher.processes, 4, 6, 2, teacher_sampler="sde_dpm_solver_pp_2m")
     start, x0 = guided.coupling(den, state, torch.Generator().manual_seed(3), 0)
 
-    gen = torch.Generator().manual_seed(3)
-    start2 = guided.start(state, gen)
-    q = quantile_levels(8)[torch.randint(8, (5,), generator=gen)]
-    mask = torch.zeros_like(state["x"])
-    mask[:, :C] = 1.0
-    energy = guidance_energy(state["x"] * mask, mask, "quantile", q)
+    gen, start2, energy = _by_hand(guided, state, 3, 8)
     guide = PredictionSelfGuidance(energy, 32.0, x0_steps=4)
     ref = get_sampler("sde_dpm_solver_pp_2m")(den, teacher.processes, start2, 6, prior=False,
                                               generator=gen, guidance=guide)
     torch.testing.assert_close(start["x"], start2["x"])
     torch.testing.assert_close(x0["x"], ref["x"])
     _, free = plain.coupling(den, state, torch.Generator().manual_seed(3), 0)
-    err = lambda s: float((s["x"][:, :C] - state["x"][:, :C]).abs().mean())  # noqa: E731
-    assert err(x0) < 0.7 * err(free), (err(x0), err(free))
+    err = _context_error(x0, state), _context_error(free, state)
+    assert err[0] < 0.7 * err[1], err
 
 
 def test_bad_guided_coupling_settings_are_refused_by_name():
