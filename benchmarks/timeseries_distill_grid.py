@@ -60,6 +60,10 @@ def search_windows(dm, count: int) -> list[dict]:
             out.append(w)
     if not out:
         raise SystemExit(f"error: no training series holds a {length}-step window")
+    short = sum(len(s) < length for s in dm.train_series)
+    print(f"grid search on {min(len(out), count)} training windows (asked for {count}; "
+          f"{short} of {len(dm.train_series)} training series shorter than {length} steps)",
+          flush=True)
     return out[:count]
 
 
@@ -156,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         s = forecast(model, wins, args.samples, scale=scale, progress=False, stats=stats,
                      seed=args.seed, **opts)
         sec = (time.perf_counter() - t1) / len(wins)
-        shown = {k: v for k, v in opts.items()}
-        rows.append({"method": name, "options": shown, "scale": scale, "nfe": stats["nfe"],
+        rows.append({"method": name, "options": opts, "scale": scale, "nfe": stats["nfe"],
                      **forecast_metrics(s, target, hist, dm.season), "seconds_per_window": sec})
         print(f"{name:58s} NFE {stats['nfe']:5.0f} CRPS {rows[-1]['CRPS']:.4f} {sec:.2f} s/win",
               flush=True)
